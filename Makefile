@@ -1,0 +1,55 @@
+# eo-fusion developer entry points. Every target creates/reuses .venv and installs pinned
+# dependencies itself (requirements/lock.txt), so `make demo` and `make test` work on a fresh clone.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Keep the library's thread pools from oversubscribing the 2-core machines we run on.
+export OMP_NUM_THREADS ?= 2
+export MPLBACKEND ?= Agg
+
+.PHONY: install demo test lint format typecheck model docs benchmark clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml requirements/lock.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=24"
+	$(PY) -m pip install --quiet -c requirements/lock.txt -e '.[ml,notebooks,dev]'
+	touch $(STAMP)
+
+## Run the sample land-cover job on the embedded sample catalog (writes out/sample-landcover/).
+demo: install
+	$(VENV)/bin/eo-fusion map pipelines/sample_landcover.yaml
+
+## The whole test suite, with lint and format checks (what CI runs).
+test: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+## Regenerate the bundled model (pretrain + fine-tune on the sample catalog) and docs/model.md.
+model: install
+	$(PY) -m eo_fusion.train.bundle
+
+## Regenerate docs/configuration.md and docs/cli.md from the code.
+docs: install
+	$(PY) -m eo_fusion.docs_gen
+
+benchmark: install
+	$(PY) -m benchmarks
+
+clean:
+	rm -rf out .pytest_cache

@@ -1,0 +1,3 @@
+from eo_fusion.cli import run
+
+run()

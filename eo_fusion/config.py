@@ -1,0 +1,273 @@
+"""Validated configuration: job, catalog and model specs as pydantic models, read from YAML.
+
+Rules that apply to every spec:
+
+* YAML is read with ``yaml.safe_load`` (no arbitrary object construction).
+* Unknown keys are rejected; the error names the key and lists the valid ones.
+* Relative paths are resolved against the folder of the config file that contains them,
+  so a job file works whatever the current directory is.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
+
+from eo_fusion.errors import ConfigError
+
+#: Root of the installed source tree (the repository when installed editable).
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class StrictModel(BaseModel):
+    """Base for all specs: unknown keys are errors, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _resolve_path(value: Path, info: ValidationInfo) -> Path:
+    """Resolve a relative path against the config file's folder (``context['base_dir']``)."""
+    value = Path(value).expanduser()
+    if value.is_absolute():
+        return value
+    base = (info.context or {}).get("base_dir")
+    return (Path(base) / value).resolve() if base else value.resolve()
+
+
+#: A filesystem path that is resolved relative to the config file that names it.
+ConfigPath = Annotated[Path, AfterValidator(_resolve_path)]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _valid_keys_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
+    """Walk ``loc`` through nested models, dicts and lists; return the field names valid there."""
+    annotation: Any = model
+    for part in loc[:-1]:
+        annotation = _strip_optional(annotation)
+        origin = getattr(annotation, "__origin__", None)
+        if origin in (dict, list, tuple):
+            annotation = annotation.__args__[-1]
+        elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            field = annotation.model_fields.get(str(part))
+            if field is None:
+                return []
+            annotation = field.annotation
+        else:
+            return []
+    annotation = _strip_optional(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return sorted(annotation.model_fields)
+    return []
+
+
+def _strip_optional(annotation: Any) -> Any:
+    """``X | None`` -> ``X`` (the first non-None member of a union)."""
+    args = getattr(annotation, "__args__", None)
+    if args and getattr(annotation, "__origin__", None) not in (dict, list, tuple):
+        members = [a for a in args if a is not type(None)]
+        if members:
+            return members[0]
+    return annotation
+
+
+def format_validation_error(err: ValidationError, model: type[BaseModel], source: str) -> str:
+    """Turn a pydantic error into short lines that name the key, the problem and the valid keys."""
+    lines = []
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        where = ".".join(str(p) for p in loc) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            valid = _valid_keys_at(model, loc)
+            hint = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+            guess = f" (did you mean '{hint[0]}'?)" if hint else ""
+            lines.append(
+                f"unknown key '{where}'{guess}; valid keys here: {', '.join(valid) or 'none'}"
+            )
+        else:
+            lines.append(f"'{where}': {e['msg']}")
+    return f"{source}: " + "; ".join(lines)
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping with ``safe_load``; errors name the file and the line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as e:
+        raise ConfigError(f"config file not found: {path}", fix="check the path") from e
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})", fix="fix the YAML syntax") from e
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(
+            f"{path}: expected a mapping of keys at the top level, got {type(data).__name__}",
+            fix="write the config as 'key: value' lines",
+        )
+    return dict(data)
+
+
+def parse_spec(model: type[M], data: Mapping[str, Any], *, base_dir: Path, source: str) -> M:
+    """Validate ``data`` into ``model``; relative paths resolve against ``base_dir``."""
+    try:
+        return model.model_validate(dict(data), context={"base_dir": Path(base_dir)})
+    except ValidationError as e:
+        raise ConfigError(
+            format_validation_error(e, model, source),
+            fix=f"see docs/configuration.md for the options of {model.__name__}",
+        ) from e
+
+
+def load_spec(model: type[M], path: Path) -> M:
+    """Load a YAML file into a spec model (unknown keys rejected, paths relative to the file)."""
+    path = Path(path).resolve()
+    return parse_spec(model, load_yaml(path), base_dir=path.parent, source=str(path))
+
+
+def spec_hash(spec: BaseModel) -> str:
+    """Stable sha256 of a spec's content (used to tell a changed job from a resumed one)."""
+    payload = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# Job spec sections. Each section documents its options; docs/configuration.md is generated
+# from these models (``python -m eo_fusion.docs_gen``).
+# --------------------------------------------------------------------------------------------
+
+
+class AOISpec(StrictModel):
+    """Area of interest: exactly one of ``bbox``, ``geojson`` or ``wkt``."""
+
+    bbox: tuple[float, float, float, float] | None = Field(
+        None, description="minx, miny, maxx, maxy in the units of `crs`"
+    )
+    geojson: ConfigPath | None = Field(None, description="path to a GeoJSON file (any CRS)")
+    wkt: str | None = Field(None, description="WKT geometry in the units of `crs`")
+    crs: str = Field("EPSG:4326", description="CRS of `bbox`/`wkt` (EPSG code, WKT or PROJ)")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> AOISpec:
+        given = [k for k in ("bbox", "geojson", "wkt") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of bbox, geojson, wkt (got {given or 'none'})")
+        return self
+
+
+class TimeSpec(StrictModel):
+    """Time window: absolute (``start``/``end``, ISO dates) or relative (``last_days``)."""
+
+    start: str | None = Field(None, description="first date, ISO 8601 (inclusive)")
+    end: str | None = Field(None, description="last date, ISO 8601 (inclusive)")
+    last_days: int | None = Field(
+        None, ge=1, description="window of N days ending on the run date (for scheduled jobs)"
+    )
+
+    @model_validator(mode="after")
+    def _absolute_or_relative(self) -> TimeSpec:
+        if self.last_days is not None and (self.start or self.end):
+            raise ValueError("give either start/end or last_days, not both")
+        return self
+
+
+class GridSpec(StrictModel):
+    """Target grid: all modalities are resampled onto it, tile by tile."""
+
+    resolution: float = Field(10.0, gt=0, description="pixel size in CRS units (metres for UTM)")
+    crs: str = Field("auto", description="'auto' = UTM zone of the AOI centroid, or any CRS")
+    tile_size: int = Field(256, ge=16, description="tile edge in pixels (without halo)")
+    halo: int = Field(16, ge=0, description="overlap in pixels added on each side of a tile")
+
+
+class ModalitySpec(StrictModel):
+    """Options of one modality (key of ``modalities`` names it: s2-l2a, s2-l1c, s1, dem, ...)."""
+
+    bands: list[str] | None = Field(None, description="band registry keys; default: all")
+    max_cloud: float | None = Field(None, ge=0, le=100, description="max eo:cloud_cover (%)")
+    mode: Literal["composite", "timeseries"] = Field(
+        "composite", description="median composite of clear dates, or keep every date"
+    )
+    aggregate: Literal["none", "monthly", "semimonthly"] = Field(
+        "none", description="time-series aggregation period (timeseries mode)"
+    )
+    resolution: float | None = Field(
+        None, gt=0, description="own resolution (integer multiple/fraction of the grid's)"
+    )
+    collections: list[str] | None = Field(
+        None, description="override the catalog's collection ids for this modality"
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="modality-specific options (see docs/modalities.md)"
+    )
+
+
+class ModelRef(StrictModel):
+    """Which model to run and for what task."""
+
+    checkpoint: ConfigPath | None = Field(
+        None, description="folder with model.safetensors + model_card.json; default: bundled"
+    )
+    task: Literal["landcover", "crops"] = Field("landcover", description="head to run")
+    batch_size: int = Field(8, ge=1, description="tiles per inference batch")
+
+
+class OutputSpec(StrictModel):
+    """Where and what to write."""
+
+    dir: ConfigPath = Field(Path("out"), description="output folder (created)")
+    probabilities: bool = Field(False, description="also write per-class probabilities")
+    confidence: bool = Field(True, description="write the max-probability confidence band")
+    stack_zarr: bool = Field(False, description="also keep the co-registered stacks as Zarr")
+
+
+class DaskSpec(StrictModel):
+    """Where tiles run."""
+
+    scheduler: str | None = Field(
+        None, description="address of an existing scheduler (tcp://host:8786); default: local"
+    )
+    workers: int = Field(1, ge=1, description="LocalCluster worker processes")
+    threads_per_worker: int = Field(2, ge=1, description="threads per LocalCluster worker")
+    memory_limit: str = Field("4GiB", description="memory limit per LocalCluster worker")
+    wave_size: int = Field(8, ge=1, description="max tiles submitted at once (bounds memory)")
+
+
+class JobSpec(StrictModel):
+    """A mapping job: what to map, where, when, with which model, and where to write."""
+
+    name: str = Field(description="job name, used in output file names and logs")
+    catalog: str = Field("sample", description="catalog name (catalogs/*.yaml) or path to one")
+    aoi: AOISpec
+    time: TimeSpec = Field(default_factory=TimeSpec)  # type: ignore[arg-type]
+    grid: GridSpec = Field(default_factory=GridSpec)  # type: ignore[arg-type]
+    modalities: dict[str, ModalitySpec] = Field(description="modality name -> options")
+    model: ModelRef = Field(default_factory=ModelRef)  # type: ignore[arg-type]
+    output: OutputSpec = Field(default_factory=OutputSpec)  # type: ignore[arg-type]
+    dask: DaskSpec = Field(default_factory=DaskSpec)  # type: ignore[arg-type]
+    on_failure: Literal["stop", "continue"] = Field(
+        "continue", description="stop at the first failed tile, or finish the others"
+    )
+    retries: int = Field(2, ge=0, description="retries per tile for transient errors")
+
+
+def load_job(path: Path) -> JobSpec:
+    """Load and validate a job YAML file."""
+    return load_spec(JobSpec, path)

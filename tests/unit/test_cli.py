@@ -1,0 +1,62 @@
+"""The CLI contract: --version, --help for every command, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from eo_fusion import __version__
+from eo_fusion.cli import app, main
+
+
+def _command_paths() -> list[list[str]]:
+    import typer.main
+
+    from eo_fusion.cli import _register_commands
+
+    _register_commands()
+    root = typer.main.get_command(app)
+    paths = []
+
+    def walk(cmd, prefix):
+        sub = getattr(cmd, "commands", None)
+        if sub:
+            for name, child in sub.items():
+                walk(child, [*prefix, name])
+        elif prefix:
+            paths.append(prefix)
+
+    walk(root, [])
+    return paths
+
+
+def test_version(capsys):
+    assert main(["--version"]) == 0
+    assert __version__ in capsys.readouterr().out
+
+
+def test_top_level_help_lists_commands(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for path in _command_paths():
+        assert path[0] in out
+
+
+@pytest.mark.parametrize("path", _command_paths(), ids=lambda p: " ".join(p))
+def test_every_command_has_help_with_an_example(path, capsys):
+    assert main([*path, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "Example" in out, f"`eo-fusion {' '.join(path)} --help` should show an example"
+
+
+def test_unknown_command_is_usage_error():
+    assert main(["no-such-command"]) == 2
+
+
+def test_console_script_runs():
+    proc = subprocess.run(
+        [sys.executable, "-m", "eo_fusion", "--version"], capture_output=True, text=True
+    )
+    assert proc.returncode == 0 and __version__ in proc.stdout

@@ -27,6 +27,7 @@ app = typer.Typer(
         "Start with:  eo-fusion map pipelines/sample_landcover.yaml"
     ),
     no_args_is_help=True,
+    add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     _register_commands()
     err = Console(stderr=True)
     try:
-        result = app(args=argv, standalone_mode=False)
+        result = app(args=argv, prog_name="eo-fusion", standalone_mode=False)
     except typer.Exit as e:
         return e.exit_code
     except typer.Abort:

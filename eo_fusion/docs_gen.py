@@ -1,0 +1,162 @@
+"""Generate the reference docs from the code: ``docs/configuration.md`` and ``docs/cli.md``.
+
+Run ``make docs`` (``python -m eo_fusion.docs_gen``) after changing a spec or a command;
+``tests/unit/test_docs_current.py`` fails when the committed pages are out of date.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+from pydantic import BaseModel
+
+from eo_fusion.config import PROJECT_ROOT
+
+#: (title, import path) of every spec documented in docs/configuration.md, in reading order.
+SPEC_MODULES: list[tuple[str, str]] = [
+    ("Job files (`eo-fusion map`, `eo-fusion stack`)", "eo_fusion.config:JobSpec"),
+    ("Catalog definitions (`catalogs/*.yaml`)", "eo_fusion.catalogs.providers:CatalogSpec"),
+    ("Pretraining (`eo-fusion pretrain`)", "eo_fusion.models.config:PretrainSpec"),
+    ("Fine-tuning (`eo-fusion finetune`)", "eo_fusion.models.config:FinetuneSpec"),
+]
+
+
+def _load(ref: str) -> type[BaseModel] | None:
+    module, _, name = ref.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return None
+
+
+def _type_name(annotation: Any) -> str:
+    """Readable type: ``str | None``, ``'stop' | 'continue'``, ``dict[str, ModalitySpec]``."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin is Annotated:
+        return _type_name(args[0])
+    if origin in (Union, UnionType):
+        return " | ".join(_type_name(a) for a in args)
+    if origin is not None:
+        return f"{origin.__name__}[{', '.join(_type_name(a) for a in args)}]"
+    if annotation is type(None):
+        return "None"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _nested_models(annotation: Any) -> Iterator[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        yield annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        yield from _nested_models(arg)
+
+
+def _model_table(model: type[BaseModel], prefix: str, seen: set[type]) -> list[str]:
+    lines = [f"### `{prefix or model.__name__}`", "", (model.__doc__ or "").strip(), ""]
+    lines += ["| key | type | default | description |", "|---|---|---|---|"]
+    children: list[tuple[str, type[BaseModel]]] = []
+    for name, field in model.model_fields.items():
+        if field.is_required():
+            default = "**required**"
+        elif field.default_factory is not None:
+            default = "(see below)" if list(_nested_models(field.annotation)) else "`{}`/`[]`"
+        else:
+            default = f"`{field.default!r}`"
+        desc = (field.description or "").replace("|", "\\|")
+        type_name = _type_name(field.annotation).replace("|", "\\|")
+        lines.append(f"| `{name}` | `{type_name}` | {default} | {desc} |")
+        for child in _nested_models(field.annotation):
+            if child not in seen:
+                seen.add(child)
+                key = f"{prefix}.{name}" if prefix else name
+                origin = getattr(field.annotation, "__origin__", None)
+                children.append((f"{key}.<name>" if origin is dict else key, child))
+    lines.append("")
+    for key, child in children:
+        lines += _model_table(child, key, seen)
+    return lines
+
+
+def configuration_markdown() -> str:
+    """Markdown reference of every option of every spec."""
+    out = [
+        "# Configuration reference",
+        "",
+        "Generated from the pydantic specs by `make docs`; do not edit by hand.",
+        "",
+        "All files are YAML read with `safe_load`. Unknown keys are rejected with a message naming",
+        "the key and listing the valid ones. Relative paths are resolved against the folder of the",
+        "file that contains them.",
+        "",
+    ]
+    for title, ref in SPEC_MODULES:
+        model = _load(ref)
+        if model is None:
+            continue
+        out += [f"## {title}", ""]
+        out += _model_table(model, "", {model})
+    return "\n".join(out).rstrip() + "\n"
+
+
+def cli_markdown() -> str:
+    """Markdown reference of every CLI command, from the commands' own help."""
+    import typer.main
+
+    from eo_fusion.cli import _register_commands, app
+
+    _register_commands()
+    root = typer.main.get_command(app)
+    out = ["# CLI reference", "", "Generated from `eo-fusion --help` by `make docs`.", ""]
+
+    def walk(cmd: Any, path: list[str]) -> None:
+        out.extend(
+            [f"## `{' '.join(['eo-fusion', *path])}`", "", "```text", _help_text(path), "```"]
+        )
+        out.append("")
+        for name, child in sorted((getattr(cmd, "commands", None) or {}).items()):
+            walk(child, [*path, name])
+
+    walk(root, [])
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _help_text(path: list[str]) -> str:
+    """The command's ``--help`` as plain text at a fixed width (stable across terminals)."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "COLUMNS": "100", "NO_COLOR": "1", "TERM": "dumb"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "eo_fusion", *path, "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    return "\n".join(line.rstrip() for line in proc.stdout.strip("\n").splitlines())
+
+
+def render_all() -> dict[Path, str]:
+    """Every generated page, keyed by its path in the repository."""
+    docs = PROJECT_ROOT / "docs"
+    return {
+        docs / "configuration.md": configuration_markdown(),
+        docs / "cli.md": cli_markdown(),
+    }
+
+
+def main() -> int:
+    for path, text in render_all().items():
+        path.write_text(text, encoding="utf-8")
+        print(f"wrote {path.relative_to(PROJECT_ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,272 @@
+"""Real HTTP servers on 127.0.0.1 for tests and offline use.
+
+:func:`serve_directory` serves a folder over HTTP/1.1 with byte-range support (``206 Partial
+Content``, ``Accept-Ranges``, ``Content-Range``, ``HEAD``), which is what GDAL's ``/vsicurl/``
+needs to read Cloud-Optimised GeoTIFFs the way it reads them from cloud storage. Every response is
+recorded in a thread-safe :class:`RequestLog` (requests and body bytes per path), so a test can
+check that a small window read fetched only a fraction of a file.
+
+Example::
+
+    with serve_directory("catalogs/sample") as srv:
+        url = srv.url_for("data/slovenia/DEM_slovenia_10m.tif")
+        with rasterio.open("/vsicurl/" + url) as ds:
+            ...
+        print(srv.log.bytes_sent(url))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import mimetypes
+import os
+import re
+import threading
+import urllib.parse
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+__all__ = ["FileServer", "RequestLog", "RequestRecord", "serve_directory"]
+
+_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One answered request: method, URL path, HTTP status, body bytes sent, Range header."""
+
+    method: str
+    path: str
+    status: int
+    bytes_sent: int
+    range_header: str | None
+
+
+@dataclass
+class RequestLog:
+    """Thread-safe record of what a server answered (the server's handler threads append to it)."""
+
+    _records: list[RequestRecord] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, record: RequestRecord) -> None:
+        with self._lock:
+            self._records.append(record)
+
+    @property
+    def records(self) -> list[RequestRecord]:
+        """A copy of all records so far, in the order answered."""
+        with self._lock:
+            return list(self._records)
+
+    @staticmethod
+    def _path_of(path_or_url: str) -> str:
+        return urllib.parse.urlsplit(path_or_url).path or "/"
+
+    def requests(self, path_or_url: str | None = None, method: str | None = None) -> int:
+        """Number of requests (optionally for one path/URL and one method)."""
+        return len(self._select(path_or_url, method))
+
+    def bytes_sent(self, path_or_url: str | None = None) -> int:
+        """Body bytes sent in total, or for one path/URL (headers not counted)."""
+        return sum(r.bytes_sent for r in self._select(path_or_url, None))
+
+    def by_path(self) -> dict[str, tuple[int, int]]:
+        """Path -> (requests, body bytes sent)."""
+        out: dict[str, tuple[int, int]] = {}
+        for r in self.records:
+            n, b = out.get(r.path, (0, 0))
+            out[r.path] = (n + 1, b + r.bytes_sent)
+        return out
+
+    def clear(self) -> None:
+        with self._lock:
+            self._records.clear()
+
+    def _select(self, path_or_url: str | None, method: str | None) -> list[RequestRecord]:
+        want = None if path_or_url is None else self._path_of(path_or_url)
+        return [
+            r
+            for r in self.records
+            if (want is None or r.path == want) and (method is None or r.method == method)
+        ]
+
+
+def _parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """``bytes=a-b`` -> inclusive (start, end) clipped to the file; ``None`` if unsatisfiable.
+
+    Only single ranges are supported (GDAL sends single ranges); a multi-range header is treated
+    as unsatisfiable rather than answered wrongly.
+    """
+    m = _RANGE_RE.match(header.strip())
+    if not m or (not m.group(1) and not m.group(2)):
+        return None
+    first, last = m.group(1), m.group(2)
+    if not first:  # suffix range: the last N bytes
+        n = int(last)
+        if n == 0:
+            return None
+        return max(0, size - n), size - 1
+    start = int(first)
+    end = size - 1 if not last else min(int(last), size - 1)
+    if start >= size or end < start:
+        return None
+    return start, end
+
+
+def _make_handler(root: Path, log: RequestLog) -> type[BaseHTTPRequestHandler]:
+    root = root.resolve()
+
+    class _RangeHandler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as GDAL/libcurl expect from object stores
+        server_version = "eo-fusion-fileserver"
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            return  # the RequestLog is the record; stderr noise helps nobody in tests
+
+        def _resolve(self) -> Path | None:
+            url_path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
+            candidate = (root / url_path.lstrip("/")).resolve()
+            # Refuse anything that escapes the served folder (../, symlinks pointing out).
+            if candidate != root and root not in candidate.parents:
+                return None
+            return candidate if candidate.is_file() else None
+
+        def _record(self, status: int, sent: int) -> None:
+            log.add(
+                RequestRecord(
+                    method=self.command,
+                    path=urllib.parse.urlsplit(self.path).path,
+                    status=status,
+                    bytes_sent=sent,
+                    range_header=self.headers.get("Range"),
+                )
+            )
+
+        def _error(self, status: HTTPStatus) -> None:
+            body = f"{status.value} {status.phrase}\n".encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+            self._record(status.value, 0 if self.command == "HEAD" else len(body))
+
+        def do_HEAD(self) -> None:  # noqa: N802
+            self._serve(send_body=False)
+
+        def do_GET(self) -> None:  # noqa: N802
+            self._serve(send_body=True)
+
+        def _serve(self, *, send_body: bool) -> None:
+            path = self._resolve()
+            if path is None:
+                self._error(HTTPStatus.NOT_FOUND)
+                return
+            stat = path.stat()
+            size = stat.st_size
+            status = HTTPStatus.OK
+            start, end = 0, size - 1
+            range_header = self.headers.get("Range")
+            if range_header:
+                rng = _parse_range(range_header, size)
+                if rng is None:
+                    self.send_response(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE)
+                    self.send_header("Content-Range", f"bytes */{size}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    self._record(416, 0)
+                    return
+                start, end = rng
+                status = HTTPStatus.PARTIAL_CONTENT
+            length = max(0, end - start + 1)
+            ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Accept-Ranges", "bytes")
+            self.send_header("Content-Length", str(length))
+            self.send_header("Last-Modified", email.utils.formatdate(stat.st_mtime, usegmt=True))
+            if status == HTTPStatus.PARTIAL_CONTENT:
+                self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+            self.end_headers()
+            sent = 0
+            if send_body and length:
+                with path.open("rb") as fh:
+                    fh.seek(start)
+                    remaining = length
+                    while remaining:
+                        chunk = fh.read(min(_CHUNK, remaining))
+                        if not chunk:
+                            break
+                        try:
+                            self.wfile.write(chunk)
+                        except (BrokenPipeError, ConnectionResetError):
+                            break  # client hung up (GDAL often does after enough bytes)
+                        sent += len(chunk)
+                        remaining -= len(chunk)
+            self._record(status.value, sent)
+
+    return _RangeHandler
+
+
+@dataclass
+class FileServer:
+    """A running server: its base URL (no trailing slash), root folder and request log."""
+
+    url: str
+    root: Path
+    log: RequestLog
+    port: int
+
+    def url_for(self, relpath: str | os.PathLike[str]) -> str:
+        """URL of a file given its path relative to the served root (``/`` separators)."""
+        rel = Path(relpath).as_posix().lstrip("/")
+        return f"{self.url}/{urllib.parse.quote(rel)}"
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True  # handler threads never keep the interpreter alive
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        return  # client disconnects mid-response are normal for range readers
+
+
+@contextlib.contextmanager
+def serve_handler(
+    handler_factory: Callable[[], type[BaseHTTPRequestHandler]], host: str = "127.0.0.1"
+) -> Iterator[tuple[str, ThreadingHTTPServer]]:
+    """Run any request handler class on ``host`` at a free port; yields (base URL, server)."""
+    server = _QuietServer((host, 0), handler_factory())
+    thread = threading.Thread(target=server.serve_forever, name="eo-fusion-http", daemon=True)
+    thread.start()
+    try:
+        yield f"http://{host}:{server.server_address[1]}", server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@contextlib.contextmanager
+def serve_directory(root: str | os.PathLike[str], host: str = "127.0.0.1") -> Iterator[FileServer]:
+    """Serve ``root`` over HTTP with byte ranges on ``host`` at a free port.
+
+    Args:
+        root: folder to serve (files outside it are never served, even through symlinks).
+        host: interface to bind; loopback by default (never expose test data on a network).
+
+    Yields:
+        A :class:`FileServer`; its ``log`` counts requests and body bytes per path.
+    """
+    root_path = Path(root).resolve()
+    if not root_path.is_dir():
+        raise NotADirectoryError(f"cannot serve {root_path}: not a folder")
+    log = RequestLog()
+    with serve_handler(lambda: _make_handler(root_path, log), host) as (url, server):
+        yield FileServer(url=url, root=root_path, log=log, port=int(server.server_address[1]))

@@ -68,3 +68,222 @@ class BandSpec:
             offset=self.offset if offset is None else offset,
             nodata=self.nodata if nodata is None else nodata,
         )
+
+
+# ------------------------------------------------------------------------------------------------
+# The registry tables.
+# ------------------------------------------------------------------------------------------------
+
+#: Sentinel-2A MSI band centres and bandwidths (nm) and native resolution (m), as published by ESA
+#: in the Sentinel-2 Spectral Response Functions (COPE-GSEG-EOPG-TN-15-0007, v3.0) and the
+#: Sentinel-2 MSI User Guide ("Radiometric resolutions / spectral bands" table). Sentinel-2B/C
+#: centres differ by at most a few nm; the model keys on wavelength ranges, so S2A values stand
+#: for the constellation.
+_S2_TABLE: dict[str, tuple[float, float, float, str]] = {
+    "B01": (442.7, 21.0, 60.0, "Coastal aerosol"),
+    "B02": (492.4, 66.0, 10.0, "Blue"),
+    "B03": (559.8, 36.0, 10.0, "Green"),
+    "B04": (664.6, 31.0, 10.0, "Red"),
+    "B05": (704.1, 15.0, 20.0, "Vegetation red edge 1"),
+    "B06": (740.5, 15.0, 20.0, "Vegetation red edge 2"),
+    "B07": (782.8, 20.0, 20.0, "Vegetation red edge 3"),
+    "B08": (832.8, 106.0, 10.0, "NIR"),
+    "B8A": (864.7, 21.0, 20.0, "Narrow NIR"),
+    "B09": (945.1, 20.0, 60.0, "Water vapour"),
+    "B10": (1373.5, 31.0, 60.0, "SWIR cirrus"),
+    "B11": (1613.7, 91.0, 20.0, "SWIR 1"),
+    "B12": (2202.4, 175.0, 20.0, "SWIR 2"),
+}
+
+#: Broad-band aerial cameras (NAIP's Leica ADS100, typical RGBN frame cameras): approximate centre
+#: and width of the red/green/blue/near-infrared ranges (USDA FSA NAIP information sheet). Values
+#: are stored as 8-bit DN by most providers, so the scale turns them into a 0-1 brightness, not a
+#: calibrated reflectance.
+_AERIAL_TABLE: dict[str, tuple[float, float, str]] = {
+    "blue": (465.0, 60.0, "Blue"),
+    "green": (555.0, 60.0, "Green"),
+    "red": (635.0, 32.0, "Red"),
+    "nir": (845.0, 74.0, "Near infrared"),
+}
+
+#: OSM layers rasterised by the OSM source (``osm:landuse_<value>`` accepts any landuse tag value).
+_OSM_LAYERS = ("buildings", "roads_major", "roads_minor", "water")
+_OSM_LANDUSE = (
+    "residential",
+    "commercial",
+    "industrial",
+    "retail",
+    "farmland",
+    "forest",
+    "grass",
+    "meadow",
+    "orchard",
+    "vineyard",
+)
+
+
+def _build_registry() -> dict[str, BandSpec]:
+    reg: dict[str, BandSpec] = {}
+    for name, (wl, bw, res, desc) in _S2_TABLE.items():
+        # Default encoding: L1C/L2A DN with QUANTIFICATION_VALUE 10000, 0 = no data. The
+        # processing-baseline offset is item-specific and set during normalisation.
+        reg[f"s2:{name}"] = BandSpec(
+            key=f"s2:{name}",
+            kind="reflectance",
+            wavelength_nm=wl,
+            bandwidth_nm=bw,
+            units="reflectance",
+            scale=1e-4,
+            nodata=0,
+            resolution_m=res,
+            description=desc,
+        )
+    reg["s2:SCL"] = BandSpec(
+        "s2:SCL", "categorical", nodata=0, resolution_m=20.0, description="Scene classification"
+    )
+    for pol in ("VV", "VH", "HH", "HV"):
+        reg[f"s1:{pol}"] = BandSpec(
+            key=f"s1:{pol}",
+            kind="sar",
+            polarization=pol,
+            units="linear",
+            nodata=0,
+            resolution_m=10.0,
+            description=f"C-band backscatter, {pol} polarisation",
+        )
+    for name, (wl, bw, desc) in _AERIAL_TABLE.items():
+        reg[f"aerial:{name}"] = BandSpec(
+            key=f"aerial:{name}",
+            kind="aerial",
+            wavelength_nm=wl,
+            bandwidth_nm=bw,
+            units="brightness",
+            scale=1 / 255,
+            description=desc,
+        )
+    for name, desc in (
+        ("dem", "Digital elevation model (terrain, e.g. Copernicus DEM GLO-30)"),
+        ("dsm", "Digital surface model (top of canopy and buildings)"),
+        ("dtm", "Digital terrain model (bare earth)"),
+        ("ndsm", "Normalised DSM: height above ground (DSM - DTM)"),
+    ):
+        reg[f"elevation:{name}"] = BandSpec(
+            f"elevation:{name}", "elevation", units="m", description=desc
+        )
+    reg["elevation:slope"] = BandSpec(
+        "elevation:slope", "elevation", units="degree", description="Terrain slope"
+    )
+    reg["elevation:aspect"] = BandSpec(
+        "elevation:aspect", "elevation", units="degree", description="Terrain aspect (from north)"
+    )
+    for layer in _OSM_LAYERS + tuple(f"landuse_{v}" for v in _OSM_LANDUSE):
+        reg[f"osm:{layer}"] = BandSpec(
+            f"osm:{layer}", "osm", units="fraction", description=f"OpenStreetMap {layer} coverage"
+        )
+    reg["label:landcover"] = BandSpec(
+        "label:landcover", "categorical", nodata=0, description="Land-cover class id"
+    )
+    reg["index:ndvi"] = BandSpec(
+        "index:ndvi", "index", units="1", description="Normalised difference vegetation index"
+    )
+    return reg
+
+
+#: Every known band, by registry key. Read-only by convention; use :func:`get_band`.
+REGISTRY: dict[str, BandSpec] = _build_registry()
+
+_OSM_LANDUSE_PREFIX = "osm:landuse_"
+
+
+def get_band(key: str) -> BandSpec:
+    """The registry entry for ``key`` (e.g. ``s2:B04``, ``s1:VV``, ``elevation:dsm``).
+
+    ``osm:landuse_<value>`` is accepted for any OSM landuse value (letters, digits, ``_``).
+
+    Raises:
+        BandError: unknown key; the message lists close matches.
+    """
+    from eo_fusion.errors import BandError
+
+    spec = REGISTRY.get(key)
+    if spec is not None:
+        return spec
+    if key.startswith(_OSM_LANDUSE_PREFIX):
+        value = key[len(_OSM_LANDUSE_PREFIX) :]
+        if value and value.replace("_", "").isalnum() and value.islower():
+            return BandSpec(key, "osm", units="fraction", description=f"OpenStreetMap {value}")
+    import difflib
+
+    close = difflib.get_close_matches(key, list(REGISTRY), n=4, cutoff=0.5)
+    hint = f"did you mean {', '.join(close)}?" if close else "see docs/catalogs.md for the keys"
+    raise BandError(f"unknown band key '{key}'", fix=hint)
+
+
+def band_keys(family: str | None = None) -> list[str]:
+    """All registry keys, optionally only those of one family (``s2``, ``s1``, ...)."""
+    return [k for k in REGISTRY if family is None or k.split(":", 1)[0] == family]
+
+
+# ------------------------------------------------------------------------------------------------
+# Provider alias tables: asset keys / band names -> registry keys. Lower-cased on lookup.
+# ------------------------------------------------------------------------------------------------
+
+#: Sentinel-2 names used by Earth Search v1 (common names: ``red``, ``nir08``, ``rededge1``),
+#: Planetary Computer and CDSE (``B04``, ``B04_10m``), legacy Earth Search v0 and GEE (``B4``).
+S2_ALIASES: dict[str, str] = {
+    "coastal": "s2:B01",
+    "blue": "s2:B02",
+    "green": "s2:B03",
+    "red": "s2:B04",
+    "rededge1": "s2:B05",
+    "rededge2": "s2:B06",
+    "rededge3": "s2:B07",
+    "nir": "s2:B08",
+    "nir08": "s2:B8A",
+    "nir09": "s2:B09",
+    "cirrus": "s2:B10",
+    "swir16": "s2:B11",
+    "swir22": "s2:B12",
+    "scl": "s2:SCL",
+}
+for _name in _S2_TABLE:
+    S2_ALIASES[_name.lower()] = f"s2:{_name}"
+    S2_ALIASES[_name.lower().replace("b0", "b")] = f"s2:{_name}"  # B4 / B8A style
+    for _res in (10, 20, 60):  # CDSE asset keys carry the resolution: B04_10m
+        S2_ALIASES[f"{_name.lower()}_{_res}m"] = f"s2:{_name}"
+for _res in (20, 60):
+    S2_ALIASES[f"scl_{_res}m"] = "s2:SCL"
+
+SAR_ALIASES: dict[str, str] = {p.lower(): f"s1:{p}" for p in ("VV", "VH", "HH", "HV")}
+
+#: Aerial band names (NAIP eo:bands names are ``Red``, ``Green``, ``Blue``, ``NIR``).
+AERIAL_ALIASES: dict[str, str] = {
+    "red": "aerial:red",
+    "green": "aerial:green",
+    "blue": "aerial:blue",
+    "nir": "aerial:nir",
+    "nir08": "aerial:nir",
+}
+
+#: Elevation asset keys (Earth Search cop-dem ``data``; Planetary Computer ``data``/``elevation``).
+ELEVATION_ALIASES: dict[str, str] = {
+    "dem": "elevation:dem",
+    "elevation": "elevation:dem",
+    "data": "elevation:dem",
+    "dsm": "elevation:dsm",
+    "dtm": "elevation:dtm",
+    "ndsm": "elevation:ndsm",
+    "hag": "elevation:ndsm",
+    "slope": "elevation:slope",
+    "aspect": "elevation:aspect",
+}
+
+
+def band_for_wavelength(center_nm: float, tolerance_nm: float = 15.0) -> str | None:
+    """The Sentinel-2 key whose centre is nearest ``center_nm`` (within ``tolerance_nm``).
+
+    Used as a last resort when an item names a band in a way no alias table knows but declares
+    its centre wavelength (``eo:center_wavelength`` is in micrometres in STAC; pass nanometres).
+    """
+    best = min(_S2_TABLE.items(), key=lambda kv: abs(kv[1][0] - center_nm))
+    return f"s2:{best[0]}" if abs(best[1][0] - center_nm) <= tolerance_nm else None

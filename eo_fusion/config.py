@@ -14,6 +14,7 @@ import difflib
 import hashlib
 import json
 from collections.abc import Mapping
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -173,7 +174,12 @@ class AOISpec(StrictModel):
 
 
 class TimeSpec(StrictModel):
-    """Time window: absolute (``start``/``end``, ISO dates) or relative (``last_days``)."""
+    """Time window: absolute (``start``/``end``, ISO dates) or relative (``last_days``).
+
+    ``last_days: N`` is resolved against the run date (``eo-fusion map --run-date``, default:
+    today in UTC) to the N days ending on, and including, that date: scheduled jobs map a moving
+    window while a rerun with the same ``--run-date`` maps exactly the same one.
+    """
 
     start: str | None = Field(None, description="first date, ISO 8601 (inclusive)")
     end: str | None = Field(None, description="last date, ISO 8601 (inclusive)")
@@ -185,7 +191,35 @@ class TimeSpec(StrictModel):
     def _absolute_or_relative(self) -> TimeSpec:
         if self.last_days is not None and (self.start or self.end):
             raise ValueError("give either start/end or last_days, not both")
+        for name in ("start", "end"):
+            value = getattr(self, name)
+            if value is not None:
+                try:
+                    date.fromisoformat(str(value)[:10])
+                except ValueError as e:
+                    raise ValueError(f"{name}: {value!r} is not an ISO date (YYYY-MM-DD)") from e
+        if self.start and self.end and str(self.start)[:10] > str(self.end)[:10]:
+            raise ValueError(f"start {self.start} is after end {self.end}")
         return self
+
+    def resolve(self, run_date: date) -> tuple[date | None, date | None]:
+        """The window as (first day, last day), both inclusive; ``None`` = open-ended.
+
+        Args:
+            run_date: the day a scheduled run maps up to (UTC calendar date).
+        """
+        if self.last_days is not None:
+            return run_date - timedelta(days=self.last_days - 1), run_date
+        first = date.fromisoformat(str(self.start)[:10]) if self.start else None
+        last = date.fromisoformat(str(self.end)[:10]) if self.end else None
+        return first, last
+
+    def to_stac_datetime(self, run_date: date) -> str | None:
+        """The window as a STAC ``datetime`` range (``2015-07-01/2015-09-30``), or ``None``."""
+        first, last = self.resolve(run_date)
+        if first is None and last is None:
+            return None
+        return f"{first.isoformat() if first else '..'}/{last.isoformat() if last else '..'}"
 
 
 class GridSpec(StrictModel):
@@ -230,22 +264,44 @@ class ModelRef(StrictModel):
 
 
 class OutputSpec(StrictModel):
-    """Where and what to write."""
+    """Where and what to write.
+
+    Products go to ``<dir>/<run-id>/`` where the run id is the job name plus a hash of the job
+    config and resolved time window: a changed job starts a new run folder instead of mixing tiles.
+    """
 
     dir: ConfigPath = Field(Path("out"), description="output folder (created)")
     probabilities: bool = Field(False, description="also write per-class probabilities")
     confidence: bool = Field(True, description="write the max-probability confidence band")
     stack_zarr: bool = Field(False, description="also keep the co-registered stacks as Zarr")
+    blocksize: int = Field(
+        256, ge=64, le=4096, description="internal COG tile edge in pixels (power of two)"
+    )
+    report: bool = Field(True, description="write the QA report (JSON + Markdown + quicklook PNG)")
+
+    @model_validator(mode="after")
+    def _power_of_two(self) -> OutputSpec:
+        if self.blocksize & (self.blocksize - 1):
+            raise ValueError(f"blocksize {self.blocksize} is not a power of two (e.g. 256, 512)")
+        return self
 
 
 class DaskSpec(StrictModel):
-    """Where tiles run."""
+    """Where tiles run.
+
+    Default: a LocalCluster with ``workers`` processes of ``threads_per_worker`` threads each
+    (``processes: false`` runs the workers as threads of the calling process instead). With
+    ``scheduler`` set, tiles run on that existing cluster and the LocalCluster options are ignored.
+    """
 
     scheduler: str | None = Field(
         None, description="address of an existing scheduler (tcp://host:8786); default: local"
     )
-    workers: int = Field(1, ge=1, description="LocalCluster worker processes")
+    workers: int = Field(1, ge=1, description="LocalCluster workers")
     threads_per_worker: int = Field(2, ge=1, description="threads per LocalCluster worker")
+    processes: bool = Field(
+        True, description="LocalCluster workers as separate processes (false: threads)"
+    )
     memory_limit: str = Field("4GiB", description="memory limit per LocalCluster worker")
     wave_size: int = Field(8, ge=1, description="max tiles submitted at once (bounds memory)")
 
@@ -253,7 +309,11 @@ class DaskSpec(StrictModel):
 class JobSpec(StrictModel):
     """A mapping job: what to map, where, when, with which model, and where to write."""
 
-    name: str = Field(description="job name, used in output file names and logs")
+    name: str = Field(
+        description="job name, used in output file names and logs",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+    )
+    description: str = Field("", description="what the job maps (shown in reports and STAC)")
     catalog: str = Field("sample", description="catalog name (catalogs/*.yaml) or path to one")
     aoi: AOISpec
     time: TimeSpec = Field(default_factory=TimeSpec)  # type: ignore[arg-type]

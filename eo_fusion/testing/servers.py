@@ -126,7 +126,7 @@ def _make_handler(root: Path, log: RequestLog) -> type[BaseHTTPRequestHandler]:
         protocol_version = "HTTP/1.1"  # keep-alive, as GDAL/libcurl expect from object stores
         server_version = "eo-fusion-fileserver"
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: object) -> None:
             return  # the RequestLog is the record; stderr noise helps nobody in tests
 
         def _resolve(self) -> Path | None:
@@ -158,10 +158,10 @@ def _make_handler(root: Path, log: RequestLog) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(body)
             self._record(status.value, 0 if self.command == "HEAD" else len(body))
 
-        def do_HEAD(self) -> None:  # noqa: N802
+        def do_HEAD(self) -> None:
             self._serve(send_body=False)
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             self._serve(send_body=True)
 
         def _serve(self, *, send_body: bool) -> None:

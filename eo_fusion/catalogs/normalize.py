@@ -1,0 +1,428 @@
+"""STAC item -> :class:`NormalizedItem`: every provider quirk is absorbed here and nowhere else.
+
+What is read from an item, in order of trust:
+
+1. Band metadata: STAC 1.1 ``bands`` (asset or item level), else ``eo:bands`` and
+   ``raster:bands`` (STAC 1.0 extensions). A band whose ``name`` is already a registry key (the
+   local builder writes them) is taken as is.
+2. Provider alias tables (:data:`eo_fusion.bands.S2_ALIASES`, ...) on the band name, the asset key
+   and the common name, then the declared centre wavelength.
+3. Encoding: ``scale``/``offset``/``nodata``/``unit`` from the band's raster metadata, else the
+   registry defaults.
+
+The Sentinel-2 processing-baseline 04.00 radiometric offset (DN shifted by +1000, so reflectance
+= DN * 1e-4 - 0.1) is decided from the item's own metadata, never from its date; see
+:func:`s2_reflectance_offset`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import pystac
+
+from eo_fusion.bands import (
+    AERIAL_ALIASES,
+    ELEVATION_ALIASES,
+    REGISTRY,
+    S2_ALIASES,
+    SAR_ALIASES,
+    BandSpec,
+    band_for_wavelength,
+)
+from eo_fusion.catalogs.items import BandAsset, NormalizedItem
+from eo_fusion.errors import CatalogError
+
+log = logging.getLogger(__name__)
+
+MODALITIES = (
+    "s2-l2a",
+    "s2-l1c",
+    "s1-grd",
+    "s1-rtc",
+    "dem",
+    "dsm",
+    "dtm",
+    "aerial",
+    "lidar",
+    "osm",
+    "labels",
+    "ndvi",
+)
+
+#: Property the local builder writes so that local items say their modality themselves.
+MODALITY_PROPERTY = "eo_fusion:modality"
+
+#: Asset roles/keys that are never pixel bands (previews, metadata, tiles).
+_NON_DATA_ROLES = {"thumbnail", "overview", "metadata", "tiles", "visual"}
+#: Asset keys that are derived products duplicating real bands (true-colour composites, previews).
+_DERIVED_KEYS = {"visual", "tci", "tci_10m", "preview", "rendered_preview", "thumbnail"}
+
+# Baseline in a product id: S2A_MSIL2A_20220126T..._N0400_R... -> "04.00".
+_PB_IN_ID = re.compile(r"_N(\d{2})(\d{2})_")
+
+_COLLECTION_HINTS: tuple[tuple[str, str], ...] = (
+    ("sentinel-2-l2a", "s2-l2a"),
+    ("sentinel-2-c1-l2a", "s2-l2a"),
+    ("sentinel-2-l1c", "s2-l1c"),
+    ("sentinel-2-c1-l1c", "s2-l1c"),
+    ("sentinel-1-grd", "s1-grd"),
+    ("sentinel-1-rtc", "s1-rtc"),
+    ("cop-dem", "dem"),
+    ("nasadem", "dem"),
+    ("3dep-seamless", "dem"),
+    ("naip", "aerial"),
+)
+
+
+def guess_modality(item: pystac.Item) -> str | None:
+    """Modality from the item's own metadata (builder property, collection id, product type)."""
+    props = item.properties
+    declared = props.get(MODALITY_PROPERTY)
+    if declared in MODALITIES:
+        return str(declared)
+    coll = (item.collection_id or "").lower()
+    for hint, modality in _COLLECTION_HINTS:
+        if coll.startswith(hint):
+            return modality
+    ptype = str(props.get("s2:product_type") or props.get("product:type") or "").upper()
+    if "L2A" in ptype:
+        return "s2-l2a"
+    if "L1C" in ptype:
+        return "s2-l1c"
+    if props.get("sar:product_type") == "GRD" or "sar:polarizations" in props:
+        return "s1-rtc" if "rtc" in coll else "s1-grd"
+    return None
+
+
+def _parse_baseline(value: Any) -> float | None:
+    try:
+        return float(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+
+
+def processing_baseline(item: pystac.Item) -> float | None:
+    """The Sentinel-2 processing baseline (e.g. 4.0) from the item's metadata, or ``None``.
+
+    Looks at ``s2:processing_baseline`` (Earth Search, Planetary Computer), ``processing:version``
+    (CDSE), legacy ``sentinel:processing_baseline``, then the ``_Nxxyy_`` field of the product id.
+    """
+    props = item.properties
+    for key in ("s2:processing_baseline", "processing:version", "sentinel:processing_baseline"):
+        pb = _parse_baseline(props.get(key))
+        if pb is not None:
+            return pb
+    for text in (
+        props.get("s2:product_uri"),
+        props.get("s2:product_id"),
+        props.get("sentinel:product_id"),
+        item.id,
+    ):
+        m = _PB_IN_ID.search(str(text or ""))
+        if m:
+            return float(f"{m.group(1)}.{m.group(2)}")
+    return None
+
+
+def s2_reflectance_offset(
+    item: pystac.Item, declared_offset: float | None, scale: float
+) -> tuple[float, str]:
+    """Offset (in reflectance units) to add after scaling a Sentinel-2 band, and why.
+
+    Rules, first match wins:
+
+    1. Earth Search's flag ``earthsearch:boa_offset_applied`` (legacy
+       ``sentinel:boa_offset_applied``) says whether the stored DN still carry the +1000 shift of
+       baseline >= 04.00: true -> the declared offset (or -1000 DN), false -> 0 (the DN were
+       harmonised when the COGs were made, whatever ``raster:bands`` says).
+    2. An offset declared in the band's raster metadata (CDSE, Earth Search c1, local items).
+    3. The processing baseline: >= 04.00 -> -1000 DN, older -> 0.
+    4. Unknown: 0 (reason starts with ``unknown``; :func:`normalize_item` logs a warning naming
+       the item). Never guessed from the date.
+    """
+    shift = -1000.0 * scale
+    props = item.properties
+    for flag in ("earthsearch:boa_offset_applied", "sentinel:boa_offset_applied"):
+        if flag in props:
+            if bool(props[flag]):
+                return (declared_offset if declared_offset is not None else shift), f"{flag}=true"
+            return 0.0, f"{flag}=false"
+    if declared_offset is not None:
+        return declared_offset, "raster offset declared by the item"
+    pb = processing_baseline(item)
+    if pb is not None:
+        return (shift, f"baseline {pb:05.2f} >= 04.00") if pb >= 4.0 else (0.0, f"baseline {pb}")
+    return 0.0, "unknown baseline: no offset"
+
+
+def _band_dicts(asset: pystac.Asset) -> list[dict[str, Any]]:
+    """Per-band metadata of an asset, merging STAC 1.1 ``bands`` with 1.0 eo/raster bands."""
+    extra = asset.extra_fields
+    if isinstance(extra.get("bands"), list) and extra["bands"]:
+        out = []
+        for b in extra["bands"]:
+            d = dict(b)
+            # STAC 1.1 prefixes extension fields (eo:center_wavelength, raster:scale).
+            for k in list(d):
+                if ":" in k:
+                    d.setdefault(k.split(":", 1)[1], d[k])
+            out.append(d)
+        return out
+    eo = extra.get("eo:bands") or []
+    raster = extra.get("raster:bands") or []
+    n = max(len(eo), len(raster))
+    return [
+        {**(raster[i] if i < len(raster) else {}), **(eo[i] if i < len(eo) else {})}
+        for i in range(n)
+    ]
+
+
+def _family_aliases(modality: str) -> list[Mapping[str, str]]:
+    if modality.startswith("s2"):
+        return [S2_ALIASES]
+    if modality.startswith("s1"):
+        return [SAR_ALIASES]
+    if modality == "aerial":
+        return [AERIAL_ALIASES]
+    if modality in ("dem", "dsm", "dtm"):
+        return [ELEVATION_ALIASES]
+    return [S2_ALIASES, SAR_ALIASES, ELEVATION_ALIASES]
+
+
+def _place(names: Iterable[str | None], modality: str, wavelength_um: Any) -> str | None:
+    """Registry key for a band, from its candidate names, then its centre wavelength."""
+    candidates = [n for n in names if n]
+    for name in candidates:
+        if name in REGISTRY:
+            return name
+    for table in _family_aliases(modality):
+        for name in candidates:
+            key = table.get(name.lower())
+            if key:
+                return key
+    if modality.startswith("s2") and isinstance(wavelength_um, int | float):
+        return band_for_wavelength(float(wavelength_um) * 1000.0)
+    return None
+
+
+def _grid(item: pystac.Item, asset: pystac.Asset) -> tuple[str | None, tuple | None, tuple | None]:
+    """(crs, transform, shape) of an asset, falling back to the item's projection fields."""
+
+    def pick(*keys: str) -> Any:
+        for src in (asset.extra_fields, item.properties):
+            for k in keys:
+                if src.get(k) is not None:
+                    return src[k]
+        return None
+
+    crs: str | None = None
+    code = pick("proj:code")
+    epsg = pick("proj:epsg")
+    if code:
+        crs = str(code)
+    elif epsg:
+        crs = f"EPSG:{int(epsg)}"
+    else:
+        wkt = pick("proj:wkt2")
+        crs = str(wkt) if wkt else None
+    tr = pick("proj:transform")
+    transform = tuple(float(v) for v in tr[:6]) if tr and len(tr) >= 6 else None
+    sh = pick("proj:shape")
+    shape = (int(sh[0]), int(sh[1])) if sh and len(sh) == 2 else None
+    return crs, transform, shape
+
+
+def _is_data_asset(key: str, asset: pystac.Asset) -> bool:
+    roles = set(asset.roles or [])
+    if key.lower() in _DERIVED_KEYS or (roles & _NON_DATA_ROLES and "data" not in roles):
+        return False
+    media = (asset.media_type or "").lower()
+    if roles and "data" not in roles:
+        return False
+    return not media or any(t in media for t in ("tiff", "jp2", "jpeg", "png", "netcdf", "zarr"))
+
+
+def _encode(
+    item: pystac.Item, spec: BandSpec, band: Mapping[str, Any], modality: str, notes: set[str]
+) -> BandSpec:
+    """The registry spec with this item's scale/offset/nodata/units/resolution."""
+    scale = band.get("scale")
+    scale = float(scale) if isinstance(scale, int | float) else None
+    declared = band.get("offset")
+    declared = float(declared) if isinstance(declared, int | float) else None
+    nodata = band.get("nodata")
+    nodata = float(nodata) if isinstance(nodata, int | float) else None
+    out = spec.with_encoding(scale=scale, nodata=nodata)
+    if spec.family == "s2" and spec.kind == "reflectance":
+        if str(band.get("data_type", "")).startswith("float") and scale is None:
+            out = out.with_encoding(scale=1.0)  # already reflectance (e.g. float exports)
+            declared = 0.0 if declared is None else declared
+        offset, why = s2_reflectance_offset(item, declared, out.scale)
+        out = out.with_encoding(offset=offset)
+        notes.add(why)
+    elif declared is not None:
+        out = out.with_encoding(offset=declared)
+    units = band.get("unit")
+    if spec.kind == "sar" and not units:
+        units = "amplitude" if modality == "s1-grd" else "linear"
+    res = band.get("spatial_resolution")
+    changes: dict[str, Any] = {}
+    if units:
+        changes["units"] = str(units)
+    if isinstance(res, int | float):
+        changes["resolution_m"] = float(res)
+    return replace(out, **changes) if changes else out
+
+
+def _datetime_of(item: pystac.Item) -> datetime:
+    dt = item.datetime
+    if dt is None:
+        start = item.properties.get("start_datetime")
+        if not start:
+            raise CatalogError(
+                f"item {item.id} has neither datetime nor start_datetime",
+                fix="give the item a datetime (the builder's --datetime option does this)",
+            )
+        dt = datetime.fromisoformat(str(start).replace("Z", "+00:00"))
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def normalize_item(
+    item: pystac.Item | Mapping[str, Any],
+    *,
+    modality: str | None = None,
+    sign: Callable[[str], str] | None = None,
+) -> NormalizedItem:
+    """Reduce a STAC item to a :class:`NormalizedItem` with bands keyed by the registry.
+
+    Args:
+        item: a pystac Item or its GeoJSON dict.
+        modality: the modality it was searched for; guessed from the item when ``None``.
+        sign: function applied to every band href (Planetary Computer URL signing).
+
+    Raises:
+        CatalogError: the modality cannot be determined or the item has no datetime.
+    """
+    if not isinstance(item, pystac.Item):
+        item = pystac.Item.from_dict(dict(item), preserve_dict=True)
+    modality = modality or guess_modality(item)
+    if modality not in MODALITIES:
+        raise CatalogError(
+            f"item {item.id} (collection {item.collection_id!r}): cannot tell its modality",
+            fix=f"pass modality= one of {', '.join(MODALITIES)} or set '{MODALITY_PROPERTY}'",
+        )
+    bands: dict[str, BandAsset] = {}
+    unplaced: list[str] = []
+    other: dict[str, str] = {}
+    notes: set[str] = set()  # why each S2 offset was chosen (logged once per item)
+    # Prefer COGs over JP2 duplicates of the same band (Earth Search ships both: red, red-jp2).
+    ordered = sorted(
+        item.assets.items(),
+        key=lambda kv: "jp2" in (kv[1].media_type or "") or kv[0].endswith("-jp2"),
+    )
+    for key, asset in ordered:
+        href = asset.get_absolute_href() or asset.href
+        if not _is_data_asset(key, asset):
+            other[key] = href
+            continue
+        placed = _place_asset(item, key, asset, modality, href, sign, notes)
+        if not placed:
+            unplaced.append(key)
+            continue
+        new = [b for b in placed if b.key not in bands]
+        if not new:
+            other[key] = href  # duplicate encoding of bands already placed (JP2 copies)
+        for b in new:
+            bands[b.key] = b
+    bbox = tuple(float(v) for v in (item.bbox or ()))
+    if len(bbox) != 4:
+        raise CatalogError(f"item {item.id} has no 2D bbox", fix="add a bbox to the item")
+    geometry = item.geometry or _bbox_polygon(bbox)
+    if any(n.startswith("unknown") for n in notes):
+        log.warning(
+            "item %s: Sentinel-2 processing baseline unknown and no offset declared; assuming no "
+            "radiometric offset (add s2:processing_baseline or a raster:bands offset to the item)",
+            item.id,
+        )
+    if unplaced:
+        log.info("item %s: assets not placed in the band registry: %s", item.id, unplaced)
+    return NormalizedItem(
+        id=item.id,
+        collection=item.collection_id or "",
+        modality=modality,
+        datetime=_datetime_of(item),
+        bbox=bbox,  # type: ignore[arg-type]
+        geometry=dict(geometry),
+        bands=bands,
+        properties=dict(item.properties),
+        unplaced_assets=tuple(unplaced),
+        other_assets=other,
+    )
+
+
+def _place_asset(
+    item: pystac.Item,
+    key: str,
+    asset: pystac.Asset,
+    modality: str,
+    href: str,
+    sign: Callable[[str], str] | None,
+    notes: set[str],
+) -> list[BandAsset]:
+    band_meta = _band_dicts(asset) or [{}]
+    crs, transform, shape = _grid(item, asset)
+    out: list[BandAsset] = []
+    single = len(band_meta) == 1
+    for i, meta in enumerate(band_meta, start=1):
+        names = [meta.get("name")]
+        if single:
+            names.append(key)
+            names.append(re.sub(r"-jp2$", "", key.lower()))
+        names.append(meta.get("common_name"))
+        if MODALITY_PROPERTY in item.properties:
+            # Items written by the eo-fusion builder name bands by registry key; other names
+            # are deliberately unplaced bands (e.g. other months of a multi-date file).
+            reg_key = meta.get("name") if meta.get("name") in REGISTRY else None
+        else:
+            reg_key = _place(names, modality, meta.get("center_wavelength"))
+        if reg_key is None and single and modality in ("dem", "dsm", "dtm"):
+            reg_key = "elevation:dem" if modality == "dem" else f"elevation:{modality}"
+        if reg_key is None:
+            if not single:
+                continue  # other bands of the file may still place; all-unplaced -> reported
+            return []
+        spec = _encode(item, REGISTRY[reg_key], meta, modality, notes)
+        gsd = asset.extra_fields.get("gsd")
+        if isinstance(gsd, int | float) and "spatial_resolution" not in meta:
+            spec = replace(spec, resolution_m=float(gsd))
+        out.append(
+            BandAsset(
+                key=reg_key,
+                asset_key=key,
+                href=sign(href) if sign else href,
+                band_index=i,
+                spec=spec,
+                crs=crs,
+                transform=transform,
+                shape=shape,
+            )
+        )
+    return out
+
+
+def _is_jp2(key: str, asset: pystac.Asset) -> bool:
+    return "jp2" in (asset.media_type or "") or key.lower().endswith("-jp2")
+
+
+def _bbox_polygon(b: tuple[float, ...]) -> dict[str, Any]:
+    x0, y0, x1, y1 = b
+    return {
+        "type": "Polygon",
+        "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]],
+    }

@@ -1,0 +1,97 @@
+"""Catalog definitions: the YAML files in ``catalogs/`` as validated specs.
+
+A catalog is a STAC API (``kind: stac-api``), a static catalog on disk (``kind: static``) or a
+stac-geoparquet file (``kind: geoparquet``). Each maps eo-fusion modalities to its collection
+ids, declares the hosts its assets live on (URL safety) and whether it is local.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from eo_fusion.catalogs.safety import URLPolicy
+from eo_fusion.config import PROJECT_ROOT, ConfigPath, StrictModel, load_spec
+from eo_fusion.errors import ConfigError
+
+CATALOGS_DIR = PROJECT_ROOT / "catalogs"
+
+
+class CatalogSpec(StrictModel):
+    """One catalog (``catalogs/<name>.yaml``)."""
+
+    name: str = Field(description="short name used on the command line and in jobs")
+    title: str = Field("", description="human-readable title")
+    kind: Literal["stac-api", "static", "geoparquet"] = Field(
+        description="STAC API by URL, static catalog on disk, or stac-geoparquet file"
+    )
+    url: str | None = Field(None, description="STAC API root URL (kind stac-api)")
+    path: ConfigPath | None = Field(
+        None, description="catalog.json or .parquet file (kind static/geoparquet)"
+    )
+    local: bool = Field(
+        False, description="served from this machine/network: loopback/private hosts allowed"
+    )
+    signing: Literal["none", "planetary-computer"] = Field(
+        "none", description="URL signing applied to asset hrefs of this catalog only"
+    )
+    allowed_schemes: list[str] = Field(
+        default_factory=lambda: ["https", "s3"], description="asset URL schemes accepted"
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="asset/API hosts (suffixes) accepted; empty = any"
+    )
+    modalities: dict[str, list[str]] = Field(
+        default_factory=dict, description="modality -> collection ids in this catalog"
+    )
+    timeout_s: float = Field(30.0, gt=0, description="connect/read timeout per request (s)")
+    retries: int = Field(4, ge=0, le=10, description="retries on connection errors, 429, 5xx")
+    backoff_s: float = Field(0.5, ge=0, description="backoff factor between retries (s)")
+    max_pages: int = Field(100, ge=1, description="stop after this many result pages")
+    page_size: int = Field(100, ge=1, le=1000, description="items per page requested")
+
+    @model_validator(mode="after")
+    def _where(self) -> CatalogSpec:
+        if self.kind == "stac-api" and not self.url:
+            raise ValueError("kind stac-api needs 'url'")
+        if self.kind != "stac-api" and self.path is None:
+            raise ValueError(f"kind {self.kind} needs 'path'")
+        return self
+
+    def url_policy(self) -> URLPolicy:
+        """The URL policy for this catalog's asset hrefs."""
+        if self.local:
+            return URLPolicy.for_local()
+        return URLPolicy(frozenset(self.allowed_schemes), tuple(self.allowed_hosts), False)
+
+    def collections_for(self, modality: str) -> list[str]:
+        """Collection ids for a modality; error naming the catalog if it has none."""
+        if modality not in self.modalities or not self.modalities[modality]:
+            raise ConfigError(
+                f"catalog '{self.name}' has no collection for modality '{modality}'",
+                fix=f"pick one of {sorted(k for k, v in self.modalities.items() if v)} or add "
+                f"it under 'modalities' in the catalog YAML",
+            )
+        return list(self.modalities[modality])
+
+
+def catalog_names() -> list[str]:
+    """Names of the catalogs defined in ``catalogs/*.yaml``."""
+    return sorted(p.stem for p in CATALOGS_DIR.glob("*.yaml"))
+
+
+def load_catalog_spec(name_or_path: str | Path) -> CatalogSpec:
+    """A catalog spec from a name (``catalogs/<name>.yaml``) or a YAML path."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") and p.is_file():
+        return load_spec(CatalogSpec, p)
+    candidate = CATALOGS_DIR / f"{name_or_path}.yaml"
+    if candidate.is_file():
+        return load_spec(CatalogSpec, candidate)
+    raise ConfigError(
+        f"unknown catalog '{name_or_path}'",
+        fix=f"use one of {', '.join(catalog_names())}, a catalog YAML, a catalog.json, "
+        "a .parquet file or an http(s) STAC API URL",
+    )

@@ -1,0 +1,1 @@
+"""Co-registration: resampling rules by band kind, shift estimation and correction, QA metrics."""

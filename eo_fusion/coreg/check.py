@@ -1,0 +1,110 @@
+"""Per-tile co-registration check: estimate each modality's shift against a reference modality,
+correct it when the shift is significant and the estimate confident, and record the outcome.
+
+The record (one dict per modality, stored as JSON in the stack's ``coreg`` attribute)::
+
+    {"reference": "s2-l2a", "dx": 0.12, "dy": -0.05, "confidence": 14.2, "method": "optical",
+     "applied": false, "reason": "below 0.25 px"}
+
+``dx``/``dy`` are pixels of the tile grid (east/south positive, see :mod:`eo_fusion.coreg.shift`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from eo_fusion.coreg.shift import apply_shift, estimate_shift
+from eo_fusion.errors import CoregistrationError
+from eo_fusion.sources.common import ModalityResult, nanmean, nanmedian
+
+__all__ = ["CoregOptions", "coregister", "structure_image"]
+
+#: Modality families that carry image structure a shift can be measured on.
+_OPTICAL = ("s2", "aerial")
+_SAR = ("s1",)
+
+
+@dataclass(frozen=True)
+class CoregOptions:
+    """When to correct.
+
+    Attributes:
+        reference: modality to align to (default: the first optical modality, by name).
+        min_shift_px: shifts smaller than this are left alone (resampling costs sharpness).
+        min_confidence: estimates with a lower peak-to-side-lobe ratio are not trusted. Noise
+            alone gives about 4-5 on a 100-300 px tile; clear matches give 10 or more.
+        max_shift_px: larger estimates are treated as failures (never applied).
+    """
+
+    reference: str | None = None
+    min_shift_px: float = 0.25
+    min_confidence: float = 8.0
+    max_shift_px: float = 5.0
+
+
+def _family(name: str) -> str:
+    return name.split("-")[0]
+
+
+def structure_image(res: ModalityResult) -> np.ndarray:
+    """One 2-D image of a modality's structure: mean over bands (median over time first)."""
+    data = res.data if res.times is None else nanmedian(res.data, axis=0)
+    return nanmean(data, axis=0)
+
+
+def coregister(
+    results: dict[str, ModalityResult], modes: dict[str, str], opts: CoregOptions
+) -> dict[str, dict[str, Any]]:
+    """Estimate (and where allowed, correct in place) each modality's shift; returns records.
+
+    Args:
+        results: modality name -> result on the tile grid (corrected arrays replace the old ones).
+        modes: modality name -> ``auto`` (estimate, correct if significant and confident),
+            ``check`` (estimate only) or ``off``.
+        opts: thresholds.
+    """
+    records: dict[str, dict[str, Any]] = {}
+    candidates = [m for m in sorted(results) if _family(m) in _OPTICAL + _SAR]
+    ref = opts.reference or next((m for m in candidates if _family(m) in _OPTICAL), None)
+    if ref is None or ref not in results:
+        return {m: {"applied": False, "reason": "no optical reference modality"} for m in results}
+    ref_res = results[ref]
+    ref_img = structure_image(ref_res)
+    records[ref] = {"reference": ref, "role": "reference", "applied": False}
+    for name in sorted(results):
+        if name == ref:
+            continue
+        mode = modes.get(name, "auto" if name in candidates else "off")
+        res = results[name]
+        if mode == "off" or name not in candidates:
+            records[name] = {"reference": ref, "applied": False, "reason": f"mode {mode}"}
+            continue
+        if res.gbox != ref_res.gbox:
+            records[name] = {"reference": ref, "applied": False, "reason": "different grid"}
+            continue
+        method = "sar" if _family(name) in _SAR else "optical"
+        try:
+            est = estimate_shift(ref_img, structure_image(res), method=method)
+        except CoregistrationError as e:
+            records[name] = {"reference": ref, "applied": False, "reason": str(e)}
+            continue
+        rec: dict[str, Any] = {"reference": ref, **est.to_dict(), "applied": False}
+        if est.magnitude > opts.max_shift_px:
+            rec["reason"] = f"estimate beyond {opts.max_shift_px} px (treated as failure)"
+        elif est.confidence < opts.min_confidence:
+            rec["reason"] = f"confidence below {opts.min_confidence}"
+        elif est.magnitude < opts.min_shift_px:
+            rec["reason"] = f"below {opts.min_shift_px} px"
+        elif mode == "check":
+            rec["reason"] = "mode check (estimate only)"
+        else:
+            res.data = apply_shift(res.data, -est.dx, -est.dy)
+            band_axis = 0 if res.times is None else 1
+            res.valid = np.all(np.isfinite(res.data), axis=band_axis)
+            rec["applied"] = True
+            rec["reason"] = "significant and confident"
+        records[name] = rec
+    return records

@@ -1,0 +1,196 @@
+"""ViT encoder over spectral tokens, with fixed 2-D sin-cos positions.
+
+Parameter names follow the common ViT layout (``blocks.{i}.norm1``, ``blocks.{i}.attn.qkv``,
+``blocks.{i}.mlp.fc1``, ``norm``) so that published checkpoints map onto it by renaming only the
+embedding (see :mod:`eo_fusion.models.checkpoint`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from eo_fusion.errors import ModelError
+from eo_fusion.models.spectral import SpectralEmbedding
+
+
+@dataclass(frozen=True)
+class ViTSize:
+    """Width, depth and heads of a named encoder size, plus the matching MAE decoder."""
+
+    dim: int
+    depth: int
+    heads: int
+    decoder_dim: int
+    decoder_depth: int
+    decoder_heads: int
+
+
+#: Named sizes. ``nano``/``tiny`` train on a laptop CPU; ``base``/``large`` are the published
+#: ViT-B/16 and ViT-L/16 shapes with the MAE decoder of 8 blocks × 512 used by MAE and SMARTIES.
+SIZES: dict[str, ViTSize] = {
+    "nano": ViTSize(128, 4, 4, 128, 2, 4),
+    "tiny": ViTSize(192, 12, 3, 192, 2, 3),
+    "small": ViTSize(384, 12, 6, 256, 4, 8),
+    "base": ViTSize(768, 12, 12, 512, 8, 16),
+    "large": ViTSize(1024, 24, 16, 512, 8, 16),
+}
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Architecture of the encoder, as stored in the model card."""
+
+    size: str = "nano"
+    patch_size: int = 4
+    image_size: int = 32
+    ranges: tuple[str, ...] = ()
+    mlp_ratio: float = 4.0
+
+    @property
+    def shape(self) -> ViTSize:
+        if self.size not in SIZES:
+            raise ModelError(
+                f"unknown encoder size '{self.size}'", fix=f"choose one of {sorted(SIZES)}"
+            )
+        return SIZES[self.size]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["ranges"] = list(self.ranges)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> EncoderConfig:
+        return cls(**{**d, "ranges": tuple(d.get("ranges", ()))})
+
+
+def sincos_2d(dim: int, grid_h: int, grid_w: int, *, scale: float = 1.0) -> torch.Tensor:
+    """Fixed 2-D sin-cos position code, ``(grid_h * grid_w, dim)``, rows then columns.
+
+    ``scale`` stretches the coordinates: 1 keeps one unit per patch (positions extend to larger
+    grids); ``(trained - 1) / (new - 1)`` interpolates a larger grid into the trained span.
+    """
+    if dim % 4:
+        raise ModelError(f"position code width {dim} is not a multiple of 4")
+    quarter = dim // 4
+    omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)
+    ys = torch.arange(grid_h, dtype=torch.float64) * scale
+    xs = torch.arange(grid_w, dtype=torch.float64) * scale
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    out_y = yy.reshape(-1, 1) * omega
+    out_x = xx.reshape(-1, 1) * omega
+    pe = torch.cat([out_x.sin(), out_x.cos(), out_y.sin(), out_y.cos()], dim=1)
+    return pe.float()
+
+
+def interpolate_pos_embed(pe: torch.Tensor, new_hw: tuple[int, int]) -> torch.Tensor:
+    """Bicubic resize of a stored ``(N, D)`` square position table to ``new_hw`` patches."""
+    n, d = pe.shape
+    side = int(round(n**0.5))
+    if side * side != n:
+        raise ModelError(f"position table of {n} entries is not square")
+    grid = pe.reshape(1, side, side, d).permute(0, 3, 1, 2)
+    out = F.interpolate(grid, size=new_hw, mode="bicubic", align_corners=False)
+    return out.permute(0, 2, 3, 1).reshape(-1, d)
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, key_padding: torch.Tensor | None = None) -> torch.Tensor:
+        b, n, d = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        mask = None
+        if key_padding is not None:  # True = ignore this key
+            mask = ~key_padding[:, None, None, :]
+        y = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=mask)
+        return self.proj(y.transpose(1, 2).reshape(b, n, d))
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: torch.Tensor, key_padding: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), key_padding)
+        return x + self.mlp(self.norm2(x))
+
+
+class SpectralViT(nn.Module):
+    """Spectral embedding + ViT blocks; returns features of selected blocks.
+
+    Input ``x``: ``(B, C, H, W)`` normalised band values with ``H``, ``W`` multiples of the patch
+    size; ``keys``: the ``C`` band-registry keys. Positions are fixed sin-cos codes computed for the
+    actual patch grid, so any image size works (one position unit per patch).
+    """
+
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__()
+        s = cfg.shape
+        self.cfg = cfg
+        self.embed = SpectralEmbedding(cfg.ranges, cfg.patch_size, s.dim)
+        self.blocks = nn.ModuleList([Block(s.dim, s.heads, cfg.mlp_ratio) for _ in range(s.depth)])
+        self.norm = nn.LayerNorm(s.dim, eps=1e-6)
+
+    @property
+    def dim(self) -> int:
+        return self.cfg.shape.dim
+
+    def grid(self, h: int, w: int) -> tuple[int, int]:
+        p = self.cfg.patch_size
+        if h % p or w % p:
+            raise ModelError(f"image of {h}×{w} px is not a multiple of the patch size {p}")
+        return h // p, w // p
+
+    def tokens(self, x: torch.Tensor, keys: Sequence[str]) -> torch.Tensor:
+        """Embedded tokens with positions added, ``(B, N, D)``."""
+        gh, gw = self.grid(x.shape[-2], x.shape[-1])
+        tok = self.embed(x, keys)
+        return tok + sincos_2d(self.dim, gh, gw).to(tok)
+
+    def run_blocks(
+        self, tok: torch.Tensor, take: Sequence[int] = ()
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Run all blocks; return the normed output and the outputs of blocks ``take``."""
+        feats = []
+        for i, blk in enumerate(self.blocks):
+            tok = blk(tok)
+            if i in take:
+                feats.append(tok)
+        return self.norm(tok), feats
+
+    def forward(
+        self, x: torch.Tensor, keys: Sequence[str], take: Sequence[int] = ()
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        return self.run_blocks(self.tokens(x, keys), take)
+
+
+def feature_blocks(depth: int, n: int = 4) -> tuple[int, ...]:
+    """``n`` evenly spaced block indices ending at the last block (multi-scale features)."""
+    n = min(n, depth)
+    return tuple(sorted({round((i + 1) * depth / n) - 1 for i in range(n)}))

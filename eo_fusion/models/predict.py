@@ -1,0 +1,285 @@
+"""Inference on a ModalityStack: class probabilities on the stack's own grid.
+
+The model runs on fixed windows (``card["inference"]["window"]`` pixels, stride half a window)
+whose positions are anchored on the *global* pixel grid of the stack's CRS (multiples of the
+stride counted from the CRS origin), not on the tile's corner. Overlapping windows are blended
+with separable tent weights. Hence a pixel's prediction depends only on the data within one
+window of it: tiles of any size give identical results for pixels at least ``window - 1`` pixels
+from the tile edge (use a halo at least that wide), and small differences only near edges.
+Tiles of any size work; the edges are padded and cropped back.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import xarray as xr
+
+from eo_fusion.errors import BandError, BadInputError, ModelError
+from eo_fusion.models.checkpoint import LoadedModel, load
+from eo_fusion.models.spectral import resolve_band
+
+log = logging.getLogger(__name__)
+
+
+def load_model(path: str | Path | None = None) -> LoadedModel:
+    """Load a checkpoint folder (``model.safetensors`` + ``model_card.json``); default: bundled."""
+    return load(Path(path) if path is not None else None)
+
+
+def modality_vars(ds: xr.Dataset, name: str) -> tuple[xr.DataArray, xr.DataArray | None]:
+    """A modality and its valid mask with plain dims (``band``, ``time``, ``y``, ``x``).
+
+    Accepts both the plain layout and the stack's prefixed one (``<m>:band``, ``<m>:time``).
+
+    Raises:
+        BadInputError: the modality lives on its own sub-grid (``<m>:y``/``<m>:x``).
+    """
+
+    def plain(da: xr.DataArray) -> xr.DataArray:
+        rename = {d: str(d).split(":", 1)[1] for d in da.dims if str(d).startswith(f"{name}:")}
+        return da.rename(rename)
+
+    da = plain(ds[name])
+    if f"{name}:y" in ds[name].dims:
+        raise BadInputError(
+            f"stack modality '{name}' is on its own sub-grid; the model needs every input on the "
+            "stack grid",
+            fix=f"drop `resolution` from the '{name}' modality of the job",
+        )
+    valid = plain(ds[f"{name}:valid"]) if f"{name}:valid" in ds else None
+    return da, valid
+
+
+def normalization(card: dict[str, Any], modality: str, key: str) -> tuple[float, float]:
+    """(mean, std) of a band in physical units, from the card (per modality, then per kind)."""
+    stats = card.get("normalization", {})
+    if key in stats.get(modality, {}):
+        return tuple(stats[modality][key])  # type: ignore[return-value]
+    for per_mod in stats.values():
+        if key in per_mod:
+            return tuple(per_mod[key])  # type: ignore[return-value]
+    kind = resolve_band(key).kind
+    by_kind = card.get("normalization_by_kind", {})
+    if kind in by_kind:
+        return tuple(by_kind[kind])  # type: ignore[return-value]
+    raise BandError(
+        f"band '{key}' (kind '{kind}') has no normalisation statistics in the model card",
+        fix="drop the band or fine-tune a model on data that has it",
+    )
+
+
+def select_inputs(
+    stack: xr.Dataset,
+    card: dict[str, Any],
+    task: str,
+    bands: Sequence[str] | None = None,
+) -> tuple[np.ndarray, list[str], np.ndarray | None]:
+    """Gather the task's bands from ``stack`` and normalise them.
+
+    Returns ``(array, keys, time)``: ``array`` is ``(C, y, x)`` for composite tasks or
+    ``(T, C, y, x)`` for time-series tasks (float32, normalised, NaN = no data); ``time`` holds
+    the dates of a time series (``datetime64``) or ``None``.
+    """
+    section = card["tasks"][task]
+    temporal = section.get("mode") == "timeseries"
+    wanted = list(bands) if bands is not None else None
+    arrays, keys, time = [], [], None
+    for modality, card_keys in section["inputs"].items():
+        if modality not in stack.data_vars:
+            if modality in section.get("optional", []):
+                continue
+            raise BadInputError(
+                f"stack has no '{modality}' variable; task '{task}' needs it "
+                f"(stack has: {', '.join(map(str, stack.data_vars))})",
+                fix=f"add '{modality}' to the job's modalities",
+            )
+        var, valid = modality_vars(stack, modality)
+        present = [str(k) for k in var["band"].values]
+        use = [k for k in present if (k in wanted if wanted is not None else k in card_keys)]
+        if not use:
+            continue
+        if temporal != ("time" in var.dims):
+            raise BadInputError(
+                f"stack variable '{modality}' has dims {var.dims}; task '{task}' needs "
+                + ("a time series (time, band, y, x)" if temporal else "a composite (band, y, x)"),
+                fix=f"set mode: {'timeseries' if temporal else 'composite'} for '{modality}'",
+            )
+        sub = var.sel(band=use).astype("float32")
+        mean = np.array([normalization(card, modality, k)[0] for k in use], dtype="float32")
+        std = np.array([normalization(card, modality, k)[1] for k in use], dtype="float32")
+        vals = sub.values
+        if valid is not None:
+            vals = np.where(np.expand_dims(valid.values.astype(bool), -3), vals, np.nan)
+        shape = (-1, 1, 1) if not temporal else (1, -1, 1, 1)
+        arrays.append((vals - mean.reshape(shape)) / std.reshape(shape))
+        keys += use
+        if temporal:
+            time = var["time"].values
+    if wanted is not None:
+        missing = [k for k in wanted if k not in keys]
+        if missing:
+            raise BandError(
+                f"band(s) {missing} are not in the stack variables of task '{task}'",
+                fix="pass band keys that the stack holds",
+            )
+    if not arrays:
+        raise BandError(
+            f"the stack holds none of the bands the '{task}' model consumes "
+            f"({ {m: k for m, k in section['inputs'].items()} })",
+            fix="build the stack with the modalities and bands listed in the model card",
+        )
+    return np.concatenate(arrays, axis=-3), keys, time
+
+
+def _global_offset(coord: np.ndarray, *, descending: bool) -> int:
+    """Index of the first pixel on the global grid of the CRS (pixel size from the coordinate)."""
+    if coord.size < 2:
+        return 0
+    res = abs(float(coord[1] - coord[0]))
+    first = -float(coord[0]) if descending else float(coord[0])
+    return int(np.floor(first / res + 1e-6))
+
+
+def _starts(n: int, offset: int, window: int, stride: int) -> list[int]:
+    """Window starts (local pixel index) anchored on multiples of ``stride`` globally."""
+    first = (-offset) % stride
+    first -= ((first + window - 1) // stride) * stride  # back up to the first window touching 0
+    return list(range(first, n, stride))
+
+
+def _tent(window: int) -> np.ndarray:
+    i = np.arange(window, dtype="float32")
+    w = np.minimum(i + 0.5, window - i - 0.5) / (window / 2)
+    return np.outer(w, w)
+
+
+def sliding_probs(
+    net: torch.nn.Module,
+    arr: np.ndarray,
+    keys: Sequence[str],
+    *,
+    n_classes: int,
+    window: int,
+    offset: tuple[int, int] = (0, 0),
+    doy: torch.Tensor | None = None,
+    batch_size: int = 8,
+) -> np.ndarray:
+    """Blend window-wise softmax outputs over a normalised array ``(…, C, H, W)``.
+
+    Windows are anchored on multiples of ``window // 2`` counted from ``offset`` (the global
+    index of pixel (0, 0)); returns ``(n_classes, H, W)`` float32.
+    """
+    stride = max(1, window // 2)
+    h, w = arr.shape[-2:]
+    sy, sx = _starts(h, offset[0], window, stride), _starts(w, offset[1], window, stride)
+    pad_y0, pad_x0 = max(0, -sy[0]), max(0, -sx[0])
+    pad_y1, pad_x1 = max(0, sy[-1] + window - h), max(0, sx[-1] + window - w)
+    pad = [(0, 0)] * (arr.ndim - 2) + [(pad_y0, pad_y1), (pad_x0, pad_x1)]
+    padded = np.pad(arr, pad, constant_values=np.nan)
+    acc = np.zeros((n_classes, *padded.shape[-2:]), dtype="float32")
+    wsum = np.zeros(padded.shape[-2:], dtype="float32")
+    tent = _tent(window)
+    spots = [(y + pad_y0, x + pad_x0) for y in sy for x in sx]
+    was_training = net.training
+    net.eval()
+    with torch.inference_mode():
+        for i in range(0, len(spots), batch_size):
+            chunk = spots[i : i + batch_size]
+            batch = torch.from_numpy(
+                np.stack([padded[..., y : y + window, x : x + window] for y, x in chunk])
+            )
+            if doy is None:
+                logits = net(batch, keys)
+            else:
+                logits = net(batch, keys, doy.expand(len(chunk), -1))
+            probs = logits.softmax(dim=1).numpy()
+            for (y, x), p in zip(chunk, probs, strict=True):
+                acc[:, y : y + window, x : x + window] += p * tent
+                wsum[y : y + window, x : x + window] += tent
+    net.train(was_training)
+    core = (slice(pad_y0, pad_y0 + h), slice(pad_x0, pad_x0 + w))
+    return acc[:, core[0], core[1]] / wsum[core]
+
+
+def predict(
+    stack: xr.Dataset,
+    model: LoadedModel,
+    *,
+    task: str = "landcover",
+    batch_size: int = 8,
+    bands: Sequence[str] | None = None,
+) -> xr.DataArray:
+    """Class probabilities for every pixel of ``stack``.
+
+    Args:
+        stack: a ModalityStack (see docs/architecture.md).
+        model: from :func:`load_model`.
+        task: ``"landcover"`` (composite input) or ``"crops"`` (time series input).
+        batch_size: windows per forward pass.
+        bands: band keys to use instead of the card's list (unknown keys are refused by name).
+
+    Returns:
+        ``(class, y, x)`` float32 probabilities on the stack's grid (coords copied from the
+        stack; ``class`` holds class ids, ``attrs`` names and colours); NaN where no input band
+        has data.
+    """
+    section = model.task(task)
+    net = getattr(model, task)
+    card = model.card
+    arr, keys, time = select_inputs(stack, card, task, bands)
+    # Embed-ability is checked before any window runs so that bad bands fail fast, by name.
+    net.encoder.embed.assignments(keys)
+    window = int(
+        card.get("inference", {}).get("window", card["architecture"]["encoder"]["image_size"])
+    )
+    h, w = arr.shape[-2:]
+    ys = stack["y"].values if "y" in stack.coords else np.arange(h)
+    xs = stack["x"].values if "x" in stack.coords else np.arange(w)
+    offset = (
+        _global_offset(ys, descending=bool(ys.size > 1 and ys[1] < ys[0])),
+        _global_offset(xs, descending=False),
+    )
+    doy = None
+    if time is not None:
+        doy = torch.tensor(pd.DatetimeIndex(time).dayofyear.values, dtype=torch.float32)
+    out = sliding_probs(
+        net,
+        arr,
+        keys,
+        n_classes=len(section["classes"]),
+        window=window,
+        offset=offset,
+        doy=doy,
+        batch_size=batch_size,
+    )
+    nodata = ~np.isfinite(arr).any(axis=tuple(range(arr.ndim - 2)))
+    out[:, nodata] = np.nan
+    classes = section["classes"]
+    coords: dict[str, Any] = {"class": [c["id"] for c in classes]}
+    for dim in ("y", "x"):
+        if dim in stack.coords:
+            coords[dim] = stack[dim]
+    da = xr.DataArray(out.astype("float32"), dims=("class", "y", "x"), coords=coords)
+    da.attrs.update(
+        {
+            "class_names": [c["name"] for c in classes],
+            "class_colors": [c["color"] for c in classes],
+            "model": card.get("name", ""),
+            "model_sha256": card.get("weights", {}).get("sha256", ""),
+            "task": task,
+            "bands": keys,
+        }
+    )
+    for attr in ("crs", "transform"):
+        if attr in stack.attrs:
+            da.attrs[attr] = stack.attrs[attr]
+    if not np.isfinite(out).any() and not nodata.all():
+        raise ModelError(f"model '{card.get('name')}' produced no finite probabilities")
+    return da

@@ -1,0 +1,273 @@
+"""Spectral ranges and the spectrum-aware patch embedding.
+
+Every band reaches the model through its band-registry key (:mod:`eo_fusion.bands`). The key's
+:class:`~eo_fusion.bands.BandSpec` decides which *spectral range* projects the band's patch:
+
+* optical bands by their centre wavelength (``wavelength_nm``), looked up in :data:`SPECTRAL_RANGES`;
+* SAR bands by polarisation (VV and VH have their own ranges);
+* non-spectral layers (elevation-derived, OSM rasters, indices) by key, see
+  :data:`NON_SPECTRAL_RANGES`.
+
+A token is the mean of the projections of the bands that are present, so any subset and any order
+of bands works and absent bands are left out, never zero-filled. A band whose wavelength falls in no
+range the model was trained with is projected with an inverse-distance blend of the two nearest
+trained ranges (by range centre); a band with neither a wavelength nor a trained key is refused
+with a :class:`~eo_fusion.errors.BandError` that names it.
+
+The range limits below are our own grouping, written from the published Sentinel-2 MSI spectral
+response (ESA, "Sentinel-2 Spectral Response Functions", COPE-GSEG-EOPG-TN-15-0007, v3.0: centre
+wavelengths B01 442.7 … B12 2202.4 nm for S2A) following the idea of SMARTIES (Sosa et al. 2025,
+"SMARTIES: Spectrum-Aware Multi-Sensor Auto-Encoder for Remote Sensing Images",
+arXiv:2506.19585), which groups bands of different sensors into shared spectral ranges. Each
+Sentinel-2 band has a range of its own; other sensors' bands (aerial RGB/NIR, Landsat, ...) fall
+into the range that contains their centre wavelength.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from eo_fusion.bands import BandSpec
+from eo_fusion.errors import BandError
+
+
+@dataclass(frozen=True)
+class SpectralRange:
+    """One spectral range of the embedding (one linear projection per range).
+
+    Attributes:
+        name: range name (key of the projection in the model).
+        lo_nm: lower limit in nm (inclusive), ``None`` for non-spectral ranges.
+        hi_nm: upper limit in nm (exclusive), ``None`` for non-spectral ranges.
+        note: which bands it is meant for.
+    """
+
+    name: str
+    lo_nm: float | None
+    hi_nm: float | None
+    note: str
+
+    @property
+    def centre_nm(self) -> float | None:
+        if self.lo_nm is None or self.hi_nm is None:
+            return None
+        return 0.5 * (self.lo_nm + self.hi_nm)
+
+
+#: Optical ranges, ordered by wavelength (limits in nm; see the module docstring for the source).
+SPECTRAL_RANGES: tuple[SpectralRange, ...] = (
+    SpectralRange("coastal", 400.0, 460.0, "S2 B01 (442.7 nm)"),
+    SpectralRange("blue", 460.0, 525.0, "S2 B02 (492.7 nm), aerial blue"),
+    SpectralRange("green", 525.0, 600.0, "S2 B03 (559.8 nm), aerial green"),
+    SpectralRange("red", 600.0, 690.0, "S2 B04 (664.6 nm), aerial red"),
+    SpectralRange("red_edge_1", 690.0, 720.0, "S2 B05 (704.1 nm)"),
+    SpectralRange("red_edge_2", 720.0, 760.0, "S2 B06 (740.5 nm)"),
+    SpectralRange("red_edge_3", 760.0, 800.0, "S2 B07 (782.8 nm)"),
+    SpectralRange("nir_broad", 800.0, 850.0, "S2 B08 (832.8 nm), aerial NIR"),
+    SpectralRange("nir_narrow", 850.0, 900.0, "S2 B8A (864.7 nm)"),
+    SpectralRange("water_vapour", 920.0, 970.0, "S2 B09 (945.1 nm)"),
+    SpectralRange("cirrus", 1340.0, 1410.0, "S2 B10 (1373.5 nm)"),
+    SpectralRange("swir_1", 1540.0, 1700.0, "S2 B11 (1613.7 nm)"),
+    SpectralRange("swir_2", 2080.0, 2320.0, "S2 B12 (2202.4 nm)"),
+)
+
+#: SAR ranges keyed by polarisation (VV and VH each have their own projection, as in SMARTIES).
+SAR_RANGES: dict[str, str] = {"VV": "sar_vv", "VH": "sar_vh"}
+
+#: Non-spectral ranges: registry key (or key prefix ending in ``*``) -> range name.
+NON_SPECTRAL_RANGES: dict[str, str] = {
+    "elevation:dsm": "elevation",
+    "elevation:dtm": "elevation",
+    "elevation:dem": "elevation",
+    "elevation:ndsm": "height",
+    "elevation:slope": "slope",
+    "elevation:aspect": "aspect",
+    "osm:buildings": "osm_buildings",
+    "osm:roads_major": "osm_roads",
+    "osm:roads_minor": "osm_roads",
+    "osm:water": "osm_water",
+    "osm:landuse_*": "osm_landuse",
+    "index:ndvi": "ndvi",
+}
+
+#: Every range name, in a fixed order (used for checkpoints and documentation).
+ALL_RANGES: tuple[str, ...] = (
+    *(r.name for r in SPECTRAL_RANGES),
+    *SAR_RANGES.values(),
+    *dict.fromkeys(NON_SPECTRAL_RANGES.values()),
+)
+
+_BY_NAME = {r.name: r for r in SPECTRAL_RANGES}
+
+
+@dataclass(frozen=True)
+class RangeAssignment:
+    """How one band is projected: a weighted blend of range projections (weights sum to 1)."""
+
+    key: str
+    ranges: tuple[str, ...]
+    weights: tuple[float, ...]
+
+    @property
+    def interpolated(self) -> bool:
+        return len(self.ranges) > 1 or self.weights[0] != 1.0
+
+
+def native_range(spec: BandSpec) -> str | None:
+    """The range a band belongs to by the table above, or ``None`` when none contains it."""
+    if spec.kind == "sar":
+        return SAR_RANGES.get((spec.polarization or "").upper())
+    if spec.wavelength_nm is not None:
+        for r in SPECTRAL_RANGES:
+            assert r.lo_nm is not None and r.hi_nm is not None
+            if r.lo_nm <= spec.wavelength_nm < r.hi_nm:
+                return r.name
+        return None
+    if spec.key in NON_SPECTRAL_RANGES:
+        return NON_SPECTRAL_RANGES[spec.key]
+    for pattern, name in NON_SPECTRAL_RANGES.items():
+        if pattern.endswith("*") and spec.key.startswith(pattern[:-1]):
+            return name
+    return None
+
+
+def assign_range(spec: BandSpec, trained: Sequence[str]) -> RangeAssignment:
+    """Decide how a model with projections for ``trained`` ranges embeds ``spec``.
+
+    Raises:
+        BandError: the band has no wavelength and no trained range (named in the message).
+    """
+    own = native_range(spec)
+    if own is not None and own in trained:
+        return RangeAssignment(spec.key, (own,), (1.0,))
+    if spec.wavelength_nm is not None and spec.kind != "sar":
+        return _interpolate(spec, trained)
+    what = f"polarisation {spec.polarization}" if spec.kind == "sar" else f"kind '{spec.kind}'"
+    reason = (
+        f"its range '{own}' was not trained in this model"
+        if own
+        else "it has no wavelength and no spectral range"
+    )
+    raise BandError(
+        f"band '{spec.key}' ({what}) cannot be embedded: {reason}; "
+        f"trained ranges: {', '.join(trained)}",
+        fix="drop this band from the input, or fine-tune a model whose card lists a range for it",
+    )
+
+
+def _interpolate(spec: BandSpec, trained: Sequence[str]) -> RangeAssignment:
+    """Inverse-distance blend of the nearest trained optical ranges below and above the band."""
+    wl = float(spec.wavelength_nm)  # type: ignore[arg-type]
+    centres = sorted(
+        (c, r.name) for r in SPECTRAL_RANGES if r.name in trained and (c := r.centre_nm) is not None
+    )
+    if not centres:
+        raise BandError(
+            f"band '{spec.key}' ({wl:g} nm) cannot be embedded: the model has no optical range",
+            fix="use a model trained on optical bands, or drop this band",
+        )
+    below = [(c, n) for c, n in centres if c <= wl]
+    above = [(c, n) for c, n in centres if c > wl]
+    if not below or not above:  # outside the trained span: the nearest range alone
+        c, n = below[-1] if below else above[0]
+        return RangeAssignment(spec.key, (n,), (1.0,))
+    (c0, n0), (c1, n1) = below[-1], above[0]
+    d0, d1 = max(wl - c0, 1e-6), max(c1 - wl, 1e-6)
+    w0, w1 = (1 / d0) / (1 / d0 + 1 / d1), (1 / d1) / (1 / d0 + 1 / d1)
+    return RangeAssignment(spec.key, (n0, n1), (w0, w1))
+
+
+def resolve_band(key: str) -> BandSpec:
+    """Look a key up in the band registry; unknown keys raise :class:`BandError` naming the key."""
+    from eo_fusion import bands
+
+    get_band = getattr(bands, "get_band", None)
+    if get_band is None:  # registry not populated in this build
+        raise BandError(f"band '{key}' is unknown: the band registry has no lookup function")
+    return get_band(key)
+
+
+def wavelength_code(spec: BandSpec, dim: int) -> torch.Tensor:
+    """Fixed sin-cos code of a band's wavelength (zeros for non-spectral bands), shape ``(dim,)``.
+
+    Used to tell apart bands that share a range (e.g. S2 B04 and aerial red) in the per-range
+    reconstruction heads.
+    """
+    out = torch.zeros(dim)
+    if spec.wavelength_nm is None:
+        return out
+    half = dim // 2
+    freqs = torch.exp(-math.log(1000.0) * torch.arange(half) / max(half, 1))
+    angle = (spec.wavelength_nm / 100.0) * freqs
+    out[:half] = torch.sin(angle)
+    out[half : 2 * half] = torch.cos(angle)
+    return out
+
+
+class SpectralEmbedding(nn.Module):
+    """Spectrum-aware patch embedding: one ``patch × patch → dim`` projection per spectral range.
+
+    Args:
+        ranges: names of the ranges this model has projections for (from :data:`ALL_RANGES`).
+        patch_size: patch edge in pixels.
+        dim: token width.
+
+    ``forward(x, keys)`` takes ``x`` of shape ``(B, C, H, W)`` (normalised values, ``H`` and ``W``
+    multiples of ``patch_size``) and the ``C`` registry keys of its bands, and returns tokens of
+    shape ``(B, H/p · W/p, dim)`` in row-major patch order.
+    """
+
+    def __init__(self, ranges: Sequence[str], patch_size: int, dim: int) -> None:
+        super().__init__()
+        unknown = [r for r in ranges if r not in ALL_RANGES]
+        if unknown:
+            raise BandError(
+                f"unknown spectral range(s) {unknown}", fix=f"choose from {list(ALL_RANGES)}"
+            )
+        self.ranges = list(ranges)
+        self.patch_size = patch_size
+        self.dim = dim
+        self.proj = nn.ModuleDict({r: nn.Conv2d(1, dim, patch_size, patch_size) for r in ranges})
+
+    def assignments(self, keys: Sequence[str]) -> list[RangeAssignment]:
+        """Range assignment of each key (raises :class:`BandError` naming an unusable key)."""
+        if len(set(keys)) != len(keys):
+            dup = [k for k in keys if list(keys).count(k) > 1][0]
+            raise BandError(f"band '{dup}' is given twice", fix="pass each band key once")
+        if not keys:
+            raise BandError("no bands given to the model", fix="pass at least one band")
+        return [assign_range(resolve_band(k), self.ranges) for k in keys]
+
+    def band_kernels(self, keys: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-band kernels ``(dim, C, p, p)`` and summed bias ``(dim,)`` for ``keys``."""
+        weights, bias = [], 0.0
+        for a in self.assignments(keys):
+            w = sum(wt * self.proj[r].weight for r, wt in zip(a.ranges, a.weights, strict=True))
+            b = sum(wt * self.proj[r].bias for r, wt in zip(a.ranges, a.weights, strict=True))
+            weights.append(w)
+            bias = bias + b
+        return torch.cat(weights, dim=1), bias  # type: ignore[return-value]
+
+    def forward(self, x: torch.Tensor, keys: Sequence[str]) -> torch.Tensor:
+        if x.shape[1] != len(keys):
+            raise BandError(
+                f"input has {x.shape[1]} bands but {len(keys)} band keys were given",
+                fix="pass one registry key per input band",
+            )
+        weight, bias = self.band_kernels(keys)
+        # One convolution over all bands sums the per-band projections; dividing by the number of
+        # bands present makes the token their mean, whatever subset or order of bands arrives.
+        tok = F.conv2d(x, weight, bias, stride=self.patch_size) / len(keys)
+        return tok.flatten(2).transpose(1, 2)
+
+
+def close_keys(key: str, known: Sequence[str]) -> list[str]:
+    """Close matches of ``key`` among ``known`` (for error messages)."""
+    return difflib.get_close_matches(key, list(known), n=3)

@@ -1,0 +1,320 @@
+"""Running TileTasks on dask (a LocalCluster or an existing scheduler) in bounded waves.
+
+* **Where**: :func:`dask_client` opens a LocalCluster sized by :class:`~eo_fusion.config.DaskSpec`
+  or connects to an existing scheduler by address (``tcp://host:8786``). On a remote cluster the
+  run folder must be on a filesystem the workers share with the client (they write tile files).
+* **Bounded memory**: :func:`execute_tasks` keeps at most ``wave_size`` tiles in flight; a new tile
+  is submitted only when one finishes. Workers write each tile's products to a file and return a
+  small :class:`TileOutcome` (path, sha256, timings), so tile arrays never travel to the client.
+  Peak memory therefore depends on the tile size and ``wave_size``, not on the AOI size.
+* **Retries**: a tile that raises a transient error (I/O, network, timeouts) is retried on the
+  worker with exponential backoff, up to ``retries`` times; other errors (bad input, model
+  errors) fail at once. A failed tile comes back as an outcome with its error, never as an
+  exception that would stop the other tiles, unless ``on_failure="stop"``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from eo_fusion.config import DaskSpec
+from eo_fusion.errors import BadInputError, EOFusionError, JobError, ReadError
+from eo_fusion.logs import get_logger
+from eo_fusion.pipeline.manifest import sha256_file
+from eo_fusion.pipeline.mosaic import ClassInfo, crop_core, finish_tile, write_tile
+from eo_fusion.pipeline.plan import TileTask
+
+log = get_logger(__name__)
+
+
+class Predictor(Protocol):
+    """Computes class probabilities for one tile; must be picklable (it travels to workers).
+
+    Attributes:
+        classes: the output classes, in the order of the probability axis.
+    """
+
+    classes: tuple[ClassInfo, ...]
+
+    def predict(self, task: TileTask) -> np.ndarray:
+        """float32 ``(class, y, x)`` probabilities on ``task.padded`` (NaN = no valid input)."""
+        ...
+
+    def provenance(self) -> dict[str, Any]:
+        """Model identity for the products' provenance (e.g. model card sha256)."""
+        ...
+
+
+@dataclass
+class TileOutcome:
+    """What a worker reports back for one tile (small: no pixel arrays).
+
+    Attributes:
+        tile_id: the tile.
+        ok: True when the output file was written.
+        output: output file relative to the run folder.
+        sha256: hex sha256 of the output file.
+        error: ``"<ExceptionType>: message"`` of the last failure.
+        traceback: formatted traceback of the last failure (for logs; not shown by default).
+        attempts: tries made (1 + retries used).
+        seconds: wall time of all attempts.
+        inputs: modality -> item ids the tile read.
+        worker: address of the dask worker that ran it (``None`` outside a worker).
+    """
+
+    tile_id: str
+    ok: bool
+    output: str | None = None
+    sha256: str | None = None
+    error: str | None = None
+    traceback: str | None = None
+    attempts: int = 0
+    seconds: float = 0.0
+    inputs: dict[str, list[str]] = field(default_factory=dict)
+    worker: str | None = None
+
+
+def _worker_address() -> str | None:
+    try:
+        from distributed import get_worker
+
+        return str(get_worker().address)
+    except (ImportError, ValueError):
+        return None
+
+
+#: Exceptions worth retrying: reads over networks and filesystems fail transiently.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    ReadError,
+    OSError,  # includes rasterio's RasterioIOError, ConnectionError and TimeoutError
+    TimeoutError,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a tile error may go away on retry (I/O and network); bad input never does."""
+    if isinstance(exc, BadInputError):
+        return False
+    return isinstance(exc, TRANSIENT_ERRORS)
+
+
+def _limit_threads(n: int) -> None:
+    # torch would otherwise use every core in each worker thread and oversubscribe the machine.
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
+def compute_tile(
+    task: TileTask,
+    predictor: Predictor,
+    run_dir: str,
+    retries: int = 2,
+    backoff_s: float = 0.5,
+) -> TileOutcome:
+    """Predict one tile, crop its halo, write its products file; runs on a dask worker.
+
+    Args:
+        task: the tile.
+        predictor: computes probabilities on the padded tile.
+        run_dir: the run folder (shared with the client); the file goes to
+            ``run_dir/task.output_relpath``.
+        retries: extra attempts for transient errors.
+        backoff_s: delay before the first retry; doubled for each further retry (capped at 30 s).
+
+    Returns:
+        An outcome; errors are reported in it rather than raised.
+    """
+    start = time.perf_counter()
+    _limit_threads(task.threads)
+    attempts = 0
+    while True:
+        attempts += 1
+        try:
+            probs = np.asarray(predictor.predict(task), dtype=np.float32)
+            arrays = finish_tile(crop_core(probs, task), task, predictor.classes)
+            path = Path(run_dir) / task.output_relpath
+            write_tile(path, arrays, task.core)
+            return TileOutcome(
+                tile_id=task.tile_id,
+                ok=True,
+                output=task.output_relpath,
+                sha256=sha256_file(path),
+                attempts=attempts,
+                seconds=time.perf_counter() - start,
+                inputs=task.input_ids(),
+                worker=_worker_address(),
+            )
+        except Exception as e:
+            if is_transient(e) and attempts <= retries:
+                time.sleep(min(backoff_s * 2 ** (attempts - 1), 30.0))
+                continue
+            return TileOutcome(
+                tile_id=task.tile_id,
+                ok=False,
+                error=f"{type(e).__name__}: {e}",
+                traceback=traceback.format_exc(),
+                attempts=attempts,
+                seconds=time.perf_counter() - start,
+                inputs=task.input_ids(),
+                worker=_worker_address(),
+            )
+
+
+@contextlib.contextmanager
+def dask_client(spec: DaskSpec, scheduler: str | None = None) -> Iterator[Any]:
+    """A dask ``Client``: on ``scheduler`` (argument, else ``spec.scheduler``) or a LocalCluster.
+
+    The LocalCluster has no dashboard (batch jobs run unattended; a fixed port would clash
+    between concurrent jobs) and is closed when the block exits.
+
+    Raises:
+        JobError: the scheduler cannot be reached (names the address).
+    """
+    from distributed import Client, LocalCluster
+
+    address = scheduler or spec.scheduler
+    if address:
+        try:
+            client = Client(address, timeout="20s")
+        except (OSError, TimeoutError) as e:
+            raise JobError(
+                f"cannot connect to the dask scheduler at {address} ({e})",
+                fix="check the address and that the scheduler runs, or omit --scheduler to "
+                "use a LocalCluster",
+            ) from e
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    cluster = LocalCluster(
+        n_workers=spec.workers,
+        threads_per_worker=spec.threads_per_worker,
+        processes=spec.processes,
+        memory_limit=spec.memory_limit,
+        # Loopback only: a job's private cluster must not listen on the network (and this
+        # also spares dask a probe of an outside address to find the host's IP).
+        host="127.0.0.1",
+        protocol="tcp://",  # also for thread workers: inproc would probe the outside IP
+        dashboard_address=None,
+        silence_logs=logging.ERROR,
+    )
+    try:
+        with Client(cluster) as client:
+            yield client
+    finally:
+        cluster.close()
+
+
+def execute_tasks(
+    client: Any,
+    tasks: Sequence[TileTask],
+    predictor: Predictor,
+    run_dir: Path,
+    *,
+    wave_size: int,
+    retries: int,
+    on_failure: str = "continue",
+    on_outcome: Callable[[TileOutcome], None] | None = None,
+    on_submit: Callable[[TileTask], None] | None = None,
+    backoff_s: float = 0.5,
+) -> list[TileOutcome]:
+    """Run ``tasks`` on ``client`` with at most ``wave_size`` tiles in flight.
+
+    Args:
+        client: a connected ``distributed.Client``.
+        tasks: tiles to compute.
+        predictor: sent to the workers with each task.
+        run_dir: the run folder (must be visible to the workers).
+        wave_size: maximum tiles submitted but not yet finished.
+        retries: per-tile retries for transient errors.
+        on_failure: ``"stop"`` cancels the remaining tiles after the first failure;
+            ``"continue"`` finishes them.
+        on_outcome: called in the client for every finished tile (e.g. to update the manifest).
+        on_submit: called in the client when a tile is submitted (e.g. for progress display).
+        backoff_s: first retry delay in seconds.
+
+    Returns:
+        One outcome per finished tile, in completion order (with ``stop``, tiles not started are
+        missing).
+    """
+    from distributed import as_completed
+
+    pending = iter(tasks)
+    outcomes: list[TileOutcome] = []
+    by_key: dict[str, TileTask] = {}
+    ac = as_completed()
+
+    def submit_next() -> bool:
+        task = next(pending, None)
+        if task is None:
+            return False
+        fut = client.submit(
+            compute_tile,
+            task,
+            predictor,
+            str(run_dir),
+            retries,
+            backoff_s,
+            key=f"tile-{Path(run_dir).name}-{task.tile_id}",
+            pure=False,
+        )
+        by_key[fut.key] = task
+        ac.add(fut)
+        if on_submit:
+            on_submit(task)
+        return True
+
+    for _ in range(max(1, wave_size)):
+        if not submit_next():
+            break
+    stopping = False
+    for fut in ac:
+        task = by_key.pop(fut.key)
+        try:
+            outcome = fut.result()
+        except Exception as e:  # the worker died or the task was lost: record, do not raise
+            outcome = TileOutcome(
+                tile_id=task.tile_id,
+                ok=False,
+                error=f"{type(e).__name__}: {e}",
+                attempts=1,
+                inputs=task.input_ids(),
+            )
+        fut.release()
+        outcomes.append(outcome)
+        if on_outcome:
+            on_outcome(outcome)
+        if not outcome.ok and on_failure == "stop":
+            stopping = True
+        if stopping:
+            for other in list(ac.futures):
+                other.cancel()
+            ac.clear()
+            break
+        submit_next()
+    return outcomes
+
+
+def first_error(outcomes: Sequence[TileOutcome]) -> EOFusionError | None:
+    """A JobError summarising failed tiles, or ``None`` if all succeeded."""
+    failed = [o for o in outcomes if not o.ok]
+    if not failed:
+        return None
+    first = failed[0]
+    return JobError(
+        f"{len(failed)} tile(s) failed, first {first.tile_id}: {first.error}",
+        fix="see the run manifest for every error; rerun to retry only the failed tiles",
+    )

@@ -1,0 +1,255 @@
+"""The run manifest and the run lock: what makes a mapping run resumable and safe to re-run.
+
+A run folder ``<output.dir>/<run-id>/`` holds:
+
+* ``manifest.json`` — one record per tile (state, input item ids, output file, sha256, error,
+  attempts, seconds), the job config hash and the run's provenance. It is rewritten atomically
+  (temporary file in the same folder, then ``os.replace``) after every tile, so a run killed at
+  any moment leaves either the previous or the next complete manifest, never a torn one.
+* ``.lock`` — created exclusively (``O_CREAT | O_EXCL``) by the process that writes the run, with
+  its PID, host and start time. A lock whose process no longer exists on this host is stale and
+  is taken over; any other lock makes a second copy fail with :class:`~eo_fusion.errors.LockError`.
+
+Only the client process (the one that called ``run_job``) writes these files; dask workers write
+tile outputs and return their checksums.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import socket
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from eo_fusion.errors import JobError, LockError
+
+MANIFEST_NAME = "manifest.json"
+LOCK_NAME = ".lock"
+MANIFEST_VERSION = 1
+
+TileState = Literal["pending", "done", "failed"]
+
+
+def utc_now() -> str:
+    """Current time as an ISO 8601 UTC string (second precision)."""
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks (memory does not grow with file size)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@dataclass
+class TileRecord:
+    """What the manifest knows about one tile.
+
+    Attributes:
+        state: ``pending`` (not finished), ``done`` (output written and checksummed) or ``failed``.
+        inputs: modality -> ids of the STAC items the tile reads.
+        output: tile output file, relative to the run folder (``None`` until written).
+        sha256: hex sha256 of ``output`` as written by the worker.
+        error: last error message (``failed`` tiles), naming the tile and the cause.
+        attempts: tries made by the last run (1 + retries used).
+        seconds: wall time of the successful or last attempt.
+        finished: UTC time the state was last set.
+        worker: dask worker that ran the last attempt.
+    """
+
+    state: TileState = "pending"
+    inputs: dict[str, list[str]] = field(default_factory=dict)
+    output: str | None = None
+    sha256: str | None = None
+    error: str | None = None
+    attempts: int = 0
+    seconds: float | None = None
+    finished: str | None = None
+    worker: str | None = None
+
+
+@dataclass
+class RunManifest:
+    """The per-run record of every tile; saved as ``manifest.json`` in the run folder.
+
+    Attributes:
+        run_id: ``<job name>-<first 12 hex of the run hash>``.
+        job_name: the job's name.
+        config_hash: sha256 of the job config (``eo_fusion.config.spec_hash``).
+        run_hash: sha256 of the config hash and the resolved time window (names the run folder).
+        created: UTC time the run folder was created.
+        tiles: tile id -> record.
+        provenance: input item ids, model card sha256, code version, time window, run date.
+        products: product name -> file (relative to the run folder) once assembled.
+    """
+
+    run_id: str
+    job_name: str
+    config_hash: str
+    run_hash: str
+    created: str = field(default_factory=utc_now)
+    tiles: dict[str, TileRecord] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    products: dict[str, str] = field(default_factory=dict)
+    version: int = MANIFEST_VERSION
+
+    # -- persistence ---------------------------------------------------------------------------
+
+    def save(self, run_dir: Path) -> None:
+        """Write ``manifest.json`` atomically."""
+        payload = asdict(self)
+        atomic_write_text(Path(run_dir) / MANIFEST_NAME, json.dumps(payload, indent=1) + "\n")
+
+    @classmethod
+    def load(cls, run_dir: Path) -> RunManifest | None:
+        """Read the run folder's manifest; ``None`` if there is none yet.
+
+        Raises:
+            JobError: the file exists but is not a manifest this version understands.
+        """
+        path = Path(run_dir) / MANIFEST_NAME
+        if not path.exists():
+            return None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            tiles = {k: TileRecord(**v) for k, v in data.pop("tiles").items()}
+            manifest = cls(**data, tiles=tiles)
+        except (ValueError, TypeError, KeyError) as e:
+            raise JobError(
+                f"run manifest {path} is unreadable ({e})",
+                fix="rerun with --force to recompute the run, or delete that run folder",
+            ) from e
+        if manifest.version != MANIFEST_VERSION:
+            raise JobError(
+                f"run manifest {path} has version {manifest.version}, expected {MANIFEST_VERSION}",
+                fix="rerun with --force to recompute the run with this version of eo-fusion",
+            )
+        return manifest
+
+    # -- tile bookkeeping ------------------------------------------------------------------------
+
+    def verified(self, tile_id: str, run_dir: Path) -> bool:
+        """True when the tile is ``done`` and its output file exists with the recorded sha256.
+
+        A resume trusts a tile only through this check, never because a file exists.
+        """
+        rec = self.tiles.get(tile_id)
+        if rec is None or rec.state != "done" or not rec.output or not rec.sha256:
+            return False
+        path = Path(run_dir) / rec.output
+        return path.is_file() and sha256_file(path) == rec.sha256
+
+    def counts(self) -> dict[str, int]:
+        """Number of tiles per state."""
+        out = {"pending": 0, "done": 0, "failed": 0}
+        for rec in self.tiles.values():
+            out[rec.state] += 1
+        return out
+
+
+# -- lock ----------------------------------------------------------------------------------------
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process with this PID exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    """Who holds a run lock."""
+
+    pid: int
+    host: str
+    started: str
+
+
+def read_lock(path: Path) -> LockInfo | None:
+    """The lock's holder, or ``None`` if the file is missing or unreadable (a torn write)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        return LockInfo(pid=int(data["pid"]), host=str(data["host"]), started=str(data["started"]))
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _is_stale(info: LockInfo | None) -> bool:
+    # A lock from another host cannot be checked from here: never treat it as stale.
+    if info is None:
+        return True
+    return info.host == socket.gethostname() and not _pid_alive(info.pid)
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[LockInfo]:
+    """Hold the run folder's lock for the duration of the ``with`` block.
+
+    Raises:
+        LockError: another live process (or a process on another host) holds the lock; the
+            message names the lock file, PID, host and start time and how to clear it.
+    """
+    path = Path(run_dir) / LOCK_NAME
+    me = LockInfo(pid=os.getpid(), host=socket.gethostname(), started=utc_now())
+    for _ in range(2):  # second pass after removing a stale lock
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = read_lock(path)
+            if _is_stale(holder):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+                continue
+            assert holder is not None
+            raise LockError(
+                f"run folder {run_dir} is locked by PID {holder.pid} on {holder.host} "
+                f"since {holder.started} ({path})",
+                fix="wait for that run to finish; if it is gone (e.g. another host crashed), "
+                f"delete {path}",
+            ) from None
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(asdict(me), f)
+        break
+    else:
+        raise LockError(
+            f"could not take the lock {path} (it keeps reappearing)",
+            fix="check whether another copy of the job is starting at the same time",
+        )
+    try:
+        yield me
+    finally:
+        holder = read_lock(path)
+        if holder is not None and holder.pid == me.pid and holder.host == me.host:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)

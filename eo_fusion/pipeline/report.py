@@ -1,0 +1,183 @@
+"""QA report of a mapping run: ``report.json``, a readable ``report.md`` and a quicklook PNG.
+
+Class statistics are counted from the finished class COG block by block (memory: one block), so
+they describe exactly what was delivered. Areas are pixel counts × pixel area: hectares when the
+grid CRS is projected in metres (UTM, the default); for other CRSs the report says so instead of
+guessing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from odc.geo.geobox import GeoBox
+
+from eo_fusion.pipeline.manifest import atomic_write_text
+from eo_fusion.pipeline.mosaic import ClassInfo
+from eo_fusion.pipeline.plan import NODATA_CLASS
+
+QUICKLOOK_MAX_PX = 1024
+
+
+def class_counts(cog: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Pixel count per value (0–255) of band 1, and the confidence sum per value if present.
+
+    Reads the COG block by block. ``confidence`` is read from a sibling ``*_confidence.tif`` if
+    given by the caller instead; here only band 1 is counted.
+    """
+    counts = np.zeros(256, dtype=np.int64)
+    with rasterio.open(cog) as src:
+        for _, win in src.block_windows(1):
+            data = src.read(1, window=win)
+            counts += np.bincount(data.ravel(), minlength=256)
+    return counts, None
+
+
+def mean_confidence(conf_cog: Path, classes_cog: Path) -> dict[int, float]:
+    """Mean confidence (0–1) per class value, read block by block from the two COGs."""
+    sums = np.zeros(256, dtype=np.float64)
+    counts = np.zeros(256, dtype=np.int64)
+    with rasterio.open(classes_cog) as cls_src, rasterio.open(conf_cog) as conf_src:
+        for _, win in cls_src.block_windows(1):
+            c = cls_src.read(1, window=win).ravel()
+            p = conf_src.read(1, window=win).ravel().astype(np.float64)
+            ok = c != NODATA_CLASS
+            sums += np.bincount(c[ok], weights=p[ok] / 100.0, minlength=256)
+            counts += np.bincount(c[ok], minlength=256)
+    return {int(v): float(sums[v] / counts[v]) for v in np.flatnonzero(counts)}
+
+
+def pixel_area_ha(grid: GeoBox) -> float | None:
+    """Area of one pixel in hectares, or ``None`` when the CRS is not projected in metres."""
+    crs = grid.crs
+    if crs.geographic or (crs.units and crs.units[0] not in ("metre", "meter", "m")):
+        return None
+    return abs(grid.resolution.x * grid.resolution.y) / 10_000.0
+
+
+def class_table(
+    counts: np.ndarray,
+    classes: Sequence[ClassInfo],
+    grid: GeoBox,
+    confidence: Mapping[int, float] | None = None,
+) -> list[dict[str, Any]]:
+    """Per class: value, name, colour, pixels, hectares, percent of mapped pixels, confidence."""
+    ha = pixel_area_ha(grid)
+    mapped = int(counts.sum() - counts[NODATA_CLASS])
+    rows = []
+    for c in sorted(classes, key=lambda c: c.value):
+        n = int(counts[c.value])
+        rows.append(
+            {
+                "value": c.value,
+                "name": c.name,
+                "color": c.color,
+                "pixels": n,
+                "hectares": round(n * ha, 4) if ha is not None else None,
+                "percent": round(100.0 * n / mapped, 3) if mapped else 0.0,
+                "mean_confidence": (
+                    round(confidence[c.value], 4) if confidence and c.value in confidence else None
+                ),
+            }
+        )
+    return rows
+
+
+def write_quicklook(cog: Path, png: Path, classes: Sequence[ClassInfo], title: str) -> None:
+    """PNG of the class map (nearest, at most 1024 px on a side) with a legend beside it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+    from matplotlib.patches import Patch
+
+    with rasterio.open(cog) as src:
+        scale = max(src.width, src.height) / QUICKLOOK_MAX_PX
+        shape = (
+            (max(1, int(src.height / scale)), max(1, int(src.width / scale)))
+            if scale > 1
+            else (src.height, src.width)
+        )
+        data = src.read(1, out_shape=shape)  # decimated reads use the mode overviews
+    rgba = np.zeros((*data.shape, 4), dtype=np.uint8)
+    for c in classes:
+        rgba[data == c.value] = (*c.rgb(), 255)
+    fig, ax = plt.subplots(figsize=(8, 6), dpi=100)
+    ax.imshow(rgba, interpolation="nearest")
+    ax.set_title(title, fontsize=10)
+    ax.set_axis_off()
+    handles = [Patch(facecolor=c.color, edgecolor="black", label=c.name) for c in classes]
+    handles.append(Patch(facecolor="white", edgecolor="black", label="no data"))
+    ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8)
+    fig.tight_layout()
+    tmp = png.with_name(f".{png.name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(png)
+
+
+def render_markdown(report: Mapping[str, Any], quicklook_name: str | None) -> str:
+    """The human-readable report page."""
+    r = report
+    lines = [f"# Map report: {r['job']['name']}", ""]
+    if r["job"].get("description"):
+        lines += [r["job"]["description"], ""]
+    g = r["grid"]
+    lines += [
+        f"* Run: `{r['run_id']}` (run date {r['run_date']}, finished {r['finished']})",
+        f"* Time window: {r['time_window'][0] or 'open'} … {r['time_window'][1] or 'open'}",
+        f"* Grid: {g['shape'][1]} × {g['shape'][0]} px (width × height) at {g['resolution']} "
+        f"{g['units']}, {g['crs']}; area {g['area_km2']} km²"
+        if g.get("area_km2") is not None
+        else f"* Grid: {g['shape'][1]} × {g['shape'][0]} px, {g['crs']}",
+        f"* Tiles: {r['tiles']['total']} total, {r['tiles']['done']} done "
+        f"({r['tiles']['reused']} reused from an earlier attempt), {r['tiles']['failed']} failed",
+        f"* Model: {r['provenance'].get('model', 'n/a')}",
+        f"* COG validation (rio-cogeo, strict): {r['validation']['cog']}",
+        f"* STAC validation (schemas in eo_fusion/schemas): {r['validation']['stac']}",
+        "",
+    ]
+    if quicklook_name:
+        lines += [f"![quicklook]({quicklook_name})", ""]
+    lines += [
+        "## Classes",
+        "",
+        "| value | class | colour | pixels | hectares | % of mapped | mean confidence |",
+        "|---:|---|---|---:|---:|---:|---:|",
+    ]
+    for row in r["classes"]:
+        ha = "n/a" if row["hectares"] is None else f"{row['hectares']:.2f}"
+        conf = "n/a" if row["mean_confidence"] is None else f"{row['mean_confidence']:.2f}"
+        lines.append(
+            f"| {row['value']} | {row['name']} | `{row['color']}` | {row['pixels']} | {ha} | "
+            f"{row['percent']:.1f} | {conf} |"
+        )
+    lines += [
+        "",
+        f"No-data pixels (outside the AOI, no valid input, failed tiles): {r['nodata_pixels']}",
+        "",
+    ]
+    if r["failures"]:
+        lines += ["## Failed tiles", "", "| tile | attempts | error |", "|---|---:|---|"]
+        for f in r["failures"]:
+            lines.append(f"| {f['tile']} | {f['attempts']} | {f['error']} |")
+        lines.append("")
+    lines += ["## Products", "", "| file | sha256 |", "|---|---|"]
+    for name, sha in r["products"].items():
+        lines.append(f"| `{name}` | `{sha}` |")
+    lines += ["", "## Notes", ""]
+    lines += [f"* {n}" for n in r.get("notes", [])]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(run_dir: Path, report: Mapping[str, Any], quicklook: Path | None) -> Path:
+    """Write ``report.json`` and ``report.md`` atomically; returns the Markdown path."""
+    atomic_write_text(run_dir / "report.json", json.dumps(report, indent=1, default=str) + "\n")
+    md = run_dir / "report.md"
+    atomic_write_text(md, render_markdown(report, quicklook.name if quicklook else None))
+    return md

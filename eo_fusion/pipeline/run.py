@@ -1,0 +1,527 @@
+"""``run_job``: search → plan tiles → per-tile stack + predict on dask → COG + STAC + QA report.
+
+Run folder layout (``<output.dir>/<run-id>/``)::
+
+    manifest.json            tile states, inputs, outputs, sha256, errors; provenance
+    .lock                    present while a process writes the run
+    tiles/r000_c000.tif      per-tile products (core only, halo cropped)
+    <job>_classes.tif        COG, uint8 classes (+ .aux.xml raster attribute table)
+    <job>_confidence.tif     COG, max probability in percent
+    <job>_probabilities.tif  COG, per-class probability in percent (on request)
+    quicklook.png            class map with legend
+    report.json, report.md   QA report
+    stac/collection.json     Collection of the run; stac/<item>/<item>.json per product
+
+The run id is ``<job name>-<hash>`` of the job config and the resolved time window, so rerunning
+the same job resumes the same run, while a changed job (or another run date of a ``last_days``
+job) writes a new one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from datetime import time as dtime
+from pathlib import Path
+from typing import Any
+
+from odc.geo import Geometry
+from odc.geo.geobox import GeoBox
+
+from eo_fusion import __version__
+from eo_fusion.catalogs.items import NormalizedItem
+from eo_fusion.config import PROJECT_ROOT, AOISpec, JobSpec, spec_hash
+from eo_fusion.errors import JobError
+from eo_fusion.grid import aoi_geometry, grid_from_aoi, make_tiles
+from eo_fusion.logs import get_logger
+from eo_fusion.pipeline.execute import Predictor, TileOutcome, dask_client, execute_tasks
+from eo_fusion.pipeline.manifest import RunManifest, TileRecord, run_lock, sha256_file, utc_now
+from eo_fusion.pipeline.mosaic import layers_for, mosaic_to_gtiff
+from eo_fusion.pipeline.plan import TileTask, describe_plan, plan_tasks, run_hash, run_id_for
+from eo_fusion.pipeline.products import validate_cog, write_cog
+from eo_fusion.pipeline.report import (
+    class_counts,
+    class_table,
+    mean_confidence,
+    pixel_area_ha,
+    write_quicklook,
+    write_report,
+)
+from eo_fusion.pipeline.stac_products import (
+    ProductFile,
+    build_collection,
+    build_items,
+    save_collection,
+    validate_stac_files,
+)
+
+log = get_logger(__name__)
+
+
+class ProgressHook:
+    """Receives progress events from :func:`run_job` (the CLI shows a rich bar with ETA)."""
+
+    def start(self, total: int, reused: int) -> None:
+        """``total`` tiles in the plan, ``reused`` of them already done and verified."""
+
+    def tile_done(self, outcome: TileOutcome) -> None:
+        """One tile finished (successfully or not)."""
+
+    def phase(self, name: str) -> None:
+        """A new phase started (``search``, ``tiles``, ``products``, ``report``)."""
+
+
+@dataclass
+class RunSummary:
+    """What a run did.
+
+    Attributes:
+        run_id: the run folder's name.
+        run_dir: the run folder.
+        tiles_total: tiles in the plan.
+        tiles_done: tiles with a verified output (computed now or reused).
+        tiles_reused: tiles skipped because an earlier attempt's output verified.
+        tiles_failed: tiles that failed after retries.
+        failures: the failed tiles' outcomes.
+        products: product name -> file.
+        stac: STAC JSON files written.
+        report: the Markdown report (``None`` if not written).
+        seconds: wall time.
+    """
+
+    run_id: str
+    run_dir: Path
+    tiles_total: int = 0
+    tiles_done: int = 0
+    tiles_reused: int = 0
+    tiles_failed: int = 0
+    failures: list[TileOutcome] = field(default_factory=list)
+    products: dict[str, Path] = field(default_factory=dict)
+    stac: list[Path] = field(default_factory=list)
+    report: Path | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when every tile succeeded and the products were written."""
+        return self.tiles_failed == 0 and "classes" in self.products
+
+
+def aoi_of(spec: AOISpec) -> Geometry:
+    """The job's AOI as an odc-geo Geometry (in the AOI's own CRS)."""
+    if spec.bbox is not None:
+        return aoi_geometry(tuple(spec.bbox), spec.crs)
+    if spec.geojson is not None:
+        return aoi_geometry(Path(spec.geojson), spec.crs)
+    return aoi_geometry(str(spec.wkt), spec.crs)
+
+
+def search_inputs(
+    job: JobSpec, aoi: Geometry, window: tuple[date | None, date | None]
+) -> dict[str, list[NormalizedItem]]:
+    """Search the job's catalog for every modality over the AOI and time window."""
+    from eo_fusion.catalogs import open_catalog
+
+    catalog = open_catalog(job.catalog)
+    first, last = window
+    dt = None
+    if first or last:
+        dt = f"{first.isoformat() if first else '..'}/{last.isoformat() if last else '..'}"
+    out: dict[str, list[NormalizedItem]] = {}
+    for modality, spec in job.modalities.items():
+        kwargs: dict[str, Any] = {"intersects": aoi.to_crs("EPSG:4326").json, "datetime": dt}
+        if spec.max_cloud is not None:
+            kwargs["max_cloud"] = spec.max_cloud
+        if spec.collections:
+            kwargs["collections"] = spec.collections
+        result = catalog.search(modality, **kwargs)
+        out[modality] = list(result.normalized)
+        log.info("search %s: %d item(s)", modality, len(out[modality]))
+    return out
+
+
+def code_version() -> str:
+    """Package version plus the git commit of the source tree when there is one."""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        if (PROJECT_ROOT / ".git").exists():
+            rev = subprocess.run(
+                ["git", "-C", str(PROJECT_ROOT), "describe", "--always", "--dirty"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=False,
+            ).stdout.strip()
+            if rev:
+                return f"{__version__}+g{rev}"
+    return __version__
+
+
+def _record(manifest: RunManifest, outcome: TileOutcome) -> None:
+    rec = manifest.tiles.setdefault(outcome.tile_id, TileRecord())
+    rec.inputs = outcome.inputs or rec.inputs
+    rec.attempts = outcome.attempts
+    rec.seconds = round(outcome.seconds, 3)
+    rec.finished = utc_now()
+    rec.worker = outcome.worker
+    if outcome.ok:
+        rec.state, rec.output, rec.sha256, rec.error = "done", outcome.output, outcome.sha256, None
+    else:
+        rec.state, rec.error = "failed", outcome.error
+
+
+def _window_datetimes(
+    window: tuple[date | None, date | None],
+    items: Mapping[str, Sequence[NormalizedItem]],
+    run_date: date,
+) -> tuple[datetime, datetime]:
+    stamps = [it.datetime for its in items.values() for it in its]
+    first = (
+        datetime.combine(window[0], dtime.min, UTC)
+        if window[0]
+        else (min(stamps) if stamps else datetime.combine(run_date, dtime.min, UTC))
+    )
+    last = (
+        datetime.combine(window[1], dtime.max.replace(microsecond=0), UTC)
+        if window[1]
+        else (max(stamps) if stamps else datetime.combine(run_date, dtime.min, UTC))
+    )
+    return first, last
+
+
+def run_job(
+    job: JobSpec,
+    *,
+    force: bool = False,
+    scheduler: str | None = None,
+    run_date: date | None = None,
+    predictor: Predictor | None = None,
+    items: Mapping[str, Sequence[NormalizedItem]] | None = None,
+    workers: int | None = None,
+    progress: ProgressHook | None = None,
+    notes: Sequence[str] = (),
+) -> RunSummary:
+    """Run a mapping job end to end; resumes an earlier attempt of the same run.
+
+    Args:
+        job: the validated job.
+        force: recompute every tile even if an earlier attempt's output verifies.
+        scheduler: address of an existing dask scheduler (overrides ``job.dask.scheduler``).
+        run_date: the date a relative time window (``time.last_days``) ends on; default: today
+            (UTC).
+        predictor: computes tile probabilities; default: the job's model
+            (:class:`~eo_fusion.pipeline.predictors.ModelPredictor`).
+        items: search results per modality (skips the catalog search; for tests and notebooks).
+        workers: LocalCluster workers (overrides ``job.dask.workers``).
+        progress: receives progress events.
+        notes: lines added to the report's notes.
+
+    Returns:
+        The run summary; ``summary.ok`` is False when any tile failed.
+
+    Raises:
+        LockError: another process is writing the same run.
+        JobError: the plan is empty, or ``on_failure: stop`` and a tile failed.
+    """
+    t0 = time.perf_counter()
+    progress = progress or ProgressHook()
+    run_date = run_date or datetime.now(UTC).date()
+    window = job.time.resolve(run_date)
+    aoi = aoi_of(job.aoi)
+    grid = grid_from_aoi(aoi, job.grid.resolution, job.grid.crs)
+    tiles = make_tiles(grid, job.grid.tile_size, job.grid.halo)
+    if predictor is None:
+        from eo_fusion.pipeline.predictors import ModelPredictor
+
+        predictor = ModelPredictor.from_ref(job.model)
+    if items is None:
+        progress.phase("search")
+        items = search_inputs(job, aoi, window)
+    dspec = job.dask if workers is None else job.dask.model_copy(update={"workers": workers})
+    tasks = plan_tasks(job, tiles, items, aoi, threads=1)
+    if not tasks:
+        raise JobError(
+            f"job {job.name}: no tile of the {grid.shape.x}×{grid.shape.y} px grid touches the AOI",
+            fix="check the AOI and its CRS",
+        )
+    log.info("plan: %s", describe_plan(tasks))
+
+    run_id = run_id_for(job, window)
+    run_dir = Path(job.output.dir) / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    summary = RunSummary(run_id=run_id, run_dir=run_dir, tiles_total=len(tasks))
+    with run_lock(run_dir):
+        manifest = RunManifest.load(run_dir) or RunManifest(
+            run_id=run_id,
+            job_name=job.name,
+            config_hash=spec_hash(job),
+            run_hash=run_hash(job, window),
+        )
+        if manifest.config_hash != spec_hash(job):  # same folder name, different job: refuse
+            raise JobError(
+                f"run folder {run_dir} belongs to a different job config",
+                fix="rename the job or remove that folder",
+            )
+        todo = _tiles_to_run(tasks, manifest, run_dir, force)
+        summary.tiles_reused = len(tasks) - len(todo)
+        manifest.provenance = _provenance(job, tasks, predictor, window, run_date)
+        manifest.save(run_dir)
+        log.info(
+            "run %s: %d tile(s), %d to compute, %d reused",
+            run_id,
+            len(tasks),
+            len(todo),
+            summary.tiles_reused,
+        )
+        progress.start(len(tasks), summary.tiles_reused)
+        progress.phase("tiles")
+        outcomes: list[TileOutcome] = []
+        if todo:
+
+            def on_outcome(outcome: TileOutcome) -> None:
+                _record(manifest, outcome)
+                manifest.save(run_dir)
+                progress.tile_done(outcome)
+                if not outcome.ok:
+                    log.warning("tile %s failed: %s", outcome.tile_id, outcome.error)
+
+            with dask_client(dspec, scheduler) as client:
+                outcomes = execute_tasks(
+                    client,
+                    todo,
+                    predictor,
+                    run_dir,
+                    wave_size=dspec.wave_size,
+                    retries=job.retries,
+                    on_failure=job.on_failure,
+                    on_outcome=on_outcome,
+                )
+        summary.failures = [o for o in outcomes if not o.ok]
+        summary.tiles_failed = len(summary.failures)
+        summary.tiles_done = sum(1 for t in tasks if manifest.tiles[t.tile_id].state == "done")
+        if summary.tiles_failed and job.on_failure == "stop":
+            summary.seconds = time.perf_counter() - t0
+            return summary
+        progress.phase("products")
+        _assemble(
+            job,
+            grid,
+            tiles,
+            tasks,
+            manifest,
+            run_dir,
+            predictor,
+            summary,
+            window,
+            items,
+            run_date,
+            list(notes),
+        )
+        manifest.products = {
+            k: str(Path(p).relative_to(run_dir)) for k, p in summary.products.items()
+        }
+        manifest.save(run_dir)
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _tiles_to_run(
+    tasks: Sequence[TileTask], manifest: RunManifest, run_dir: Path, force: bool
+) -> list[TileTask]:
+    todo = []
+    for t in tasks:
+        if not force and manifest.verified(t.tile_id, run_dir):
+            continue
+        manifest.tiles[t.tile_id] = TileRecord(state="pending", inputs=t.input_ids())
+        todo.append(t)
+    return todo
+
+
+def _provenance(
+    job: JobSpec,
+    tasks: Sequence[TileTask],
+    predictor: Predictor,
+    window: tuple[date | None, date | None],
+    run_date: date,
+) -> dict[str, Any]:
+    inputs: dict[str, set[str]] = {}
+    for t in tasks:
+        for m, ids in t.input_ids().items():
+            inputs.setdefault(m, set()).update(ids)
+    return {
+        "input_items": {m: sorted(ids) for m, ids in sorted(inputs.items())},
+        **predictor.provenance(),
+        "code_version": code_version(),
+        "job_config_hash": spec_hash(job),
+        "run_date": run_date.isoformat(),
+        "time_window": [d.isoformat() if d else None for d in window],
+    }
+
+
+def _cog_blocksize(requested: int, grid: GeoBox) -> int:
+    """Halve the COG block size for small grids so that they still get an overview level."""
+    size = requested
+    while size >= 128 and max(grid.shape.yx) <= size:
+        size //= 2
+    return size
+
+
+def _assemble(
+    job: JobSpec,
+    grid: GeoBox,
+    tiles: Sequence[Any],
+    tasks: Sequence[TileTask],
+    manifest: RunManifest,
+    run_dir: Path,
+    predictor: Predictor,
+    summary: RunSummary,
+    window: tuple[date | None, date | None],
+    items: Mapping[str, Sequence[NormalizedItem]],
+    run_date: date,
+    notes: list[str],
+) -> None:
+    classes = predictor.classes
+    windows = []
+    for tile in tiles:
+        rec = manifest.tiles.get(tile.id)
+        path = run_dir / rec.output if rec and rec.state == "done" and rec.output else None
+        windows.append((tile.core_in_grid, path))
+    tags = {
+        "EO_FUSION_JOB": job.name,
+        "EO_FUSION_RUN_ID": summary.run_id,
+        "EO_FUSION_CONFIG_HASH": spec_hash(job),
+        "EO_FUSION_VERSION": __version__,
+    }
+    blocksize = _cog_blocksize(job.output.blocksize, grid)
+    for layer in layers_for(job.output.confidence, job.output.probabilities, len(classes)):
+        dst = run_dir / f"{job.name}_{layer.name}.tif"
+        tmp = run_dir / f".{job.name}_{layer.name}.mosaic.tif"
+        try:
+            mosaic_to_gtiff(tmp, grid, windows, layer, blocksize=blocksize)
+            write_cog(
+                tmp,
+                dst,
+                kind=layer.name,
+                classes=classes,
+                blocksize=blocksize,
+                tags=tags,
+            )
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        summary.products[layer.name] = dst
+    classes_cog = summary.products["classes"]
+    quicklook = run_dir / "quicklook.png" if job.output.report else None
+    if quicklook is not None:
+        write_quicklook(classes_cog, quicklook, classes, f"{job.name} ({summary.run_id})")
+    aoi = aoi_of(job.aoi).to_crs(grid.crs)
+    footprint = aoi.intersection(grid.extent)
+    extra = {
+        "rat": (
+            Path(f"{classes_cog}.aux.xml"),
+            "application/xml",
+            ("metadata",),
+            "GDAL raster attribute table (PAM)",
+        )
+    }
+    if quicklook is not None:
+        extra["thumbnail"] = (
+            quicklook,
+            "image/png",
+            ("thumbnail", "overview"),
+            "quicklook with legend",
+        )
+    products = [
+        ProductFile(kind=k, path=p, extra_assets=extra if k == "classes" else {})
+        for k, p in summary.products.items()
+    ]
+    stac_items = build_items(
+        products,
+        run_id=summary.run_id,
+        grid=grid,
+        footprint=footprint,
+        window=_window_datetimes(window, items, run_date),
+        classes=classes,
+        provenance=manifest.provenance,
+        base_dir=run_dir,
+    )
+    collection = build_collection(
+        stac_items,
+        run_id=summary.run_id,
+        description=job.description or f"eo-fusion map products of job {job.name}",
+    )
+    summary.stac = save_collection(collection, run_dir / "stac")
+    validate_stac_files(summary.stac)
+    if not job.output.report:
+        return
+    summary.report = _write_qa(
+        job, grid, tasks, manifest, run_dir, summary, quicklook, notes, classes
+    )
+
+
+def _write_qa(
+    job: JobSpec,
+    grid: GeoBox,
+    tasks: Sequence[TileTask],
+    manifest: RunManifest,
+    run_dir: Path,
+    summary: RunSummary,
+    quicklook: Path | None,
+    notes: list[str],
+    classes: Sequence[Any],
+) -> Path:
+    classes_cog = summary.products["classes"]
+    counts, _ = class_counts(classes_cog)
+    conf = (
+        mean_confidence(summary.products["confidence"], classes_cog)
+        if "confidence" in summary.products
+        else None
+    )
+    cog_checks = {name: validate_cog(p) for name, p in summary.products.items()}
+    ha = pixel_area_ha(grid)
+    h, w = grid.shape.yx
+    failed = [
+        {"tile": tid, "attempts": rec.attempts, "error": rec.error}
+        for tid, rec in sorted(manifest.tiles.items())
+        if rec.state == "failed"
+    ]
+    report = {
+        "job": {"name": job.name, "description": job.description, "config_hash": spec_hash(job)},
+        "run_id": summary.run_id,
+        "run_date": manifest.provenance.get("run_date"),
+        "finished": utc_now(),
+        "time_window": manifest.provenance.get("time_window"),
+        "grid": {
+            "crs": f"EPSG:{grid.crs.epsg}" if grid.crs.epsg else grid.crs.to_wkt(),
+            "shape": [h, w],
+            "resolution": abs(float(grid.resolution.x)),
+            "units": (grid.crs.units[0] if grid.crs.units else ""),
+            "transform": list(grid.transform)[:6],
+            "area_km2": round(h * w * ha / 100.0, 4) if ha is not None else None,
+            "tile_size": job.grid.tile_size,
+            "halo": job.grid.halo,
+        },
+        "tiles": {
+            "total": len(tasks),
+            "done": summary.tiles_done,
+            "reused": summary.tiles_reused,
+            "failed": len(failed),
+        },
+        "classes": class_table(counts, classes, grid, conf),
+        "nodata_pixels": int(counts[255]),
+        "failures": failed,
+        "products": {Path(p).name: sha256_file(Path(p)) for p in summary.products.values()},
+        "validation": {
+            "cog": "passed"
+            if all(v for v, _ in cog_checks.values())
+            else f"FAILED: { {k: e for k, (v, e) in cog_checks.items() if not v} }",
+            "stac": f"passed ({len(summary.stac)} documents)",
+        },
+        "provenance": manifest.provenance,
+        "notes": notes,
+    }
+    return write_report(run_dir, report, quicklook)

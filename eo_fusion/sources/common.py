@@ -1,0 +1,137 @@
+"""What every modality reader shares: the result record, grouping and NaN-safe reductions."""
+
+from __future__ import annotations
+
+import warnings
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from odc.geo.geobox import GeoBox
+
+from eo_fusion.bands import REGISTRY
+from eo_fusion.catalogs.items import BandAsset, NormalizedItem
+from eo_fusion.gdal import GDALOptions
+from eo_fusion.sources.reader import ReadSpec, read_assets
+
+__all__ = [
+    "ModalityResult",
+    "aggregate_periods",
+    "band_order",
+    "group_same_day",
+    "nanmean",
+    "nanmedian",
+    "read_item_bands",
+]
+
+
+@dataclass
+class ModalityResult:
+    """One modality on one grid, before it becomes variables of the stack.
+
+    Attributes:
+        data: ``(band, y, x)`` or ``(time, band, y, x)`` float32, physical units, NaN = no data.
+        valid: ``(y, x)`` or ``(time, y, x)`` bool.
+        bands: registry keys along the band axis.
+        units: units per band.
+        gbox: the grid the arrays are on (the tile grid, or a sub-grid of it).
+        times: acquisition (or period start) times along the time axis; None for composites.
+        source_items: ids of the items that contributed.
+        attrs: extra provenance (JSON-serialisable values).
+    """
+
+    data: np.ndarray
+    valid: np.ndarray
+    bands: list[str]
+    units: list[str]
+    gbox: GeoBox
+    times: list[datetime] | None = None
+    source_items: list[str] = field(default_factory=list)
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+_ORDER = {k: i for i, k in enumerate(REGISTRY)}
+
+
+def band_order(keys: Iterable[str]) -> list[str]:
+    """Keys in registry order (B01 … B8A … B12, VV before VH, …), unknown keys last by name."""
+    return sorted(set(keys), key=lambda k: (_ORDER.get(k, len(_ORDER)), k))
+
+
+def read_item_bands(
+    item: NormalizedItem,
+    keys: Sequence[str],
+    gbox: GeoBox,
+    spec_for: Callable[[BandAsset], ReadSpec],
+    gdal: GDALOptions,
+) -> np.ndarray:
+    """Read ``keys`` of ``item`` onto ``gbox`` → ``(band, y, x)``; absent keys stay NaN.
+
+    Bands stored in one file are read in one windowed read (multi-band GeoTIFFs).
+    """
+    out = np.full((len(keys), *gbox.shape.yx), np.nan, dtype=np.float32)
+    groups: dict[tuple[str, ReadSpec], list[tuple[int, BandAsset]]] = defaultdict(list)
+    for i, k in enumerate(keys):
+        asset = item.bands.get(k)
+        if asset is not None:
+            groups[(asset.href, spec_for(asset))].append((i, asset))
+    for (_, spec), members in sorted(groups.items(), key=lambda kv: kv[0][0]):
+        arr = read_assets([a for _, a in members], gbox, spec, gdal=gdal)
+        for j, (i, _) in enumerate(members):
+            out[i] = arr[j]
+    return out
+
+
+def group_same_day(items: Sequence[NormalizedItem]) -> list[list[NormalizedItem]]:
+    """Items grouped by UTC acquisition day (one observation = adjacent tiles of one pass),
+    groups in time order, items in a group ordered by id (deterministic mosaics)."""
+    groups: dict[str, list[NormalizedItem]] = defaultdict(list)
+    for it in items:
+        groups[it.datetime.strftime("%Y-%m-%d")].append(it)
+    return [sorted(groups[d], key=lambda i: i.id) for d in sorted(groups)]
+
+
+def fill_missing(dst: np.ndarray, src: np.ndarray) -> None:
+    """Paste ``src`` into ``dst`` where ``dst`` is NaN (first valid value wins)."""
+    np.copyto(dst, src, where=np.isnan(dst) & ~np.isnan(src))
+
+
+def nanmedian(a: np.ndarray, axis: int) -> np.ndarray:
+    """``np.nanmedian`` without the all-NaN warning (all-NaN slices give NaN, as documented)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmedian(a, axis=axis).astype(np.float32)
+
+
+def nanmean(a: np.ndarray, axis: int) -> np.ndarray:
+    """``np.nanmean`` without the empty-slice warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(a, axis=axis).astype(np.float32)
+
+
+def period_start(t: datetime, period: str) -> datetime:
+    """Start of the ``monthly`` or ``semimonthly`` (1st-15th, 16th-end) period containing ``t``."""
+    if period == "monthly":
+        return t.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    if period == "semimonthly":
+        return t.replace(day=1 if t.day <= 15 else 16, hour=0, minute=0, second=0, microsecond=0)
+    raise ValueError(f"unknown aggregation period {period!r}")
+
+
+def aggregate_periods(
+    data: np.ndarray,
+    times: list[datetime],
+    period: str,
+    reduce: Callable[[np.ndarray, int], np.ndarray],
+) -> tuple[np.ndarray, list[datetime]]:
+    """Reduce a ``(time, band, y, x)`` series per period with ``reduce(array, axis=0)``."""
+    keys = [period_start(t, period) for t in times]
+    starts = sorted(set(keys))
+    out = np.stack(
+        [reduce(data[[i for i, k in enumerate(keys) if k == s]], 0) for s in starts]
+    ).astype(np.float32)
+    return out, starts

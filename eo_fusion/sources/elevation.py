@@ -1,0 +1,164 @@
+"""Elevation: DEM/DSM/DTM rasters or a lidar point cloud, plus nDSM, slope and aspect.
+
+* Rasters are warped bilinearly (average when ≥ 2x coarser); values in metres.
+* A point cloud (item modality ``lidar``, asset ending ``.las``/``.laz``) becomes a DSM: highest
+  return per cell (:mod:`eo_fusion.sources.lidar`).
+* DTM holes (bare-earth models have no data under buildings) are filled by inverse-distance
+  interpolation from the surrounding ground (``rasterio.fill.fillnodata``, search distance
+  ``options.fill_distance_px``, default 100); the number of filled pixels is recorded.
+* ``elevation:ndsm`` = DSM - DTM (height above ground, metres; small negative values from
+  interpolation noise are kept, not clipped). A provider's nDSM is replaced by this when both
+  DSM and DTM are present, so the three layers are consistent.
+* Point clouds without a CRS in their header take it from ``options.crs``, the item's
+  ``proj:wkt2``/``proj:code``/``proj:epsg``, or a ``crs_wkt`` sidecar asset.
+* ``elevation:slope`` (degrees from horizontal) and ``elevation:aspect`` (degrees clockwise from
+  north, the direction the slope faces; NaN on flat ground) come from the terrain surface: DTM,
+  else DEM, else DSM. They need a projected grid in metres.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from odc.geo.geobox import GeoBox
+from rasterio.fill import fillnodata
+
+from eo_fusion.catalogs.items import NormalizedItem
+from eo_fusion.config import ModalitySpec
+from eo_fusion.errors import BandError, GridError
+from eo_fusion.gdal import GDALOptions
+from eo_fusion.sources.common import ModalityResult, band_order, fill_missing, read_item_bands
+from eo_fusion.sources.lidar import grid_points_max, read_points
+from eo_fusion.sources.reader import ReadSpec
+
+__all__ = ["fill_holes", "load_elevation", "slope_aspect"]
+
+_DERIVED = ("elevation:ndsm", "elevation:slope", "elevation:aspect")
+_POINT_EXT = (".las", ".laz")
+
+
+def slope_aspect(z: np.ndarray, gbox: GeoBox) -> tuple[np.ndarray, np.ndarray]:
+    """Slope and aspect in degrees from a surface ``z`` (metres) on a projected north-up grid."""
+    if gbox.crs.geographic:
+        raise GridError(
+            f"slope/aspect need a projected grid in metres, got {gbox.crs}",
+            fix="use a UTM (crs: auto) or other metric grid",
+        )
+    axes = gbox.crs.proj.axis_info
+    to_m = axes[0].unit_conversion_factor if axes else 1.0  # feet grids → metres
+    res_x = abs(gbox.transform.a) * to_m
+    res_y = abs(gbox.transform.e) * to_m
+    dz_drow, dz_dcol = np.gradient(z.astype(np.float64))
+    dz_de = dz_dcol / res_x
+    dz_dn = -dz_drow / res_y  # rows run south
+    slope = np.degrees(np.arctan(np.hypot(dz_de, dz_dn)))
+    aspect = np.degrees(np.arctan2(-dz_de, -dz_dn)) % 360.0
+    aspect[np.hypot(dz_de, dz_dn) < 1e-6] = np.nan
+    return slope.astype(np.float32), aspect.astype(np.float32)
+
+
+def fill_holes(z: np.ndarray, where: np.ndarray, max_distance_px: float = 100) -> np.ndarray:
+    """Fill NaN pixels of ``z`` that lie inside ``where`` by inverse-distance interpolation."""
+    holes = np.isnan(z) & where
+    if not holes.any() or np.isnan(z).all():
+        return z
+    filled = fillnodata(
+        np.nan_to_num(z, nan=0.0).astype(np.float32),
+        mask=np.isfinite(z).astype(np.uint8),
+        max_search_distance=float(max_distance_px),
+    )
+    out = z.copy()
+    out[holes] = filled[holes]
+    return out
+
+
+def _point_cloud_crs(item: NormalizedItem, opts: dict[str, Any]) -> str | None:
+    """CRS for a point cloud whose header has none: options.crs, proj:* or a WKT sidecar."""
+    if opts.get("crs"):
+        return str(opts["crs"])
+    props = item.properties
+    if props.get("proj:wkt2"):
+        return str(props["proj:wkt2"])
+    if props.get("proj:code"):
+        return str(props["proj:code"])
+    if props.get("proj:epsg"):
+        return f"EPSG:{props['proj:epsg']}"
+    wkt = item.other_assets.get("crs_wkt")
+    if wkt and Path(wkt).exists():
+        return Path(wkt).read_text(encoding="utf-8")
+    return None
+
+
+def _read_layers(items, gbox, gdal, opts) -> tuple[dict[str, np.ndarray], list[str]]:
+    layers: dict[str, np.ndarray] = {}
+    ids = []
+
+    def spec_for(asset):
+        return ReadSpec(kind="elevation")
+
+    for it in sorted(items, key=lambda i: (i.datetime, i.id)):
+        ids.append(it.id)
+        raster_keys = [k for k, a in it.bands.items() if not a.href.lower().endswith(_POINT_EXT)]
+        if raster_keys:
+            arr = read_item_bands(it, raster_keys, gbox, spec_for, gdal)
+            for k, a in zip(raster_keys, arr, strict=True):
+                if k in layers:
+                    fill_missing(layers[k], a)
+                else:
+                    layers[k] = a
+        crs = _point_cloud_crs(it, opts)
+        clouds = [
+            (a.href, a.crs or crs) for a in it.bands.values() if a.href.lower().endswith(_POINT_EXT)
+        ]
+        clouds += [(h, crs) for h in it.other_assets.values() if h.lower().endswith(_POINT_EXT)]
+        for href, pc_crs in clouds:
+            dsm = grid_points_max(read_points(href, pc_crs), gbox)
+            if "elevation:dsm" in layers:
+                fill_missing(layers["elevation:dsm"], dsm)
+            else:
+                layers["elevation:dsm"] = dsm
+    return layers, ids
+
+
+def load_elevation(
+    items: list[NormalizedItem], gbox: GeoBox, mspec: ModalitySpec, gdal: GDALOptions
+) -> ModalityResult:
+    """Read elevation items onto ``gbox`` and derive nDSM, slope and aspect (see module doc)."""
+    opts = dict(mspec.options)
+    layers, ids = _read_layers(items, gbox, gdal, opts)
+    attrs: dict[str, Any] = {}
+    if "elevation:dtm" in layers:
+        dtm = layers["elevation:dtm"]
+        dsm = layers.get("elevation:dsm")
+        where = np.isfinite(dsm) if dsm is not None else np.ones(dtm.shape, dtype=bool)
+        before = int(np.isnan(dtm).sum())
+        layers["elevation:dtm"] = fill_holes(dtm, where, float(opts.get("fill_distance_px", 100)))
+        attrs["dtm_filled_pixels"] = before - int(np.isnan(layers["elevation:dtm"]).sum())
+    if "elevation:dsm" in layers and "elevation:dtm" in layers:
+        # Computed even when a provider nDSM exists, so it is consistent with the DSM/DTM shown.
+        if "elevation:ndsm" in layers:
+            attrs["provider_ndsm"] = "replaced by DSM - DTM"
+        layers["elevation:ndsm"] = layers["elevation:dsm"] - layers["elevation:dtm"]
+    terrain = next(
+        (layers[k] for k in ("elevation:dtm", "elevation:dem", "elevation:dsm") if k in layers),
+        None,
+    )
+    if terrain is not None:
+        slope, aspect = slope_aspect(terrain, gbox)
+        layers["elevation:slope"], layers["elevation:aspect"] = slope, aspect
+    keys = list(mspec.bands) if mspec.bands else band_order(layers)
+    missing = [k for k in keys if k not in layers]
+    if missing:
+        raise BandError(
+            f"elevation bands {missing} cannot be made from items {ids}",
+            fix="ndsm needs a DSM and a DTM; slope/aspect need any surface",
+        )
+    data = np.stack([layers[k] for k in keys]).astype(np.float32)
+    units = ["degree" if k in ("elevation:slope", "elevation:aspect") else "m" for k in keys]
+    # Aspect is undefined on flat ground: that is not missing data, so it does not void validity.
+    check = [i for i, k in enumerate(keys) if k != "elevation:aspect"] or [0]
+    valid = np.all(np.isfinite(data[check]), axis=0)
+    attrs["layers"] = keys
+    return ModalityResult(data, valid, keys, units, gbox, None, ids, attrs)

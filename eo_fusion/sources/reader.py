@@ -1,0 +1,261 @@
+"""The one place that reads pixels: a window of an asset, warped onto a target grid.
+
+For each file (local path or HTTP(S) URL, read through GDAL's ``/vsicurl/`` with range requests):
+
+1. compute the source window the target grid needs (odc-geo ``compute_reproject_roi``), so only
+   the blocks under the tile are fetched;
+2. when the target is ≥ 2x coarser and the file has overviews, read from the overview level that
+   is still at least as fine as the target (fewer bytes, less aliasing);
+3. convert stored values to physical units (``value * scale + offset``), nodata → NaN;
+4. warp onto the target grid with the rule for the band's kind (:mod:`eo_fusion.coreg.resampling`);
+   SAR in dB is resampled in linear power and converted back.
+
+All reads run inside ``GDALOptions.env()`` so the settings hold in whichever dask worker runs them.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import rasterio
+import rasterio.errors
+import rasterio.warp
+from affine import Affine
+from odc.geo import CRS
+from odc.geo.geobox import GeoBox
+from odc.geo.overlap import compute_reproject_roi
+from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.windows import Window
+
+from eo_fusion.catalogs.items import BandAsset
+from eo_fusion.coreg.resampling import (
+    db_to_linear,
+    is_categorical,
+    linear_to_db,
+    resampling_for,
+)
+from eo_fusion.errors import ReadError
+from eo_fusion.gdal import GDALOptions
+
+__all__ = ["ReadSpec", "gdal_path", "read_assets", "source_geobox"]
+
+#: Warp with the exact coordinate transformer (GDAL's default approximates to 0.125 px, which
+#: would eat most of the 0.1 px alignment budget; the exact one costs little at tile sizes).
+WARP_TOLERANCE_PX = 0.0
+
+
+def gdal_path(href: str) -> str:
+    """The path GDAL opens: HTTP(S) URLs go through ``/vsicurl/`` (range requests)."""
+    if href.startswith(("http://", "https://")):
+        return "/vsicurl/" + href
+    if href.startswith("file://"):
+        return href[len("file://") :]
+    return href
+
+
+@dataclass(frozen=True)
+class ReadSpec:
+    """How to read one group of bands: output kind and whether SAR stays in linear power.
+
+    Attributes:
+        kind: band kind that picks the resampling rule (``reflectance``, ``sar``, ...).
+        resampling: explicit rule, overriding the kind's rule.
+        sar_db_input: the stored SAR values are dB (converted to linear before warping).
+        sar_db_output: convert back to dB after warping (else linear power is returned).
+    """
+
+    kind: str = "reflectance"
+    resampling: Resampling | None = None
+    sar_db_input: bool = False
+    sar_db_output: bool = False
+
+
+def _crs_of(ds: rasterio.DatasetReader, asset: BandAsset) -> CRS:
+    if ds.crs is not None:
+        return CRS(ds.crs.to_wkt())
+    if asset.crs:
+        return CRS(asset.crs)
+    raise ReadError(
+        f"file {asset.href} (asset {asset.asset_key!r}) has no CRS",
+        fix="set BandAsset.crs (e.g. from a .prj/.wkt sidecar or the STAC proj:epsg/proj:wkt2)",
+    )
+
+
+def source_geobox(ds: rasterio.DatasetReader, asset: BandAsset) -> GeoBox:
+    """GeoBox of an open dataset; the asset's CRS/transform fill in what the file lacks (a JPEG
+    whose world file GDAL did not look for, a file without a CRS)."""
+    transform = ds.transform
+    if transform.is_identity and asset.transform is not None:
+        transform = Affine(*asset.transform[:6])
+    return GeoBox(ds.shape, transform, _crs_of(ds, asset))
+
+
+def _pick_overview(factors: Sequence[int], shrink: int) -> int | None:
+    """Index of the coarsest overview whose factor is ≤ ``shrink`` (None: read full resolution)."""
+    best = None
+    for i, f in enumerate(factors):
+        if f <= shrink:
+            best = i
+    return best
+
+
+def _to_physical(raw: np.ndarray, assets: Sequence[BandAsset], file_nodata: float | None):
+    out = raw.astype(np.float32, copy=True)
+    for i, a in enumerate(assets):
+        nodata = a.spec.nodata if a.spec.nodata is not None else file_nodata
+        band = out[i]
+        bad = ~np.isfinite(band)
+        if nodata is not None and np.isfinite(nodata):
+            bad |= raw[i] == nodata
+        if a.spec.scale != 1.0 or a.spec.offset != 0.0:
+            band *= np.float32(a.spec.scale)
+            band += np.float32(a.spec.offset)
+        band[bad] = np.nan
+    return out
+
+
+def read_assets(
+    assets: Sequence[BandAsset],
+    gbox: GeoBox,
+    spec: ReadSpec,
+    *,
+    gdal: GDALOptions | None = None,
+) -> np.ndarray:
+    """Read bands of ONE file onto ``gbox``; returns ``(band, y, x)`` float32, NaN = no data.
+
+    Args:
+        assets: bands of the same ``href`` (one open, one windowed read for all of them).
+        gbox: the target grid (a tile, usually with its halo).
+        spec: how to resample (see :class:`ReadSpec`).
+        gdal: GDAL settings applied around the read.
+
+    Raises:
+        ReadError: the file cannot be opened or read; names the URL and the asset.
+    """
+    if not assets:
+        return np.empty((0, *gbox.shape.yx), dtype=np.float32)
+    hrefs = {a.href for a in assets}
+    if len(hrefs) != 1:
+        raise ReadError(f"read_assets got bands of several files {sorted(hrefs)}", fix="group")
+    asset0 = assets[0]
+    path = gdal_path(asset0.href)
+    gdal = gdal or GDALOptions()
+    out = np.full((len(assets), *gbox.shape.yx), np.nan, dtype=np.float32)
+    try:
+        with gdal.env(), warnings.catch_warnings():
+            # A JPEG/PNG georeferenced only by the asset (world file, STAC proj:transform) makes
+            # rasterio warn "not georeferenced"; source_geobox then uses the asset's transform.
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            ds = rasterio.open(path)
+        with gdal.env(), ds:
+            src_gbox = source_geobox(ds, asset0)
+            rr = _roi(src_gbox, gbox)
+            if (
+                rr.roi_src[0].stop <= rr.roi_src[0].start
+                or rr.roi_src[1].stop <= rr.roi_src[1].start
+            ):
+                return out  # no overlap: all no data
+            ratio = float(rr.scale)
+            rule = (
+                spec.resampling if spec.resampling is not None else resampling_for(spec.kind, ratio)
+            )
+            indexes = [a.band_index for a in assets]
+            ovr = None
+            # dB values must not be read from overviews (they were averaged in dB when built).
+            if rr.read_shrink > 1 and not spec.sar_db_input:
+                ovr = _pick_overview(ds.overviews(indexes[0]), rr.read_shrink)
+            if ovr is None:
+                data, src_read_gbox = _read_window(ds, indexes, src_gbox, rr.roi_src)
+                file_nodata = ds.nodata
+            else:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                    ods = rasterio.open(path, overview_level=ovr)
+                with ods:
+                    # Overview pixels tile the full image exactly: derive their grid from the
+                    # full-resolution one (JPEG/world-file overviews carry no transform).
+                    zoom = Affine.scale(src_gbox.width / ods.width, src_gbox.height / ods.height)
+                    ogbox = GeoBox(ods.shape, src_gbox.transform @ zoom, src_gbox.crs)
+                    orr = _roi(ogbox, gbox)
+                    data, src_read_gbox = _read_window(ods, indexes, ogbox, orr.roi_src)
+                    file_nodata = ods.nodata
+                    rr = orr
+            phys = _to_physical(data, assets, file_nodata)
+            if spec.sar_db_input:
+                phys = db_to_linear(phys)
+            if (
+                rr.paste_ok
+                and rr.read_shrink == 1
+                and src_read_gbox.shape == gbox[rr.roi_dst].shape
+            ):
+                out[(slice(None), *rr.roi_dst)] = phys
+            else:
+                _warp(phys, src_read_gbox, out, gbox, rule, gdal)
+    except rasterio.errors.RasterioError as e:
+        raise ReadError(
+            f"reading asset {asset0.asset_key!r} (band {asset0.key}) from {asset0.href} "
+            f"failed: {e}",
+            fix="check that the file exists and is reachable, or raise GDALOptions timeouts",
+        ) from e
+    if spec.sar_db_output:
+        out = linear_to_db(out)
+    if is_categorical(spec.kind):
+        out = np.where(np.isfinite(out), np.round(out), np.nan).astype(np.float32)
+    return out
+
+
+def _roi(src_gbox: GeoBox, gbox: GeoBox):
+    """Source window for ``gbox``, padded so resampling kernels at the tile edge see real data.
+
+    GDAL widens bilinear/cubic kernels by the downsampling factor; without enough padding the
+    edge pixels of a tile would be computed from fewer source pixels than interior ones (a seam).
+    """
+    rr = compute_reproject_roi(src_gbox, gbox, ttol=0.05)
+    if rr.paste_ok:
+        return rr
+    pad = 2 + int(np.ceil(max(rr.scale2.x, rr.scale2.y, 1.0)))
+    return compute_reproject_roi(src_gbox, gbox, ttol=0.05, padding=pad)
+
+
+def _read_window(
+    ds: rasterio.DatasetReader, indexes: list[int], src_gbox: GeoBox, roi: tuple[slice, slice]
+) -> tuple[np.ndarray, GeoBox]:
+    sy, sx = roi
+    win = Window(sx.start, sy.start, sx.stop - sx.start, sy.stop - sy.start)
+    data = ds.read(indexes, window=win)
+    return data, src_gbox[roi]
+
+
+def _warp(
+    src: np.ndarray,
+    src_gbox: GeoBox,
+    dst: np.ndarray,
+    dst_gbox: GeoBox,
+    rule: Resampling,
+    gdal: GDALOptions,
+) -> None:
+    extra = {}
+    if rule in (Resampling.bilinear, Resampling.cubic, Resampling.lanczos):
+        # Interpolating kernels keep a 1-pixel radius: GDAL otherwise widens them by the scale
+        # change (ignoring rotation), which blurs and moves linear features by up to 0.1 px
+        # (GDAL issue 7750; odc-geo does the same). Downsampling uses `average`, not these.
+        extra = {"XSCALE": 1, "YSCALE": 1}
+    rasterio.warp.reproject(
+        src,
+        dst,
+        src_transform=src_gbox.transform,
+        src_crs=src_gbox.crs.to_wkt(),
+        dst_transform=dst_gbox.transform,
+        dst_crs=dst_gbox.crs.to_wkt(),
+        src_nodata=np.nan,
+        dst_nodata=np.nan,
+        resampling=rule,
+        num_threads=max(1, gdal.num_threads),
+        tolerance=WARP_TOLERANCE_PX,
+        init_dest_nodata=True,
+        **extra,
+    )

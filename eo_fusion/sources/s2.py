@@ -1,0 +1,183 @@
+"""Sentinel-2 L1C / L2A: reflectance on the tile grid, cloud and shadow masks, composites.
+
+* Values: ``stored * scale + offset`` from each item's :class:`BandSpec` (the catalog layer puts
+  the processing-baseline 04.00 offset of -0.1 into ``offset``), giving reflectance (L2A surface,
+  L1C top of atmosphere), NaN where the stored value is nodata.
+* Masks: L2A uses the scene classification (``s2:SCL``): no data, saturated, cloud shadow, cloud
+  medium/high probability and thin cirrus are masked. L1C uses the ``s2cloudless`` LightGBM model
+  (shipped in its wheel) on the ten bands it needs, plus a documented shadow heuristic (dark NIR
+  and SWIR pixels within ``shadow_search_px`` of a cloud). When neither is possible (an L2A item
+  without SCL, an L1C item missing a model band) only nodata is masked and ``cloud_mask`` says so.
+* Modes: ``composite`` = per-pixel median of clear observations; ``timeseries`` keeps each date
+  (cloudy pixels NaN, ``valid`` False), optionally reduced to ``monthly``/``semimonthly`` medians.
+
+Options (``ModalitySpec.options``): ``cloud_threshold`` (s2cloudless probability, default 0.4),
+``shadow_search_px`` (default 30), ``mask_snow`` (SCL class 11, default False),
+``min_valid_fraction`` (drop dates below it, default 0).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from odc.geo.geobox import GeoBox
+from scipy import ndimage
+
+from eo_fusion.catalogs.items import NormalizedItem
+from eo_fusion.config import ModalitySpec
+from eo_fusion.errors import BandError
+from eo_fusion.gdal import GDALOptions
+from eo_fusion.sources.common import (
+    ModalityResult,
+    aggregate_periods,
+    band_order,
+    fill_missing,
+    group_same_day,
+    nanmedian,
+    read_item_bands,
+)
+from eo_fusion.sources.reader import ReadSpec
+
+__all__ = ["S2CLOUDLESS_BANDS", "SCL_MASKED", "load_s2"]
+
+#: SCL classes treated as not clear: 0 no data, 1 saturated/defective, 3 cloud shadow,
+#: 8 cloud medium probability, 9 cloud high probability, 10 thin cirrus (ESA L2A product spec).
+SCL_MASKED = (0, 1, 3, 8, 9, 10)
+SCL_SNOW = 11
+
+#: The bands s2cloudless' model takes, in its order (TOA reflectance 0-1).
+S2CLOUDLESS_BANDS = tuple(
+    f"s2:{b}" for b in ("B01", "B02", "B04", "B05", "B08", "B8A", "B09", "B10", "B11", "B12")
+)
+
+
+def _clear_from_scl(scl: np.ndarray, mask_snow: bool) -> np.ndarray:
+    masked = list(SCL_MASKED) + ([SCL_SNOW] if mask_snow else [])
+    return np.isfinite(scl) & ~np.isin(scl, masked)
+
+
+def _clear_from_s2cloudless(toa: np.ndarray, nir: np.ndarray, swir: np.ndarray, opts) -> np.ndarray:
+    """``toa``: (10, y, x) TOA reflectance in S2CLOUDLESS_BANDS order. True = clear."""
+    from s2cloudless import S2PixelCloudDetector  # heavy import (LightGBM), only for L1C
+
+    finite = np.all(np.isfinite(toa), axis=0)
+    x = np.nan_to_num(np.moveaxis(toa, 0, -1)[None], nan=0.0).astype(np.float32)
+    detector = S2PixelCloudDetector(
+        threshold=float(opts.get("cloud_threshold", 0.4)),
+        average_over=int(opts.get("cloud_average_over", 4)),
+        dilation_size=int(opts.get("cloud_dilation", 2)),
+        all_bands=False,
+    )
+    cloud = detector.get_cloud_masks(x)[0].astype(bool) & finite
+    # Shadow heuristic: shadows are dark in NIR and SWIR and lie near a cloud (within the distance
+    # a cloud's shadow is cast at Sentinel-2 sun angles for low/mid clouds: a few hundred metres).
+    search = int(opts.get("shadow_search_px", 30))
+    near_cloud = ndimage.binary_dilation(cloud, iterations=search) if cloud.any() else cloud
+    dark = (nir < float(opts.get("shadow_nir_max", 0.15))) & (
+        swir < float(opts.get("shadow_swir_max", 0.10))
+    )
+    shadow = near_cloud & dark & ~cloud
+    return finite & ~cloud & ~shadow
+
+
+def _requested_bands(items: list[NormalizedItem], mspec: ModalitySpec) -> list[str]:
+    if mspec.bands:
+        unknown = [b for b in mspec.bands if not b.startswith("s2:")]
+        if unknown:
+            raise BandError(
+                f"Sentinel-2 modality asked for non-S2 bands {unknown}", fix="use s2:B01 … s2:B12"
+            )
+        return list(mspec.bands)
+    keys = {k for it in items for k in it.bands if k != "s2:SCL"}
+    return band_order(keys)
+
+
+def _observation(
+    group: list[NormalizedItem], keys: list[str], gbox: GeoBox, opts: dict[str, Any], gdal
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """Mosaic one day's items → (bands, clear mask, cloud-mask method)."""
+
+    def spec_for(asset):
+        return ReadSpec(kind=asset.spec.kind)
+
+    data = np.full((len(keys), *gbox.shape.yx), np.nan, dtype=np.float32)
+    clear = np.zeros(gbox.shape.yx, dtype=bool)
+    methods = set()
+    for it in group:
+        arr = read_item_bands(it, keys, gbox, spec_for, gdal)
+        method, ok = _item_clear(it, keys, arr, gbox, opts, gdal, spec_for)
+        methods.add(method)
+        arr[:, ~ok] = np.nan
+        fill_missing(data, arr)
+        clear |= ok
+    clear &= np.all(np.isfinite(data), axis=0)
+    return data, clear, "+".join(sorted(methods))
+
+
+def _item_clear(it, keys, arr, gbox, opts, gdal, spec_for) -> tuple[str, np.ndarray]:
+    finite = np.all(np.isfinite(arr), axis=0)
+    level = it.modality
+    if level != "s2-l1c" and "s2:SCL" in it.bands:
+        scl = read_item_bands(it, ["s2:SCL"], gbox, spec_for, gdal)[0]
+        return "scl", finite & _clear_from_scl(scl, bool(opts.get("mask_snow", False)))
+    if level == "s2-l1c" and all(b in it.bands for b in S2CLOUDLESS_BANDS):
+        idx = {k: i for i, k in enumerate(keys)}
+        missing = [b for b in S2CLOUDLESS_BANDS if b not in idx]
+        extra = read_item_bands(it, missing, gbox, spec_for, gdal) if missing else None
+
+        def band(k):
+            return arr[idx[k]] if k in idx else extra[missing.index(k)]
+
+        toa = np.stack([band(k) for k in S2CLOUDLESS_BANDS])
+        clear = _clear_from_s2cloudless(toa, band("s2:B08"), band("s2:B11"), opts)
+        return "s2cloudless", finite & clear
+    return "none", finite
+
+
+def load_s2(
+    items: list[NormalizedItem], gbox: GeoBox, mspec: ModalitySpec, gdal: GDALOptions
+) -> ModalityResult:
+    """Read Sentinel-2 items onto ``gbox`` as a composite or time series (see module doc)."""
+    keys = _requested_bands(items, mspec)
+    opts = dict(mspec.options)
+    data_t, clear_t, times, ids, methods = [], [], [], [], []
+    for group in group_same_day(items):
+        data, clear, method = _observation(group, keys, gbox, opts, gdal)
+        data_t.append(data)
+        clear_t.append(clear)
+        times.append(min(i.datetime for i in group))
+        ids.extend(i.id for i in group)
+        methods.append(method)
+    if not data_t:
+        raise BandError("no Sentinel-2 items to stack", fix="widen the search or drop the modality")
+    data = np.stack(data_t)
+    clear = np.stack(clear_t)
+    frac = [float(c.mean()) for c in clear]
+    keep = [i for i, f in enumerate(frac) if f >= float(opts.get("min_valid_fraction", 0.0))]
+    data, clear = data[keep], clear[keep]
+    times = [times[i] for i in keep]
+    attrs: dict[str, Any] = {
+        "dates": [t.isoformat() for t in times],
+        "valid_fraction": [frac[i] for i in keep],
+        "cloud_mask": [methods[i] for i in keep],
+        "mode": mspec.mode,
+    }
+    units = ["reflectance"] * len(keys)
+    if mspec.mode == "composite":
+        comp = (
+            nanmedian(data, axis=0) if len(data) else np.full((len(keys), *gbox.shape.yx), np.nan)
+        )
+        valid = np.all(np.isfinite(comp), axis=0)
+        attrs["composite"] = "median of clear observations"
+        return ModalityResult(comp.astype(np.float32), valid, keys, units, gbox, None, ids, attrs)
+    return _timeseries(data, clear, times, keys, units, gbox, ids, attrs, mspec.aggregate)
+
+
+def _timeseries(data, clear, times: list[datetime], keys, units, gbox, ids, attrs, aggregate):
+    if aggregate != "none" and len(times):
+        data, times = aggregate_periods(data, times, aggregate, nanmedian)
+        attrs["aggregate"] = f"{aggregate} median of clear observations"
+    valid = np.all(np.isfinite(data), axis=1)
+    return ModalityResult(data.astype(np.float32), valid, keys, units, gbox, times, ids, attrs)

@@ -1,0 +1,184 @@
+"""ModalityStack: every modality of one tile on one grid, as an ``xarray.Dataset``.
+
+:func:`build_stack` is the per-tile entry point (it runs inside dask tasks: all arguments are
+plain, picklable values and every read applies :class:`~eo_fusion.gdal.GDALOptions` itself).
+Layout (see docs/architecture.md and docs/stacks.md):
+
+* variable ``<m>`` per modality, float32 physical units, NaN = no data, dims
+  ``(<m>:band, y, x)`` or ``(<m>:time, <m>:band, y, x)``; coordinate ``<m>:band`` = registry keys;
+* variable ``<m>:valid`` (bool), dims ``(y, x)`` or ``(<m>:time, y, x)``;
+* a modality on its own sub-grid (``ModalitySpec.resolution``) uses ``<m>:y``/``<m>:x``;
+* attributes: ``crs`` (WKT), ``transform``, ``coreg`` (JSON), per variable ``units``,
+  ``source_items`` and modality provenance.
+
+:func:`modality_array` gives one modality back with plain ``band``/``time`` dims.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from odc.geo.geobox import GeoBox
+
+from eo_fusion.catalogs.items import NormalizedItem
+from eo_fusion.config import ModalitySpec
+from eo_fusion.coreg.check import CoregOptions, coregister
+from eo_fusion.errors import BandError
+from eo_fusion.gdal import GDALOptions
+from eo_fusion.grid import grid_at_resolution
+from eo_fusion.sources.common import ModalityResult
+
+__all__ = ["build_stack", "loader_for", "modality_array"]
+
+Loader = Callable[[list[NormalizedItem], GeoBox, ModalitySpec, GDALOptions], ModalityResult]
+
+
+def loader_for(name: str, spec: ModalitySpec) -> Loader:
+    """The source reader for a modality name (``options.reader`` overrides the name's family)."""
+    family = str(spec.options.get("reader", name.split("-")[0]))
+    if family == "s2":
+        from eo_fusion.sources.s2 import load_s2
+
+        return load_s2
+    if family == "s1":
+        from eo_fusion.sources.s1 import load_s1
+
+        return load_s1
+    if family in ("dem", "dsm", "dtm", "elevation", "lidar"):
+        from eo_fusion.sources.elevation import load_elevation
+
+        return load_elevation
+    if family == "aerial":
+        from eo_fusion.sources.aerial import load_aerial
+
+        return load_aerial
+    if family == "osm":
+        from eo_fusion.sources.osm import load_osm
+
+        return load_osm
+    from eo_fusion.sources.raster import load_raster
+
+    return load_raster
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, dict):
+        return json.dumps(v, sort_keys=True, default=str)
+    if isinstance(v, list | tuple) and any(isinstance(x, dict | list) for x in v):
+        return json.dumps(v, default=str)
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def _times64(times) -> np.ndarray:
+    # Stored as UTC without a zone (numpy datetime64 has none); docs say times are UTC.
+    return np.array([np.datetime64(t.astimezone(UTC).replace(tzinfo=None), "ns") for t in times])
+
+
+def _to_vars(name: str, res: ModalityResult, tile: GeoBox) -> dict[str, xr.DataArray]:
+    own = res.gbox != tile
+    ydim, xdim = (f"{name}:y", f"{name}:x") if own else ("y", "x")
+    coords: dict[str, Any] = {f"{name}:band": list(res.bands)}
+    if own:
+        c = res.gbox.coords
+        coords[ydim] = c["y"].values
+        coords[xdim] = c["x"].values
+    dims: tuple[str, ...] = (f"{name}:band", ydim, xdim)
+    vdims: tuple[str, ...] = (ydim, xdim)
+    if res.times is not None:
+        coords[f"{name}:time"] = _times64(res.times)
+        dims = (f"{name}:time", *dims)
+        vdims = (f"{name}:time", *vdims)
+    attrs = {
+        "modality": name,
+        "units": list(res.units),
+        "source_items": list(res.source_items),
+        **{k: _jsonable(v) for k, v in res.attrs.items()},
+    }
+    if own:
+        attrs["transform"] = list(res.gbox.transform)[:6]
+    data = xr.DataArray(res.data.astype(np.float32), dims=dims, coords=coords, attrs=attrs)
+    vcoords = {k: v for k, v in coords.items() if k != f"{name}:band"}
+    valid = xr.DataArray(res.valid.astype(bool), dims=vdims, coords=vcoords)
+    return {name: data, f"{name}:valid": valid}
+
+
+def build_stack(
+    tile_gbox: GeoBox,
+    items_by_modality: Mapping[str, Sequence[NormalizedItem]],
+    modalities: Mapping[str, ModalitySpec],
+    *,
+    gdal: GDALOptions | None = None,
+    coreg: CoregOptions | None = None,
+) -> xr.Dataset:
+    """Read, mask, reduce and co-register every modality of one tile.
+
+    Args:
+        tile_gbox: the tile grid (usually ``Tile.padded``: core + halo).
+        items_by_modality: modality name -> normalised items (from ``Catalog.search``).
+        modalities: modality name -> options (bands, mode, aggregate, resolution, options).
+            Modalities without items are skipped and listed in the ``missing_modalities`` attr.
+        gdal: GDAL settings for every read (default :class:`GDALOptions`).
+        coreg: co-registration thresholds; per-modality ``options.coreg`` is ``auto``
+            (default for S2/S1/aerial), ``check`` or ``off`` (default for the others).
+
+    Returns:
+        The ModalityStack (see module doc). Deterministic for the same inputs.
+    """
+    gdal = gdal or GDALOptions()
+    coreg = coreg or CoregOptions()
+    results: dict[str, ModalityResult] = {}
+    missing = []
+    for name in sorted(modalities):
+        spec = modalities[name]
+        items = sorted(items_by_modality.get(name, ()), key=lambda i: (i.datetime, i.id))
+        if not items:
+            missing.append(name)
+            continue
+        gbox = grid_at_resolution(tile_gbox, spec.resolution) if spec.resolution else tile_gbox
+        results[name] = loader_for(name, spec)(items, gbox, spec, gdal)
+    if not results:
+        raise BandError(
+            f"no items for any modality of tile {tile_gbox}",
+            fix="check the search (AOI, dates, max_cloud) or the modality names",
+        )
+    modes = {n: str(s.options["coreg"]) for n, s in modalities.items() if "coreg" in s.options}
+    records = coregister(results, modes, coreg) if len(results) > 1 else {}
+    variables: dict[str, xr.DataArray] = {}
+    for name, res in results.items():
+        variables.update(_to_vars(name, res, tile_gbox))
+    ds = xr.Dataset(variables, coords=_grid_coords(tile_gbox))
+    ds.attrs.update(
+        crs=tile_gbox.crs.to_wkt(),
+        transform=list(tile_gbox.transform)[:6],
+        shape=list(tile_gbox.shape.yx),
+        coreg=json.dumps(records, sort_keys=True),
+        missing_modalities=missing,
+        gdal=json.dumps(gdal.to_dict(), sort_keys=True),
+    )
+    return ds
+
+
+def _grid_coords(gbox: GeoBox) -> dict[str, Any]:
+    c = gbox.coords
+    return {"y": c["y"].values, "x": c["x"].values}
+
+
+def modality_array(ds: xr.Dataset, modality: str) -> xr.DataArray:
+    """One modality with plain dims ``(band, y, x)`` / ``(time, band, y, x)``.
+
+    Raises:
+        BandError: the stack has no such modality (the message lists the ones it has).
+    """
+    if modality not in ds.data_vars:
+        have = [v for v in ds.data_vars if not str(v).endswith(":valid")]
+        raise BandError(f"stack has no modality {modality!r}", fix=f"use one of {have}")
+    da = ds[modality]
+    rename = {d: d.split(":", 1)[1] for d in da.dims if str(d).startswith(f"{modality}:")}
+    return da.rename(rename)

@@ -1,0 +1,258 @@
+"""MAE pretraining loop: random windows of every scene, cross-sensor mixup, band dropout.
+
+Each step draws one *view* (a modality of a scene, or a co-located pair of modalities), a batch
+of random windows of it (random date for time series, random flips/rotations), optionally a
+random subset of its bands (band/modality dropout: the spectral embedding accepts any subset), and,
+for pairs, swaps half the patch tokens between the two sensors before masking.
+
+Outputs in ``spec.out``: ``last/`` (resumable checkpoint: model + optimiser + RNG state),
+``model/`` (final encoder + MAE), ``loss.csv`` and ``loss.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from safetensors.torch import load_file, save_file
+
+from eo_fusion.config import spec_hash
+from eo_fusion.errors import ModelError
+from eo_fusion.models import checkpoint as ck
+from eo_fusion.models.encoder import EncoderConfig, SpectralViT
+from eo_fusion.models.mae import MAE
+from eo_fusion.models.spectral import ALL_RANGES, native_range, resolve_band
+from eo_fusion.models.config import PretrainSpec
+from eo_fusion.train.data import (
+    Scene,
+    View,
+    band_stats,
+    band_subset,
+    crop,
+    normalise,
+    pick_date,
+    pretrain_views,
+    random_origin,
+)
+
+log = logging.getLogger(__name__)
+
+
+def ranges_of(scenes: Sequence[Scene]) -> tuple[str, ...]:
+    """The spectral ranges the scenes' bands fall into, in :data:`ALL_RANGES` order."""
+    seen = {
+        r
+        for sc in scenes
+        for keys in sc.keys.values()
+        for k in keys
+        if (r := native_range(resolve_band(k))) is not None
+    }
+    return tuple(r for r in ALL_RANGES if r in seen)
+
+
+def augment(arrs: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+    """The same random flip / 90° rotation applied to co-located windows."""
+    k = int(rng.integers(4))
+    flip = bool(rng.integers(2))
+    out = []
+    for a in arrs:
+        a = np.rot90(a, k, axes=(-2, -1))
+        out.append(np.ascontiguousarray(a[..., ::-1] if flip else a))
+    return out
+
+
+def draw_batch(
+    scenes: Sequence[Scene],
+    view: View,
+    spec: PretrainSpec,
+    rng: np.random.Generator,
+) -> tuple[torch.Tensor, list[str], tuple[torch.Tensor, list[str]] | None]:
+    """One batch of a view: ``(x, keys, pair)`` with NaN for no data."""
+    sc = scenes[view.scene]
+    use_pair = view.partner is not None and rng.random() < spec.mixup_prob
+    mods = [view.modality] + ([view.partner] if use_pair else [])  # type: ignore[list-item]
+    subsets = [band_subset(len(sc.keys[m]), rng, spec.band_dropout) for m in mods]
+    batches: list[list[np.ndarray]] = [[] for _ in mods]
+    for _ in range(spec.batch_size):
+        for _try in range(10):  # avoid windows that are mostly no data
+            y, x = random_origin(rng, sc.shape, spec.image_size)
+            wins = [
+                crop(pick_date(sc.arrays[m], rng)[sub], y, x, spec.image_size)
+                for m, sub in zip(mods, subsets, strict=True)
+            ]
+            if np.isfinite(wins[0]).mean() >= 0.3:
+                break
+        for i, w in enumerate(augment(wins, rng)):
+            batches[i].append(w)
+    xs = [torch.from_numpy(np.stack(b)) for b in batches]
+    keys = [[sc.keys[m][j] for j in sub] for m, sub in zip(mods, subsets, strict=True)]
+    pair = (xs[1], keys[1]) if use_pair else None
+    return xs[0], keys[0], pair
+
+
+def lr_at(step: int, spec: Any) -> float:
+    """Linear warm-up then cosine decay to 5 % of the peak."""
+    warm = getattr(spec, "warmup_steps", 0)
+    if step < warm:
+        return spec.lr * (step + 1) / warm
+    t = (step - warm) / max(1, spec.steps - warm)
+    return spec.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def _save_state(folder: Path, model: ck.LoadedModel, opt: torch.optim.Optimizer, meta: dict):
+    ck.save(model, folder)
+    flat = {}
+    for idx, st in opt.state_dict()["state"].items():
+        for name, v in st.items():
+            flat[f"{idx}.{name}"] = v.contiguous() if torch.is_tensor(v) else torch.tensor(v)
+    save_file(flat, str(folder / "optimizer.safetensors"))
+    (folder / "train_state.json").write_text(json.dumps(meta), encoding="utf-8")
+
+
+def _load_state(folder: Path, opt: torch.optim.Optimizer) -> None:
+    flat = load_file(folder / "optimizer.safetensors")
+    sd = opt.state_dict()
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for k, v in flat.items():
+        idx, name = k.split(".", 1)
+        state.setdefault(int(idx), {})[name] = v
+    sd["state"] = state
+    opt.load_state_dict(sd)
+
+
+def pretrain(
+    spec: PretrainSpec,
+    scenes: Sequence[Scene],
+    *,
+    progress: bool = True,
+    provenance: dict[str, Any] | None = None,
+) -> ck.LoadedModel:
+    """Pretrain an encoder + MAE on ``scenes`` (physical units); resumes from ``out/last``."""
+    if not scenes:
+        raise ModelError("no training scenes", fix="check the pretraining config's data section")
+    torch.set_num_threads(spec.threads)
+    torch.manual_seed(spec.seed)
+    rng = np.random.default_rng(spec.seed)
+    stats, by_kind = band_stats(scenes)
+    normed = [normalise(sc, stats) for sc in scenes]
+    views = pretrain_views(normed)
+    cfg = EncoderConfig(spec.size, spec.patch_size, spec.image_size, ranges_of(scenes))
+    encoder = SpectralViT(cfg)
+    card = {
+        "name": spec.name,
+        "architecture": {"encoder": cfg.to_dict(), "mae": True},
+        "tasks": {},
+        "normalization": stats,
+        "normalization_by_kind": by_kind,
+        "inference": {"window": spec.image_size, "stride": spec.image_size // 2},
+        "training": {
+            "pretrain": {
+                "spec": spec.model_dump(mode="json"),
+                "spec_sha256": spec_hash(spec),
+                "scenes": [
+                    {
+                        "name": s.name,
+                        "shape": list(s.shape),
+                        "modalities": s.keys,
+                        "sources": s.sources,
+                    }
+                    for s in scenes
+                ],
+                **(provenance or {}),
+            }
+        },
+    }
+    model = ck.LoadedModel(card=card, encoder=encoder, mae=MAE(encoder))
+    assert model.mae is not None
+    opt = torch.optim.AdamW(model.mae.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+    out = Path(spec.out)
+    out.mkdir(parents=True, exist_ok=True)
+    last = out / "last"
+    start, curve = 0, []
+    if (last / "train_state.json").is_file():
+        meta = json.loads((last / "train_state.json").read_text(encoding="utf-8"))
+        if meta.get("spec_sha256") == spec_hash(spec):
+            resumed = ck.load(last)
+            model.mae.load_state_dict(resumed.mae.state_dict())  # type: ignore[union-attr]
+            _load_state(last, opt)
+            start, curve = meta["step"], meta["curve"]
+            rng.bit_generator.state = meta["rng"]
+            torch.manual_seed(spec.seed + start)
+            log.info("resuming pretraining at step %d from %s", start, last)
+        else:
+            log.warning("%s holds a run of a different config; starting afresh", last)
+    model.mae.train()
+    t0 = time.perf_counter()
+    with Progress(
+        TextColumn("pretrain"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} loss {task.fields[loss]:.3f}"),
+        TimeRemainingColumn(),
+        disable=not progress,
+    ) as bar:
+        task = bar.add_task("pretrain", total=spec.steps, completed=start, loss=float("nan"))
+        for step in range(start, spec.steps):
+            view = views[int(rng.integers(len(views)))]
+            x, keys, pair = draw_batch(normed, view, spec, rng)
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, spec)
+            res = model.mae(
+                x, keys, pair=pair, mask_ratio=spec.mask_ratio, mix_ratio=spec.mix_ratio
+            )
+            opt.zero_grad()
+            res.loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.mae.parameters(), 1.0)
+            opt.step()
+            curve.append([step + 1, res.loss.item(), view.modality, view.partner or ""])
+            bar.update(task, advance=1, loss=curve[-1][1])
+            if (step + 1) % spec.checkpoint_every == 0 and step + 1 < spec.steps:
+                meta = {
+                    "step": step + 1,
+                    "curve": curve,
+                    "rng": rng.bit_generator.state,
+                    "spec_sha256": spec_hash(spec),
+                }
+                _save_state(last, model, opt, meta)
+    model.mae.eval()
+    card["training"]["pretrain"]["seconds"] = round(time.perf_counter() - t0, 1)
+    card["training"]["pretrain"]["final_loss_mean_last_20"] = float(
+        np.mean([c[1] for c in curve[-20:]])
+    )
+    write_curve(curve, out)
+    ck.save(model, out / "model")
+    return model
+
+
+def write_curve(curve: Sequence[Sequence[Any]], out: Path) -> None:
+    """``loss.csv`` (step, loss, modality, partner) and ``loss.png`` (with a running mean)."""
+    with open(out / "loss.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["step", "loss", "modality", "partner"])
+        w.writerows(curve)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = np.array([c[0] for c in curve])
+    loss = np.array([c[1] for c in curve])
+    k = max(1, len(loss) // 20)
+    smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(steps, loss, lw=0.5, alpha=0.4, label="per step")
+    ax.plot(steps[k - 1 :], smooth, lw=2, label=f"running mean ({k} steps)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("masked norm-pix MSE")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "loss.png", dpi=100)
+    plt.close(fig)

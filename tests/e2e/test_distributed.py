@@ -1,0 +1,24 @@
+"""A real `dask scheduler` + two `dask worker` processes give the same map as a LocalCluster."""
+
+from __future__ import annotations
+
+import numpy as np
+from _synthetic_job import read_product, synthetic_job
+
+from eo_fusion.pipeline.manifest import RunManifest
+from eo_fusion.pipeline.run import run_job
+from eo_fusion.pipeline.synthetic import SyntheticPredictor
+
+
+def test_scheduler_result_equals_local_cluster(tmp_path, dask_scheduler):
+    pred = SyntheticPredictor()
+    local = run_job(synthetic_job(tmp_path / "local"), predictor=pred, items={})
+    remote = run_job(
+        synthetic_job(tmp_path / "remote"), predictor=pred, items={}, scheduler=dask_scheduler
+    )
+    assert local.ok and remote.ok and remote.tiles_done == local.tiles_done == 9
+    for name in ("classes", "confidence"):
+        np.testing.assert_array_equal(read_product(remote, name), read_product(local, name))
+    # The tiles really ran on the two external workers, not in this process.
+    workers = {rec.worker for rec in RunManifest.load(remote.run_dir).tiles.values()}
+    assert len(workers) == 2 and all(w.startswith("tcp://127.0.0.1:") for w in workers)

@@ -1,0 +1,119 @@
+"""Run manifest (atomic, verified resume) and run lock (exclusive, stale detection)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from datetime import date
+
+import pytest
+
+from eo_fusion.config import TimeSpec
+from eo_fusion.errors import JobError, LockError
+from eo_fusion.pipeline.manifest import (
+    LOCK_NAME,
+    MANIFEST_NAME,
+    RunManifest,
+    TileRecord,
+    read_lock,
+    run_lock,
+    sha256_file,
+)
+
+
+def _manifest(tmp_path, content=b"tile bytes"):
+    (tmp_path / "tiles").mkdir()
+    (tmp_path / "tiles" / "r000_c000.tif").write_bytes(content)
+    m = RunManifest(run_id="job-abc", job_name="job", config_hash="c" * 64, run_hash="r" * 64)
+    m.tiles["r000_c000"] = TileRecord(
+        state="done",
+        inputs={"s2-l1c": ["a", "b"]},
+        output="tiles/r000_c000.tif",
+        sha256=sha256_file(tmp_path / "tiles" / "r000_c000.tif"),
+    )
+    m.tiles["r000_c001"] = TileRecord(state="failed", error="OSError: boom")
+    return m
+
+
+def test_manifest_roundtrip_is_atomic_json(tmp_path):
+    m = _manifest(tmp_path)
+    m.save(tmp_path)
+    # No temporary files left beside it; the file is complete JSON.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [MANIFEST_NAME, "tiles"]
+    data = json.loads((tmp_path / MANIFEST_NAME).read_text())
+    assert data["tiles"]["r000_c001"]["error"] == "OSError: boom"
+    back = RunManifest.load(tmp_path)
+    assert back == m
+    assert back.counts() == {"pending": 0, "done": 1, "failed": 1}
+
+
+def test_missing_manifest_loads_as_none(tmp_path):
+    assert RunManifest.load(tmp_path) is None
+
+
+def test_corrupt_manifest_names_file_and_fix(tmp_path):
+    (tmp_path / MANIFEST_NAME).write_text('{"run_id": ')
+    with pytest.raises(JobError, match=r"manifest\.json.*--force"):
+        RunManifest.load(tmp_path)
+
+
+def test_verified_needs_state_file_and_matching_checksum(tmp_path):
+    m = _manifest(tmp_path)
+    assert m.verified("r000_c000", tmp_path)
+    assert not m.verified("r000_c001", tmp_path)  # failed
+    assert not m.verified("r009_c009", tmp_path)  # unknown
+    # Same size, different bytes: an existing file is not trusted blindly.
+    (tmp_path / "tiles" / "r000_c000.tif").write_bytes(b"tile bytez")
+    assert not m.verified("r000_c000", tmp_path)
+    (tmp_path / "tiles" / "r000_c000.tif").unlink()
+    assert not m.verified("r000_c000", tmp_path)
+
+
+def test_lock_is_exclusive_and_released(tmp_path):
+    with run_lock(tmp_path) as me:
+        info = read_lock(tmp_path / LOCK_NAME)
+        assert info == me and info.pid == os.getpid() and info.host == socket.gethostname()
+        with pytest.raises(LockError, match=rf"locked by PID {os.getpid()}.*delete"):
+            with run_lock(tmp_path):
+                pass
+        assert (tmp_path / LOCK_NAME).exists()  # the failed attempt did not remove it
+    assert not (tmp_path / LOCK_NAME).exists()
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_stale_lock_of_dead_process_is_taken_over(tmp_path):
+    lock = tmp_path / LOCK_NAME
+    lock.write_text(
+        json.dumps({"pid": _dead_pid(), "host": socket.gethostname(), "started": "2020-01-01"})
+    )
+    with run_lock(tmp_path) as me:
+        assert read_lock(lock) == me
+    assert not lock.exists()
+
+
+def test_lock_from_another_host_is_respected(tmp_path):
+    lock = tmp_path / LOCK_NAME
+    lock.write_text(json.dumps({"pid": 1, "host": "other-node-17", "started": "2020-01-01"}))
+    with pytest.raises(LockError, match="other-node-17"):
+        with run_lock(tmp_path):
+            pass
+    assert lock.exists()
+
+
+def test_relative_time_window_resolves_against_run_date():
+    spec = TimeSpec(last_days=30)
+    assert spec.resolve(date(2026, 3, 31)) == (date(2026, 3, 2), date(2026, 3, 31))
+    assert spec.to_stac_datetime(date(2026, 3, 31)) == "2026-03-02/2026-03-31"
+    absolute = TimeSpec(start="2015-07-01", end="2015-09-30")
+    assert absolute.resolve(date(2026, 1, 1)) == (date(2015, 7, 1), date(2015, 9, 30))
+    assert TimeSpec().to_stac_datetime(date(2026, 1, 1)) is None
+    with pytest.raises(ValueError, match="after end"):
+        TimeSpec(start="2015-09-30", end="2015-07-01")

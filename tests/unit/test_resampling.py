@@ -1,0 +1,149 @@
+"""Resampling rules by band kind, and pixel tracing across CRSs (lon/lat, UTM, LAEA, feet)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from odc.geo import CRS
+from odc.geo.geobox import GeoBox
+from odc.geo.testutils import gen_test_image_xy
+from rasterio.enums import Resampling
+
+from eo_fusion.bands import get_band
+from eo_fusion.catalogs.items import BandAsset
+from eo_fusion.coreg.resampling import db_to_linear, linear_to_db, resampling_for
+from eo_fusion.grid import grid_from_aoi
+from eo_fusion.sources.reader import ReadSpec, read_assets
+
+
+def _write(path: Path, arr: np.ndarray, gbox: GeoBox, nodata=None) -> str:
+    arr = arr if arr.ndim == 3 else arr[None]
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        count=arr.shape[0],
+        height=arr.shape[1],
+        width=arr.shape[2],
+        dtype=arr.dtype,
+        crs=gbox.crs.to_wkt(),
+        transform=gbox.transform,
+        nodata=nodata,
+    ) as ds:
+        ds.write(arr)
+    return str(path)
+
+
+def _asset(path: str, key: str, index: int = 1, **enc) -> BandAsset:
+    return BandAsset(key, "test", path, index, get_band(key).with_encoding(**enc))
+
+
+def test_rule_table() -> None:
+    assert resampling_for("reflectance", 0.5) == Resampling.bilinear
+    assert resampling_for("reflectance", 1.0) == Resampling.bilinear
+    assert resampling_for("reflectance", 2.0) == Resampling.average
+    assert resampling_for("categorical", 1.0) == Resampling.nearest
+    assert resampling_for("categorical", 3.0) == Resampling.mode
+    assert resampling_for("osm", 4.0) == Resampling.mode
+    assert resampling_for("elevation", 0.25) == Resampling.bilinear
+    assert resampling_for("elevation", 1.5) == Resampling.bilinear
+    assert resampling_for("elevation", 2.0) == Resampling.average
+    assert resampling_for("sar", 2.0) == Resampling.average
+
+
+GRID10 = GeoBox((40, 40), Affine(10, 0, 500_000, 0, -10, 5_000_400), "EPSG:32633")
+
+
+def test_reflectance_average_when_downsampling(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    dn = rng.integers(1, 10000, size=(40, 40)).astype(np.uint16)
+    path = _write(tmp_path / "b04.tif", dn, GRID10, nodata=0)
+    coarse = GeoBox((10, 10), Affine(40, 0, 500_000, 0, -40, 5_000_400), "EPSG:32633")
+    out = read_assets([_asset(path, "s2:B04")], coarse, ReadSpec("reflectance"))[0]
+    expected = (dn.astype(np.float64) * 1e-4).reshape(10, 4, 10, 4).mean(axis=(1, 3))
+    np.testing.assert_allclose(out, expected, rtol=1e-5)
+
+
+def test_categorical_mode_keeps_class_codes(tmp_path: Path) -> None:
+    labels = np.zeros((40, 40), dtype=np.uint8)
+    labels[:, :] = 3
+    labels[:20, :20] = 7
+    labels[0:2, 20:22] = 9  # minority (4 of 16) inside a 4x4 block of 3s: mode stays 3
+    path = _write(tmp_path / "lab.tif", labels, GRID10, nodata=0)
+    coarse = GeoBox((10, 10), Affine(40, 0, 500_000, 0, -40, 5_000_400), "EPSG:32633")
+    out = read_assets([_asset(path, "label:landcover")], coarse, ReadSpec("categorical"))[0]
+    assert set(np.unique(out)) <= {3.0, 7.0}
+    assert (out[:5, :5] == 7).all() and (out[5:, :] == 3).all() and out[0, 5] == 3
+    # Upsampling by a non-integer factor with nearest never invents classes either.
+    fine = GeoBox((53, 53), Affine(7.5, 0, 500_000, 0, -7.5, 5_000_400), "EPSG:32633")
+    out = read_assets([_asset(path, "label:landcover")], fine, ReadSpec("categorical"))[0]
+    assert set(np.unique(out[np.isfinite(out)])) <= {3.0, 7.0, 9.0}
+
+
+def test_sar_is_averaged_in_linear_power_not_db(tmp_path: Path) -> None:
+    db = np.tile(np.array([[0.0, -20.0], [-10.0, -3.0]], dtype=np.float32), (20, 20))
+    path = _write(tmp_path / "vv.tif", db, GRID10)
+    coarse = GeoBox((20, 20), Affine(20, 0, 500_000, 0, -20, 5_000_400), "EPSG:32633")
+    asset = BandAsset("s1:VV", "vv", path, 1, get_band("s1:VV").with_encoding(nodata=-9999))
+    spec = ReadSpec("sar", sar_db_input=True, sar_db_output=True)
+    out = read_assets([asset], coarse, spec)[0]
+    expected = float(linear_to_db(np.mean(db_to_linear(np.array([0, -20, -10, -3.0])))))
+    np.testing.assert_allclose(out, expected, atol=1e-4)
+    assert abs(expected - np.mean([0, -20, -10, -3.0])) > 4  # the dB mean would be 4.3 dB off
+    lin = read_assets([asset], coarse, ReadSpec("sar", sar_db_input=True))[0]
+    np.testing.assert_allclose(lin, 10 ** (expected / 10), rtol=1e-4)
+
+
+def test_nodata_becomes_nan_and_scale_offset_apply(tmp_path: Path) -> None:
+    dn = np.full((40, 40), 2000, dtype=np.uint16)
+    dn[:10, :10] = 0
+    path = _write(tmp_path / "b02.tif", dn, GRID10, nodata=0)
+    asset = _asset(path, "s2:B02", scale=1e-4, offset=-0.1)
+    out = read_assets([asset], GRID10, ReadSpec("reflectance"))[0]
+    assert np.isnan(out[:10, :10]).all()
+    np.testing.assert_allclose(out[10:, 10:], 0.1, rtol=1e-6)
+
+
+# --- pixel tracing ------------------------------------------------------------------------------
+# Each case: (source CRS, source pixel size, target CRS, target pixel size, lon/lat of the area).
+TRACES = [
+    ("EPSG:4326", 0.0001, "EPSG:32633", 10.0, (14.55, 45.87)),
+    ("EPSG:32633", 10.0, "EPSG:3035", 10.0, (14.55, 45.87)),
+    ("EPSG:3035", 10.0, "EPSG:4326", 0.0001, (14.55, 45.87)),
+    ("EPSG:4326", 0.0001, "EPSG:2263", 30.0, (-73.98, 40.75)),  # NY Long Island, US feet
+    ("EPSG:2263", 30.0, "EPSG:32618", 10.0, (-73.98, 40.75)),
+    ("EPSG:32618", 10.0, "EPSG:2263", 30.0, (-73.98, 40.75)),
+]
+
+
+@pytest.mark.parametrize("rule", [None, Resampling.bilinear], ids=["kind-rule", "bilinear"])
+@pytest.mark.parametrize(("src_crs", "src_res", "dst_crs", "dst_res", "where"), TRACES)
+def test_pixel_tracing_lands_within_a_tenth_of_a_pixel(
+    tmp_path: Path, src_crs, src_res, dst_crs, dst_res, where, rule
+) -> None:
+    lon, lat = where
+    aoi = (lon - 0.012, lat - 0.009, lon + 0.012, lat + 0.009)
+    src = grid_from_aoi(aoi, src_res, crs=src_crs)
+    img, denorm = gen_test_image_xy(src, "float64")
+    path = _write(tmp_path / "xy.tif", img.astype(np.float64), src)
+    inner = (lon - 0.008, lat - 0.006, lon + 0.008, lat + 0.006)
+    dst = grid_from_aoi(inner, dst_res, crs=dst_crs)
+    assets = [BandAsset("index:ndvi", "xy", path, i, get_band("index:ndvi")) for i in (1, 2)]
+    out = read_assets(assets, dst, ReadSpec("index", resampling=rule))
+    got_x, got_y = denorm(out.astype(np.float64))
+    # Where each target pixel centre really is, in source CRS coordinates.
+    yy, xx = np.meshgrid(np.arange(dst.shape.y) + 0.5, np.arange(dst.shape.x) + 0.5, indexing="ij")
+    ex, ey = dst.transform @ (xx, yy)
+    from pyproj import Transformer
+
+    tr = Transformer.from_crs(CRS(dst_crs).proj, CRS(src_crs).proj, always_xy=True)
+    ex, ey = tr.transform(ex, ey)
+    ok = np.isfinite(got_x) & np.isfinite(got_y)
+    assert ok.mean() > 0.95
+    err_px = np.hypot((got_x - ex) / src_res, (got_y - ey) / src_res)[ok]
+    print(f"pixel-trace {src_crs}->{dst_crs}: max error {err_px.max():.4f} px")
+    assert err_px.max() < 0.1, f"max error {err_px.max():.3f} px"

@@ -249,7 +249,8 @@ class ModalitySpec(StrictModel):
         None, description="override the catalog's collection ids for this modality"
     )
     options: dict[str, Any] = Field(
-        default_factory=dict, description="modality-specific options (see docs/modalities.md)"
+        default_factory=dict,
+        description="modality-specific options (masks, speckle, units, coreg; see docs/stacks.md)",
     )
 
 

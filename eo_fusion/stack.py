@@ -103,7 +103,9 @@ def _to_vars(name: str, res: ModalityResult, tile: GeoBox) -> dict[str, xr.DataA
     }
     if own:
         attrs["transform"] = list(res.gbox.transform)[:6]
-    data = xr.DataArray(res.data.astype(np.float32), dims=dims, coords=coords, attrs=attrs)
+    data = xr.DataArray(
+        res.data.astype(np.float32, copy=False), dims=dims, coords=coords, attrs=attrs
+    )
     vcoords = {k: v for k, v in coords.items() if k != f"{name}:band"}
     valid = xr.DataArray(res.valid.astype(bool), dims=vdims, coords=vcoords)
     return {name: data, f"{name}:valid": valid}

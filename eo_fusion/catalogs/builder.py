@@ -19,8 +19,9 @@ from __future__ import annotations
 import json
 import re
 import struct
+import warnings
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -148,9 +149,33 @@ class _RasterInfo:
     res: float
 
 
+_WORLD_SUFFIXES = (".wld", ".jgw", ".jpgw", ".pgw", ".pngw", ".tfw")
+
+
+def world_file_transform(path: Path) -> list[float] | None:
+    """Affine (a, b, c, d, e, f) from a world file next to ``path``, or ``None``.
+
+    A world file holds A, D, B, E, C, F where (C, F) is the *centre* of the upper-left pixel;
+    the affine origin is its outer corner. Read here rather than left to GDAL, which only finds
+    sidecars when directory listing is enabled.
+    """
+    for suffix in _WORLD_SUFFIXES:
+        wld = path.with_suffix(suffix)
+        if wld.is_file():
+            vals = [float(v) for v in wld.read_text(encoding="utf-8").split()[:6]]
+            a, d, b, e, c, f = vals
+            return [a, b, c - a / 2 - b / 2, d, e, f - d / 2 - e / 2]
+    return None
+
+
 def _read_raster(path: Path, crs_override: str | None) -> _RasterInfo:
     try:
-        with rasterio.open(path) as ds:
+        with warnings.catch_warnings():
+            # A JPEG/PNG whose world file GDAL did not look for opens "not georeferenced";
+            # the world file is read below instead.
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            ds = rasterio.open(path)
+        with ds:
             crs = ds.crs
             if crs_override or crs is None:
                 text = crs_override or _sidecar_crs(path)
@@ -161,9 +186,17 @@ def _read_raster(path: Path, crs_override: str | None) -> _RasterInfo:
                     )
                 crs = CRS.from_user_input(text)
             t = ds.transform
+            if t.is_identity and path.suffix.lower() not in (".tif", ".tiff"):
+                wt = world_file_transform(path)
+                if wt is None:
+                    raise BadInputError(
+                        f"{path}: no georeferencing (no world file)",
+                        fix="add a world file (.wld/.jgw) next to the image",
+                    )
+                t = rasterio.Affine(*wt)
             return _RasterInfo(
                 crs=crs,
-                bounds=tuple(ds.bounds),  # type: ignore[arg-type]
+                bounds=_bounds(t, ds.height, ds.width),
                 transform=[t.a, t.b, t.c, t.d, t.e, t.f],
                 shape=[ds.height, ds.width],
                 count=ds.count,
@@ -175,6 +208,12 @@ def _read_raster(path: Path, crs_override: str | None) -> _RasterInfo:
             )
     except rasterio.errors.RasterioIOError as e:
         raise BadInputError(f"{path}: not a readable raster ({e})", fix="check the file") from e
+
+
+def _bounds(t: Any, height: int, width: int) -> tuple[float, float, float, float]:
+    xs = [t.c, t.c + t.a * width + t.b * height]
+    ys = [t.f, t.f + t.d * width + t.e * height]
+    return min(xs), min(ys), max(xs), max(ys)
 
 
 def _band_key_from_description(desc: str | None, modality: str) -> str | None:
@@ -562,6 +601,7 @@ def build_catalog(
     title: str = "Local catalog",
     description: str = "Built by eo-fusion catalog build",
     collection_meta: Mapping[str, Mapping[str, Any]] | None = None,
+    progress: Callable[[], None] | None = None,
 ) -> BuildResult:
     """Build items, group them in one Collection per modality, write static STAC + geoparquet.
 
@@ -571,7 +611,11 @@ def build_catalog(
     """
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    items = [build_item(s) for s in specs]
+    items = []
+    for s in specs:
+        items.append(build_item(s))
+        if progress:
+            progress()
     ids = [i.id for i in items]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:

@@ -310,7 +310,13 @@ def normalize_item(
         CatalogError: the modality cannot be determined or the item has no datetime.
     """
     if not isinstance(item, pystac.Item):
-        item = pystac.Item.from_dict(dict(item), preserve_dict=True)
+        try:
+            item = pystac.Item.from_dict(dict(item), preserve_dict=True)
+        except pystac.STACError as e:
+            raise CatalogError(
+                f"item {item.get('id', '?')}: not a valid STAC item ({e})",
+                fix="give the item a datetime or start_datetime/end_datetime",
+            ) from e
     modality = modality or guess_modality(item)
     if modality not in MODALITIES:
         raise CatalogError(

@@ -1,3 +1,178 @@
-"""CLI commands for this area (registered on :data:`eo_fusion.cli.app` at import)."""
+"""``eo-fusion search``, ``eo-fusion catalog build`` and ``eo-fusion catalog serve``."""
 
 from __future__ import annotations
+
+import signal
+import sys
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from eo_fusion.cli import app
+from eo_fusion.errors import BadInputError
+
+catalog_app = typer.Typer(
+    help="Build and serve local STAC catalogs.\n\nExample: eo-fusion catalog serve catalogs/sample",
+    no_args_is_help=True,
+)
+app.add_typer(catalog_app, name="catalog")
+
+
+def _bbox(text: str | None) -> tuple[float, float, float, float] | None:
+    if text is None:
+        return None
+    try:
+        vals = tuple(float(v) for v in text.replace(" ", "").split(","))
+    except ValueError as e:
+        raise BadInputError(f"--bbox '{text}' is not 4 numbers", fix="minx,miny,maxx,maxy") from e
+    if len(vals) != 4:
+        raise BadInputError(f"--bbox '{text}' needs 4 numbers", fix="minx,miny,maxx,maxy")
+    return vals  # type: ignore[return-value]
+
+
+@app.command("search")
+def search_command(
+    catalog: str = typer.Option(
+        "sample", "--catalog", "-c", help="catalog name, YAML, catalog folder, .parquet or URL"
+    ),
+    modality: str = typer.Option(None, "--modality", "-m", help="s2-l2a, s2-l1c, s1-grd, dem..."),
+    bbox: str = typer.Option(None, "--bbox", help="minx,miny,maxx,maxy in EPSG:4326 (lon/lat)"),
+    intersects: Path = typer.Option(None, "--intersects", help="GeoJSON file with the AOI"),
+    when: str = typer.Option(None, "--datetime", "-d", help="2020-06-01/2020-08-31, 2020-06..."),
+    max_cloud: float = typer.Option(None, "--max-cloud", help="max eo:cloud_cover (%)"),
+    max_items: int = typer.Option(100, "--max-items", help="stop after this many items"),
+    collection: list[str] = typer.Option(None, "--collection", help="explicit collection id"),
+    out: Path = typer.Option(None, "--out", "-o", help="write items to .json or .parquet"),
+) -> None:
+    """Search a STAC catalog and print a table of the items found.
+
+    Example: eo-fusion search --catalog sample --modality s2-l1c --bbox 14.5,45.8,14.6,45.9
+    --datetime 2015-07-01/2015-09-30 --max-cloud 20
+    """
+    import json
+
+    from eo_fusion.catalogs import open_catalog
+
+    geom = None
+    if intersects is not None:
+        data = json.loads(Path(intersects).read_text(encoding="utf-8"))
+        if data.get("type") == "FeatureCollection":
+            data = data["features"][0]["geometry"]
+        elif data.get("type") == "Feature":
+            data = data["geometry"]
+        geom = data
+    result = open_catalog(catalog).search(
+        modality,
+        bbox=_bbox(bbox),
+        intersects=geom,
+        datetime=when,
+        max_cloud=max_cloud,
+        max_items=max_items,
+        collections=collection or None,
+    )
+    gdf = result.to_geodataframe()
+    table = Table(title=f"{len(gdf)} items from {catalog}" + (" (truncated)" * result.truncated))
+    for col in ("id", "date", "cloud %", "bands", "AOI share"):
+        table.add_column(col, overflow="fold")
+    for row in gdf.itertuples():
+        share = "" if row.aoi_share is None else f"{row.aoi_share:.0%}"
+        cloud = "" if row.cloud_cover is None else f"{row.cloud_cover:.1f}"
+        table.add_row(row.id, f"{row.datetime:%Y-%m-%d %H:%M}", cloud, row.bands, share)
+    Console().print(table)
+    if out is not None:
+        path = result.save(out)
+        Console(stderr=True).print(f"wrote {len(result)} items to {path}")
+
+
+@catalog_app.command("build")
+def build_command(
+    paths: list[Path] = typer.Argument(
+        None, help="files or folders (GeoTIFF, JPEG+world, LAS, PBF)"
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="output folder for the static catalog"),
+    modality: str = typer.Option(None, "--modality", "-m", help="modality of all inputs"),
+    when: str = typer.Option(None, "--datetime", "-d", help="acquisition time (ISO 8601)"),
+    bands: str = typer.Option(
+        None, "--bands", help="registry key per band, comma-separated; '-' leaves a band unplaced"
+    ),
+    units: str = typer.Option(None, "--units", help="physical units of the bands (dB, m, ...)"),
+    crs: str = typer.Option(
+        None, "--crs", help="CRS of files that declare none: EPSG:n, WKT or a .wkt/.prj file"
+    ),
+    catalog_id: str = typer.Option("local", "--id", help="catalog id"),
+    sample: bool = typer.Option(False, "--sample", help="rebuild the embedded sample catalog"),
+) -> None:
+    """Build a static STAC catalog + stac-geoparquet from local files.
+
+    Example: eo-fusion catalog build scenes/ --out stac/ --modality s2-l2a --datetime 2021-06-01
+    """
+    from eo_fusion.catalogs.builder import build_catalog, specs_from_paths
+
+    console = Console(stderr=True)
+    if sample:
+        from eo_fusion.catalogs.sample import OUT, build_sample
+
+        with console.status("building the sample catalog"):
+            result = build_sample()
+        console.print(f"wrote {result.n_items} items ({', '.join(result.collections)}) to {OUT}")
+        return
+    if not paths:
+        raise BadInputError("no input files given", fix="pass files or folders, or --sample")
+    dt = None
+    if when:
+        try:
+            dt = datetime.fromisoformat(when.replace("Z", "+00:00"))
+        except ValueError as e:
+            raise BadInputError(
+                f"--datetime '{when}' is not ISO 8601", fix="e.g. 2021-06-01"
+            ) from e
+        dt = dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+    keys = [k.strip() for k in bands.split(",")] if bands else None
+    if crs and Path(crs).is_file():  # a .wkt/.prj file
+        crs = Path(crs).read_text(encoding="utf-8").strip()
+    specs = specs_from_paths(
+        paths, modality=modality, when=dt, band_keys=keys, units=units, crs=crs
+    )
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console
+    ) as bar:
+        task = bar.add_task("reading files", total=len(specs))
+        result = build_catalog(
+            specs, out, catalog_id=catalog_id, progress=lambda: bar.advance(task)
+        )
+    console.print(
+        f"wrote {result.n_items} items in {len(result.collections)} collections to "
+        f"{result.catalog_json} and {result.geoparquet}"
+    )
+
+
+@catalog_app.command("serve")
+def serve_command(
+    path: Path = typer.Argument(..., help="static catalog folder, catalog.json or .parquet"),
+    port: int = typer.Option(None, "--port", help="STAC API port (default: a free one)"),
+) -> None:
+    """Serve a local catalog as a STAC API (rustac) + byte-range file server on 127.0.0.1.
+
+    Example: eo-fusion catalog serve catalogs/sample/stac --port 7822
+    """
+    from eo_fusion.catalogs.serve import serve_catalog
+
+    console = Console()
+    stop = threading.Event()
+    with serve_catalog(path, port=port) as served:
+        console.print(f"STAC API:    {served.api_url}  ({served.n_items} items)")
+        console.print(f"asset files: {served.files.url}")
+        console.print("press Ctrl-C to stop")
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            while not stop.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            pass
+    console.print("stopped")
+    sys.stdout.flush()

@@ -15,7 +15,9 @@ app.add_typer(model_app, name="model")
 
 @app.command()
 def pretrain(
-    config: Path = typer.Argument(..., help="pretraining YAML (see pipelines/pretrain_sample.yaml)"),
+    config: Path = typer.Argument(
+        ..., help="pretraining YAML (see pipelines/pretrain_sample.yaml)"
+    ),
     quiet: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
 ) -> None:
     """Self-supervised MAE pretraining of the spectral ViT on the stacks a config lists.

@@ -308,7 +308,7 @@ def from_smarties_state(
 ) -> LoadedModel:
     """As :func:`import_smarties`, from an in-memory state dict."""
     proj = next((v for k, v in state.items() if _SMARTIES_PROJ.match(k) and k.endswith("weight")))
-    patch = int(round((proj[0].numel()) ** 0.5))
+    patch = round((proj[0].numel()) ** 0.5)
     mapped, dropped = map_smarties_state(state, patch)
     with_mae = any(k.startswith("mae.") for k in mapped)
     card = {

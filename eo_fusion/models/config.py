@@ -40,7 +40,9 @@ class SceneSpec(StrictModel):
 class PastisSpec(StrictModel):
     """PASTIS / PASTIS-R on disk (see eo_fusion/train/adapters.py)."""
 
-    root: ConfigPath = Field(description="folder holding PASTIS-R/ (metadata.geojson, DATA_S2, ...)")
+    root: ConfigPath = Field(
+        description="folder holding PASTIS-R/ (metadata.geojson, DATA_S2, ...)"
+    )
     folds: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5], description="folds to read")
     s1: bool = Field(False, description="also read the Sentinel-1 ascending series (PASTIS-R)")
     max_patches: int | None = Field(None, ge=1, description="read at most this many patches")

@@ -110,7 +110,7 @@ class MAE(nn.Module):
                 targets.append(x2[:, extra])
                 target_keys += [keys2[i] for i in extra]
         # Random masking: keep the first (1 - ratio) share of a random permutation of positions.
-        keep = max(1, int(round(n * (1 - mask_ratio))))
+        keep = max(1, round(n * (1 - mask_ratio)))
         noise = torch.rand(b, n, generator=generator, device=x.device)
         shuffle = noise.argsort(dim=1)
         restore = shuffle.argsort(dim=1)

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 import xarray as xr
 
-from eo_fusion.errors import BandError, BadInputError, ModelError
+from eo_fusion.errors import BadInputError, BandError, ModelError
 from eo_fusion.models.checkpoint import LoadedModel, load
 from eo_fusion.models.spectral import resolve_band
 
@@ -248,7 +248,7 @@ def predict(
     )
     doy = None
     if time is not None:
-        doy = torch.tensor(pd.DatetimeIndex(time).dayofyear.values, dtype=torch.float32)
+        doy = torch.tensor(pd.DatetimeIndex(time).day_of_year.values, dtype=torch.float32)
     out = sliding_probs(
         net,
         arr,

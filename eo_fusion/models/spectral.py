@@ -3,7 +3,7 @@
 Every band reaches the model through its band-registry key (:mod:`eo_fusion.bands`). The key's
 :class:`~eo_fusion.bands.BandSpec` decides which *spectral range* projects the band's patch:
 
-* optical bands by their centre wavelength (``wavelength_nm``), looked up in :data:`SPECTRAL_RANGES`;
+* optical bands by their centre wavelength (``wavelength_nm``), see :data:`SPECTRAL_RANGES`;
 * SAR bands by polarisation (VV and VH have their own ranges);
 * non-spectral layers (elevation-derived, OSM rasters, indices) by key, see
   :data:`NON_SPECTRAL_RANGES`.
@@ -239,7 +239,7 @@ class SpectralEmbedding(nn.Module):
     def assignments(self, keys: Sequence[str]) -> list[RangeAssignment]:
         """Range assignment of each key (raises :class:`BandError` naming an unusable key)."""
         if len(set(keys)) != len(keys):
-            dup = [k for k in keys if list(keys).count(k) > 1][0]
+            dup = next(k for k in keys if list(keys).count(k) > 1)
             raise BandError(f"band '{dup}' is given twice", fix="pass each band key once")
         if not keys:
             raise BandError("no bands given to the model", fix="pass at least one band")

@@ -72,16 +72,24 @@ def read_item_bands(
 
     Bands stored in one file are read in one windowed read (multi-band GeoTIFFs).
     """
-    out = np.full((len(keys), *gbox.shape.yx), np.nan, dtype=np.float32)
+    out = np.empty((len(keys), *gbox.shape.yx), dtype=np.float32)
     groups: dict[tuple[str, ReadSpec], list[tuple[int, BandAsset]]] = defaultdict(list)
+    missing = []
     for i, k in enumerate(keys):
         asset = item.bands.get(k)
         if asset is not None:
             groups[(asset.href, spec_for(asset))].append((i, asset))
+        else:
+            missing.append(i)
+    out[missing] = np.nan
     for (_, spec), members in sorted(groups.items(), key=lambda kv: kv[0][0]):
-        arr = read_assets([a for _, a in members], gbox, spec, gdal=gdal)
-        for j, (i, _) in enumerate(members):
-            out[i] = arr[j]
+        idx = [i for i, _ in members]
+        if idx == list(range(idx[0], idx[0] + len(idx))):  # contiguous: read in place
+            read_assets(
+                [a for _, a in members], gbox, spec, gdal=gdal, out=out[idx[0] : idx[-1] + 1]
+            )
+        else:
+            out[idx] = read_assets([a for _, a in members], gbox, spec, gdal=gdal)
     return out
 
 

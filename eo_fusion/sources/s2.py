@@ -102,7 +102,7 @@ def _observation(
     def spec_for(asset):
         return ReadSpec(kind=asset.spec.kind)
 
-    data = np.full((len(keys), *gbox.shape.yx), np.nan, dtype=np.float32)
+    data = None
     clear = np.zeros(gbox.shape.yx, dtype=bool)
     methods = set()
     for it in group:
@@ -110,7 +110,10 @@ def _observation(
         method, ok = _item_clear(it, keys, arr, gbox, opts, gdal, spec_for)
         methods.add(method)
         arr[:, ~ok] = np.nan
-        fill_missing(data, arr)
+        if data is None:
+            data = arr  # first item of the day: no copy
+        else:
+            fill_missing(data, arr)
         clear |= ok
     clear &= np.all(np.isfinite(data), axis=0)
     return data, clear, "+".join(sorted(methods))
@@ -152,11 +155,8 @@ def load_s2(
         methods.append(method)
     if not data_t:
         raise BandError("no Sentinel-2 items to stack", fix="widen the search or drop the modality")
-    data = np.stack(data_t)
-    clear = np.stack(clear_t)
-    frac = [float(c.mean()) for c in clear]
+    frac = [float(c.mean()) for c in clear_t]
     keep = [i for i, f in enumerate(frac) if f >= float(opts.get("min_valid_fraction", 0.0))]
-    data, clear = data[keep], clear[keep]
     times = [times[i] for i in keep]
     attrs: dict[str, Any] = {
         "dates": [t.isoformat() for t in times],
@@ -166,12 +166,20 @@ def load_s2(
     }
     units = ["reflectance"] * len(keys)
     if mspec.mode == "composite":
-        comp = (
-            nanmedian(data, axis=0) if len(data) else np.full((len(keys), *gbox.shape.yx), np.nan)
-        )
+        if len(keep) == 1:
+            comp = data_t[keep[0]]  # the median of one observation is that observation
+        elif keep:
+            comp = nanmedian(np.stack([data_t[i] for i in keep]), axis=0)
+        else:
+            comp = np.full((len(keys), *gbox.shape.yx), np.nan, dtype=np.float32)
         valid = np.all(np.isfinite(comp), axis=0)
         attrs["composite"] = "median of clear observations"
-        return ModalityResult(comp.astype(np.float32), valid, keys, units, gbox, None, ids, attrs)
+        return ModalityResult(
+            comp.astype(np.float32, copy=False), valid, keys, units, gbox, None, ids, attrs
+        )
+    shape = (0, len(keys), *gbox.shape.yx)
+    data = np.stack([data_t[i] for i in keep]) if keep else np.empty(shape, np.float32)
+    clear = np.stack([clear_t[i] for i in keep]) if keep else np.empty((0, *gbox.shape.yx), bool)
     return _timeseries(data, clear, times, keys, units, gbox, ids, attrs, mspec.aggregate)
 
 

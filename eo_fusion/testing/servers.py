@@ -19,16 +19,22 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import json
 import mimetypes
 import os
 import re
+import select
+import signal
+import subprocess
+import sys
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 __all__ = ["FileServer", "RequestLog", "RequestRecord", "serve_directory"]
 
@@ -49,19 +55,60 @@ class RequestRecord:
 
 @dataclass
 class RequestLog:
-    """Thread-safe record of what a server answered (the server's handler threads append to it)."""
+    """Thread-safe record of what a server answered.
+
+    For a server running in a child process the records arrive through a pipe; they are read in
+    on every access (a record is sent before the response body, so once a client has its bytes,
+    the log has the record).
+    """
 
     _records: list[RequestRecord] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _stream: Any = None  # stdout pipe of a server process (JSON lines), if any
+    _buf: bytes = b""
 
     def add(self, record: RequestRecord) -> None:
         with self._lock:
             self._records.append(record)
 
+    def _drain(self) -> None:
+        # Caller holds the lock. Reads whatever the server process has written, without blocking.
+        if self._stream is None:
+            return
+        fd = self._stream.fileno()
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                break
+            except (OSError, ValueError):
+                self._stream = None
+                break
+            if not chunk:  # server process gone
+                self._stream = None
+                break
+            self._buf += chunk
+        *lines, self._buf = self._buf.split(b"\n")
+        for line in lines:
+            if line.strip():
+                self._records.append(RequestRecord(*json.loads(line)))
+
+    def _pump(self) -> None:
+        # Background reader so the pipe never fills while nobody looks at the log.
+        while self._stream is not None:
+            try:
+                ready, _, _ = select.select([self._stream], [], [], 0.1)
+            except (OSError, ValueError):
+                return
+            if ready:
+                with self._lock:
+                    self._drain()
+
     @property
     def records(self) -> list[RequestRecord]:
         """A copy of all records so far, in the order answered."""
         with self._lock:
+            self._drain()
             return list(self._records)
 
     @staticmethod
@@ -86,6 +133,7 @@ class RequestLog:
 
     def clear(self) -> None:
         with self._lock:
+            self._drain()
             self._records.clear()
 
     def _select(self, path_or_url: str | None, method: str | None) -> list[RequestRecord]:
@@ -119,7 +167,9 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None:
     return start, end
 
 
-def _make_handler(root: Path, log: RequestLog) -> type[BaseHTTPRequestHandler]:
+def _make_handler(
+    root: Path, sink: Callable[[RequestRecord], None]
+) -> type[BaseHTTPRequestHandler]:
     root = root.resolve()
 
     class _RangeHandler(BaseHTTPRequestHandler):
@@ -138,7 +188,7 @@ def _make_handler(root: Path, log: RequestLog) -> type[BaseHTTPRequestHandler]:
             return candidate if candidate.is_file() else None
 
         def _record(self, status: int, sent: int) -> None:
-            log.add(
+            sink(
                 RequestRecord(
                     method=self.command,
                     path=urllib.parse.urlsplit(self.path).path,
@@ -154,9 +204,9 @@ def _make_handler(root: Path, log: RequestLog) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Type", "text/plain")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
+            self._record(status.value, 0 if self.command == "HEAD" else len(body))
             if self.command != "HEAD":
                 self.wfile.write(body)
-            self._record(status.value, 0 if self.command == "HEAD" else len(body))
 
         def do_HEAD(self) -> None:
             self._serve(send_body=False)
@@ -195,7 +245,9 @@ def _make_handler(root: Path, log: RequestLog) -> type[BaseHTTPRequestHandler]:
             if status == HTTPStatus.PARTIAL_CONTENT:
                 self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
             self.end_headers()
-            sent = 0
+            # Record before the body: once the client has its bytes, the log already has them
+            # (a client hanging up early is still counted as served).
+            self._record(status.value, length if send_body else 0)
             if send_body and length:
                 with path.open("rb") as fh:
                     fh.seek(start)
@@ -208,9 +260,7 @@ def _make_handler(root: Path, log: RequestLog) -> type[BaseHTTPRequestHandler]:
                             self.wfile.write(chunk)
                         except (BrokenPipeError, ConnectionResetError):
                             break  # client hung up (GDAL often does after enough bytes)
-                        sent += len(chunk)
                         remaining -= len(chunk)
-            self._record(status.value, sent)
 
     return _RangeHandler
 
@@ -254,12 +304,17 @@ def serve_handler(
 
 
 @contextlib.contextmanager
-def serve_directory(root: str | os.PathLike[str], host: str = "127.0.0.1") -> Iterator[FileServer]:
+def serve_directory(
+    root: str | os.PathLike[str], host: str = "127.0.0.1", *, in_process: bool = False
+) -> Iterator[FileServer]:
     """Serve ``root`` over HTTP with byte ranges on ``host`` at a free port.
 
     Args:
         root: folder to serve (files outside it are never served, even through symlinks).
         host: interface to bind; loopback by default (never expose test data on a network).
+        in_process: run the server in a thread of this process instead of a child process.
+            The default (child process) is safe with GDAL: some GDAL calls hold Python's GIL
+            while doing HTTP, which deadlocks against a server thread in the same process.
 
     Yields:
         A :class:`FileServer`; its ``log`` counts requests and body bytes per path.
@@ -267,6 +322,59 @@ def serve_directory(root: str | os.PathLike[str], host: str = "127.0.0.1") -> It
     root_path = Path(root).resolve()
     if not root_path.is_dir():
         raise NotADirectoryError(f"cannot serve {root_path}: not a folder")
-    log = RequestLog()
-    with serve_handler(lambda: _make_handler(root_path, log), host) as (url, server):
-        yield FileServer(url=url, root=root_path, log=log, port=int(server.server_address[1]))
+    if in_process:
+        log = RequestLog()
+        with serve_handler(lambda: _make_handler(root_path, log.add), host) as (url, server):
+            yield FileServer(url=url, root=root_path, log=log, port=int(server.server_address[1]))
+        return
+    # A separate interpreter (not fork/spawn of this one: no re-import of the caller's script).
+    cmd = [sys.executable, "-m", "eo_fusion.testing.servers", str(root_path), host]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    try:
+        first = proc.stdout.readline().split()
+        if len(first) != 2 or first[0] != b"port":
+            raise RuntimeError(f"file server for {root_path} failed to start (got {first!r})")
+        port = int(first[1])
+        os.set_blocking(proc.stdout.fileno(), False)
+        log = RequestLog(_stream=proc.stdout)
+        threading.Thread(target=log._pump, name="eo-fusion-http-log", daemon=True).start()
+        yield FileServer(url=f"http://{host}:{port}", root=root_path, log=log, port=port)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        if "log" in locals():
+            with log._lock:
+                log._drain()
+                log._stream = None
+        proc.stdout.close()
+
+
+def _main(argv: list[str]) -> None:
+    """Server process: print ``port N``, then one JSON line per answered request."""
+    root, host = argv[0], argv[1] if len(argv) > 1 else "127.0.0.1"
+    lock = threading.Lock()
+    out = sys.stdout.buffer
+
+    def sink(record: RequestRecord) -> None:
+        line = json.dumps(astuple(record)).encode() + b"\n"
+        with lock:
+            out.write(line)
+            out.flush()
+
+    server = _QuietServer((host, 0), _make_handler(Path(root), sink))
+    out.write(f"port {server.server_address[1]}\n".encode())
+    out.flush()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])

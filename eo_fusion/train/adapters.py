@@ -1,11 +1,12 @@
 """Benchmark dataset adapters: PASTIS / PASTIS-R and FLAIR-HUB folders -> ModalityStacks.
 
-Each adapter yields one ``xr.Dataset`` per patch in the stack layout of docs/architecture.md
-(plain ``band``/``time`` dims; registry band keys; float32 physical units; NaN = no data;
-``<m>:valid`` masks; a ``labels`` variable with band ``label:landcover`` or ``label:crop``) so that
-:func:`eo_fusion.train.data.scene_from_stack` and the fine-tuning loop consume them like any
-other stack. The datasets themselves must be downloaded by the user (they are not reachable from
-the build machines); the tests write tiny files in the published layouts.
+Each adapter yields one ``xr.Dataset`` per patch in the layout that
+:func:`eo_fusion.stack.build_stack` writes (``<m>:band``/``<m>:time`` dims per modality; registry
+band keys; float32 physical units; NaN = no data; ``<m>:valid`` masks; label variables with
+band ``label:landcover`` or ``label:crop``) so that :func:`eo_fusion.train.data.scene_from_stack`
+and the fine-tuning loop consume them like any other stack. The datasets themselves must be
+downloaded by the user (they are not reachable from the build machines); the tests write tiny
+files in the published layouts.
 
 PASTIS / PASTIS-R (Sainte Fare Garnot & Landrieu 2021; 2022): ``metadata.geojson`` (one feature
 per patch: ``ID_PATCH``, ``Fold``, ``dates-S2``/``dates-S1A`` as ``{index: YYYYMMDD}``, geometry
@@ -47,7 +48,9 @@ PASTIS_CLASSES = (
 )  # fmt: skip
 #: FLAIR-HUB modality folder suffix -> (variable name, band keys, scale, temporal).
 FLAIR_HUB_MODALITIES: dict[str, tuple[str, tuple[str, ...], float, bool]] = {
-    "AERIAL_RGBI": ("aerial", ("aerial:red", "aerial:green", "aerial:blue", "aerial:nir"), 1 / 255, False),
+    "AERIAL_RGBI": (
+        "aerial", ("aerial:red", "aerial:green", "aerial:blue", "aerial:nir"), 1 / 255, False
+    ),
     "DEM_ELEV": ("dem", ("elevation:dsm", "elevation:dtm"), 1.0, False),
     "SENTINEL2_TS": ("s2-l2a", PASTIS_S2_KEYS, 1e-4, True),
     "SENTINEL1-ASC_TS": ("s1-grd", ("s1:VV", "s1:VH"), 1.0, True),
@@ -61,7 +64,9 @@ def _dates(prop: Any) -> np.ndarray:
     if isinstance(prop, str):
         prop = json.loads(prop)
     items = sorted(prop.items(), key=lambda kv: int(kv[0]))
-    return pd.to_datetime([str(v) for _, v in items], format="%Y%m%d").values.astype("datetime64[ns]")
+    return pd.to_datetime([str(v) for _, v in items], format="%Y%m%d").values.astype(
+        "datetime64[ns]"
+    )
 
 
 def _grid_coords(bounds: Sequence[float], h: int, w: int) -> dict[str, np.ndarray]:
@@ -70,15 +75,19 @@ def _grid_coords(bounds: Sequence[float], h: int, w: int) -> dict[str, np.ndarra
     return {"x": x0 + rx * (np.arange(w) + 0.5), "y": y1 - ry * (np.arange(h) + 0.5)}
 
 
-def _variable(name: str, data: np.ndarray, keys: Sequence[str], times=None) -> dict[str, xr.DataArray]:
-    dims = ("band", "y", "x") if times is None else ("time", "band", "y", "x")
-    coords: dict[str, Any] = {"band": list(keys)}
+def _variable(
+    name: str, data: np.ndarray, keys: Sequence[str], times=None
+) -> dict[str, xr.DataArray]:
+    # Per-modality band/time dims, as build_stack writes them (modalities have different bands).
+    band, time = f"{name}:band", f"{name}:time"
+    dims = (band, "y", "x") if times is None else (time, band, "y", "x")
+    coords: dict[str, Any] = {band: list(keys)}
     if times is not None:
-        coords["time"] = times
+        coords[time] = times
     da = xr.DataArray(data.astype("float32"), dims=dims, coords=coords, attrs={"modality": name})
     valid = np.isfinite(da.values).any(axis=-3)
-    vdims = dims[:-3] + ("y", "x")
-    vcoords = {"time": times} if times is not None else {}
+    vdims = (*dims[:-3], "y", "x")
+    vcoords = {time: times} if times is not None else {}
     return {name: da, f"{name}:valid": xr.DataArray(valid, dims=vdims, coords=vcoords)}
 
 
@@ -154,7 +163,9 @@ def flair_hub_stacks(root: Path, *, domain: str | None = None) -> Iterator[xr.Da
             if mod not in files:
                 continue
             with rasterio.open(files[mod]) as src:
-                data = src.read(out_shape=(src.count, *shape), resampling=rasterio.enums.Resampling.bilinear)
+                data = src.read(
+                    out_shape=(src.count, *shape), resampling=rasterio.enums.Resampling.bilinear
+                )
                 nodata = src.nodata
             data = data.astype("float32")
             if nodata is not None:
@@ -168,13 +179,17 @@ def flair_hub_stacks(root: Path, *, domain: str | None = None) -> Iterator[xr.Da
                     lines = dates_file.read_text().split()
                     times = pd.to_datetime(lines, format="%Y%m%d").values.astype("datetime64[ns]")
                 else:
-                    times = np.arange(data.shape[0]).astype("datetime64[D]").astype("datetime64[ns]")
+                    times = (
+                        np.arange(data.shape[0]).astype("datetime64[D]").astype("datetime64[ns]")
+                    )
             variables |= _variable(name, data, keys, times)
         for mod, key in FLAIR_HUB_LABELS.items():
             if mod in files:
                 with rasterio.open(files[mod]) as src:
                     lab = src.read(1, out_shape=shape, resampling=rasterio.enums.Resampling.nearest)
-                variables |= _variable(f"labels-{key.split(':')[1]}", lab[None].astype("float32"), (key,))
+                variables |= _variable(
+                    f"labels-{key.split(':')[1]}", lab[None].astype("float32"), (key,)
+                )
         ds = xr.Dataset(variables, coords=_grid_coords(bounds, *shape))
         ds.attrs.update(crs=crs, source_items=[f"FLAIR-HUB-{roi}"])
         yield ds

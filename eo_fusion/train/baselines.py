@@ -31,7 +31,11 @@ def random_forest_baseline(
     xs_tr, ys_tr, evals = [], [], []
     for s in labelled:
         arr, _, _ = task_input(s, spec.inputs, stats, temporal)
-        feats = np.nan_to_num(arr.reshape(-1, *arr.shape[-2:])).reshape(-1, arr.shape[-2] * arr.shape[-1]).T
+        feats = (
+            np.nan_to_num(arr.reshape(-1, *arr.shape[-2:]))
+            .reshape(-1, arr.shape[-2] * arr.shape[-1])
+            .T
+        )
         idx = np.vectorize(lambda v: lut.get(int(v), -1))(s.labels).astype("int64").ravel()
         hold = holdout_mask(s.shape, spec.holdout_block, spec.holdout_fraction, spec.seed).ravel()
         train = ~hold & (idx >= 0)

@@ -1,4 +1,6 @@
-"""Regenerate the bundled model and docs/model.md: ``python -m eo_fusion.train.bundle`` (``make model``).
+"""Regenerate the bundled model and docs/model.md (``make model``).
+
+Run as ``python -m eo_fusion.train.bundle``.
 
 Steps (each is also a CLI command, printed in docs/model.md):
 
@@ -106,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ck.BUNDLED_DIR, help="bundled model folder")
     ap.add_argument("--quick", action="store_true", help="few steps (smoke test, not for release)")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--resume", action="store_true", help="continue an interrupted pretraining run")
     args = ap.parse_args(argv)
     progress = not args.no_progress
     t0 = time.perf_counter()
@@ -116,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         pre_spec = pre_spec.model_copy(update={"steps": 20})
         lc_spec, rnd_spec, crop_spec = (_with(s, steps=10) for s in (lc_spec, rnd_spec, crop_spec))
-    shutil.rmtree(pre_spec.out, ignore_errors=True)  # a release run starts from scratch
+    if not args.resume:  # a release run starts from scratch
+        shutil.rmtree(pre_spec.out, ignore_errors=True)
     scenes = load_scenes(pre_spec.data, progress=progress)
     pretrained = pretrain(pre_spec, scenes, progress=progress)
     lc_scenes = load_scenes(lc_spec.data, progress=progress)
@@ -139,7 +143,14 @@ def main(argv: list[str] | None = None) -> int:
     shutil.copy(Path(pre_spec.out) / "loss.png", DOCS / "model_pretrain_loss.png")
     reconstruction_figure(pretrained, scenes, DOCS / "model_reconstructions.png")
     write_docs(
-        bundled, pretrained, rf, rnd, crops, time.perf_counter() - t0, quick=args.quick, out=args.out
+        bundled,
+        pretrained,
+        rf,
+        rnd,
+        crops,
+        time.perf_counter() - t0,
+        quick=args.quick,
+        out=args.out,
     )
     print(f"bundled model written to {args.out} ({time.perf_counter() - t0:.0f} s)")
     return 0
@@ -174,10 +185,22 @@ def write_docs(
     enc = bundled.card["architecture"]["encoder"]
     names = {str(c["id"]): c["name"] for c in lc["classes"]}
     rows = [
-        ("pretrained + fine-tuned (bundled)", lm, "eo-fusion finetune pipelines/finetune_landcover_sample.yaml"),
-        ("same head and encoder, random init", rm, "eo-fusion finetune pipelines/finetune_landcover_sample_random.yaml"),
+        (
+            "pretrained + fine-tuned (bundled)",
+            lm,
+            "eo-fusion finetune pipelines/finetune_landcover_sample.yaml",
+        ),
+        (
+            "same head and encoder, random init",
+            rm,
+            "eo-fusion finetune pipelines/finetune_landcover_sample_random.yaml",
+        ),
         ("per-pixel random forest (200 trees)", rf, "python -m eo_fusion.train.bundle (step 4)"),
-        ("temporal head, 5-date S2 series (bundled)", cm, "eo-fusion finetune pipelines/finetune_crops_sample.yaml"),
+        (
+            "temporal head, 5-date S2 series (bundled)",
+            cm,
+            "eo-fusion finetune pipelines/finetune_crops_sample.yaml",
+        ),
     ]
     table = "\n".join(
         f"| {name} | {_pct(m['oa'])} | {_pct(m['miou'])} | {_pct(m['f1_macro'])} | `{cmd}` |"

@@ -129,7 +129,7 @@ def finetune(
         arr, keys, times = task_input(s, spec.inputs, stats, temporal)
         idx = np.vectorize(lambda v: lut.get(int(v), -1))(s.labels).astype("int64")
         hold = holdout_mask(s.shape, spec.holdout_block, spec.holdout_fraction, spec.seed)
-        doy = None if times is None else pd.DatetimeIndex(times).dayofyear.values
+        doy = None if times is None else pd.DatetimeIndex(times).day_of_year.values
         data.append((s, arr, keys, doy, idx, hold))
     keys = data[0][2]
     if base is not None:
@@ -193,7 +193,7 @@ def finetune(
     seconds = time.perf_counter() - t0
     net.eval()
     cm = np.zeros((len(ids), len(ids)), dtype="int64")
-    for s, arr, k, doy, idx, hold in data:
+    for _s, arr, k, doy, idx, hold in data:
         dt = None if doy is None else torch.tensor(doy, dtype=torch.float32)[None]
         probs = sliding_probs(net, arr, k, n_classes=len(ids), window=size, doy=dt)
         cm += confusion(idx, probs.argmax(0), len(ids), ignore=~hold | (idx < 0))
@@ -212,7 +212,11 @@ def finetune(
     card["tasks"] = {}  # only the head trained here; merge_tasks() combines heads
     card["architecture"] = {"encoder": cfg.to_dict()}
     card["architecture"]["mae"] = False
-    card["architecture"][spec.task] = {"n_classes": len(ids), "take": list(take), "channels": spec.channels}
+    card["architecture"][spec.task] = {
+        "n_classes": len(ids),
+        "take": list(take),
+        "channels": spec.channels,
+    }
     card["normalization"] = stats
     card["normalization_by_kind"] = by_kind
     card.setdefault("inference", {})["window"] = size
@@ -239,7 +243,9 @@ def finetune(
             "seconds": round(seconds, 1),
         },
     }
-    model = ck.LoadedModel(card=card, encoder=base.encoder if base is not None else SpectralViT(cfg))
+    model = ck.LoadedModel(
+        card=card, encoder=base.encoder if base is not None else SpectralViT(cfg)
+    )
     setattr(model, spec.task, net)
     return model
 

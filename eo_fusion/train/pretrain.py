@@ -28,10 +28,10 @@ from safetensors.torch import load_file, save_file
 from eo_fusion.config import spec_hash
 from eo_fusion.errors import ModelError
 from eo_fusion.models import checkpoint as ck
+from eo_fusion.models.config import PretrainSpec
 from eo_fusion.models.encoder import EncoderConfig, SpectralViT
 from eo_fusion.models.mae import MAE
 from eo_fusion.models.spectral import ALL_RANGES, native_range, resolve_band
-from eo_fusion.models.config import PretrainSpec
 from eo_fusion.train.data import (
     Scene,
     View,
@@ -97,6 +97,12 @@ def draw_batch(
     keys = [[sc.keys[m][j] for j in sub] for m, sub in zip(mods, subsets, strict=True)]
     pair = (xs[1], keys[1]) if use_pair else None
     return xs[0], keys[0], pair
+
+
+def resume_key(spec: PretrainSpec) -> str:
+    """Hash of the settings a resumed run must share (steps, threads and checkpointing may
+    change between runs)."""
+    return spec_hash(spec.model_copy(update={"steps": 1, "threads": 1, "checkpoint_every": 1}))
 
 
 def lr_at(step: int, spec: Any) -> float:
@@ -180,7 +186,7 @@ def pretrain(
     start, curve = 0, []
     if (last / "train_state.json").is_file():
         meta = json.loads((last / "train_state.json").read_text(encoding="utf-8"))
-        if meta.get("spec_sha256") == spec_hash(spec):
+        if meta.get("resume_key") == resume_key(spec):
             resumed = ck.load(last)
             model.mae.load_state_dict(resumed.mae.state_dict())  # type: ignore[union-attr]
             _load_state(last, opt)
@@ -214,12 +220,12 @@ def pretrain(
             opt.step()
             curve.append([step + 1, res.loss.item(), view.modality, view.partner or ""])
             bar.update(task, advance=1, loss=curve[-1][1])
-            if (step + 1) % spec.checkpoint_every == 0 and step + 1 < spec.steps:
+            if (step + 1) % spec.checkpoint_every == 0 or step + 1 == spec.steps:
                 meta = {
                     "step": step + 1,
                     "curve": curve,
                     "rng": rng.bit_generator.state,
-                    "spec_sha256": spec_hash(spec),
+                    "resume_key": resume_key(spec),
                 }
                 _save_state(last, model, opt, meta)
     model.mae.eval()

@@ -147,3 +147,28 @@ def test_pixel_tracing_lands_within_a_tenth_of_a_pixel(
     err_px = np.hypot((got_x - ex) / src_res, (got_y - ey) / src_res)[ok]
     print(f"pixel-trace {src_crs}->{dst_crs}: max error {err_px.max():.4f} px")
     assert err_px.max() < 0.1, f"max error {err_px.max():.3f} px"
+
+
+@pytest.mark.parametrize(
+    "dst",
+    [
+        GeoBox((100, 110), Affine(10, 0, 1040, 0, -10, 4900), "EPSG:32633"),  # 2x, aligned
+        GeoBox((97, 101), Affine(7, 0, 1003, 0, -7, 4990), "EPSG:32633"),  # 20/7, offset
+        GeoBox((130, 130), Affine(10, 0, 990, 0, -10, 5010), "EPSG:32633"),  # beyond the edges
+    ],
+)
+@pytest.mark.parametrize("rule", [Resampling.bilinear, Resampling.nearest])
+def test_axis_aligned_fast_path_matches_gdal(dst: GeoBox, rule: Resampling) -> None:
+    from eo_fusion.gdal import GDALOptions
+    from eo_fusion.sources.reader import _axis_aligned_resample, _warp
+
+    rng = np.random.default_rng(0)
+    src = rng.random((2, 60, 60)).astype(np.float32)
+    src[1, 20:23, 30:33] = np.nan
+    src_gbox = GeoBox((60, 60), Affine(20, 0, 1000, 0, -20, 5000), "EPSG:32633")
+    fast = np.full((2, *dst.shape.yx), np.nan, dtype=np.float32)
+    ref = fast.copy()
+    assert _axis_aligned_resample(src, src_gbox, fast, dst, rule)
+    _warp(src, src_gbox, ref, dst, rule, GDALOptions())
+    np.testing.assert_array_equal(np.isnan(fast), np.isnan(ref))
+    np.testing.assert_allclose(fast, ref, atol=1e-6)

@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 2
 export MPLBACKEND ?= Agg
 
-.PHONY: install demo test lint format typecheck model docs benchmark clean
+.PHONY: install demo test lint format typecheck model docs benchmark clean sample-catalog
 
 install: $(STAMP)
 
@@ -43,6 +43,10 @@ typecheck: install
 ## Regenerate the bundled model (pretrain + fine-tune on the sample catalog) and docs/model.md.
 model: install
 	$(PY) -m eo_fusion.train.bundle
+
+## Rebuild the embedded sample catalog (catalogs/sample/stac) from catalogs/sample/data.
+sample-catalog: install
+	$(PY) -m eo_fusion.catalogs.sample
 
 ## Regenerate docs/configuration.md and docs/cli.md from the code.
 docs: install

@@ -33,6 +33,7 @@ __all__ = [
     "aoi_geometry",
     "aoi_mask",
     "coarsen",
+    "grid_crs",
     "grid_from_aoi",
     "make_tiles",
     "refine",
@@ -41,6 +42,13 @@ __all__ = [
 
 #: Anything :func:`aoi_geometry` accepts: bbox, GeoJSON (dict/str/path), WKT, shapely, odc Geometry.
 AOILike = Any
+
+
+def grid_crs(gbox: GeoBox) -> CRS:
+    """The grid's CRS (grids without one cannot be used for warping: a :class:`GridError`)."""
+    if gbox.crs is None:
+        raise GridError(f"grid {gbox} has no CRS", fix="build grids with grid_from_aoi")
+    return gbox.crs
 
 
 def utm_crs_for(lon: float, lat: float) -> CRS:
@@ -158,7 +166,7 @@ def grid_from_aoi(
 
 def aoi_mask(gbox: GeoBox, aoi: AOILike, *, aoi_crs: Any = "EPSG:4326") -> np.ndarray:
     """Boolean ``(y, x)`` mask, True where a pixel centre falls inside the AOI geometry."""
-    geom = aoi_geometry(aoi, aoi_crs).to_crs(gbox.crs)
+    geom = aoi_geometry(aoi, aoi_crs).to_crs(grid_crs(gbox))
     return geometry_mask(
         [geom.geom], out_shape=gbox.shape.yx, transform=gbox.transform, invert=True
     )
@@ -247,6 +255,7 @@ def make_tiles(gbox: GeoBox, tile_size: int, halo: int = 0) -> list[Tile]:
     for r in range(ny):
         for c in range(nx):
             core = tiles[r, c]
+            assert isinstance(core, GeoBox)  # tiles of a GeoBox are GeoBoxes
             sy, sx = tiles.roi[r, c]
             h, w = core.shape.yx
             padded = core.pad(halo) if halo else core

@@ -30,7 +30,7 @@ from eo_fusion.config import ModalitySpec
 from eo_fusion.coreg.check import CoregOptions, coregister
 from eo_fusion.errors import BandError
 from eo_fusion.gdal import GDALOptions
-from eo_fusion.grid import grid_at_resolution
+from eo_fusion.grid import grid_at_resolution, grid_crs
 from eo_fusion.sources.common import ModalityResult
 
 __all__ = ["build_stack", "loader_for", "modality_array"]
@@ -157,7 +157,7 @@ def build_stack(
         variables.update(_to_vars(name, res, tile_gbox))
     ds = xr.Dataset(variables, coords=_grid_coords(tile_gbox))
     ds.attrs.update(
-        crs=tile_gbox.crs.to_wkt(),
+        crs=grid_crs(tile_gbox).to_wkt(),
         transform=list(tile_gbox.transform)[:6],
         shape=list(tile_gbox.shape.yx),
         coreg=json.dumps(records, sort_keys=True),
@@ -182,5 +182,5 @@ def modality_array(ds: xr.Dataset, modality: str) -> xr.DataArray:
         have = [v for v in ds.data_vars if not str(v).endswith(":valid")]
         raise BandError(f"stack has no modality {modality!r}", fix=f"use one of {have}")
     da = ds[modality]
-    rename = {d: d.split(":", 1)[1] for d in da.dims if str(d).startswith(f"{modality}:")}
+    rename = {d: str(d).split(":", 1)[1] for d in da.dims if str(d).startswith(f"{modality}:")}
     return da.rename(rename)

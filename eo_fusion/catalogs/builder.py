@@ -57,6 +57,7 @@ _MEDIA = {
     ".geojson": pystac.MediaType.GEOJSON,
     ".json": pystac.MediaType.JSON,
 }
+DateTime = datetime  # alias: ItemSpec has a field named `datetime`
 _DATE_IN_NAME = re.compile(r"(?<!\d)(\d{4})-?(\d{2})-?(\d{2})(?:T(\d{2})(\d{2})(\d{2}))?(?!\d)")
 
 
@@ -98,9 +99,9 @@ class ItemSpec:
     id: str
     modality: str
     assets: tuple[AssetSpec, ...]
-    datetime: datetime | None = None
-    start: datetime | None = None
-    end: datetime | None = None
+    datetime: DateTime | None = None
+    start: DateTime | None = None
+    end: DateTime | None = None
     properties: Mapping[str, Any] = field(default_factory=dict)
     crs: str | None = None
     collection: str | None = None
@@ -328,6 +329,7 @@ def _fields(buf: bytes) -> Iterable[tuple[int, int, Any]]:
     while i < len(buf):
         tag, i = _varint(buf, i)
         num, wt = tag >> 3, tag & 7
+        val: Any
         if wt == 0:
             val, i = _varint(buf, i)
         elif wt == 2:
@@ -417,7 +419,7 @@ def build_item(spec: ItemSpec) -> pystac.Item:
         props["start_datetime"] = spec.start.isoformat().replace("+00:00", "Z")
         props["end_datetime"] = spec.end.isoformat().replace("+00:00", "Z")
     exts = {EXT_PROJ}
-    footprint: tuple[list[float], dict[str, Any]] | None = None
+    footprint: tuple[list[float], dict[str, Any], float] | None = None  # bbox, geometry, res
     assets: dict[str, pystac.Asset] = {}
     for a in spec.assets:
         path = a.path.resolve()
@@ -438,7 +440,7 @@ def build_item(spec: ItemSpec) -> pystac.Item:
             exts |= {EXT_EO, EXT_RASTER}
             if footprint is None or info.res < footprint[2]:  # finest asset defines footprint
                 fp = _footprint(info.crs, info.bounds)
-                footprint = (fp[0], fp[1], info.res)  # type: ignore[assignment]
+                footprint = (fp[0], fp[1], info.res)
         elif suffix in (".las", ".laz"):
             crs, bounds, pc = _las_info(path, spec.crs)
             extra.update(_crs_fields(crs))
@@ -448,12 +450,12 @@ def build_item(spec: ItemSpec) -> pystac.Item:
             exts.add(EXT_PC)
             if footprint is None:
                 fp = _footprint(crs, bounds)
-                footprint = (fp[0], fp[1], float("inf"))  # type: ignore[assignment]
+                footprint = (fp[0], fp[1], float("inf"))
         elif suffix == ".pbf":
             bbox = osm_pbf_bbox(path) or _osm_bbox_from_nodes(path)
             if footprint is None:
                 fp = _footprint(CRS.from_epsg(4326), bbox)
-                footprint = (fp[0], fp[1], float("inf"))  # type: ignore[assignment]
+                footprint = (fp[0], fp[1], float("inf"))
             props.setdefault("proj:code", "EPSG:4326")
         assets[a.key] = pystac.Asset(
             href=str(path),

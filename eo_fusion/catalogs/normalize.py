@@ -310,11 +310,12 @@ def normalize_item(
         CatalogError: the modality cannot be determined or the item has no datetime.
     """
     if not isinstance(item, pystac.Item):
+        raw = dict(item)
         try:
-            item = pystac.Item.from_dict(dict(item), preserve_dict=True)
+            item = pystac.Item.from_dict(raw, preserve_dict=True)
         except pystac.STACError as e:
             raise CatalogError(
-                f"item {item.get('id', '?')}: not a valid STAC item ({e})",
+                f"item {raw.get('id', '?')}: not a valid STAC item ({e})",
                 fix="give the item a datetime or start_datetime/end_datetime",
             ) from e
     modality = modality or guess_modality(item)

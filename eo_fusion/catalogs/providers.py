@@ -23,19 +23,20 @@ class CatalogSpec(StrictModel):
     """One catalog (``catalogs/<name>.yaml``)."""
 
     name: str = Field(description="short name used on the command line and in jobs")
-    title: str = Field("", description="human-readable title")
+    title: str = Field(default="", description="human-readable title")
     kind: Literal["stac-api", "static", "geoparquet"] = Field(
         description="STAC API by URL, static catalog on disk, or stac-geoparquet file"
     )
-    url: str | None = Field(None, description="STAC API root URL (kind stac-api)")
+    url: str | None = Field(default=None, description="STAC API root URL (kind stac-api)")
     path: ConfigPath | None = Field(
-        None, description="catalog.json or .parquet file (kind static/geoparquet)"
+        default=None, description="catalog.json or .parquet file (kind static/geoparquet)"
     )
     local: bool = Field(
-        False, description="served from this machine/network: loopback/private hosts allowed"
+        default=False,
+        description="served from this machine/network: loopback/private hosts allowed",
     )
     signing: Literal["none", "planetary-computer"] = Field(
-        "none", description="URL signing applied to asset hrefs of this catalog only"
+        default="none", description="URL signing applied to asset hrefs of this catalog only"
     )
     allowed_schemes: list[str] = Field(
         default_factory=lambda: ["https", "s3"], description="asset URL schemes accepted"
@@ -46,11 +47,13 @@ class CatalogSpec(StrictModel):
     modalities: dict[str, list[str]] = Field(
         default_factory=dict, description="modality -> collection ids in this catalog"
     )
-    timeout_s: float = Field(30.0, gt=0, description="connect/read timeout per request (s)")
-    retries: int = Field(4, ge=0, le=10, description="retries on connection errors, 429, 5xx")
-    backoff_s: float = Field(0.5, ge=0, description="backoff factor between retries (s)")
-    max_pages: int = Field(100, ge=1, description="stop after this many result pages")
-    page_size: int = Field(100, ge=1, le=1000, description="items per page requested")
+    timeout_s: float = Field(default=30.0, gt=0, description="connect/read timeout per request (s)")
+    retries: int = Field(
+        default=4, ge=0, le=10, description="retries on connection errors, 429, 5xx"
+    )
+    backoff_s: float = Field(default=0.5, ge=0, description="backoff factor between retries (s)")
+    max_pages: int = Field(default=100, ge=1, description="stop after this many result pages")
+    page_size: int = Field(default=100, ge=1, le=1000, description="items per page requested")
 
     @model_validator(mode="after")
     def _where(self) -> CatalogSpec:

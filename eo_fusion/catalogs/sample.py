@@ -33,11 +33,11 @@ OUT = SAMPLE_ROOT / "stac"
 SLOVENIA_S2_ORDER = (
     "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12",
 )  # fmt: skip
-_PLACEHOLDER = {
-    "start": datetime(2000, 1, 1, tzinfo=UTC),
-    "end": datetime(2023, 12, 31, 23, 59, 59, tzinfo=UTC),
-    "note": "acquisition date not stated upstream; start/end is a declared placeholder range",
-}
+_PLACEHOLDER_START = datetime(2000, 1, 1, tzinfo=UTC)
+_PLACEHOLDER_END = datetime(2023, 12, 31, 23, 59, 59, tzinfo=UTC)
+_PLACEHOLDER_NOTE = (
+    "acquisition date not stated upstream; start/end is a declared placeholder range"
+)
 
 
 def _utc(text: str) -> datetime:
@@ -94,7 +94,8 @@ def slovenia_specs() -> list[ItemSpec]:
             id="slovenia-dem",
             modality="dem",
             assets=(AssetSpec("dem", d / "DEM_slovenia_10m.tif", ("elevation:dem",), units="m"),),
-            **_placeholder(),
+            start=_PLACEHOLDER_START,
+            end=_PLACEHOLDER_END,
             properties=_site("slovenia", **_note()),
         )
     )
@@ -134,12 +135,8 @@ def slovenia_specs() -> list[ItemSpec]:
     return specs
 
 
-def _placeholder() -> dict[str, Any]:
-    return {"start": _PLACEHOLDER["start"], "end": _PLACEHOLDER["end"]}
-
-
 def _note() -> dict[str, Any]:
-    return {"eo_fusion:datetime_note": _PLACEHOLDER["note"]}
+    return {"eo_fusion:datetime_note": _PLACEHOLDER_NOTE}
 
 
 _BEN_S2 = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
@@ -253,7 +250,6 @@ def togo_specs() -> list[ItemSpec]:
                 s1_keys[idx] = f"s1:{name}"
             elif name.startswith("B"):
                 s2_keys[idx] = "s2:B" + (name[1:].zfill(2) if name[1:].isdigit() else name[1:])
-        common = {"start": start, "end": end}
         props = _site("togo", **{"eo_fusion:composite": "monthly (CropHarvest export)"})
         specs.append(
             ItemSpec(
@@ -271,7 +267,8 @@ def togo_specs() -> list[ItemSpec]:
                     ),
                 ),
                 properties={**props, "processing:level": "L1C"},
-                **common,
+                start=start,
+                end=end,
             )
         )
         specs.append(
@@ -289,7 +286,8 @@ def togo_specs() -> list[ItemSpec]:
                     ),
                 ),
                 properties={**props, "sar:polarizations": ["VV", "VH"]},
-                **common,
+                start=start,
+                end=end,
             )
         )
     dem_keys = tuple("elevation:dem" if d == "elevation" else None for d in descs)
@@ -302,7 +300,8 @@ def togo_specs() -> list[ItemSpec]:
                     "cropharvest", f, dem_keys, band_names=tuple(descs), units="m", scale=1.0
                 ),
             ),
-            **_placeholder(),
+            start=_PLACEHOLDER_START,
+            end=_PLACEHOLDER_END,
             properties=_site("togo", **_note(), **{"eo_fusion:source": "SRTM via CropHarvest"}),
         )
     )
@@ -323,14 +322,16 @@ def alexandria_specs() -> list[ItemSpec]:
                 bld,
             ),
             properties=props,
-            **_placeholder(),
+            start=_PLACEHOLDER_START,
+            end=_PLACEHOLDER_END,
         ),
         ItemSpec(
             id="alexandria-dtm",
             modality="dtm",
             assets=(AssetSpec("dtm", d / "dtm.tif", ("elevation:dtm",), units="m"),),
             properties=props,
-            **_placeholder(),
+            start=_PLACEHOLDER_START,
+            end=_PLACEHOLDER_END,
         ),
     ]
 
@@ -350,7 +351,8 @@ def autzen_specs() -> list[ItemSpec]:
             ),
             crs=wkt,
             properties=props,
-            **_placeholder(),
+            start=_PLACEHOLDER_START,
+            end=_PLACEHOLDER_END,
         ),
         ItemSpec(
             id="autzen-lidar",
@@ -358,7 +360,8 @@ def autzen_specs() -> list[ItemSpec]:
             assets=(AssetSpec("pointcloud", d / "autzen-thin-srs.las"),),
             crs=wkt,
             properties=props,
-            **_placeholder(),
+            start=_PLACEHOLDER_START,
+            end=_PLACEHOLDER_END,
         ),
     ]
 
@@ -430,7 +433,8 @@ def osm_specs() -> list[ItemSpec]:
             id="osm-kotka",
             modality="osm",
             assets=(AssetSpec("pbf", d / "pyrosm_test_kotka.osm.pbf"),),
-            **_placeholder(),
+            start=_PLACEHOLDER_START,
+            end=_PLACEHOLDER_END,
             properties=_site("kotka", **_note(), **{"license": "ODbL-1.0"}),
         ),
     ]

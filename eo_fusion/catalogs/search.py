@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pystac
 from shapely.geometry import box, shape
@@ -417,7 +417,13 @@ def _load_local_items(spec: CatalogSpec) -> list[pystac.Item]:
 def _signer(spec: CatalogSpec) -> Callable[[str], str] | None:
     if spec.signing != "planetary-computer":
         return None
-    import planetary_computer
+    import warnings
+
+    with warnings.catch_warnings():
+        # planetary-computer 1.0 still uses pydantic v1-style config: a DeprecationWarning on
+        # import that says nothing about our use.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import planetary_computer
 
     return planetary_computer.sign  # type: ignore[no-any-return]
 
@@ -579,10 +585,13 @@ def open_catalog(name_or_path: str | Path | None = None) -> Catalog:
         )
         return Catalog(spec)
     p = Path(text)
-    if p.is_dir() and (p / "catalog.json").is_file():
-        p = p / "catalog.json"
+    if p.is_dir():
+        for cand in (p / "catalog.json", p / "stac" / "catalog.json"):
+            if cand.is_file():
+                p = cand
+                break
     if p.is_file() and p.suffix in (".json", ".parquet"):
-        kind = "geoparquet" if p.suffix == ".parquet" else "static"
+        kind: Literal["geoparquet", "static"] = "geoparquet" if p.suffix == ".parquet" else "static"
         return Catalog(
             CatalogSpec(name=p.parent.name or "local", kind=kind, path=p.resolve(), local=True)
         )

@@ -92,7 +92,7 @@ def _export(
     out: Path,
 ) -> list[Path]:
     """Write collections + one FeatureCollection with hrefs on the file server; return paths."""
-    written = []
+    written: list[Path] = []
     for c in colls:
         d = c.to_dict(include_self_link=False, transform_hrefs=False)
         d["links"] = []

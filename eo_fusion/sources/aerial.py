@@ -11,6 +11,9 @@ keeps each date.
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
 import numpy as np
 from odc.geo.geobox import GeoBox
 
@@ -42,7 +45,9 @@ def load_aerial(
     def spec_for(asset):
         return ReadSpec(kind="aerial")
 
-    slices, times, ids = [], [], []
+    slices: list[np.ndarray] = []
+    times: list[datetime] = []
+    ids: list[str] = []
     for group in group_same_day(items):
         data = np.full((len(keys), *gbox.shape.yx), np.nan, dtype=np.float32)
         for it in group:
@@ -50,7 +55,7 @@ def load_aerial(
         slices.append(data)
         times.append(min(i.datetime for i in group))
         ids.extend(i.id for i in group)
-    attrs = {"dates": [t.isoformat() for t in times], "mode": mspec.mode}
+    attrs: dict[str, Any] = {"dates": [t.isoformat() for t in times], "mode": mspec.mode}
     units = ["brightness"] * len(keys)
     if mspec.mode == "composite":
         data = slices[-1].copy()

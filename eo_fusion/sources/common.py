@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -108,17 +107,32 @@ def fill_missing(dst: np.ndarray, src: np.ndarray) -> None:
 
 
 def nanmedian(a: np.ndarray, axis: int) -> np.ndarray:
-    """``np.nanmedian`` without the all-NaN warning (all-NaN slices give NaN, as documented)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmedian(a, axis=axis).astype(np.float32)
+    """``np.nanmedian`` that returns NaN for all-NaN slices without warning.
+
+    (No ``warnings.catch_warnings``: it is not thread-safe, and this runs in dask threads.)
+    """
+    a = np.asarray(a, dtype=np.float32)
+    empty = np.all(np.isnan(a), axis=axis)
+    if empty.any():
+        a = a.copy()
+        first = [slice(None)] * a.ndim
+        first[axis] = 0  # type: ignore[call-overload]
+        view = a[tuple(first)]
+        view[empty] = 0.0
+    out = np.nanmedian(a, axis=axis).astype(np.float32)
+    out[empty] = np.nan
+    return out
 
 
 def nanmean(a: np.ndarray, axis: int) -> np.ndarray:
-    """``np.nanmean`` without the empty-slice warning."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmean(a, axis=axis).astype(np.float32)
+    """``np.nanmean`` that returns NaN for all-NaN slices without warning."""
+    a = np.asarray(a, dtype=np.float32)
+    count = np.sum(np.isfinite(a), axis=axis)
+    total = np.nansum(a, axis=axis, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = (total / count).astype(np.float32)
+    out[count == 0] = np.nan
+    return out
 
 
 def period_start(t: datetime, period: str) -> datetime:

@@ -29,6 +29,7 @@ from eo_fusion.catalogs.items import NormalizedItem
 from eo_fusion.config import ModalitySpec
 from eo_fusion.errors import BandError, GridError
 from eo_fusion.gdal import GDALOptions
+from eo_fusion.grid import grid_crs
 from eo_fusion.sources.common import ModalityResult, band_order, fill_missing, read_item_bands
 from eo_fusion.sources.lidar import grid_points_max, read_points
 from eo_fusion.sources.reader import ReadSpec
@@ -41,12 +42,13 @@ _POINT_EXT = (".las", ".laz")
 
 def slope_aspect(z: np.ndarray, gbox: GeoBox) -> tuple[np.ndarray, np.ndarray]:
     """Slope and aspect in degrees from a surface ``z`` (metres) on a projected north-up grid."""
-    if gbox.crs.geographic:
+    crs = grid_crs(gbox)
+    if crs.geographic:
         raise GridError(
             f"slope/aspect need a projected grid in metres, got {gbox.crs}",
             fix="use a UTM (crs: auto) or other metric grid",
         )
-    axes = gbox.crs.proj.axis_info
+    axes = crs.proj.axis_info
     to_m = axes[0].unit_conversion_factor if axes else 1.0  # feet grids → metres
     res_x = abs(gbox.transform.a) * to_m
     res_y = abs(gbox.transform.e) * to_m
@@ -93,7 +95,7 @@ def _point_cloud_crs(item: NormalizedItem, opts: dict[str, Any]) -> str | None:
 
 def _read_layers(items, gbox, gdal, opts) -> tuple[dict[str, np.ndarray], list[str]]:
     layers: dict[str, np.ndarray] = {}
-    ids = []
+    ids: list[str] = []
 
     def spec_for(asset):
         return ReadSpec(kind="elevation")

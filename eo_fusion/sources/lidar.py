@@ -19,6 +19,7 @@ from odc.geo.geobox import GeoBox
 from pyproj import Transformer
 
 from eo_fusion.errors import ReadError
+from eo_fusion.grid import grid_crs
 
 __all__ = ["PointCloud", "grid_points_max", "rasterise_points", "read_points"]
 
@@ -82,7 +83,7 @@ def _cells(pc: PointCloud, gbox: GeoBox) -> tuple[np.ndarray, np.ndarray, np.nda
 
 def grid_points_max(pc: PointCloud, gbox: GeoBox) -> np.ndarray:
     """DSM: highest ``z`` per grid cell (metres), NaN where no point falls."""
-    pc = pc.to_crs(gbox.crs)
+    pc = pc.to_crs(grid_crs(gbox))
     row, col, inside = _cells(pc, gbox)
     out = np.full(gbox.shape.yx, -np.inf, dtype=np.float64)
     np.maximum.at(out, (row[inside], col[inside]), pc.z[inside])
@@ -92,7 +93,7 @@ def grid_points_max(pc: PointCloud, gbox: GeoBox) -> np.ndarray:
 
 def rasterise_points(pc: PointCloud, gbox: GeoBox) -> tuple[np.ndarray, np.ndarray]:
     """(DSM, RGB of the highest point) per cell: ``(y, x)`` metres and ``(3, y, x)`` 0-1."""
-    pc = pc.to_crs(gbox.crs)
+    pc = pc.to_crs(grid_crs(gbox))
     row, col, inside = _cells(pc, gbox)
     h, w = gbox.shape.yx
     flat = row[inside] * w + col[inside]

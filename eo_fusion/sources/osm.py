@@ -34,7 +34,7 @@ from eo_fusion.catalogs.items import NormalizedItem
 from eo_fusion.config import ModalitySpec
 from eo_fusion.errors import BandError, ReadError
 from eo_fusion.gdal import GDALOptions
-from eo_fusion.grid import refine
+from eo_fusion.grid import grid_crs, refine
 from eo_fusion.sources.common import ModalityResult
 
 __all__ = ["MAJOR_ROADS", "MINOR_ROADS", "load_osm", "osm_features", "rasterise_features"]
@@ -132,7 +132,7 @@ def rasterise_features(
 ) -> np.ndarray:
     """Cover fraction per key (see module table) → ``(band, y, x)`` float32 in [0, 1]."""
     widths = {"roads_major": 12.0, "roads_minor": 6.0, "waterway": 5.0, **(widths or {})}
-    local = features.to_crs(gbox.crs.to_wkt()) if len(features) else features
+    local = features.to_crs(grid_crs(gbox).to_wkt()) if len(features) else features
     out = np.zeros((len(keys), *gbox.shape.yx), dtype=np.float32)
     for i, key in enumerate(keys):
         layer = key.split(":", 1)[1]
@@ -169,7 +169,8 @@ def load_osm(
     """Rasterise OSM features of the items' extracts onto ``gbox`` (see module doc)."""
     del gdal  # PBF extracts are read locally by pyrosm, not through GDAL
     opts = dict(mspec.options)
-    bbox = tuple(gbox.geographic_extent.boundingbox)
+    minx, miny, maxx, maxy = gbox.geographic_extent.boundingbox
+    bbox = (minx, miny, maxx, maxy)
     feats = pd.concat([osm_features(_pbf_of(i), bbox) for i in items], ignore_index=True)
     feats = gpd.GeoDataFrame(feats, geometry="geometry", crs="EPSG:4326")
     if mspec.bands:

@@ -8,9 +8,12 @@ Slovenia ``NDVI_68dates.tif``) are normalised by the catalog into one item per d
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import numpy as np
 from odc.geo.geobox import GeoBox
 
+from eo_fusion.bands import BandSpec
 from eo_fusion.catalogs.items import NormalizedItem
 from eo_fusion.config import ModalitySpec
 from eo_fusion.errors import BandError
@@ -34,7 +37,7 @@ def load_raster(
     keys = list(mspec.bands) if mspec.bands else band_order(k for i in items for k in i.bands)
     if not keys:
         raise BandError("raster modality has no bands to read", fix="list bands in the job")
-    specs = {}
+    specs: dict[str, BandSpec] = {}
     for it in items:
         for k, a in it.bands.items():
             specs.setdefault(k, a.spec)
@@ -42,7 +45,9 @@ def load_raster(
     def spec_for(asset):
         return ReadSpec(kind=asset.spec.kind)
 
-    slices, times, ids = [], [], []
+    slices: list[np.ndarray] = []
+    times: list[datetime] = []
+    ids: list[str] = []
     for group in group_same_day(sorted(items, key=lambda i: (i.datetime, i.id))):
         data = np.full((len(keys), *gbox.shape.yx), np.nan, dtype=np.float32)
         for it in group:

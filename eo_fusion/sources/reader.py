@@ -40,6 +40,7 @@ from eo_fusion.coreg.resampling import (
 )
 from eo_fusion.errors import ReadError
 from eo_fusion.gdal import GDALOptions
+from eo_fusion.grid import grid_crs
 
 __all__ = ["ReadSpec", "gdal_path", "read_assets", "source_geobox"]
 
@@ -149,11 +150,8 @@ def read_assets(
         out = np.empty((len(assets), *gbox.shape.yx), dtype=np.float32)
     out.fill(np.nan)
     try:
-        with gdal.env(), warnings.catch_warnings():
-            # A JPEG/PNG georeferenced only by the asset (world file, STAC proj:transform) makes
-            # rasterio warn "not georeferenced"; source_geobox then uses the asset's transform.
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            ds = rasterio.open(path)
+        with gdal.env(), _sidecar_env(path):
+            ds = _open(path)
         with gdal.env(), ds:
             src_gbox = source_geobox(ds, asset0)
             rr = _roi(src_gbox, gbox)
@@ -175,9 +173,8 @@ def read_assets(
                 data, src_read_gbox = _read_window(ds, indexes, src_gbox, rr.roi_src)
                 file_nodata = ds.nodata
             else:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                    ods = rasterio.open(path, overview_level=ovr)
+                with _sidecar_env(path):
+                    ods = _open(path, overview_level=ovr)
                 with ods:
                     # Overview pixels tile the full image exactly: derive their grid from the
                     # full-resolution one (JPEG/world-file overviews carry no transform).
@@ -209,6 +206,29 @@ def read_assets(
     if is_categorical(spec.kind):
         np.round(out, out=out)  # NaN stays NaN
     return out
+
+
+_GEOTIFF = (".tif", ".tiff")
+
+
+def _sidecar_env(path: str) -> rasterio.Env:
+    """Let GDAL list the folder of a *local* non-GeoTIFF file, so it finds a world file
+    (``.wld``/``.jgw``) next to it; remote files keep directory listing off (see GDALOptions)."""
+    local = not path.startswith("/vsi")
+    if local and not path.lower().endswith(_GEOTIFF):
+        return rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="FALSE")
+    return rasterio.Env()
+
+
+def _open(path: str, **kwargs) -> rasterio.DatasetReader:
+    if path.lower().endswith(_GEOTIFF):
+        return rasterio.open(path, **kwargs)
+    # A JPEG/PNG georeferenced only by its asset (remote world file, STAC proj:transform) makes
+    # rasterio warn "not georeferenced"; source_geobox then takes the asset's transform. Only
+    # these rare formats pay for catch_warnings (not thread-safe in Python < 3.14).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        return rasterio.open(path, **kwargs)
 
 
 def _roi(src_gbox: GeoBox, gbox: GeoBox):
@@ -322,9 +342,9 @@ def _warp(
         src,
         dst,
         src_transform=src_gbox.transform,
-        src_crs=src_gbox.crs.to_wkt(),
+        src_crs=grid_crs(src_gbox).to_wkt(),
         dst_transform=dst_gbox.transform,
-        dst_crs=dst_gbox.crs.to_wkt(),
+        dst_crs=grid_crs(dst_gbox).to_wkt(),
         src_nodata=np.nan,
         dst_nodata=np.nan,
         resampling=rule,

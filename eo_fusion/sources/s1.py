@@ -13,6 +13,7 @@ in the attributes ``orbit_state`` and ``dates``.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -87,7 +88,10 @@ def load_s1(
     def spec_for(asset):
         return ReadSpec(kind="sar", sar_db_input=asset.spec.units == "dB", sar_db_output=False)
 
-    series, times, ids, orbits = [], [], [], []
+    series: list[np.ndarray] = []
+    times: list[datetime] = []
+    ids: list[str] = []
+    orbits: list[str] = []
     for group in group_same_day(items):
         data = np.full((len(keys), *gbox.shape.yx), np.nan, dtype=np.float32)
         for it in group:

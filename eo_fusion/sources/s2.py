@@ -102,9 +102,9 @@ def _observation(
     def spec_for(asset):
         return ReadSpec(kind=asset.spec.kind)
 
-    data = None
+    data: np.ndarray | None = None
     clear = np.zeros(gbox.shape.yx, dtype=bool)
-    methods = set()
+    methods: set[str] = set()
     for it in group:
         arr = read_item_bands(it, keys, gbox, spec_for, gdal)
         method, ok = _item_clear(it, keys, arr, gbox, opts, gdal, spec_for)
@@ -115,6 +115,7 @@ def _observation(
         else:
             fill_missing(data, arr)
         clear |= ok
+    assert data is not None  # a day group always holds at least one item
     clear &= np.all(np.isfinite(data), axis=0)
     return data, clear, "+".join(sorted(methods))
 
@@ -145,7 +146,11 @@ def load_s2(
     """Read Sentinel-2 items onto ``gbox`` as a composite or time series (see module doc)."""
     keys = _requested_bands(items, mspec)
     opts = dict(mspec.options)
-    data_t, clear_t, times, ids, methods = [], [], [], [], []
+    data_t: list[np.ndarray] = []
+    clear_t: list[np.ndarray] = []
+    times: list[datetime] = []
+    ids: list[str] = []
+    methods: list[str] = []
     for group in group_same_day(items):
         data, clear, method = _observation(group, keys, gbox, opts, gdal)
         data_t.append(data)

@@ -1,0 +1,4 @@
+"""Helpers that tests (and users' own tests) import: real local servers and fixtures.
+
+* :mod:`eo_fusion.testing.servers` — a byte-range HTTP file server for GDAL ``/vsicurl/`` reads.
+"""

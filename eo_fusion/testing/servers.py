@@ -203,8 +203,8 @@ def _make_handler(
             self.send_response(status)
             self.send_header("Content-Type", "text/plain")
             self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
             self._record(status.value, 0 if self.command == "HEAD" else len(body))
+            self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(body)
 
@@ -230,8 +230,8 @@ def _make_handler(
                     self.send_response(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE)
                     self.send_header("Content-Range", f"bytes */{size}")
                     self.send_header("Content-Length", "0")
-                    self.end_headers()
                     self._record(416, 0)
+                    self.end_headers()
                     return
                 start, end = rng
                 status = HTTPStatus.PARTIAL_CONTENT
@@ -244,10 +244,10 @@ def _make_handler(
             self.send_header("Last-Modified", email.utils.formatdate(stat.st_mtime, usegmt=True))
             if status == HTTPStatus.PARTIAL_CONTENT:
                 self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
-            self.end_headers()
-            # Record before the body: once the client has its bytes, the log already has them
-            # (a client hanging up early is still counted as served).
+            # Record before the response is complete: once a client has its bytes, the log
+            # already has them (a client hanging up early is still counted as served).
             self._record(status.value, length if send_body else 0)
+            self.end_headers()
             if send_body and length:
                 with path.open("rb") as fh:
                     fh.seek(start)
@@ -329,7 +329,9 @@ def serve_directory(
         return
     # A separate interpreter (not fork/spawn of this one: no re-import of the caller's script).
     cmd = [sys.executable, "-m", "eo_fusion.testing.servers", str(root_path), host]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    # stdin stays open for the server's lifetime: the server exits when it closes, so it never
+    # outlives this process (even if it is killed).
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.PIPE)
     assert proc.stdout is not None
     try:
         first = proc.stdout.readline().split()
@@ -352,6 +354,8 @@ def serve_directory(
                 log._drain()
                 log._stream = None
         proc.stdout.close()
+        if proc.stdin:
+            proc.stdin.close()
 
 
 def _main(argv: list[str]) -> None:
@@ -370,6 +374,12 @@ def _main(argv: list[str]) -> None:
     out.write(f"port {server.server_address[1]}\n".encode())
     out.flush()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+
+    def _exit_with_parent() -> None:
+        sys.stdin.buffer.read()  # returns at EOF: the parent closed the pipe or died
+        os._exit(0)
+
+    threading.Thread(target=_exit_with_parent, daemon=True).start()
     try:
         server.serve_forever()
     finally:

@@ -305,7 +305,10 @@ Pretraining used {n_scenes} scenes ({scenes}), each on its own native grid, neve
 
 ![pretraining loss](model_pretrain_loss.png)
 
-Masked reconstructions (pretrained MAE; 75 % of the 4 × 4 px patches hidden):
+Masked reconstructions (pretrained MAE; 75 % of the 4 × 4 px patches hidden). The norm-pix loss
+predicts each patch's pattern relative to its own mean and spread, so masked patches are drawn
+with the predicted pattern rescaled by the true patch mean and spread (as norm-pix MAE
+visualisations do): their average colour comes from the data, their texture from the model.
 
 ![reconstructions](model_reconstructions.png)
 

@@ -74,8 +74,11 @@ def scene_from_stack(ds: xr.Dataset, name: str, *, labels: str | None = None) ->
             f"scene '{name}': the stack has no label variable '{labels}'",
             fix="add the label modality to the scene's modalities",
         )
-    src = ds.attrs.get("source_items", [])
-    return Scene(name, arrays, keys, times, lab, list(src) if not isinstance(src, str) else [src])
+    sources: list[str] = []
+    for var in [ds.attrs, *(ds[v].attrs for v in ds.data_vars)]:
+        src = var.get("source_items", [])
+        sources += [src] if isinstance(src, str) else [str(x) for x in src]
+    return Scene(name, arrays, keys, times, lab, sorted(set(sources)))
 
 
 def band_stats(scenes: Iterable[Scene]) -> tuple[dict[str, dict[str, list[float]]], dict]:

@@ -1,23 +1,18 @@
 """Training stacks from a catalog or from saved Zarr stacks (the I/O edge of training).
 
 Scenes are built with the project's own stack stage (:func:`eo_fusion.stack.build_stack`) on the
-scene's grid; items come from the catalog's search when the catalog layer offers it, or, for a
-static STAC catalog on disk (the embedded sample), from walking its items.
+scene's grid, from the items the catalog's search returns for each modality over the scene.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
 import xarray as xr
 from odc.geo.geobox import GeoBox
 from rich.progress import Progress
 
-from eo_fusion.config import PROJECT_ROOT
-from eo_fusion.errors import CatalogError
 from eo_fusion.models.config import DataSpec, SceneSpec
 from eo_fusion.train.data import Scene, scene_from_stack
 
@@ -31,61 +26,29 @@ def scene_grid(spec: SceneSpec) -> GeoBox:
     return GeoBox.from_bbox(spec.bbox, spec.crs, resolution=spec.resolution)
 
 
-def _static_items(catalog: str) -> list:
-    """Every item of a static STAC catalog (``sample`` = the embedded one), normalised."""
-    import pystac
-
-    from eo_fusion.catalogs.normalize import normalize_item
-
-    path = Path(catalog)
-    if catalog == "sample":
-        path = PROJECT_ROOT / "catalogs" / "sample" / "stac" / "catalog.json"
-    if path.is_dir():
-        path = path / "catalog.json"
-    if not path.is_file():
-        raise CatalogError(
-            f"catalog '{catalog}' is neither a catalog name with search nor a static catalog",
-            fix="pass 'sample' or the path of a catalog.json",
-        )
-    cat = pystac.Catalog.from_file(str(path))
-    return [normalize_item(it, modality=it.collection_id) for it in cat.get_items(recursive=True)]
-
-
-def _in_time(item, spec: SceneSpec) -> bool:
+def find_items(catalog, spec: SceneSpec, gbox: GeoBox) -> dict[str, list]:
+    """Normalised items per modality of the scene that intersect its grid and time window."""
+    bbox = tuple(gbox.geographic_extent.boundingbox)
     t = spec.time
-    when = item.datetime if item.datetime.tzinfo else item.datetime.replace(tzinfo=UTC)
-    if t.start and when < datetime.fromisoformat(t.start).replace(tzinfo=UTC):
-        return False
-    return not (t.end and when > datetime.fromisoformat(t.end).replace(tzinfo=UTC))
-
-
-def find_items(items: Sequence, spec: SceneSpec, gbox: GeoBox) -> dict[str, list]:
-    """Items per modality of the scene that intersect its grid (and its time window)."""
-    from shapely.geometry import box, shape
-
-    area = box(*gbox.geographic_extent.boundingbox)
-    out: dict[str, list] = {}
-    for name in spec.modalities:
-        hits = [
-            it
-            for it in items
-            if it.modality == name and shape(it.geometry).intersects(area) and _in_time(it, spec)
-        ]
-        out[name] = hits
-    return out
+    when = f"{t.start or '..'}/{t.end or '..'}" if (t.start or t.end) else None
+    return {
+        name: list(catalog.search(name, bbox=bbox, datetime=when).normalized)
+        for name in spec.modalities
+    }
 
 
 def load_scenes(data: DataSpec, *, progress: bool = True) -> list[Scene]:
     """Build (or read) every training scene of ``data``."""
+    from eo_fusion.catalogs import open_catalog
     from eo_fusion.stack import build_stack
 
     scenes = []
-    items = _static_items(data.catalog) if data.scenes else []
+    catalog = open_catalog(data.catalog) if data.scenes else None
     with Progress(disable=not progress) as bar:
         job = bar.add_task("building training stacks", total=len(data.scenes) + len(data.zarr))
         for spec in data.scenes:
             gbox = scene_grid(spec)
-            found = find_items(items, spec, gbox)
+            found = find_items(catalog, spec, gbox)
             empty = [m for m, v in found.items() if not v]
             if empty:
                 log.warning("scene %s: no items for %s", spec.name, ", ".join(empty))

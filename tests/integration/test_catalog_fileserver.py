@@ -5,6 +5,7 @@ from __future__ import annotations
 import urllib.request
 
 import numpy as np
+import pytest
 import rasterio
 from rasterio.windows import Window
 
@@ -30,10 +31,11 @@ def test_gdal_window_read_over_http_fetches_only_a_fraction(sample_dir):
     assert 0 < sent < 0.5 * size, f"window read fetched {sent} of {size} bytes"
 
 
-def test_range_head_and_errors(sample_dir):
+@pytest.mark.parametrize("in_process", [False, True], ids=["child-process", "in-process"])
+def test_range_head_and_errors(sample_dir, in_process):
     local = sample_dir / NAIP
     data = local.read_bytes()
-    with serve_directory(sample_dir) as srv:
+    with serve_directory(sample_dir, in_process=in_process) as srv:
         url = srv.url_for(NAIP)
         req = urllib.request.Request(url, headers={"Range": "bytes=10-19"})
         with urllib.request.urlopen(req, timeout=5) as resp:

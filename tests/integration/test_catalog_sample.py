@@ -39,8 +39,8 @@ def test_sample_catalog_is_up_to_date(sample_dir, tmp_path):
         for it in pystac.Catalog.from_file(str(root / "catalog.json")).get_items(recursive=True):
             d = it.to_dict(include_self_link=False)
             d.pop("links")
-            for a in d["assets"].values():
-                a["href"] = str(Path(a["href"]).resolve())
+            for key, a in it.assets.items():
+                d["assets"][key]["href"] = str(Path(a.get_absolute_href() or "").resolve())
             out[it.id] = d
         return out
 

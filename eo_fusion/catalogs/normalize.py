@@ -18,6 +18,7 @@ The Sentinel-2 processing-baseline 04.00 radiometric offset (DN shifted by +1000
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
@@ -329,11 +330,11 @@ def normalize_item(
     other: dict[str, str] = {}
     notes: set[str] = set()  # why each S2 offset was chosen (logged once per item)
     # Prefer COGs over JP2 duplicates of the same band (Earth Search ships both: red, red-jp2).
-    ordered = sorted(
-        item.assets.items(),
-        key=lambda kv: "jp2" in (kv[1].media_type or "") or kv[0].endswith("-jp2"),
-    )
-    for key, asset in ordered:
+    # Several assets can carry the same band (Earth Search: red + red-jp2; CDSE: B04_10m,
+    # B04_20m, B04_60m). Keep one per key: COG over JP2, then the native resolution.
+    candidates: dict[str, list[tuple[tuple[bool, float, int], BandAsset]]] = {}
+    used: set[str] = set()
+    for order, (key, asset) in enumerate(item.assets.items()):
         href = asset.get_absolute_href() or asset.href
         if not _is_data_asset(key, asset):
             other[key] = href
@@ -342,11 +343,16 @@ def normalize_item(
         if not placed:
             unplaced.append(key)
             continue
-        new = [b for b in placed if b.key not in bands]
-        if not new:
-            other[key] = href  # duplicate encoding of bands already placed (JP2 copies)
-        for b in new:
-            bands[b.key] = b
+        for b in placed:
+            candidates.setdefault(b.key, []).append((_preference(key, asset, b, order), b))
+    for reg_key, cands in candidates.items():
+        best = min(cands, key=lambda c: c[0])[1]
+        bands[reg_key] = best
+        used.add(best.asset_key)
+    for cands in candidates.values():
+        for _, b in cands:
+            if b.asset_key not in used:
+                other.setdefault(b.asset_key, item.assets[b.asset_key].get_absolute_href() or "")
     bbox = tuple(float(v) for v in (item.bbox or ()))
     if len(bbox) != 4:
         raise CatalogError(f"item {item.id} has no 2D bbox", fix="add a bbox to the item")
@@ -425,6 +431,16 @@ def _place_asset(
 
 def _is_jp2(key: str, asset: pystac.Asset) -> bool:
     return "jp2" in (asset.media_type or "") or key.lower().endswith("-jp2")
+
+
+def _preference(
+    key: str, asset: pystac.Asset, band: BandAsset, order: int
+) -> tuple[bool, float, int]:
+    """Sort key among assets carrying the same band: COG first, native resolution, item order."""
+    native = REGISTRY[band.key].resolution_m
+    res = band.spec.resolution_m
+    off = abs(math.log(res / native)) if native and res else 0.0
+    return _is_jp2(key, asset), off, order
 
 
 def _bbox_polygon(b: tuple[float, ...]) -> dict[str, Any]:

@@ -256,7 +256,9 @@ class SearchResult:
 
         aoi = self.query.aoi
         rows = []
-        for item, n in zip(self.items, self.normalized, strict=True):
+        for item in self.items:
+            # Unsigned: a summary table needs no signed URLs (no token requests).
+            n = normalize_item(item, modality=self.query.modality)
             rows.append(
                 {
                     "id": item.id,

@@ -163,7 +163,7 @@ def map_command(
 def _print_summary(summary) -> None:  # type: ignore[no-untyped-def]
     table = Table(title=f"run {summary.run_id}", show_header=True)
     table.add_column("item")
-    table.add_column("value")
+    table.add_column("value", overflow="fold")
     table.add_row("tiles", f"{summary.tiles_done}/{summary.tiles_total} done")
     table.add_row("reused", str(summary.tiles_reused))
     table.add_row("failed", str(summary.tiles_failed))

@@ -105,6 +105,11 @@ class PretrainSpec(StrictModel):
         description="share of steps using cross-sensor token mixup (when a pair exists)",
     )
     mix_ratio: float = Field(0.5, ge=0, le=1, description="share of positions swapped in mixup")
+    target_norm: Literal["patch", "band"] = Field(
+        "patch",
+        description="reconstruction targets: per-patch normalised pixels (MAE norm-pix) or "
+        "per-band standardised pixels",
+    )
     band_dropout: float = Field(
         0.3, ge=0, le=1, description="probability of keeping only a random subset of bands"
     )

@@ -5,8 +5,10 @@
   encoded tokens plus a shared mask token at the masked positions.
 * One reconstruction head per spectral range predicts a band's ``p × p`` patch; bands that share
   a range (S2 B04 and aerial red) are told apart by a fixed wavelength code added before the head.
-* Loss: mean squared error on masked patches against per-patch normalised pixels ("norm-pix"),
-  ignoring no-data pixels.
+* Loss: mean squared error on masked patches against normalised pixels, ignoring no-data pixels:
+  either per-patch normalised (MAE's "norm-pix", for 16-px patches) or per-band standardised
+  (``target_norm="band"``, used for the 4-px patches of the bundled model, where per-patch
+  normalisation leaves mostly sensor noise to predict: the loss stayed at 1.0 in our runs).
 * Cross-sensor token mixup: given two co-located images of different sensors (S2 and S1 of the
   same BigEarthNet patch, L1C and L2A, S2 and aerial), a random half of the patch positions take
   their token from the second image *before* masking; the targets are the bands of both images, so
@@ -89,6 +91,7 @@ class MAE(nn.Module):
         pair: tuple[torch.Tensor, Sequence[str]] | None = None,
         mask_ratio: float = 0.75,
         mix_ratio: float = 0.5,
+        target_norm: str = "patch",
         generator: torch.Generator | None = None,
     ) -> MAEOutput:
         """``x``: ``(B, C, H, W)`` normalised values, NaN where no data; ``pair``: a co-located
@@ -122,7 +125,7 @@ class MAE(nn.Module):
         dec = self._decode(latent, restore, enc.grid(h, w))
         target = torch.cat(targets, dim=1)
         pred = self._heads(dec, target_keys)  # (B, T, N, p*p)
-        loss = norm_pix_loss(pred, patchify(target, p), mask)
+        loss = norm_pix_loss(pred, patchify(target, p), mask, per_patch=target_norm == "patch")
         return MAEOutput(loss, unpatchify(pred, p, h, w), target_keys, mask, mixed)
 
     def _decode(self, latent: torch.Tensor, restore: torch.Tensor, grid: tuple[int, int]):
@@ -147,16 +150,21 @@ class MAE(nn.Module):
         return torch.stack(out, dim=1)  # type: ignore[arg-type]
 
 
-def norm_pix_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """MSE on masked patches against per-patch normalised targets, skipping NaN pixels.
+def norm_pix_loss(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, *, per_patch: bool = True
+) -> torch.Tensor:
+    """MSE on masked patches against normalised targets, skipping NaN pixels.
 
     ``pred``/``target``: ``(B, C, N, P)``; ``mask``: ``(B, N)`` (1 = masked, scored).
+    ``per_patch``: normalise each patch by its own mean and spread (MAE's norm-pix); otherwise
+    the targets are the band-standardised pixels themselves (inputs are standardised per band).
     """
     valid = torch.isfinite(target)
     t = torch.nan_to_num(target)
-    cnt = valid.sum(-1, keepdim=True).clamp(min=1)
-    mean = (t * valid).sum(-1, keepdim=True) / cnt
-    var = (((t - mean) * valid) ** 2).sum(-1, keepdim=True) / cnt
-    t = (t - mean) / (var + 1e-6).sqrt()
+    if per_patch:
+        cnt = valid.sum(-1, keepdim=True).clamp(min=1)
+        mean = (t * valid).sum(-1, keepdim=True) / cnt
+        var = (((t - mean) * valid) ** 2).sum(-1, keepdim=True) / cnt
+        t = (t - mean) / (var + 1e-6).sqrt()
     weight = mask[:, None, :, None] * valid
     return (((pred - t) ** 2) * weight).sum() / weight.sum().clamp(min=1)

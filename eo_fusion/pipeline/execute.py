@@ -107,6 +107,12 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, TRANSIENT_ERRORS)
 
 
+def _short(text: str, limit: int = 600) -> str:
+    # Some errors (e.g. torch state-dict mismatches) run to many kB; keep manifests readable.
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _limit_threads(n: int) -> None:
     # torch would otherwise use every core in each worker thread and oversubscribe the machine.
     import sys
@@ -163,8 +169,8 @@ def compute_tile(
             return TileOutcome(
                 tile_id=task.tile_id,
                 ok=False,
-                error=f"{type(e).__name__}: {e}",
-                traceback=traceback.format_exc(),
+                error=_short(f"{type(e).__name__}: {e}"),
+                traceback=traceback.format_exc(limit=-8),
                 attempts=attempts,
                 seconds=time.perf_counter() - start,
                 inputs=task.input_ids(),
@@ -176,8 +182,8 @@ def compute_tile(
 def dask_client(spec: DaskSpec, scheduler: str | None = None) -> Iterator[Any]:
     """A dask ``Client``: on ``scheduler`` (argument, else ``spec.scheduler``) or a LocalCluster.
 
-    The LocalCluster has no dashboard (batch jobs run unattended; a fixed port would clash
-    between concurrent jobs) and is closed when the block exits.
+    The LocalCluster listens on loopback only, its dashboard on a random port (a fixed port
+    would clash between concurrent jobs), and it is closed when the block exits.
 
     Raises:
         JobError: the scheduler cannot be reached (names the address).
@@ -208,7 +214,8 @@ def dask_client(spec: DaskSpec, scheduler: str | None = None) -> Iterator[Any]:
         # also spares dask a probe of an outside address to find the host's IP).
         host="127.0.0.1",
         protocol="tcp://",  # also for thread workers: inproc would probe the outside IP
-        dashboard_address=None,
+        # "None" would still try port 8787 first (and leak a socket when it is taken).
+        dashboard_address="127.0.0.1:0",
         silence_logs=logging.ERROR,
     )
     try:
@@ -289,7 +296,7 @@ def execute_tasks(
             outcome = TileOutcome(
                 tile_id=task.tile_id,
                 ok=False,
-                error=f"{type(e).__name__}: {e}",
+                error=_short(f"{type(e).__name__}: {e}"),
                 attempts=1,
                 inputs=task.input_ids(),
             )

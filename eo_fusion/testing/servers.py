@@ -373,7 +373,7 @@ def _main(argv: list[str]) -> None:
     server = _QuietServer((host, 0), _make_handler(Path(root), sink))
     out.write(f"port {server.server_address[1]}\n".encode())
     out.flush()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))  # records are flushed per request
 
     def _exit_with_parent() -> None:
         sys.stdin.buffer.read()  # returns at EOF: the parent closed the pipe or died

@@ -70,6 +70,7 @@ def reconstruction_figure(model: ck.LoadedModel, scenes: list[Scene], path: Path
         win = crop(arr, max(0, (h - size) // 2), max(0, (w - size) // 2), size)
         x = torch.from_numpy(win[None])
         keys = sc.keys[mod]
+        per_patch = model.card["training"]["pretrain"]["spec"].get("target_norm") == "patch"
         with torch.inference_mode():
             out = model.mae(x, keys, generator=gen)
         idx = [keys.index(k) for k in rgb]
@@ -77,10 +78,12 @@ def reconstruction_figure(model: ck.LoadedModel, scenes: list[Scene], path: Path
         # Undo the per-patch normalisation of the targets to show predictions in input units.
         from eo_fusion.models.mae import patchify, unpatchify
 
-        tp = patchify(tgt, p)
-        mean = torch.nanmean(tp, dim=-1, keepdim=True)
-        std = torch.sqrt(torch.nanmean((tp - mean) ** 2, dim=-1, keepdim=True) + 1e-6)
-        pred = unpatchify(patchify(out.pred[:, : len(keys)], p) * std + mean, p, size, size)
+        pred = out.pred[:, : len(keys)]
+        if per_patch:
+            tp = patchify(tgt, p)
+            mean = torch.nanmean(tp, dim=-1, keepdim=True)
+            std = torch.sqrt(torch.nanmean((tp - mean) ** 2, dim=-1, keepdim=True) + 1e-6)
+            pred = unpatchify(patchify(pred, p) * std + mean, p, size, size)
         m = out.mask.reshape(1, 1, size // p, size // p)
         m = m.repeat_interleave(p, 2).repeat_interleave(p, 3)[0, 0].numpy().astype(bool)
         orig = win[idx]
@@ -272,7 +275,9 @@ here, no code or weights from it) trained only on the embedded sample data.
   `base` (ViT-B, 768 × 12) and `large` (ViT-L, 1024 × 24).
 * **Pretraining** (`mae.py`, `eo-fusion pretrain`): MAE with a 0.75 mask ratio, a decoder
   (8 × 512 for base/large, 2 × 128 for nano), one reconstruction head per spectral range,
-  norm-pix loss on masked patches, cross-sensor token mixup (half of the patch positions taken
+  a normalised-pixel loss on masked patches (per patch as in MAE, or per band: the bundled model
+  uses per-band standardised targets because with 4 px patches per-patch normalisation left mostly
+  noise to predict and the loss stayed at 1.0), cross-sensor token mixup (half of the patch positions taken
   from a co-located image of another modality before masking; targets are the bands of both),
   band/modality dropout, resumable checkpoints (`<out>/last`), loss curve (`loss.csv`, `loss.png`).
 * **Heads** (`heads.py`, `eo-fusion finetune`): land cover = features of 4 encoder blocks into a
@@ -300,15 +305,13 @@ Trained ranges: {ranges}.
 * Crops (`task="crops"`), inputs: `{crop_inputs}` as a time series (`mode: timeseries`).
 
 Pretraining used {n_scenes} scenes ({scenes}), each on its own native grid, never mixed:
-{steps} steps; masked norm-pix loss fell from {first:.3f} (mean of the first 50 steps) to
+{steps} steps; the masked reconstruction loss fell from {first:.3f} (mean of the first 50 steps) to
 {last:.3f} (last 50). Whole build: {seconds:.0f} s on this 2-core CPU (`make model`).
 
 ![pretraining loss](model_pretrain_loss.png)
 
-Masked reconstructions (pretrained MAE; 75 % of the 4 × 4 px patches hidden). The norm-pix loss
-predicts each patch's pattern relative to its own mean and spread, so masked patches are drawn
-with the predicted pattern rescaled by the true patch mean and spread (as norm-pix MAE
-visualisations do): their average colour comes from the data, their texture from the model.
+Masked reconstructions (pretrained MAE; 75 % of the 4 × 4 px patches hidden; the masked patches
+in the right column are the model's prediction alone, from the visible quarter):
 
 ![reconstructions](model_reconstructions.png)
 

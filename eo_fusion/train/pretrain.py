@@ -212,7 +212,12 @@ def pretrain(
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, spec)
             res = model.mae(
-                x, keys, pair=pair, mask_ratio=spec.mask_ratio, mix_ratio=spec.mix_ratio
+                x,
+                keys,
+                pair=pair,
+                mask_ratio=spec.mask_ratio,
+                mix_ratio=spec.mix_ratio,
+                target_norm=spec.target_norm,
             )
             opt.zero_grad()
             res.loss.backward()
@@ -257,7 +262,7 @@ def write_curve(curve: Sequence[Sequence[Any]], out: Path) -> None:
     ax.plot(steps, loss, lw=0.5, alpha=0.4, label="per step")
     ax.plot(steps[k - 1 :], smooth, lw=2, label=f"running mean ({k} steps)")
     ax.set_xlabel("step")
-    ax.set_ylabel("masked norm-pix MSE")
+    ax.set_ylabel("masked reconstruction MSE (normalised)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / "loss.png", dpi=100)

@@ -32,7 +32,7 @@ def _stop(procs: list[subprocess.Popen]) -> None:
             p.terminate()
     for p in reversed(procs):
         try:
-            p.wait(timeout=20)
+            p.wait(timeout=5)
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait(timeout=10)
@@ -80,3 +80,20 @@ def dask_scheduler(tmp_path_factory) -> str:
         yield address
     finally:
         _stop(procs)
+
+
+@pytest.fixture(scope="session")
+def map_checkpoint() -> str | None:
+    """Checkpoint for the real-data map tests: the bundled model (``None``).
+
+    ``EO_FUSION_MAP_TEST_CHECKPOINT`` points them at another checkpoint folder (for developing
+    the pipeline while the bundled model is being retrained).
+    """
+    from eo_fusion.models.checkpoint import BUNDLED_DIR, CARD
+
+    override = os.environ.get("EO_FUSION_MAP_TEST_CHECKPOINT")
+    if override:
+        return override
+    if not (BUNDLED_DIR / CARD).is_file():
+        pytest.fail(f"the bundled model is missing ({BUNDLED_DIR / CARD}); run `make model`")
+    return None

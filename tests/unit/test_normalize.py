@@ -100,14 +100,19 @@ def test_offset_rule_cdse_style_declared_offset(repo_root):
     assets = {}
     for key, a in f["assets"].items():
         if key.startswith("B") and a.get("eo:bands"):
-            res = int(a["gsd"])
-            a = dict(a, **{"raster:bands": [{"scale": 0.0001, "offset": -0.1, "nodata": 0}]})
-            a.pop("eo:bands")
-            assets[f"{key}_{res}m"] = a
+            native = int(a["gsd"])
+            # CDSE also ships every band resampled to the coarser resolutions.
+            for res in (60, 20, 10):
+                if res >= native:
+                    b = dict(a, gsd=res, **{"raster:bands": [{"scale": 0.0001, "offset": -0.1}]})
+                    b.pop("eo:bands")
+                    assets[f"{key}_{res}m"] = b
     f["assets"] = assets
     n = normalize_item(f)
     assert {"s2:B04", "s2:B8A", "s2:B12"} <= set(n.bands)
-    assert n.bands["s2:B04"].asset_key == "B04_10m"
+    assert n.bands["s2:B04"].asset_key == "B04_10m"  # native resolution wins
+    assert n.bands["s2:B01"].asset_key == "B01_60m" and n.bands["s2:B05"].asset_key == "B05_20m"
+    assert "B04_60m" in n.other_assets and not n.unplaced_assets
     assert n.bands["s2:B04"].spec.offset == pytest.approx(-0.1)
     assert processing_baseline(pystac.Item.from_dict(f)) == pytest.approx(5.10)
 

@@ -46,6 +46,7 @@ def _extent(da: xr.DataArray) -> tuple[float, float, float, float] | None:
 
 def _label_axes(ax: Any, da: xr.DataArray, title: str | None) -> None:
     units = "m" if _extent(da) is not None else "pixels"
+    ax.ticklabel_format(useOffset=False, style="plain")  # full map coordinates, no "+5.08e6"
     ax.set_xlabel(f"x ({units})")
     ax.set_ylabel(f"y ({units})")
     if title:
@@ -168,14 +169,14 @@ def class_map(
 
     Args:
         da: ``(y, x)`` integer class values.
-        classes: dicts with ``value`` (int), ``name`` and ``color`` (``#rrggbb``), as in the
-            model card and in the product's STAC classification extension.
+        classes: dicts with ``value`` (or ``id``, as in model cards) (int), ``name`` and
+            ``color`` (``#rrggbb``), as in the model card and the product's STAC Item.
     """
     from matplotlib.colors import BoundaryNorm, ListedColormap
     from matplotlib.patches import Patch
 
-    values = sorted(int(c["value"]) for c in classes)
-    by_value = {int(c["value"]): c for c in classes}
+    by_value = {int(c.get("value", c.get("id", -1))): c for c in classes}
+    values = sorted(by_value)
     cmap = ListedColormap([by_value[v]["color"] for v in values])
     bounds = [*(v - 0.5 for v in values), values[-1] + 0.5]
     data = np.ma.masked_where(~np.isin(da.values, values), da.values)

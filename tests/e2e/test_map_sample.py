@@ -37,6 +37,7 @@ def _job_file(tmp_path: Path, src: Path, checkpoint: str | None, **grid) -> Path
     data["grid"].update(grid)
     if checkpoint:
         data["model"]["checkpoint"] = checkpoint
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / src.name
     path.write_text(yaml.safe_dump(data))
     return path

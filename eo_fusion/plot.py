@@ -46,7 +46,11 @@ def _extent(da: xr.DataArray) -> tuple[float, float, float, float] | None:
 
 def _label_axes(ax: Any, da: xr.DataArray, title: str | None) -> None:
     units = "m" if _extent(da) is not None else "pixels"
+    from matplotlib.ticker import MaxNLocator
+
     ax.ticklabel_format(useOffset=False, style="plain")  # full map coordinates, no "+5.08e6"
+    ax.xaxis.set_major_locator(MaxNLocator(4))  # 6-7 digit coordinates need room
+    ax.yaxis.set_major_locator(MaxNLocator(5))
     ax.set_xlabel(f"x ({units})")
     ax.set_ylabel(f"y ({units})")
     if title:

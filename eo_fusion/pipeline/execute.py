@@ -170,7 +170,7 @@ def compute_tile(
                 tile_id=task.tile_id,
                 ok=False,
                 error=_short(f"{type(e).__name__}: {e}"),
-                traceback=traceback.format_exc(limit=-8),
+                traceback=traceback.format_exc(),
                 attempts=attempts,
                 seconds=time.perf_counter() - start,
                 inputs=task.input_ids(),

@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -56,6 +57,14 @@ class ServedCatalog:
         cat = open_catalog(self.api_url)
         mods = {c: [c] for c in self.collections if c in MODALITIES}
         return Catalog(cat.spec.model_copy(update={"modalities": mods, "name": "served"}))
+
+
+def _die_with_parent() -> None:
+    """In the rustac child (Linux): get SIGTERM if the parent dies, so no server is orphaned."""
+    import ctypes
+
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _free_port() -> int:
@@ -161,7 +170,12 @@ def serve_catalog(path: str | Path, *, port: int | None = None) -> Iterator[Serv
         cmd += [str(h) for h in hrefs]
         if not colls:
             cmd.append("--create-collections")
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
         try:
             _wait_until_up(url + "/", proc, _STARTUP_TIMEOUT_S)
             yield ServedCatalog(

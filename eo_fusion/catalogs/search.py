@@ -276,6 +276,16 @@ class SearchResult:
                 "aoi_share", "geometry"]  # fmt: skip
         return gpd.GeoDataFrame(rows, columns=cols, geometry="geometry", crs="EPSG:4326")
 
+    def __repr__(self) -> str:
+        more = " (truncated by the page cap)" if self.truncated else ""
+        return f"<SearchResult {self.query.modality or 'all'}: {len(self)} item(s){more}>"
+
+    def _repr_html_(self) -> str:
+        """Jupyter shows the item table (without footprints) under a one-line header."""
+        table = self.to_geodataframe().drop(columns="geometry")
+        header = repr(self).strip("<>")
+        return f"<p><b>{header}</b></p>" + table.to_html(index=False, na_rep="–")
+
     def save(self, path: Path) -> Path:
         """Write the items as a FeatureCollection (``.json``) or stac-geoparquet (``.parquet``)."""
         path = Path(path)

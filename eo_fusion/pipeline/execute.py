@@ -113,15 +113,6 @@ def _short(text: str, limit: int = 600) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _limit_threads(n: int) -> None:
-    # torch would otherwise use every core in each worker thread and oversubscribe the machine.
-    import sys
-
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.get_num_threads() != n:
-        torch.set_num_threads(n)
-
-
 def compute_tile(
     task: TileTask,
     predictor: Predictor,
@@ -143,7 +134,6 @@ def compute_tile(
         An outcome; errors are reported in it rather than raised.
     """
     start = time.perf_counter()
-    _limit_threads(task.threads)
     attempts = 0
     while True:
         attempts += 1

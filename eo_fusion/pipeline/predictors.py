@@ -106,9 +106,14 @@ class ModelPredictor:
 
     def predict(self, task: TileTask) -> np.ndarray:
         """Build the padded tile's stack and return ``(class, y, x)`` probabilities on it."""
+        import torch  # returns only once fully imported (safe from several worker threads)
+
         from eo_fusion.models import predict
         from eo_fusion.stack import build_stack
 
+        # Without a cap every worker thread would use all cores and oversubscribe the machine.
+        if torch.get_num_threads() != task.threads:
+            torch.set_num_threads(task.threads)
         model = _model(self.folder, self.weights_sha256)
         stack = build_stack(task.padded, dict(task.items), dict(task.modalities), gdal=task.gdal)
         probs = predict(stack, model, task=self.task, batch_size=self.batch_size)

@@ -27,9 +27,11 @@ def _start(args: list[str], log: Path) -> subprocess.Popen:
 
 
 def _stop(procs: list[subprocess.Popen]) -> None:
+    # Workers hold no state worth a graceful shutdown (which takes seconds): kill them, then
+    # stop the scheduler.
     for p in reversed(procs):
         if p.poll() is None:
-            p.terminate()
+            p.kill() if p is not procs[0] else p.terminate()
     for p in reversed(procs):
         try:
             p.wait(timeout=5)

@@ -52,3 +52,10 @@ def test_unknown_modality_is_named(slovenia):
     ds = api.stack({"dem": found["dem"]}, grid)
     with pytest.raises(BandError, match="s1-grd"):
         api.modality_array(ds, "s1-grd")
+
+
+def test_search_result_prints_an_item_table(slovenia):
+    _, found = slovenia
+    assert repr(found["s2-l1c"]) == "<SearchResult s2-l1c: 5 item(s)>"
+    html = found["s2-l1c"]._repr_html_()
+    assert "slovenia-s2-l1c-20150711" in html and "<th>cloud_cover</th>" in html

@@ -6,8 +6,9 @@ Reports, for one tile size and a few window batch sizes:
 * achieved FLOP/s (model FLOPs counted with ``torch.utils.flop_counter`` on one batch, times the
   number of windows, over the measured time) as a share of this machine's fp32 matrix-multiply
   FLOP/s, measured in the same run with the same thread count (best of several 2048² matmuls);
-* peak memory per tile: resident-set growth of a fresh subprocess that loads the model and runs
-  one tile (ru_maxrss after minus before ``predict``).
+* peak memory per tile: in a fresh subprocess that loads the model, the resident-set high-water
+  mark during one ``predict`` call minus the resident set just before it (Linux ``VmHWM``, reset
+  through ``/proc/self/clear_refs``).
 
 Inputs are SYNTHETIC values drawn from the model card's normalisation statistics (mean ± std per
 band) on a UTM grid: throughput does not depend on the pixel values.
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -82,10 +82,22 @@ def child_memory(size: int, threads: int, batch: int) -> None:
     torch.set_num_threads(threads)
     model = load_model()
     stack = synthetic_stack(model.card, size)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Reset the kernel's high-water mark (VmHWM) so the peak below is the predict() call's own.
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = _status_kib("VmRSS")
     predict(stack, model, batch_size=batch)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"peak_growth_mib": (after - before) / 1024, "peak_mib": after / 1024}))
+    peak = _status_kib("VmHWM")
+    print(json.dumps({"peak_growth_mib": (peak - before) / 1024, "peak_mib": peak / 1024}))
+
+
+def _status_kib(field: str) -> int:
+    """A memory field of /proc/self/status, in KiB (Linux)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def main(argv: list[str] | None = None) -> int:

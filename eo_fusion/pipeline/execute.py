@@ -169,8 +169,12 @@ def compute_tile(
 
 
 @contextlib.contextmanager
-def dask_client(spec: DaskSpec, scheduler: str | None = None) -> Iterator[Any]:
+def dask_client(spec: DaskSpec, scheduler: Any = None) -> Iterator[Any]:
     """A dask ``Client``: on ``scheduler`` (argument, else ``spec.scheduler``) or a LocalCluster.
+
+    ``scheduler`` may be an address (``tcp://host:8786``), a connected ``distributed.Client``
+    (used as is and left open: e.g. one from Dask Gateway, which needs its own credentials) or a
+    cluster object with ``get_client()`` (dask-jobqueue, dask-kubernetes, Gateway clusters).
 
     The LocalCluster listens on loopback only, its dashboard on a random port (a fixed port
     would clash between concurrent jobs), and it is closed when the block exits.
@@ -180,6 +184,10 @@ def dask_client(spec: DaskSpec, scheduler: str | None = None) -> Iterator[Any]:
     """
     from distributed import Client, LocalCluster
 
+    if scheduler is not None and not isinstance(scheduler, str):
+        # The caller owns this client/cluster (and its security settings): do not close it.
+        yield scheduler.get_client() if hasattr(scheduler, "get_client") else scheduler
+        return
     address = scheduler or spec.scheduler
     if address:
         try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,11 @@ from rasterio.windows import Window
 
 from eo_fusion.errors import ProductError, TileError
 from eo_fusion.pipeline.plan import NODATA_CLASS, NODATA_PERCENT, TileTask
+
+# rasterio silences a transient NotGeoreferencedWarning while it creates a dataset, using
+# warnings.catch_warnings, which is not thread-safe (Python < 3.14): two worker threads creating
+# tile files at once can leak that warning (an error under -W error). One creation at a time.
+_CREATE_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -148,7 +154,7 @@ def write_tile(path: Path, arrays: TileArrays, core: GeoBox) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.tif", dir=path.parent)
     os.close(fd)
     try:
-        with rasterio.open(tmp, "w", **profile) as dst:
+        with _CREATE_LOCK, rasterio.open(tmp, "w", **profile) as dst:
             dst.write(np.stack(bands))
         os.replace(tmp, path)
     except BaseException:

@@ -62,6 +62,9 @@ from eo_fusion.pipeline.stac_products import (
 
 log = get_logger(__name__)
 
+#: Minimum seconds between manifest rewrites while tiles finish.
+MANIFEST_SAVE_S = 1.0
+
 
 class ProgressHook:
     """Receives progress events from :func:`run_job` (the CLI shows a rich bar with ETA)."""
@@ -73,7 +76,8 @@ class ProgressHook:
         """One tile finished (successfully or not)."""
 
     def phase(self, name: str) -> None:
-        """A new phase started (``search``, ``tiles``, ``products``, ``report``)."""
+        """A new phase started: ``search``, ``tiles`` (cluster starting), ``compute`` (cluster up,
+        tiles submitted), ``products``."""
 
 
 @dataclass
@@ -197,7 +201,7 @@ def run_job(
     job: JobSpec,
     *,
     force: bool = False,
-    scheduler: str | None = None,
+    scheduler: Any = None,
     run_date: date | None = None,
     predictor: Predictor | None = None,
     items: Mapping[str, Sequence[NormalizedItem]] | None = None,
@@ -210,7 +214,9 @@ def run_job(
     Args:
         job: the validated job.
         force: recompute every tile even if an earlier attempt's output verifies.
-        scheduler: address of an existing dask scheduler (overrides ``job.dask.scheduler``).
+        scheduler: an existing cluster: scheduler address (``tcp://host:8786``), a connected
+            ``distributed.Client`` or a cluster object with ``get_client()`` (Dask Gateway,
+            dask-jobqueue, dask-kubernetes); overrides ``job.dask.scheduler``.
         run_date: the date a relative time window (``time.last_days``) ends on; default: today
             (UTC).
         predictor: computes tile probabilities; default: the job's model
@@ -281,15 +287,21 @@ def run_job(
         progress.phase("tiles")
         outcomes: list[TileOutcome] = []
         if todo:
+            last_save = [time.monotonic()]
 
             def on_outcome(outcome: TileOutcome) -> None:
                 _record(manifest, outcome)
-                manifest.save(run_dir)
+                # Rewriting the manifest after every tile is O(tiles²) on big jobs: save at most
+                # once a second (a tile finished since then is recomputed after a crash).
+                if not outcome.ok or time.monotonic() - last_save[0] >= MANIFEST_SAVE_S:
+                    manifest.save(run_dir)
+                    last_save[0] = time.monotonic()
                 progress.tile_done(outcome)
                 if not outcome.ok:
                     log.warning("tile %s failed: %s", outcome.tile_id, outcome.error)
 
             with dask_client(dspec, scheduler) as client:
+                progress.phase("compute")  # the cluster is up; tiles are being submitted
                 outcomes = execute_tasks(
                     client,
                     todo,
@@ -300,6 +312,7 @@ def run_job(
                     on_failure=job.on_failure,
                     on_outcome=on_outcome,
                 )
+        manifest.save(run_dir)
         summary.failures = [o for o in outcomes if not o.ok]
         summary.tiles_failed = len(summary.failures)
         summary.tiles_done = sum(1 for t in tasks if manifest.tiles[t.tile_id].state == "done")

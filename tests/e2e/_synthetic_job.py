@@ -33,9 +33,13 @@ def synthetic_job(out: Path, *, size_px: int = 96, tile_size: int = 32, halo: in
             "grid": {"resolution": 10, "crs": CRS, "tile_size": tile_size, "halo": halo},
             "modalities": {},
             "output": {"dir": str(out)},
-            "dask": {"workers": workers, "threads_per_worker": threads, "processes": processes,
-                     "wave_size": wave_size},
-        }  # fmt: skip
+            "dask": {
+                "workers": workers,
+                "threads_per_worker": threads,
+                "processes": processes,
+                "wave_size": wave_size,
+            },
+        }
     )
 
 

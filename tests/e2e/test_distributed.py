@@ -22,3 +22,15 @@ def test_scheduler_result_equals_local_cluster(tmp_path, dask_scheduler):
     # The tiles really ran on the two external workers, not in this process.
     workers = {rec.worker for rec in RunManifest.load(remote.run_dir).tiles.values()}
     assert len(workers) == 2 and all(w.startswith("tcp://127.0.0.1:") for w in workers)
+
+
+def test_a_connected_client_can_be_passed_and_stays_open(tmp_path, dask_scheduler):
+    # How Dask Gateway / dask-jobqueue / dask-kubernetes clusters are used from Python.
+    from distributed import Client
+
+    pred = SyntheticPredictor()
+    local = run_job(synthetic_job(tmp_path / "local"), predictor=pred, items={})
+    with Client(dask_scheduler) as client:
+        s = run_job(synthetic_job(tmp_path / "client"), predictor=pred, items={}, scheduler=client)
+        assert client.status == "running"  # not closed by run_job
+    np.testing.assert_array_equal(read_product(s), read_product(local))

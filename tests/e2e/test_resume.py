@@ -52,6 +52,7 @@ def _kill_part_way(out: Path, min_done: int) -> Path:
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     pred = SyntheticPredictor()
     full = run_job(synthetic_job(tmp_path / "full"), predictor=pred, items={})
+    assert full.ok, [f.traceback for f in full.failures]
 
     out = tmp_path / "killed"
     run_dir = _kill_part_way(out, min_done=3)
@@ -86,6 +87,7 @@ def test_changed_config_starts_a_new_run(tmp_path):
     a = run_job(synthetic_job(tmp_path, halo=4), predictor=pred, items={})
     b = run_job(synthetic_job(tmp_path, halo=5), predictor=pred, items={})
     assert a.run_dir != b.run_dir and b.tiles_reused == 0
-    assert json.loads((a.run_dir / MANIFEST_NAME).read_text())["config_hash"] != json.loads(
-        (b.run_dir / MANIFEST_NAME).read_text()
-    )["config_hash"]
+    assert (
+        json.loads((a.run_dir / MANIFEST_NAME).read_text())["config_hash"]
+        != json.loads((b.run_dir / MANIFEST_NAME).read_text())["config_hash"]
+    )

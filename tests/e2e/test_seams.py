@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 from _synthetic_job import read_product, synthetic_job
 
 from eo_fusion.pipeline.run import run_job

@@ -76,9 +76,11 @@ def test_lock_is_exclusive_and_released(tmp_path):
     with run_lock(tmp_path) as me:
         info = read_lock(tmp_path / LOCK_NAME)
         assert info == me and info.pid == os.getpid() and info.host == socket.gethostname()
-        with pytest.raises(LockError, match=rf"locked by PID {os.getpid()}.*delete"):
-            with run_lock(tmp_path):
-                pass
+        with (
+            pytest.raises(LockError, match=rf"locked by PID {os.getpid()}.*delete"),
+            run_lock(tmp_path),
+        ):
+            pass
         assert (tmp_path / LOCK_NAME).exists()  # the failed attempt did not remove it
     assert not (tmp_path / LOCK_NAME).exists()
 
@@ -102,9 +104,8 @@ def test_stale_lock_of_dead_process_is_taken_over(tmp_path):
 def test_lock_from_another_host_is_respected(tmp_path):
     lock = tmp_path / LOCK_NAME
     lock.write_text(json.dumps({"pid": 1, "host": "other-node-17", "started": "2020-01-01"}))
-    with pytest.raises(LockError, match="other-node-17"):
-        with run_lock(tmp_path):
-            pass
+    with pytest.raises(LockError, match="other-node-17"), run_lock(tmp_path):
+        pass
     assert lock.exists()
 
 

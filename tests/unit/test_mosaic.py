@@ -61,7 +61,7 @@ def test_crop_core_refuses_wrong_shape(tmp_path):
     task = plan_tasks(job, make_tiles(GRID, 32, 4), {}, GRID.extent)[0]
     probs = np.zeros((3, 40, 40), np.float32)
     assert crop_core(probs, task).shape == (3, 32, 32)
-    with pytest.raises(TileError, match="r000_c000.*padded"):
+    with pytest.raises(TileError, match=r"r000_c000.*padded"):
         crop_core(np.zeros((3, 32, 32), np.float32), task)
 
 
@@ -98,8 +98,9 @@ def test_mosaic_equals_whole_grid_prediction(tmp_path, tile_size, halo):
         windows.append((task.core_in_grid, path))
     dst = tmp_path / "mosaic.tif"
     mosaic_to_gtiff(dst, GRID, windows, layers_for(True, False, 3)[0], blocksize=64)
-    whole = plan_tasks(_job(tmp_path, tile_size=512, halo=0), make_tiles(GRID, 512, 0), {},
-                       GRID.extent)[0]
+    whole = plan_tasks(
+        _job(tmp_path, tile_size=512, halo=0), make_tiles(GRID, 512, 0), {}, GRID.extent
+    )[0]
     expected = finish_tile(pred.predict(whole), whole, pred.classes).classes
     with rasterio.open(dst) as src:
         got = src.read(1)

@@ -56,8 +56,11 @@ def test_class_cog_is_valid_with_legend_rat_and_mode_overviews(tmp_path):
     dst = write_cog(src, tmp_path / "map.tif", kind="classes", classes=CLASSES, blocksize=64,
                     tags={"EO_FUSION_RUN_ID": "r1"})  # fmt: skip
     assert validate_cog(dst) == (True, [])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["map.tif", "map.tif.aux.xml",
-                                                          "mosaic.tif"]  # no temp files left
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "map.tif",
+        "map.tif.aux.xml",
+        "mosaic.tif",
+    ]  # no temp files left
     with rasterio.open(dst) as ds:
         assert ds.dtypes[0] == "uint8" and ds.nodata == 255
         assert ds.colorinterp[0] == ColorInterp.palette

@@ -90,10 +90,7 @@ def class_table(
 
 def write_quicklook(cog: Path, png: Path, classes: Sequence[ClassInfo], title: str) -> None:
     """PNG of the class map (nearest, at most 1024 px on a side) with a legend beside it."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone
     from matplotlib.patches import Patch
 
     with rasterio.open(cog) as src:
@@ -107,7 +104,8 @@ def write_quicklook(cog: Path, png: Path, classes: Sequence[ClassInfo], title: s
     rgba = np.zeros((*data.shape, 4), dtype=np.uint8)
     for c in classes:
         rgba[data == c.value] = (*c.rgb(), 255)
-    fig, ax = plt.subplots(figsize=(8, 6), dpi=100)
+    fig = Figure(figsize=(8, 6), dpi=100)
+    ax = fig.subplots()
     ax.imshow(rgba, interpolation="nearest")
     ax.set_title(title, fontsize=10)
     ax.set_axis_off()
@@ -117,7 +115,6 @@ def write_quicklook(cog: Path, png: Path, classes: Sequence[ClassInfo], title: s
     fig.tight_layout()
     tmp = png.with_name(f".{png.name}.tmp.png")
     fig.savefig(tmp)
-    plt.close(fig)
     tmp.replace(png)
 
 

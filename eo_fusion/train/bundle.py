@@ -44,10 +44,7 @@ def _pct(v: float | None) -> str:
 
 def reconstruction_figure(model: ck.LoadedModel, scenes: list[Scene], path: Path) -> None:
     """Masked-patch reconstructions of a few sample windows (RGB of S2 bands)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone
 
     assert model.mae is not None
     stats = model.card["normalization"]
@@ -60,7 +57,8 @@ def reconstruction_figure(model: ck.LoadedModel, scenes: list[Scene], path: Path
                 break
     size = model.card["inference"]["window"] * 2
     p = model.encoder.cfg.patch_size
-    fig, axes = plt.subplots(len(picks), 3, figsize=(9, 3 * len(picks)), squeeze=False)
+    fig = Figure(figsize=(9, 3 * len(picks)))
+    axes = fig.subplots(len(picks), 3, squeeze=False)
     gen = torch.Generator().manual_seed(1)
     for row, (sc, mod) in enumerate(picks):
         arr = normalise(sc, stats).arrays[mod]
@@ -99,7 +97,6 @@ def reconstruction_figure(model: ck.LoadedModel, scenes: list[Scene], path: Path
             axes[row, col].axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 def _with(spec: FinetuneSpec, **kw: Any) -> FinetuneSpec:

@@ -249,16 +249,16 @@ def write_curve(curve: Sequence[Sequence[Any]], out: Path) -> None:
         w = csv.writer(f)
         w.writerow(["step", "loss", "modality", "partner"])
         w.writerows(curve)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A bare Figure (no pyplot): draws off-screen without switching the caller's backend,
+    # so notebooks keep their inline figures.
+    from matplotlib.figure import Figure
 
     steps = np.array([c[0] for c in curve])
     loss = np.array([c[1] for c in curve])
     k = max(1, len(loss) // 20)
     smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.subplots()
     ax.plot(steps, loss, lw=0.5, alpha=0.4, label="per step")
     ax.plot(steps[k - 1 :], smooth, lw=2, label=f"running mean ({k} steps)")
     ax.set_xlabel("step")
@@ -266,4 +266,3 @@ def write_curve(curve: Sequence[Sequence[Any]], out: Path) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / "loss.png", dpi=100)
-    plt.close(fig)

@@ -22,7 +22,7 @@ CRS = "EPSG:32633"
 
 
 def synthetic_job(out: Path, *, size_px: int = 96, tile_size: int = 32, halo: int = 4,
-                  wave_size: int = 4, processes: bool = False, name: str = "synthetic",
+                  wave_size: int = 4, processes: bool = True, name: str = "synthetic",
                   workers: int = 1, threads: int = 2) -> JobSpec:  # fmt: skip
     """A job over a square AOI of ``size_px`` × ``size_px`` 10 m pixels (UTM 33N)."""
     x0, y1 = 465000.0, 5080000.0

@@ -216,17 +216,22 @@ class Product:
 
     @property
     def classes(self) -> list[dict[str, Any]]:
-        """``[{value, name, color}]`` from the Item's ``classification:classes`` (#hex colour)."""
+        """``[{value, name, color}]`` of the mapped classes (no-data entry left out).
+
+        Read from the Item's ``classification:classes``: ``title`` (or ``name``) and
+        ``color_hint`` as ``#rrggbb``.
+        """
         for asset in self.item.get("assets", {}).values():
             classes = asset.get("classification:classes")
             if classes:
                 return [
                     {
                         "value": c["value"],
-                        "name": c.get("description") or c["name"],
-                        "color": "#" + c.get("color_hint", "808080"),
+                        "name": c.get("title") or c["name"],
+                        "color": "#" + c.get("color_hint", "808080").lower(),
                     }
                     for c in classes
+                    if not c.get("nodata")
                 ]
         return []
 
@@ -261,8 +266,8 @@ def run_job(job: JobSpec | str | Path, **kwargs: Any) -> Any:
 def open_product(source: Any) -> Product:
     """Open a product from a run summary (``api.run_job``'s result) or the path of its COG.
 
-    The STAC Item is the ``*.json`` beside the COG whose assets point at it; the QA report is the
-    run folder's ``qa.json`` when present.
+    The STAC Item is the ``*.json`` under the COG's folder whose assets point at it; the QA report
+    is the run folder's ``report.json`` when present.
     """
     import json
 
@@ -281,7 +286,7 @@ def open_product(source: Any) -> Product:
             item = doc
             break
     report: dict[str, Any] = {}
-    for candidate in (cog.parent / "qa.json", cog.parent.parent / "qa.json"):
+    for candidate in (cog.parent / "report.json", cog.parent.parent / "report.json"):
         if candidate.is_file():
             report = json.loads(candidate.read_text())
             break

@@ -161,6 +161,31 @@ def elevation(
     return ax
 
 
+def continuous(
+    da: xr.DataArray,
+    *,
+    label: str,
+    cmap: str = "viridis",
+    vmin: float | None = None,
+    vmax: float | None = None,
+    ax: Any = None,
+    title: str | None = None,
+) -> Any:
+    """A single-band continuous layer (confidence, NDVI, a probability) with a labelled colour bar.
+
+    The array's ``nodata`` attribute (as set by ``odc-geo``'s ``wrap_xr``) is shown as blank.
+    """
+    values = da.values.astype(np.float32)
+    nodata = da.attrs.get("nodata")
+    if nodata is not None and np.isfinite(nodata):
+        values = np.where(values == nodata, np.nan, values)
+    ax = _axes(ax)
+    im = ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax, extent=_extent(da))
+    ax.figure.colorbar(im, ax=ax, label=label, shrink=0.8)
+    _label_axes(ax, da, title)
+    return ax
+
+
 def class_map(
     da: xr.DataArray,
     classes: Sequence[dict[str, Any]],

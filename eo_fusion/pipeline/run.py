@@ -149,6 +149,11 @@ def search_inputs(
     return out
 
 
+def _window_text(window: tuple[date | None, date | None]) -> str:
+    first, last = window
+    return f"{first.isoformat() if first else '..'}/{last.isoformat() if last else '..'}"
+
+
 def code_version() -> str:
     """Package version plus the git commit of the source tree when there is one."""
     with contextlib.suppress(OSError, subprocess.SubprocessError):
@@ -247,6 +252,14 @@ def run_job(
     if items is None:
         progress.phase("search")
         items = search_inputs(job, aoi, window)
+        empty = [m for m in job.modalities if not items.get(m)]
+        if empty:  # every tile would fail the same way: say so once, before starting a cluster
+            raise JobError(
+                f"job {job.name}: the catalog {job.catalog!r} has no items for "
+                f"{', '.join(empty)} over the AOI in {_window_text(window)}",
+                fix="check the time window (and --run-date for last_days), the AOI and "
+                "max_cloud",
+            )
     dspec = job.dask if workers is None else job.dask.model_copy(update={"workers": workers})
     tasks = plan_tasks(job, tiles, items, aoi, threads=1)
     if not tasks:

@@ -82,3 +82,12 @@ def test_timeseries_point_and_region():
     assert list(ax.get_lines()[0].get_ydata()) == [0, 1, 2, 3, 4]
     plot.timeseries(da, mask=xr.ones_like(da.isel(time=0), dtype=bool), ax=ax, label="region")
     assert len(ax.get_lines()) == 2 and ax.get_ylabel() == "NDVI"
+
+
+def test_continuous_blanks_nodata_and_labels_colour_bar():
+    da = _grid(np.array([[0.5, 255.0], [0.9, 0.1]]))
+    da.attrs["nodata"] = 255.0
+    ax = plot.continuous(da, label="confidence", vmin=0, vmax=1)
+    shown = ax.get_images()[0].get_array()
+    assert bool(np.ma.getmaskarray(shown)[0, 1]) or np.isnan(shown[0, 1])
+    assert ax.figure.axes[-1].get_ylabel() == "confidence"

@@ -143,6 +143,26 @@ def load_spec(model: type[M], path: Path) -> M:
     return parse_spec(model, load_yaml(path), base_dir=path.parent, source=str(path))
 
 
+def portable_dump(spec: BaseModel) -> dict[str, Any]:
+    """``spec.model_dump(mode="json")`` with paths inside the project made relative to its root.
+
+    Model cards and run records carry their specs; absolute paths would leak the training
+    machine's layout and break when the repository moves.
+    """
+    root = str(PROJECT_ROOT) + "/"
+
+    def strip(value: Any) -> Any:
+        if isinstance(value, str) and value.startswith(root):
+            return value[len(root) :]
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    return strip(spec.model_dump(mode="json"))
+
+
 def spec_hash(spec: BaseModel) -> str:
     """Stable sha256 of a spec's content (used to tell a changed job from a resumed one)."""
     payload = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from eo_fusion.config import spec_hash
+from eo_fusion.config import portable_dump, spec_hash
 from eo_fusion.errors import BadInputError
 from eo_fusion.models import checkpoint as ck
 from eo_fusion.models.config import FinetuneSpec
@@ -229,7 +229,7 @@ def finetune(
         "ignore_index": spec.ignore_index,
         "metrics": {"holdout": metrics},
         "training": {
-            "spec": spec.model_dump(mode="json"),
+            "spec": portable_dump(spec),
             "spec_sha256": spec_hash(spec),
             "pretrained": base.card.get("name") if base is not None else None,
             "scenes": [d[0].name for d in data],

@@ -25,7 +25,7 @@ import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from safetensors.torch import load_file, save_file
 
-from eo_fusion.config import spec_hash
+from eo_fusion.config import portable_dump, spec_hash
 from eo_fusion.errors import ModelError
 from eo_fusion.models import checkpoint as ck
 from eo_fusion.models.config import PretrainSpec
@@ -162,7 +162,7 @@ def pretrain(
         "inference": {"window": spec.image_size, "stride": spec.image_size // 2},
         "training": {
             "pretrain": {
-                "spec": spec.model_dump(mode="json"),
+                "spec": portable_dump(spec),
                 "spec_sha256": spec_hash(spec),
                 "scenes": [
                     {

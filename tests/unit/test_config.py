@@ -61,3 +61,14 @@ def test_spec_hash_changes_with_content(tmp_path: Path):
     b = JobSpec.model_validate({"name": "b", "aoi": {"bbox": [0, 0, 1, 1]}, "modalities": {}})
     assert spec_hash(a) != spec_hash(b)
     assert spec_hash(a) == spec_hash(a.model_copy())
+
+
+def test_portable_dump_strips_the_project_root():
+    from eo_fusion.config import PROJECT_ROOT, portable_dump
+
+    job = JobSpec.model_validate(
+        {"name": "a", "aoi": {"bbox": [0, 0, 1, 1]}, "modalities": {}},
+        context={"base_dir": PROJECT_ROOT / "pipelines"},
+    )
+    assert str(job.output.dir).startswith(str(PROJECT_ROOT))
+    assert portable_dump(job)["output"]["dir"] == "pipelines/out"

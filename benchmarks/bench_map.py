@@ -108,6 +108,7 @@ def _job(out: Path, size_px: int, tile: int, workers: int, threads: int, process
 
 
 def _run(out: Path, pred: SyntheticPredictor, **kw) -> dict:
+    out = Path(tempfile.mkdtemp(dir=out))  # a fresh folder: never resume an earlier run
     timer = _Timer()
     with _PeakRSS() as mem:
         t0 = time.perf_counter()

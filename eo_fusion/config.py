@@ -38,7 +38,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 class StrictModel(BaseModel):
     """Base for all specs: unknown keys are errors, instances are immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # validate_default: default paths resolve against the config file too, like given ones.
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
 def _resolve_path(value: Path, info: ValidationInfo) -> Path:
@@ -337,12 +338,14 @@ class JobSpec(StrictModel):
     description: str = Field("", description="what the job maps (shown in reports and STAC)")
     catalog: str = Field("sample", description="catalog name (catalogs/*.yaml) or path to one")
     aoi: AOISpec
-    time: TimeSpec = Field(default_factory=TimeSpec)  # type: ignore[arg-type]
-    grid: GridSpec = Field(default_factory=GridSpec)  # type: ignore[arg-type]
+    # Section defaults are validated from `{}` (not built directly) so that their paths resolve
+    # against the config file like paths that are given.
+    time: TimeSpec = Field(default_factory=dict, validate_default=True)  # type: ignore[arg-type]
+    grid: GridSpec = Field(default_factory=dict, validate_default=True)  # type: ignore[arg-type]
     modalities: dict[str, ModalitySpec] = Field(description="modality name -> options")
-    model: ModelRef = Field(default_factory=ModelRef)  # type: ignore[arg-type]
-    output: OutputSpec = Field(default_factory=OutputSpec)  # type: ignore[arg-type]
-    dask: DaskSpec = Field(default_factory=DaskSpec)  # type: ignore[arg-type]
+    model: ModelRef = Field(default_factory=dict, validate_default=True)  # type: ignore[arg-type]
+    output: OutputSpec = Field(default_factory=dict, validate_default=True)  # type: ignore[arg-type]
+    dask: DaskSpec = Field(default_factory=dict, validate_default=True)  # type: ignore[arg-type]
     on_failure: Literal["stop", "continue"] = Field(
         "continue", description="stop at the first failed tile, or finish the others"
     )

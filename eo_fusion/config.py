@@ -311,8 +311,8 @@ class OutputSpec(StrictModel):
 class DaskSpec(StrictModel):
     """Where tiles run.
 
-    Default: a LocalCluster with ``workers`` processes of ``threads_per_worker`` threads each
-    (``processes: false`` runs the workers as threads of the calling process instead). With
+    Default: a LocalCluster with ``workers`` workers of ``threads_per_worker`` threads each, run as
+    threads of the calling process (``processes: true`` starts separate worker processes). With
     ``scheduler`` set, tiles run on that existing cluster and the LocalCluster options are ignored.
     """
 
@@ -322,7 +322,9 @@ class DaskSpec(StrictModel):
     workers: int = Field(1, ge=1, description="LocalCluster workers")
     threads_per_worker: int = Field(2, ge=1, description="threads per LocalCluster worker")
     processes: bool = Field(
-        True, description="LocalCluster workers as separate processes (false: threads)"
+        False,
+        description="LocalCluster workers as separate processes (default: threads of the "
+        "eo-fusion process, measured faster on 2 cores; see docs/jobs.md)",
     )
     memory_limit: str = Field("4GiB", description="memory limit per LocalCluster worker")
     wave_size: int = Field(8, ge=1, description="max tiles submitted at once (bounds memory)")

@@ -257,8 +257,7 @@ def run_job(
             raise JobError(
                 f"job {job.name}: the catalog {job.catalog!r} has no items for "
                 f"{', '.join(empty)} over the AOI in {_window_text(window)}",
-                fix="check the time window (and --run-date for last_days), the AOI and "
-                "max_cloud",
+                fix="check the time window (and --run-date for last_days), the AOI and max_cloud",
             )
     dspec = job.dask if workers is None else job.dask.model_copy(update={"workers": workers})
     tasks = plan_tasks(job, tiles, items, aoi, threads=1)
@@ -548,6 +547,32 @@ def _write_qa(
             "stac": f"passed ({len(summary.stac)} documents)",
         },
         "provenance": manifest.provenance,
-        "notes": notes,
+        "notes": [*notes, *_auto_notes(job, grid, manifest, ha)],
     }
     return write_report(run_dir, report, quicklook)
+
+
+def _auto_notes(job: JobSpec, grid: GeoBox, manifest: RunManifest, ha: float | None) -> list[str]:
+    prov = manifest.provenance
+    notes = []
+    for modality, ids in prov.get("input_items", {}).items():
+        shown = ", ".join(ids[:8]) + (f" … (+{len(ids) - 8})" if len(ids) > 8 else "")
+        notes.append(f"Inputs {modality}: {len(ids)} item(s): {shown}")
+    if prov.get("model_card_sha256"):
+        notes.append(
+            f"Model card sha256 {prov['model_card_sha256']}, task {prov.get('model_task')}"
+        )
+    notes.append(
+        f"Tiles of {job.grid.tile_size} px with a {job.grid.halo} px halo (predicted on tile + "
+        "halo, halo cropped). The grid is snapped outward to whole multiples of the resolution; "
+        "pixels whose centre lies outside the AOI are nodata."
+    )
+    if ha is not None:
+        notes.append(
+            f"Areas are pixel counts × {ha * 10_000:g} m² (1 ha = 10,000 m²); mean confidence "
+            "is the mean of the per-pixel maximum class probability."
+        )
+    notes.append(
+        f"Code version {prov.get('code_version')}, job config sha256 {prov.get('job_config_hash')}"
+    )
+    return notes

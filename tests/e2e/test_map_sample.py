@@ -35,6 +35,9 @@ def _job_file(tmp_path: Path, src: Path, checkpoint: str | None, **grid) -> Path
     data["aoi"]["geojson"] = str((src.parent / data["aoi"]["geojson"]).resolve())
     data["output"]["dir"] = str(tmp_path / "out")
     data["grid"].update(grid)
+    # Worker processes: under pytest's -W error, rasterio's thread-unsafe warning suppression can
+    # leak a warning between worker threads of this process (harmless outside tests).
+    data.setdefault("dask", {})["processes"] = True
     if checkpoint:
         data["model"]["checkpoint"] = checkpoint
     tmp_path.mkdir(parents=True, exist_ok=True)
@@ -109,6 +112,11 @@ def test_real_model_has_no_seams_between_tile_sizes(tmp_path, map_checkpoint):
         maps.append(_classes(s.run_dir, "sample-landcover"))
     agree = float((maps[0] == maps[1]).mean())
     assert agree >= 0.999, f"tile sizes 64 and 128 agree on only {agree:.4%} of pixels"
+    # Control: without a halo the model sees less context at tile edges and the maps differ.
+    job = load_job(_job_file(tmp_path / "nohalo", SAMPLE_JOB, map_checkpoint, tile_size=64,
+                             halo=0))  # fmt: skip
+    no_halo = _classes(run_job(job).run_dir, "sample-landcover")
+    assert float((no_halo == maps[1]).mean()) < 0.999
 
 
 def test_real_job_on_dask_scheduler_equals_local_cluster(tmp_path, map_checkpoint, dask_scheduler):

@@ -19,6 +19,7 @@ def _relative_job(tmp_path: Path, days: int) -> Path:
     data["aoi"]["geojson"] = str(REPO / "catalogs/sample/data/slovenia/bbox.geojson")
     data["time"] = {"last_days": days}
     data["output"]["dir"] = str(tmp_path / "out")
+    data.setdefault("dask", {})["processes"] = True  # see test_map_sample._job_file
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(data))
     return path

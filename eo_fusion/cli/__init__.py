@@ -67,7 +67,7 @@ def _register_commands() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``eo-fusion`` script; returns the process exit code."""
     _register_commands()
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)  # one line per error, whatever the width
     try:
         result = app(args=argv, prog_name="eo-fusion", standalone_mode=False)
     except typer.Exit as e:

@@ -60,3 +60,21 @@ def test_console_script_runs():
         [sys.executable, "-m", "eo_fusion", "--version"], capture_output=True, text=True
     )
     assert proc.returncode == 0 and __version__ in proc.stdout
+
+
+@pytest.mark.parametrize("command", ["map", "stack"])
+def test_misspelt_job_key_exits_2_naming_the_key_on_one_line(command, tmp_path, repo_root):
+    job = (repo_root / "pipelines" / "sample_landcover.yaml").read_text()
+    bad = tmp_path / "job.yaml"
+    bad.write_text(job.replace("max_cloud:", "max_clouds:"))
+    args = [command, str(bad)] + (["--out", str(tmp_path / "s.zarr")] if command == "stack" else [])
+    proc = subprocess.run(
+        [sys.executable, "-m", "eo_fusion", *args],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "COLUMNS": "60"},
+    )
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert "modalities.s2-l1c.max_clouds" in lines[0] and "did you mean 'max_cloud'" in lines[0]

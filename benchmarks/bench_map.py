@@ -16,7 +16,11 @@ Reports, each against a baseline measured in the same run:
    done, so worker imports on the first task count) with 2 single-threaded worker processes vs 1,
    on the large AOI. Target: ≥ 1.6× on a 2-core machine.
 3. **Workers as threads or processes** (to choose defaults): the same 2-way parallel run with one
-   worker process of 2 threads.
+   worker process of 2 threads, and with 2 threads inside this process.
+4. **Control: the machine's parallelism right now**: the same per-tile matrix work as bare dask
+   tasks (no pipeline) on 2 worker processes vs 1. On a shared machine other jobs take cores; if
+   this control is far below 2×, the pipeline figures above are limited by the machine, not by
+   the pipeline.
 
 Usage:  .venv/bin/python benchmarks/bench_map.py [--base 512] [--tile 256] [--work 60]
 """
@@ -125,6 +129,26 @@ def _run(out: Path, pred: SyntheticPredictor, **kw) -> dict:
     }
 
 
+def _control(work: int, tile: int, tasks: int = 16) -> float:
+    """Throughput ratio of bare dask tasks (2 worker processes vs 1) doing the per-tile work."""
+    from distributed import Client, LocalCluster
+
+    from eo_fusion.pipeline.synthetic import _burn
+
+    rates = []
+    for workers in (1, 2):
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                          host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster, \
+                Client(cluster) as client:  # fmt: skip
+            client.gather(client.map(_burn, [(tile + 32) ** 2] * workers, [1] * workers,
+                                     pure=False))  # warm-up (imports)  # fmt: skip
+            t0 = time.perf_counter()
+            client.gather(client.map(_burn, [(tile + 32) ** 2] * tasks, [work] * tasks,
+                                     pure=False))  # fmt: skip
+            rates.append(tasks / (time.perf_counter() - t0))
+    return rates[1] / rates[0]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", type=int, default=512, help="base AOI edge in pixels (10 m)")
@@ -142,6 +166,11 @@ def main() -> None:
                                      processes=True, **common)  # fmt: skip
         results["large16x_2proc"] = _run(out, pred, size_px=4 * args.base, workers=2,
                                          threads=1, processes=True, **common)  # fmt: skip
+        # The same with the default set-up: 2 worker threads inside this process.
+        results["base_threads"] = _run(out, pred, size_px=args.base, workers=1, threads=2,
+                                       processes=False, **common)  # fmt: skip
+        results["large16x_threads"] = _run(out, pred, size_px=4 * args.base, workers=1,
+                                           threads=2, processes=False, **common)  # fmt: skip
         # 16x the base area too, so that worker start-up (imports on the first task) is amortised
         # as in real jobs; a few tiles would mostly measure process start-up.
         mid = 4 * args.base
@@ -153,9 +182,11 @@ def main() -> None:
                                                processes=True, **common)  # fmt: skip
         results["scale_threads_only"] = _run(out, pred, size_px=mid, workers=1, threads=2,
                                              processes=False, **common)  # fmt: skip
+    control = _control(args.work, args.tile)
     for name, r in results.items():
         print(f"{name:24s} {json.dumps(r)}")
     mem_ratio = results["large16x_2proc"]["peak_rss_mib"] / results["base_2proc"]["peak_rss_mib"]
+    mem_thr = results["large16x_threads"]["peak_rss_mib"] / results["base_threads"]["peak_rss_mib"]
     speedup = results["scale_2proc"]["tiles_per_s"] / results["scale_1proc"]["tiles_per_s"]
     thr = results["scale_1proc_2threads"]["tiles_per_s"] / results["scale_1proc"]["tiles_per_s"]
     inproc = results["scale_threads_only"]["tiles_per_s"] / results["scale_1proc"]["tiles_per_s"]
@@ -163,9 +194,14 @@ def main() -> None:
         f"peak memory, AOI {4 * args.base}² vs {args.base}² px (16x area): "
         f"{mem_ratio:.2f}x  (target <= 1.3)"
     )
+    print(f"  same with 2 worker threads in this process (the default): {mem_thr:.2f}x")
     print(f"throughput, 2 worker processes vs 1: {speedup:.2f}x  (target >= 1.6)")
     print(f"throughput, 1 process x 2 threads vs 1 process x 1 thread: {thr:.2f}x")
     print(f"throughput, 2 threads in the client process vs 1 process x 1 thread: {inproc:.2f}x")
+    print(
+        f"control: bare dask tasks, 2 worker processes vs 1: {control:.2f}x "
+        f"(load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)"
+    )
 
 
 if __name__ == "__main__":

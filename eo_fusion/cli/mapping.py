@@ -13,6 +13,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -23,6 +24,7 @@ from eo_fusion.cli import app
 from eo_fusion.config import load_job
 from eo_fusion.errors import BadInputError, JobError
 from eo_fusion.logs import LOGGER_NAME, JsonFormatter, get_logger
+from eo_fusion.pipeline.progress import ProgressHook
 
 log = get_logger(__name__)
 
@@ -41,7 +43,7 @@ def _quiet() -> bool:
     return logging.getLogger(LOGGER_NAME).level > logging.INFO
 
 
-class _RichProgress:
+class _RichProgress(ProgressHook):
     """Rich progress bar with ETA over the tiles of a run."""
 
     def __init__(self, console: Console) -> None:
@@ -56,7 +58,7 @@ class _RichProgress:
             console=console,
             transient=False,
         )
-        self.task = None
+        self.task: TaskID | None = None
         self.failed = 0
 
     def start(self, total: int, reused: int) -> None:
@@ -113,7 +115,7 @@ def map_command(
 
     Example: eo-fusion map pipelines/sample_landcover.yaml
     """
-    from eo_fusion.pipeline import ProgressHook, run_job
+    from eo_fusion.pipeline import run_job
 
     job = load_job(job_file)
     when = _parse_date(run_date)

@@ -37,13 +37,12 @@ log = get_logger(__name__)
 
 
 class Predictor(Protocol):
-    """Computes class probabilities for one tile; must be picklable (it travels to workers).
+    """Computes class probabilities for one tile; must be picklable (it travels to workers)."""
 
-    Attributes:
-        classes: the output classes, in the order of the probability axis.
-    """
-
-    classes: tuple[ClassInfo, ...]
+    @property
+    def classes(self) -> tuple[ClassInfo, ...]:
+        """The output classes, in the order of the probability axis."""
+        ...
 
     def predict(self, task: TileTask) -> np.ndarray:
         """float32 ``(class, y, x)`` probabilities on ``task.padded`` (NaN = no valid input)."""

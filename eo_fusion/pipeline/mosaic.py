@@ -28,7 +28,7 @@ from rasterio.features import geometry_mask
 from rasterio.windows import Window
 
 from eo_fusion.errors import ProductError, TileError
-from eo_fusion.pipeline.plan import NODATA_CLASS, NODATA_PERCENT, TileTask
+from eo_fusion.pipeline.plan import NODATA_CLASS, NODATA_PERCENT, TileTask, grid_crs
 
 # rasterio silences a transient NotGeoreferencedWarning while it creates a dataset, using
 # warnings.catch_warnings, which is not thread-safe (Python < 3.14): two worker threads creating
@@ -84,12 +84,9 @@ def crop_core(probs: np.ndarray, task: TileTask) -> np.ndarray:
 
 def aoi_pixels(core: GeoBox, task: TileTask) -> np.ndarray:
     """Boolean ``(y, x)``: True where the pixel centre lies inside the AOI."""
-    return geometry_mask(
-        [task.aoi.to_crs(core.crs).geom],
-        out_shape=core.shape.yx,
-        transform=core.transform,
-        invert=True,
-    )
+    geom = task.aoi.to_crs(grid_crs(core)).geom
+    with _CREATE_LOCK:  # rasterize creates an in-memory dataset too (see _CREATE_LOCK)
+        return geometry_mask([geom], out_shape=core.shape.yx, transform=core.transform, invert=True)
 
 
 def finish_tile(probs_core: np.ndarray, task: TileTask, classes: Sequence[ClassInfo]) -> TileArrays:
@@ -146,7 +143,7 @@ def write_tile(path: Path, arrays: TileArrays, core: GeoBox) -> None:
         "height": h,
         "count": len(bands),
         "dtype": "uint8",
-        "crs": core.crs.to_wkt(),
+        "crs": grid_crs(core).to_wkt(),
         "transform": core.transform,
         "nodata": NODATA_CLASS,
         "compress": "deflate",
@@ -215,7 +212,7 @@ def mosaic_to_gtiff(
         "height": h,
         "count": len(layer.bands),
         "dtype": "uint8",
-        "crs": grid.crs.to_wkt(),
+        "crs": grid_crs(grid).to_wkt(),
         "transform": grid.transform,
         "nodata": NODATA_CLASS,
         "tiled": True,

@@ -25,6 +25,7 @@ import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 from xml.sax.saxutils import escape
 
 import rasterio
@@ -151,6 +152,7 @@ def write_cog(
         ProductError: the COG does not validate (the message lists rio-cogeo's findings).
     """
     dst = Path(dst)
+    resampling: Any  # rio-cogeo types it as a Literal of resampling names
     if kind == "classes":
         names, resampling, cmap = ["classes"], "mode", colormap_for(classes)
     elif kind == "confidence":

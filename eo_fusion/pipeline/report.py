@@ -55,7 +55,7 @@ def mean_confidence(conf_cog: Path, classes_cog: Path) -> dict[int, float]:
 def pixel_area_ha(grid: GeoBox) -> float | None:
     """Area of one pixel in hectares, or ``None`` when the CRS is not projected in metres."""
     crs = grid.crs
-    if crs.geographic or (crs.units and crs.units[0] not in ("metre", "meter", "m")):
+    if crs is None or crs.geographic or (crs.units and crs.units[0] not in ("metre", "meter", "m")):
         return None
     return abs(grid.resolution.x * grid.resolution.y) / 10_000.0
 

@@ -42,8 +42,16 @@ from eo_fusion.logs import get_logger
 from eo_fusion.pipeline.execute import Predictor, TileOutcome, dask_client, execute_tasks
 from eo_fusion.pipeline.manifest import RunManifest, TileRecord, run_lock, sha256_file, utc_now
 from eo_fusion.pipeline.mosaic import layers_for, mosaic_to_gtiff
-from eo_fusion.pipeline.plan import TileTask, describe_plan, plan_tasks, run_hash, run_id_for
+from eo_fusion.pipeline.plan import (
+    TileTask,
+    describe_plan,
+    grid_crs,
+    plan_tasks,
+    run_hash,
+    run_id_for,
+)
 from eo_fusion.pipeline.products import validate_cog, write_cog
+from eo_fusion.pipeline.progress import ProgressHook
 from eo_fusion.pipeline.report import (
     class_counts,
     class_table,
@@ -64,20 +72,6 @@ log = get_logger(__name__)
 
 #: Minimum seconds between manifest rewrites while tiles finish.
 MANIFEST_SAVE_S = 1.0
-
-
-class ProgressHook:
-    """Receives progress events from :func:`run_job` (the CLI shows a rich bar with ETA)."""
-
-    def start(self, total: int, reused: int) -> None:
-        """``total`` tiles in the plan, ``reused`` of them already done and verified."""
-
-    def tile_done(self, outcome: TileOutcome) -> None:
-        """One tile finished (successfully or not)."""
-
-    def phase(self, name: str) -> None:
-        """A new phase started: ``search``, ``tiles`` (cluster starting), ``compute`` (cluster up,
-        tiles submitted), ``products``."""
 
 
 @dataclass
@@ -248,7 +242,9 @@ def run_job(
     if predictor is None:
         from eo_fusion.pipeline.predictors import ModelPredictor
 
-        predictor = ModelPredictor.from_ref(job.model)
+        pred: Predictor = ModelPredictor.from_ref(job.model)
+    else:
+        pred = predictor
     if items is None:
         progress.phase("search")
         items = search_inputs(job, aoi, window)
@@ -286,7 +282,7 @@ def run_job(
             )
         todo = _tiles_to_run(tasks, manifest, run_dir, force)
         summary.tiles_reused = len(tasks) - len(todo)
-        manifest.provenance = _provenance(job, tasks, predictor, window, run_date)
+        manifest.provenance = _provenance(job, tasks, pred, window, run_date)
         manifest.save(run_dir)
         log.info(
             "run %s: %d tile(s), %d to compute, %d reused",
@@ -317,7 +313,7 @@ def run_job(
                 outcomes = execute_tasks(
                     client,
                     todo,
-                    predictor,
+                    pred,
                     run_dir,
                     wave_size=dspec.wave_size,
                     retries=job.retries,
@@ -339,7 +335,7 @@ def run_job(
             tasks,
             manifest,
             run_dir,
-            predictor,
+            pred,
             summary,
             window,
             items,
@@ -443,9 +439,9 @@ def _assemble(
     quicklook = run_dir / "quicklook.png" if job.output.report else None
     if quicklook is not None:
         write_quicklook(classes_cog, quicklook, classes, f"{job.name} ({summary.run_id})")
-    aoi = aoi_of(job.aoi).to_crs(grid.crs)
+    aoi = aoi_of(job.aoi).to_crs(grid_crs(grid))
     footprint = aoi.intersection(grid.extent)
-    extra = {
+    extra: dict[str, tuple[Path, str, tuple[str, ...], str]] = {
         "rat": (
             Path(f"{classes_cog}.aux.xml"),
             "application/xml",
@@ -509,6 +505,7 @@ def _write_qa(
     cog_checks = {name: validate_cog(p) for name, p in summary.products.items()}
     ha = pixel_area_ha(grid)
     h, w = grid.shape.yx
+    crs = grid_crs(grid)
     failed = [
         {"tile": tid, "attempts": rec.attempts, "error": rec.error}
         for tid, rec in sorted(manifest.tiles.items())
@@ -521,10 +518,10 @@ def _write_qa(
         "finished": utc_now(),
         "time_window": manifest.provenance.get("time_window"),
         "grid": {
-            "crs": f"EPSG:{grid.crs.epsg}" if grid.crs.epsg else grid.crs.to_wkt(),
+            "crs": f"EPSG:{crs.epsg}" if crs.epsg else crs.to_wkt(),
             "shape": [h, w],
             "resolution": abs(float(grid.resolution.x)),
-            "units": (grid.crs.units[0] if grid.crs.units else ""),
+            "units": (crs.units[0] if crs.units else ""),
             "transform": list(grid.transform)[:6],
             "area_km2": round(h * w * ha / 100.0, 4) if ha is not None else None,
             "tile_size": job.grid.tile_size,

@@ -33,7 +33,7 @@ from pystac.extensions.raster import DataType, RasterBand, RasterExtension, Samp
 from eo_fusion.errors import ProductError
 from eo_fusion.pipeline.manifest import sha256_file
 from eo_fusion.pipeline.mosaic import ClassInfo
-from eo_fusion.pipeline.plan import NODATA_CLASS, NODATA_PERCENT
+from eo_fusion.pipeline.plan import NODATA_CLASS, NODATA_PERCENT, grid_crs
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 COG_MEDIA_TYPE = pystac.MediaType.COG
@@ -155,7 +155,8 @@ def build_items(
     geometry = json.loads(json.dumps(geom_ll.json))
     bbox = list(geom_ll.boundingbox)
     resolution = abs(float(grid.resolution.x))
-    epsg = grid.crs.epsg
+    crs = grid_crs(grid)
+    epsg = crs.epsg
     items = []
     for prod in products:
         item = pystac.Item(
@@ -175,7 +176,7 @@ def build_items(
         proj = ProjectionExtension.ext(item, add_if_missing=True)
         proj.code = f"EPSG:{epsg}" if epsg else None
         if epsg is None:
-            proj.wkt2 = grid.crs.to_wkt()
+            proj.wkt2 = crs.to_wkt()
         proj.shape = list(grid.shape.yx)
         proj.transform = list(grid.transform)[:6]
         proj.bbox = list(grid.extent.boundingbox)

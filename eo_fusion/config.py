@@ -165,8 +165,12 @@ def portable_dump(spec: BaseModel) -> dict[str, Any]:
 
 
 def spec_hash(spec: BaseModel) -> str:
-    """Stable sha256 of a spec's content (used to tell a changed job from a resumed one)."""
-    payload = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    """Stable sha256 of a spec's content (used to tell a changed job from a resumed one).
+
+    Paths inside the project count relative to its root, so moving the checkout does not turn a
+    resume into a new run.
+    """
+    payload = json.dumps(portable_dump(spec), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()
 
 

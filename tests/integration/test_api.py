@@ -59,3 +59,22 @@ def test_search_result_prints_an_item_table(slovenia):
     assert repr(found["s2-l1c"]) == "<SearchResult s2-l1c: 5 item(s)>"
     html = found["s2-l1c"]._repr_html_()
     assert "slovenia-s2-l1c-20150711" in html and "<th>cloud_cover</th>" in html
+
+
+def test_run_job_and_open_product(repo_root, tmp_path):
+    from eo_fusion.config import load_job
+
+    job = load_job(repo_root / "pipelines" / "sample_landcover.yaml")
+    job = job.model_copy(update={"output": job.output.model_copy(update={"dir": tmp_path})})
+    summary = api.run_job(job)
+    assert summary.ok
+    product = api.open_product(summary)
+    assert product.item["type"] == "Feature" and product.report["classes"]
+    names = {c["name"] for c in product.classes}
+    assert {"forest", "grassland"} <= names and "no data" not in names
+    classes = product.read()
+    assert classes.odc.geobox.shape == (102, 101) and classes.odc.crs.epsg == 32633
+    mapped = {int(v) for v in np.unique(classes.values)} - {255}
+    assert mapped <= {c["value"] for c in product.classes}
+    # The same product opens from the COG path alone.
+    assert api.open_product(product.cog).classes == product.classes

@@ -340,8 +340,9 @@ Per-class IoU on the hold-out (%), land-cover head:
 
 ```python
 from eo_fusion.models import load_model, predict
-model = load_model()                      # the bundled model; or load_model("path/to/folder")
-probs = predict(stack, model, task="landcover")   # (class, y, x) float32 on the stack grid
+
+model = load_model()  # the bundled model; or load_model("path/to/folder")
+probs = predict(stack, model, task="landcover")  # (class, y, x) float32 on the stack grid
 ```
 
 `predict` runs the model on windows of {window} px anchored on the global pixel grid of the

@@ -23,10 +23,11 @@ $(STAMP): pyproject.toml requirements/lock.txt
 demo: install
 	$(VENV)/bin/eo-fusion map pipelines/sample_landcover.yaml
 
-## The whole test suite, with lint and format checks (what CI runs).
+## The whole test suite, with lint, format and type checks (what CI runs).
 test: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 	$(PY) -m pytest
 
 lint: install

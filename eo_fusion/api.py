@@ -34,7 +34,7 @@ from eo_fusion.catalogs import Catalog, NormalizedItem, SearchResult, open_catal
 from eo_fusion.config import JobSpec, ModalitySpec, load_job
 from eo_fusion.errors import BadInputError, GridError
 from eo_fusion.gdal import GDALOptions
-from eo_fusion.grid import Tile, grid_from_aoi, make_tiles
+from eo_fusion.grid import Tile, grid_crs, grid_from_aoi, make_tiles
 from eo_fusion.models import LoadedModel, load_model, predict
 from eo_fusion.stack import build_stack, modality_array
 
@@ -141,8 +141,9 @@ def stack(
     template = build_stack(tiles[0].core, by_modality, specs, gdal=gdal)
     sub_grid = [d for v in template.data_vars.values() for d in v.dims if str(d).endswith(":y")]
     if sub_grid:
+        own = sorted(set(sub_grid), key=str)
         raise GridError(
-            f"modalities on their own sub-grid ({sorted(set(sub_grid))}) cannot share lazy chunks",
+            f"modalities on their own sub-grid ({own}) cannot share lazy chunks",
             fix="stack them separately, or give them the grid's resolution",
         )
     rows = max(t.row for t in tiles) + 1
@@ -172,7 +173,7 @@ def stack(
     ds = xr.Dataset(variables, coords=coords)
     ds.attrs.update(template.attrs)
     ds.attrs.update(
-        crs=grid.crs.to_wkt(), transform=list(grid.transform)[:6], shape=list(grid.shape.yx)
+        crs=grid_crs(grid).to_wkt(), transform=list(grid.transform)[:6], shape=list(grid.shape.yx)
     )
     # Per-tile provenance (co-registration shifts) differs between chunks; keep the first chunk's
     # record out of the whole-grid dataset rather than present it as valid everywhere.

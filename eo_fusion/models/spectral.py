@@ -26,9 +26,12 @@ into the range that contains their centre wavelength.
 from __future__ import annotations
 
 import difflib
+import functools
 import math
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -245,15 +248,20 @@ class SpectralEmbedding(nn.Module):
             raise BandError("no bands given to the model", fix="pass at least one band")
         return [assign_range(resolve_band(k), self.ranges) for k in keys]
 
+    def _projection(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weight ``(dim, 1, p, p)`` and bias ``(dim,)`` of the projection of range ``name``."""
+        conv = cast(nn.Conv2d, self.proj[name])  # built in __init__ as a Conv2d with a bias
+        return conv.weight, cast(torch.Tensor, conv.bias)
+
     def band_kernels(self, keys: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-band kernels ``(dim, C, p, p)`` and summed bias ``(dim,)`` for ``keys``."""
-        weights, bias = [], 0.0
-        for a in self.assignments(keys):
-            w = sum(wt * self.proj[r].weight for r, wt in zip(a.ranges, a.weights, strict=True))
-            b = sum(wt * self.proj[r].bias for r, wt in zip(a.ranges, a.weights, strict=True))
-            weights.append(w)
-            bias = bias + b
-        return torch.cat(weights, dim=1), bias  # type: ignore[return-value]
+        weights: list[torch.Tensor] = []
+        biases: list[torch.Tensor] = []
+        for a in self.assignments(keys):  # non-empty, each with at least one range
+            parts = [(wt, *self._projection(r)) for r, wt in zip(a.ranges, a.weights, strict=True)]
+            weights.append(functools.reduce(operator.add, [wt * w for wt, w, _ in parts]))
+            biases.append(functools.reduce(operator.add, [wt * b for wt, _, b in parts]))
+        return torch.cat(weights, dim=1), functools.reduce(operator.add, biases)
 
     def forward(self, x: torch.Tensor, keys: Sequence[str]) -> torch.Tensor:
         if x.shape[1] != len(keys):

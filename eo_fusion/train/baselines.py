@@ -26,7 +26,10 @@ def random_forest_baseline(
     labelled = [s for s in scenes if s.labels is not None]
     stats, _ = band_stats(labelled)
     temporal = spec.task == "crops"
-    ids = sorted({int(v) for s in labelled for v in np.unique(s.labels)} - {spec.ignore_index})
+    ids = sorted(
+        {int(v) for s in labelled if s.labels is not None for v in np.unique(s.labels)}
+        - {spec.ignore_index}
+    )
     lut = {c: i for i, c in enumerate(ids)}
     xs_tr, ys_tr, evals = [], [], []
     for s in labelled:

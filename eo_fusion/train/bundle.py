@@ -49,7 +49,7 @@ def reconstruction_figure(model: ck.LoadedModel, scenes: list[Scene], path: Path
     assert model.mae is not None
     stats = model.card["normalization"]
     rgb = ["s2:B04", "s2:B03", "s2:B02"]
-    picks = []
+    picks: list[tuple[Scene, str]] = []
     for sc in scenes:
         for mod, keys in sc.keys.items():
             if all(k in keys for k in rgb) and len(picks) < 3:

@@ -75,8 +75,8 @@ def scene_from_stack(ds: xr.Dataset, name: str, *, labels: str | None = None) ->
             fix="add the label modality to the scene's modalities",
         )
     sources: list[str] = []
-    for var in [ds.attrs, *(ds[v].attrs for v in ds.data_vars)]:
-        src = var.get("source_items", [])
+    for attrs in [ds.attrs, *(ds[v].attrs for v in ds.data_vars)]:
+        src = attrs.get("source_items", [])
         sources += [src] if isinstance(src, str) else [str(x) for x in src]
     return Scene(name, arrays, keys, times, lab, sorted(set(sources)))
 

@@ -49,9 +49,9 @@ def holdout_mask(shape: tuple[int, int], block: int, fraction: float, seed: int)
     n = by * bx
     k = min(max(1, round(n * fraction)), n - 1)
     chosen = np.random.default_rng(seed).choice(n, size=k, replace=False)
-    grid = np.zeros(n, dtype=bool)
-    grid[chosen] = True
-    grid = grid.reshape(by, bx)
+    flat = np.zeros(n, dtype=bool)
+    flat[chosen] = True
+    grid = flat.reshape(by, bx)
     return np.kron(grid, np.ones((block, block), dtype=bool))[:h, :w]
 
 
@@ -122,7 +122,10 @@ def finetune(
         for mod, per_key in base.card.get("normalization", {}).items():
             stats.setdefault(mod, {}).update(per_key)
         by_kind = {**by_kind, **base.card.get("normalization_by_kind", {})}
-    ids = sorted({int(v) for s in labelled for v in np.unique(s.labels)} - {spec.ignore_index})
+    ids = sorted(
+        {int(v) for s in labelled if s.labels is not None for v in np.unique(s.labels)}
+        - {spec.ignore_index}
+    )
     lut = {c: i for i, c in enumerate(ids)}
     data = []
     for s in labelled:
@@ -181,6 +184,11 @@ def finetune(
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, spec)
             if temporal:
+                if doy is None:
+                    raise BadInputError(
+                        f"scene '{s.name}': the crop task needs dated (time-series) inputs",
+                        fix="set the input modalities' mode to a time series",
+                    )
                 dt = torch.tensor(np.stack([doy] * len(xb)), dtype=torch.float32)
                 logits = net(xt, keys, dt)
             else:
@@ -194,8 +202,8 @@ def finetune(
     net.eval()
     cm = np.zeros((len(ids), len(ids)), dtype="int64")
     for _s, arr, k, doy, idx, hold in data:
-        dt = None if doy is None else torch.tensor(doy, dtype=torch.float32)[None]
-        probs = sliding_probs(net, arr, k, n_classes=len(ids), window=size, doy=dt)
+        doy_t = None if doy is None else torch.tensor(doy, dtype=torch.float32)[None]
+        probs = sliding_probs(net, arr, k, n_classes=len(ids), window=size, doy=doy_t)
         cm += confusion(idx, probs.argmax(0), len(ids), ignore=~hold | (idx < 0))
     metrics = scores(cm, ids)
     metrics["confusion"] = cm.tolist()
@@ -207,7 +215,9 @@ def finetune(
         }
         for i, c in enumerate(ids)
     ]
-    card = copy.deepcopy(base.card) if base is not None else {"name": spec.name, "tasks": {}}
+    card: dict[str, Any] = (
+        copy.deepcopy(base.card) if base is not None else {"name": spec.name, "tasks": {}}
+    )
     card["name"] = spec.name
     card["tasks"] = {}  # only the head trained here; merge_tasks() combines heads
     card["architecture"] = {"encoder": cfg.to_dict()}

@@ -78,8 +78,9 @@ def draw_batch(
 ) -> tuple[torch.Tensor, list[str], tuple[torch.Tensor, list[str]] | None]:
     """One batch of a view: ``(x, keys, pair)`` with NaN for no data."""
     sc = scenes[view.scene]
-    use_pair = view.partner is not None and rng.random() < spec.mixup_prob
-    mods = [view.modality] + ([view.partner] if use_pair else [])  # type: ignore[list-item]
+    partner = view.partner
+    use_pair = partner is not None and rng.random() < spec.mixup_prob
+    mods = [view.modality] + ([partner] if use_pair and partner is not None else [])
     subsets = [band_subset(len(sc.keys[m]), rng, spec.band_dropout) for m in mods]
     batches: list[list[np.ndarray]] = [[] for _ in mods]
     for _ in range(spec.batch_size):
@@ -153,7 +154,7 @@ def pretrain(
     views = pretrain_views(normed)
     cfg = EncoderConfig(spec.size, spec.patch_size, spec.image_size, ranges_of(scenes))
     encoder = SpectralViT(cfg)
-    card = {
+    card: dict[str, Any] = {
         "name": spec.name,
         "architecture": {"encoder": cfg.to_dict(), "mae": True},
         "tasks": {},

@@ -28,7 +28,8 @@ from rasterio.features import geometry_mask
 from rasterio.windows import Window
 
 from eo_fusion.errors import ProductError, TileError
-from eo_fusion.pipeline.plan import NODATA_CLASS, NODATA_PERCENT, TileTask, grid_crs
+from eo_fusion.grid import grid_crs
+from eo_fusion.pipeline.plan import NODATA_CLASS, NODATA_PERCENT, TileTask
 
 # rasterio silences a transient NotGeoreferencedWarning while it creates a dataset, using
 # warnings.catch_warnings, which is not thread-safe (Python < 3.14): two worker threads creating

@@ -17,26 +17,18 @@ from typing import Any
 
 import shapely
 import shapely.geometry
-from odc.geo import CRS, Geometry
+from odc.geo import Geometry
 from odc.geo.geobox import GeoBox
 
 from eo_fusion.catalogs.items import NormalizedItem
 from eo_fusion.config import JobSpec, ModalitySpec, ModelRef, spec_hash
-from eo_fusion.errors import GridError
 from eo_fusion.gdal import GDALOptions
-from eo_fusion.grid import Tile
+from eo_fusion.grid import Tile, grid_crs
 
 #: Class value written where there is no prediction (outside the AOI, no valid input, failed tile).
 NODATA_CLASS = 255
 #: Confidence / probability value written where there is no prediction (they are stored 0–100 %).
 NODATA_PERCENT = 255
-
-
-def grid_crs(gbox: GeoBox) -> CRS:
-    """The CRS of a grid; grids without one cannot be mapped."""
-    if gbox.crs is None:
-        raise GridError(f"grid {gbox} has no CRS", fix="give the job grid a CRS (grid.crs)")
-    return gbox.crs
 
 
 @dataclass(frozen=True)

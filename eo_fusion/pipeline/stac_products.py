@@ -18,7 +18,6 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +29,13 @@ from pystac.extensions.file import FileExtension
 from pystac.extensions.projection import ProjectionExtension
 from pystac.extensions.raster import DataType, RasterBand, RasterExtension, Sampling
 
-from eo_fusion.errors import ProductError
+from eo_fusion.catalogs.validate import validate_stac_dict
+from eo_fusion.errors import CatalogError, ProductError
+from eo_fusion.grid import grid_crs
 from eo_fusion.pipeline.manifest import sha256_file
 from eo_fusion.pipeline.mosaic import ClassInfo
-from eo_fusion.pipeline.plan import NODATA_CLASS, NODATA_PERCENT, grid_crs
+from eo_fusion.pipeline.plan import NODATA_CLASS, NODATA_PERCENT
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 COG_MEDIA_TYPE = pystac.MediaType.COG
 
 
@@ -244,32 +244,11 @@ def save_collection(collection: pystac.Collection, stac_dir: Path) -> list[Path]
 # -- validation against the repository's schemas --------------------------------------------------
 
 
-@lru_cache(maxsize=1)
-def _registry() -> Any:
-    from pystac.validation.local_validator import get_local_schema_cache
-    from referencing import Registry, Resource
-
-    schemas: dict[str, dict[str, Any]] = dict(get_local_schema_cache())
-    for path in sorted(SCHEMA_DIR.rglob("*.json")):
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError:
-            continue
-        sid = doc.get("$id") if isinstance(doc, dict) else None
-        if sid:
-            schemas[sid.rstrip("#")] = doc
-    resources = [(uri, Resource.from_contents(doc)) for uri, doc in schemas.items()]
-    return Registry().with_resources(resources)
-
-
-def _core_uri(doc: Mapping[str, Any]) -> str:
-    version = doc.get("stac_version", pystac.get_stac_version())
-    kind = "item" if doc.get("type") == "Feature" else str(doc.get("type", "")).lower()
-    return f"https://schemas.stacspec.org/v{version}/{kind}-spec/json-schema/{kind}.json"
-
-
 def validate_stac(doc: Mapping[str, Any], *, source: str = "STAC document") -> list[str]:
     """Validate a STAC Item/Collection dict against its core and extension schemas, offline.
+
+    Uses the same validator and repository-kept schemas as the catalog builder
+    (:func:`eo_fusion.catalogs.validate.validate_stac_dict`).
 
     Returns:
         The schema URIs checked.
@@ -278,28 +257,12 @@ def validate_stac(doc: Mapping[str, Any], *, source: str = "STAC document") -> l
         ProductError: a schema is missing from the repository, or the document violates one
             (the message names the document, the schema and the failing path).
     """
-    from jsonschema import Draft7Validator
-
-    registry = _registry()
-    uris = [_core_uri(doc), *doc.get("stac_extensions", [])]
-    for uri in uris:
-        try:
-            schema = registry.contents(uri)
-        except Exception as e:  # referencing.exceptions.NoSuchResource
-            raise ProductError(
-                f"{source}: no local schema for {uri}",
-                fix="add the schema JSON (with its $id) under eo_fusion/schemas/",
-            ) from e
-        validator = Draft7Validator(schema, registry=registry)
-        errors = sorted(validator.iter_errors(dict(doc)), key=lambda e: list(e.path))
-        if errors:
-            first = errors[0]
-            where = "/".join(str(p) for p in first.path) or "(top level)"
-            raise ProductError(
-                f"{source} is not valid against {uri}: at {where}: {first.message}",
-                fix="report this as a bug; the products themselves are unaffected",
-            )
-    return uris
+    try:
+        return validate_stac_dict(doc, source=source)
+    except CatalogError as e:
+        raise ProductError(
+            e.message, fix="report this as a bug; the map products themselves are unaffected"
+        ) from e
 
 
 def validate_stac_files(paths: Sequence[Path]) -> None:

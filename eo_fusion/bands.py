@@ -278,6 +278,15 @@ ELEVATION_ALIASES: dict[str, str] = {
     "aspect": "elevation:aspect",
 }
 
+#: Land-cover map asset keys (Planetary Computer esa-worldcover ``map``, io-lulc ``data``).
+LABEL_ALIASES: dict[str, str] = {
+    "map": "label:landcover",
+    "landcover": "label:landcover",
+    "land_cover": "label:landcover",
+    "lulc": "label:landcover",
+    "data": "label:landcover",
+}
+
 
 def band_for_wavelength(center_nm: float, tolerance_nm: float = 15.0) -> str | None:
     """The Sentinel-2 key whose centre is nearest ``center_nm`` (within ``tolerance_nm``).

@@ -30,6 +30,7 @@ import pystac
 from eo_fusion.bands import (
     AERIAL_ALIASES,
     ELEVATION_ALIASES,
+    LABEL_ALIASES,
     REGISTRY,
     S2_ALIASES,
     SAR_ALIASES,
@@ -72,12 +73,16 @@ _COLLECTION_HINTS: tuple[tuple[str, str], ...] = (
     ("sentinel-2-c1-l2a", "s2-l2a"),
     ("sentinel-2-l1c", "s2-l1c"),
     ("sentinel-2-c1-l1c", "s2-l1c"),
+    ("sentinel-2-pre-c1-l2a", "s2-l2a"),  # Earth Search v1: L2A before Collection 1
     ("sentinel-1-grd", "s1-grd"),
     ("sentinel-1-rtc", "s1-rtc"),
     ("cop-dem", "dem"),
     ("nasadem", "dem"),
+    ("alos-dem", "dem"),
     ("3dep-seamless", "dem"),
     ("naip", "aerial"),
+    ("esa-worldcover", "labels"),
+    ("io-lulc", "labels"),
 )
 
 
@@ -92,9 +97,11 @@ def guess_modality(item: pystac.Item) -> str | None:
         if coll.startswith(hint):
             return modality
     ptype = str(props.get("s2:product_type") or props.get("product:type") or "").upper()
-    if "L2A" in ptype:
+    # ESA product types are S2MSI2A / S2MSI1C (CDSE product:type, s2:product_type); product
+    # names and some catalogs say MSIL2A / L1C.
+    if "L2A" in ptype or ptype.startswith("S2MSI2A"):
         return "s2-l2a"
-    if "L1C" in ptype:
+    if "L1C" in ptype or ptype.startswith("S2MSI1C"):
         return "s2-l1c"
     if props.get("sar:product_type") == "GRD" or "sar:polarizations" in props:
         return "s1-rtc" if "rtc" in coll else "s1-grd"
@@ -139,9 +146,10 @@ def s2_reflectance_offset(
     Rules, first match wins:
 
     1. Earth Search's flag ``earthsearch:boa_offset_applied`` (legacy
-       ``sentinel:boa_offset_applied``) says whether the stored DN still carry the +1000 shift of
-       baseline >= 04.00: true -> the declared offset (or -1000 DN), false -> 0 (the DN were
-       harmonised when the COGs were made, whatever ``raster:bands`` says).
+       ``sentinel:boa_offset_applied``) says whether Earth Search already removed the baseline
+       >= 04.00 shift from the stored values when it made the COGs: true -> 0, whatever
+       ``raster:bands`` declares (its declared -0.1 would be applied twice: Element84/earth-search
+       issue #71); false -> the stored values are ESA's, so the baseline decides (rule 3).
     2. An offset declared in the band's raster metadata (CDSE, Earth Search c1, local items).
     3. The processing baseline: >= 04.00 -> -1000 DN, older -> 0.
     4. Unknown: 0 (reason starts with ``unknown``; :func:`normalize_item` logs a warning naming
@@ -149,39 +157,74 @@ def s2_reflectance_offset(
     """
     shift = -1000.0 * scale
     props = item.properties
+    pb = processing_baseline(item)
     for flag in ("earthsearch:boa_offset_applied", "sentinel:boa_offset_applied"):
-        if flag in props:
-            if bool(props[flag]):
-                return (declared_offset if declared_offset is not None else shift), f"{flag}=true"
-            return 0.0, f"{flag}=false"
+        if props.get(flag) is None:
+            continue
+        if bool(props[flag]):
+            return 0.0, f"{flag}=true: offset already removed from the stored values"
+        if pb is not None:
+            return (shift if pb >= 4.0 else 0.0), f"{flag}=false, baseline {pb:05.2f}"
+        break  # flag false but no baseline: the declared offset decides
     if declared_offset is not None:
         return declared_offset, "raster offset declared by the item"
-    pb = processing_baseline(item)
     if pb is not None:
         return (shift, f"baseline {pb:05.2f} >= 04.00") if pb >= 4.0 else (0.0, f"baseline {pb}")
     return 0.0, "unknown baseline: no offset"
 
 
+#: Band fields that STAC 1.1 hoists to the asset when every band shares them (common metadata
+#: without a prefix; extension fields keep theirs: ``raster:scale``, ``eo:center_wavelength``).
+_ASSET_BAND_FIELDS = ("nodata", "data_type", "unit", "statistics")
+_ASSET_BAND_PREFIXES = ("raster:", "eo:", "classification:")
+_ASSET_NOT_BAND_FIELDS = {"eo:bands", "raster:bands", "eo:cloud_cover", "eo:snow_cover"}
+
+
+def _unprefixed(d: Mapping[str, Any]) -> dict[str, Any]:
+    """STAC 1.1 band fields with their extension prefix dropped (``raster:scale`` -> ``scale``)."""
+    out = dict(d)
+    for k in list(out):
+        if ":" in k:
+            out.setdefault(k.split(":", 1)[1], out[k])
+    return out
+
+
+def _asset_band_defaults(extra: Mapping[str, Any]) -> dict[str, Any]:
+    """Band fields given once at asset level (CDSE: ``raster:scale``/``raster:offset``/``nodata``
+    on the asset, only names and wavelengths in ``bands``)."""
+    d = {
+        k: v
+        for k, v in extra.items()
+        if (k in _ASSET_BAND_FIELDS or k.startswith(_ASSET_BAND_PREFIXES))
+        and k not in _ASSET_NOT_BAND_FIELDS
+    }
+    return _unprefixed(d)
+
+
 def _band_dicts(asset: pystac.Asset) -> list[dict[str, Any]]:
-    """Per-band metadata of an asset, merging STAC 1.1 ``bands`` with 1.0 eo/raster bands."""
+    """Per-band metadata of an asset, merging STAC 1.1 ``bands`` with 1.0 eo/raster bands.
+
+    Fields declared at asset level (STAC 1.1 lets fields shared by all bands move there) are
+    defaults for every band; a band's own value wins.
+    """
     extra = asset.extra_fields
+    defaults = _asset_band_defaults(extra)
     if isinstance(extra.get("bands"), list) and extra["bands"]:
-        out = []
-        for b in extra["bands"]:
-            d = dict(b)
-            # STAC 1.1 prefixes extension fields (eo:center_wavelength, raster:scale).
-            for k in list(d):
-                if ":" in k:
-                    d.setdefault(k.split(":", 1)[1], d[k])
-            out.append(d)
-        return out
+        return [{**defaults, **_unprefixed(b)} for b in extra["bands"] if isinstance(b, dict)]
     eo = extra.get("eo:bands") or []
     raster = extra.get("raster:bands") or []
     n = max(len(eo), len(raster))
-    return [
-        {**(raster[i] if i < len(raster) else {}), **(eo[i] if i < len(eo) else {})}
+    bands = [
+        {
+            **defaults,
+            **(raster[i] if i < len(raster) else {}),
+            **(eo[i] if i < len(eo) else {}),
+        }
         for i in range(n)
     ]
+    if not bands and defaults:
+        return [defaults]  # single-band asset described only at asset level
+    return bands
 
 
 def _family_aliases(modality: str) -> list[Mapping[str, str]]:
@@ -193,6 +236,8 @@ def _family_aliases(modality: str) -> list[Mapping[str, str]]:
         return [AERIAL_ALIASES]
     if modality in ("dem", "dsm", "dtm"):
         return [ELEVATION_ALIASES]
+    if modality == "labels":
+        return [LABEL_ALIASES]
     return [S2_ALIASES, SAR_ALIASES, ELEVATION_ALIASES]
 
 
@@ -249,6 +294,19 @@ def _is_data_asset(key: str, asset: pystac.Asset) -> bool:
     return not media or any(t in media for t in ("tiff", "jp2", "jpeg", "png", "netcdf", "zarr"))
 
 
+#: Unit spellings used by providers -> the registry's (UCUM ``m`` for metres; ``dB`` for decibels).
+_UNIT_ALIASES = {
+    "m": "m",
+    "metre": "m",
+    "metres": "m",
+    "meter": "m",
+    "meters": "m",
+    "db": "dB",
+    "decibel": "dB",
+    "decibels": "dB",
+}
+
+
 def _encode(
     item: pystac.Item, spec: BandSpec, band: Mapping[str, Any], modality: str, notes: set[str]
 ) -> BandSpec:
@@ -270,6 +328,8 @@ def _encode(
     elif declared is not None:
         out = out.with_encoding(offset=declared)
     units = band.get("unit")
+    if isinstance(units, str):
+        units = _UNIT_ALIASES.get(units.strip().lower(), units.strip())
     if spec.kind == "sar" and not units:
         units = "amplitude" if modality == "s1-grd" else "linear"
     res = band.get("spatial_resolution")
@@ -412,6 +472,10 @@ def _place_asset(
             return []
         spec = _encode(item, REGISTRY[reg_key], meta, modality, notes)
         gsd = asset.extra_fields.get("gsd")
+        if gsd is None and spec.resolution_m is None:
+            # Item-level gsd (NAIP: 0.6 m) only where the registry has no native resolution; for
+            # multi-resolution products (S2) it is the finest band's, not this one's.
+            gsd = item.properties.get("gsd")
         if isinstance(gsd, int | float) and "spatial_resolution" not in meta:
             spec = replace(spec, resolution_m=float(gsd))
         out.append(

@@ -11,7 +11,6 @@ keeps each date.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -25,8 +24,7 @@ from eo_fusion.sources.common import (
     ModalityResult,
     band_order,
     fill_missing,
-    group_same_day,
-    read_item_bands,
+    read_day_mosaics,
 )
 from eo_fusion.sources.reader import ReadSpec
 
@@ -45,16 +43,10 @@ def load_aerial(
     def spec_for(asset):
         return ReadSpec(kind="aerial")
 
-    slices: list[np.ndarray] = []
-    times: list[datetime] = []
-    ids: list[str] = []
-    for group in group_same_day(items):
-        data = np.full((len(keys), *gbox.shape.yx), np.nan, dtype=np.float32)
-        for it in group:
-            fill_missing(data, read_item_bands(it, keys, gbox, spec_for, gdal))
-        slices.append(data)
-        times.append(min(i.datetime for i in group))
-        ids.extend(i.id for i in group)
+    days = read_day_mosaics(items, keys, gbox, spec_for, gdal)
+    slices = [d.data for d in days]
+    times = [d.time for d in days]
+    ids = [i.id for d in days for i in d.items]
     attrs: dict[str, Any] = {"dates": [t.isoformat() for t in times], "mode": mspec.mode}
     units = ["brightness"] * len(keys)
     if mspec.mode == "composite":

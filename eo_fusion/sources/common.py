@@ -17,12 +17,14 @@ from eo_fusion.gdal import GDALOptions
 from eo_fusion.sources.reader import ReadSpec, read_assets
 
 __all__ = [
+    "DayMosaic",
     "ModalityResult",
     "aggregate_periods",
     "band_order",
     "group_same_day",
     "nanmean",
     "nanmedian",
+    "read_day_mosaics",
     "read_item_bands",
 ]
 
@@ -99,6 +101,35 @@ def group_same_day(items: Sequence[NormalizedItem]) -> list[list[NormalizedItem]
     for it in items:
         groups[it.datetime.strftime("%Y-%m-%d")].append(it)
     return [sorted(groups[d], key=lambda i: i.id) for d in sorted(groups)]
+
+
+@dataclass(frozen=True)
+class DayMosaic:
+    """All items of one acquisition day read onto one grid: ``data`` is ``(band, y, x)``."""
+
+    data: np.ndarray
+    time: datetime
+    items: list[NormalizedItem]
+
+
+def read_day_mosaics(
+    items: Sequence[NormalizedItem],
+    keys: Sequence[str],
+    gbox: GeoBox,
+    spec_for: Callable[[BandAsset], ReadSpec],
+    gdal: GDALOptions,
+) -> list[DayMosaic]:
+    """One mosaic per UTC acquisition day (see :func:`group_same_day`), in time order.
+
+    Within a day the first valid value wins, items taken in id order (deterministic).
+    """
+    out = []
+    for group in group_same_day(items):
+        data = np.full((len(keys), *gbox.shape.yx), np.nan, dtype=np.float32)
+        for it in group:
+            fill_missing(data, read_item_bands(it, keys, gbox, spec_for, gdal))
+        out.append(DayMosaic(data, min(i.datetime for i in group), group))
+    return out
 
 
 def fill_missing(dst: np.ndarray, src: np.ndarray) -> None:

@@ -8,8 +8,6 @@ Slovenia ``NDVI_68dates.tif``) are normalised by the catalog into one item per d
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import numpy as np
 from odc.geo.geobox import GeoBox
 
@@ -22,8 +20,7 @@ from eo_fusion.sources.common import (
     ModalityResult,
     band_order,
     fill_missing,
-    group_same_day,
-    read_item_bands,
+    read_day_mosaics,
 )
 from eo_fusion.sources.reader import ReadSpec
 
@@ -45,16 +42,10 @@ def load_raster(
     def spec_for(asset):
         return ReadSpec(kind=asset.spec.kind)
 
-    slices: list[np.ndarray] = []
-    times: list[datetime] = []
-    ids: list[str] = []
-    for group in group_same_day(sorted(items, key=lambda i: (i.datetime, i.id))):
-        data = np.full((len(keys), *gbox.shape.yx), np.nan, dtype=np.float32)
-        for it in group:
-            fill_missing(data, read_item_bands(it, keys, gbox, spec_for, gdal))
-        slices.append(data)
-        times.append(min(i.datetime for i in group))
-        ids.extend(i.id for i in group)
+    days = read_day_mosaics(items, keys, gbox, spec_for, gdal)
+    slices = [d.data for d in days]
+    times = [d.time for d in days]
+    ids = [i.id for d in days for i in d.items]
     units = [specs[k].units if k in specs else "" for k in keys]
     kinds = [specs[k].kind if k in specs else "" for k in keys]
     attrs = {"dates": [t.isoformat() for t in times], "kinds": kinds, "mode": mspec.mode}

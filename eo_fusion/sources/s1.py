@@ -13,7 +13,6 @@ in the attributes ``orbit_state`` and ``dates``.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -29,10 +28,8 @@ from eo_fusion.sources.common import (
     ModalityResult,
     aggregate_periods,
     band_order,
-    fill_missing,
-    group_same_day,
     nanmean,
-    read_item_bands,
+    read_day_mosaics,
 )
 from eo_fusion.sources.reader import ReadSpec
 
@@ -88,21 +85,13 @@ def load_s1(
     def spec_for(asset):
         return ReadSpec(kind="sar", sar_db_input=asset.spec.units == "dB", sar_db_output=False)
 
-    series: list[np.ndarray] = []
-    times: list[datetime] = []
-    ids: list[str] = []
-    orbits: list[str] = []
-    for group in group_same_day(items):
-        data = np.full((len(keys), *gbox.shape.yx), np.nan, dtype=np.float32)
-        for it in group:
-            fill_missing(data, read_item_bands(it, keys, gbox, spec_for, gdal))
-        if str(opts.get("speckle", "none")).lower() == "lee":
-            win = int(opts.get("speckle_window", 5))
-            data = np.stack([lee_filter(b, win) for b in data])
-        series.append(data)
-        times.append(min(i.datetime for i in group))
-        ids.extend(i.id for i in group)
-        orbits.append(str(group[0].properties.get("sat:orbit_state", "unknown")))
+    lee = str(opts.get("speckle", "none")).lower() == "lee"
+    win = int(opts.get("speckle_window", 5))
+    days = read_day_mosaics(items, keys, gbox, spec_for, gdal)
+    series = [np.stack([lee_filter(b, win) for b in d.data]) if lee else d.data for d in days]
+    times = [d.time for d in days]
+    ids = [i.id for d in days for i in d.items]
+    orbits = [str(d.items[0].properties.get("sat:orbit_state", "unknown")) for d in days]
     if not series:
         raise BandError("no Sentinel-1 items to stack", fix="widen the search or drop the modality")
     lin = np.stack(series)

@@ -14,7 +14,6 @@ each with its own fine-tuned encoder), ``mae.*`` (pretraining decoder and heads,
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -28,6 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from eo_fusion import __version__
 from eo_fusion.errors import CheckpointError
+from eo_fusion.files import atomic_write_text, sha256_file
 from eo_fusion.models.encoder import EncoderConfig, SpectralViT
 from eo_fusion.models.heads import CropModel, LandCoverModel
 from eo_fusion.models.mae import MAE
@@ -114,14 +114,6 @@ def build(card: Mapping[str, Any]) -> LoadedModel:
     return model
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def save(model: LoadedModel, folder: Path, *, dtype: torch.dtype = torch.float32) -> Path:
     """Write ``model.safetensors`` and ``model_card.json`` into ``folder`` (atomically, each)."""
     folder = Path(folder)
@@ -142,9 +134,7 @@ def save(model: LoadedModel, folder: Path, *, dtype: torch.dtype = torch.float32
         "dtype": str(dtype).removeprefix("torch."),
         "n_parameters": int(sum(v.numel() for v in state.values())),
     }
-    tmp = folder / f".{CARD}.tmp"
-    tmp.write_text(json.dumps(card, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, folder / CARD)
+    atomic_write_text(folder / CARD, json.dumps(card, indent=2, sort_keys=False) + "\n")
     model.card = card
     return folder
 

@@ -28,8 +28,8 @@ import numpy as np
 
 from eo_fusion.config import DaskSpec
 from eo_fusion.errors import BadInputError, EOFusionError, JobError, ReadError
+from eo_fusion.files import sha256_file
 from eo_fusion.logs import get_logger
-from eo_fusion.pipeline.manifest import sha256_file
 from eo_fusion.pipeline.mosaic import ClassInfo, crop_core, finish_tile, write_tile
 from eo_fusion.pipeline.plan import TileTask
 

@@ -17,11 +17,9 @@ tile outputs and return their checksums.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import socket
-import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -29,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from eo_fusion.errors import JobError, LockError
+from eo_fusion.files import atomic_write_text, sha256_file
 
 MANIFEST_NAME = "manifest.json"
 LOCK_NAME = ".lock"
@@ -40,31 +39,6 @@ TileState = Literal["pending", "done", "failed"]
 def utc_now() -> str:
     """Current time as an ISO 8601 UTC string (second precision)."""
     return datetime.now(UTC).replace(microsecond=0).isoformat()
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks (memory does not grow with file size)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 @dataclass

@@ -8,7 +8,6 @@ and the weights' sha256) and reuses them for every tile it runs.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
@@ -19,6 +18,7 @@ import numpy as np
 
 from eo_fusion.config import ModelRef
 from eo_fusion.errors import CheckpointError
+from eo_fusion.files import sha256_file
 from eo_fusion.pipeline.mosaic import ClassInfo
 from eo_fusion.pipeline.plan import TileTask
 
@@ -98,7 +98,7 @@ class ModelPredictor:
             task=ref.task,
             batch_size=ref.batch_size,
             classes=classes,
-            card_sha256=hashlib.sha256((folder / CARD).read_bytes()).hexdigest(),
+            card_sha256=sha256_file(folder / CARD),
             weights_sha256=str(card.get("weights", {}).get("sha256", "")),
             model_name=str(card.get("name", folder.name)),
             window=window,

@@ -34,7 +34,7 @@ from rio_cogeo.cogeo import cog_translate, cog_validate
 from rio_cogeo.profiles import cog_profiles
 
 from eo_fusion.errors import ProductError
-from eo_fusion.pipeline.manifest import atomic_write_text
+from eo_fusion.files import atomic_write_text
 from eo_fusion.pipeline.mosaic import ClassInfo
 from eo_fusion.pipeline.plan import NODATA_CLASS, NODATA_PERCENT
 

@@ -17,7 +17,7 @@ import numpy as np
 import rasterio
 from odc.geo.geobox import GeoBox
 
-from eo_fusion.pipeline.manifest import atomic_write_text
+from eo_fusion.files import atomic_write_text
 from eo_fusion.pipeline.mosaic import ClassInfo
 from eo_fusion.pipeline.plan import NODATA_CLASS
 

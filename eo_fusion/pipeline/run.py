@@ -37,10 +37,11 @@ from eo_fusion import __version__
 from eo_fusion.catalogs.items import NormalizedItem
 from eo_fusion.config import PROJECT_ROOT, AOISpec, JobSpec, spec_hash
 from eo_fusion.errors import JobError
+from eo_fusion.files import sha256_file
 from eo_fusion.grid import aoi_geometry, grid_from_aoi, make_tiles
 from eo_fusion.logs import get_logger
 from eo_fusion.pipeline.execute import Predictor, TileOutcome, dask_client, execute_tasks
-from eo_fusion.pipeline.manifest import RunManifest, TileRecord, run_lock, sha256_file, utc_now
+from eo_fusion.pipeline.manifest import RunManifest, TileRecord, run_lock, utc_now
 from eo_fusion.pipeline.mosaic import layers_for, mosaic_to_gtiff
 from eo_fusion.pipeline.plan import (
     TileTask,

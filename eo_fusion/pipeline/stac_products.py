@@ -31,8 +31,8 @@ from pystac.extensions.raster import DataType, RasterBand, RasterExtension, Samp
 
 from eo_fusion.catalogs.validate import validate_stac_dict
 from eo_fusion.errors import CatalogError, ProductError
+from eo_fusion.files import sha256_file
 from eo_fusion.grid import grid_crs
-from eo_fusion.pipeline.manifest import sha256_file
 from eo_fusion.pipeline.mosaic import ClassInfo
 from eo_fusion.pipeline.plan import NODATA_CLASS, NODATA_PERCENT
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from eo_fusion.models.config import FinetuneSpec
 from eo_fusion.train.data import Scene, band_stats
-from eo_fusion.train.finetune import holdout_mask, task_input
+from eo_fusion.train.finetune import class_indices, holdout_mask, task_input
 from eo_fusion.train.metrics import confusion, scores
 
 
@@ -26,20 +26,16 @@ def random_forest_baseline(
     labelled = [s for s in scenes if s.labels is not None]
     stats, _ = band_stats(labelled)
     temporal = spec.task == "crops"
-    ids = sorted(
-        {int(v) for s in labelled if s.labels is not None for v in np.unique(s.labels)}
-        - {spec.ignore_index}
-    )
-    lut = {c: i for i, c in enumerate(ids)}
+    ids, indices = class_indices(labelled, spec.ignore_index)
     xs_tr, ys_tr, evals = [], [], []
-    for s in labelled:
+    for s, lab_idx in zip(labelled, indices, strict=True):
         arr, _, _ = task_input(s, spec.inputs, stats, temporal)
         feats = (
             np.nan_to_num(arr.reshape(-1, *arr.shape[-2:]))
             .reshape(-1, arr.shape[-2] * arr.shape[-1])
             .T
         )
-        idx = np.vectorize(lambda v: lut.get(int(v), -1))(s.labels).astype("int64").ravel()
+        idx = lab_idx.ravel()
         hold = holdout_mask(s.shape, spec.holdout_block, spec.holdout_fraction, spec.seed).ravel()
         train = ~hold & (idx >= 0)
         xs_tr.append(feats[train])

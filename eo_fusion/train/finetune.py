@@ -55,6 +55,25 @@ def holdout_mask(shape: tuple[int, int], block: int, fraction: float, seed: int)
     return np.kron(grid, np.ones((block, block), dtype=bool))[:h, :w]
 
 
+def class_indices(
+    labelled: Sequence[Scene], ignore_index: int
+) -> tuple[list[int], list[np.ndarray]]:
+    """Class ids present in the labels (``ignore_index`` left out) and, per scene, each pixel's
+    position in that list (-1 = ignored or unlabelled)."""
+    ids = sorted(
+        {int(v) for s in labelled if s.labels is not None for v in np.unique(s.labels)}
+        - {ignore_index}
+    )
+    table = np.asarray(ids, dtype="int64")
+    out = []
+    for s in labelled:
+        lab = np.nan_to_num(np.asarray(s.labels, dtype="float64"), nan=-1).astype("int64")
+        pos = np.searchsorted(table, lab).clip(max=max(len(ids) - 1, 0))
+        found = (table[pos] == lab) if len(ids) else np.zeros(lab.shape, bool)
+        out.append(np.where(found, pos, -1))
+    return ids, out
+
+
 def task_input(
     scene: Scene, inputs: dict[str, list[str]], stats: dict, temporal: bool
 ) -> tuple[np.ndarray, list[str], np.ndarray | None]:
@@ -122,18 +141,13 @@ def finetune(
         for mod, per_key in base.card.get("normalization", {}).items():
             stats.setdefault(mod, {}).update(per_key)
         by_kind = {**by_kind, **base.card.get("normalization_by_kind", {})}
-    ids = sorted(
-        {int(v) for s in labelled if s.labels is not None for v in np.unique(s.labels)}
-        - {spec.ignore_index}
-    )
-    lut = {c: i for i, c in enumerate(ids)}
+    ids, indices = class_indices(labelled, spec.ignore_index)
     data = []
-    for s in labelled:
+    for s, idx in zip(labelled, indices, strict=True):
         arr, keys, times = task_input(s, spec.inputs, stats, temporal)
-        idx = np.vectorize(lambda v: lut.get(int(v), -1))(s.labels).astype("int64")
         hold = holdout_mask(s.shape, spec.holdout_block, spec.holdout_fraction, spec.seed)
         doy = None if times is None else pd.DatetimeIndex(times).day_of_year.values
-        data.append((s, arr, keys, doy, idx, hold))
+        data.append((s, arr, keys, doy, idx, hold, np.where(hold, -1, idx)))
     keys = data[0][2]
     if base is not None:
         cfg = base.encoder.cfg
@@ -168,9 +182,8 @@ def finetune(
         for step in range(spec.steps):
             xb, yb = [], []
             # One scene per batch: its dates (time series) are shared by the whole batch.
-            s, arr, _, doy, idx, hold = data[int(rng.integers(len(data)))]
+            s, arr, _, doy, idx, hold, train_lab = data[int(rng.integers(len(data)))]
             for _ in range(spec.batch_size):
-                train_lab = np.where(hold, -1, idx)
                 for _try in range(20):
                     y, x = random_origin(rng, s.shape, size)
                     lab = crop(train_lab, y, x, size, fill=-1)
@@ -201,7 +214,7 @@ def finetune(
     seconds = time.perf_counter() - t0
     net.eval()
     cm = np.zeros((len(ids), len(ids)), dtype="int64")
-    for _s, arr, k, doy, idx, hold in data:
+    for _s, arr, k, doy, idx, hold, _train_lab in data:
         doy_t = None if doy is None else torch.tensor(doy, dtype=torch.float32)[None]
         probs = sliding_probs(net, arr, k, n_classes=len(ids), window=size, doy=doy_t)
         cm += confusion(idx, probs.argmax(0), len(ids), ignore=~hold | (idx < 0))

@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from eo_fusion.config import portable_dump, spec_hash
 from eo_fusion.errors import ModelError
+from eo_fusion.files import atomic_write_text
 from eo_fusion.models import checkpoint as ck
 from eo_fusion.models.config import PretrainSpec
 from eo_fusion.models.encoder import EncoderConfig, SpectralViT
@@ -122,7 +123,7 @@ def _save_state(folder: Path, model: ck.LoadedModel, opt: torch.optim.Optimizer,
         for name, v in st.items():
             flat[f"{idx}.{name}"] = v.contiguous() if torch.is_tensor(v) else torch.tensor(v)
     save_file(flat, str(folder / "optimizer.safetensors"))
-    (folder / "train_state.json").write_text(json.dumps(meta), encoding="utf-8")
+    atomic_write_text(folder / "train_state.json", json.dumps(meta))
 
 
 def _load_state(folder: Path, opt: torch.optim.Optimizer) -> None:
@@ -151,7 +152,7 @@ def pretrain(
     rng = np.random.default_rng(spec.seed)
     stats, by_kind = band_stats(scenes)
     normed = [normalise(sc, stats) for sc in scenes]
-    views = pretrain_views(normed)
+    views = pretrain_views(normed, spec.data.pairs)
     cfg = EncoderConfig(spec.size, spec.patch_size, spec.image_size, ranges_of(scenes))
     encoder = SpectralViT(cfg)
     card: dict[str, Any] = {

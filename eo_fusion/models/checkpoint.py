@@ -18,7 +18,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,6 @@ class LoadedModel:
     crops: CropModel | None = None
     mae: MAE | None = None
     path: Path | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def task(self, name: str) -> dict[str, Any]:
         """The card's section for task ``name`` (raises naming the tasks it has)."""

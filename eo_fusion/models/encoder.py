@@ -88,17 +88,6 @@ def sincos_2d(dim: int, grid_h: int, grid_w: int, *, scale: float = 1.0) -> torc
     return pe.float()
 
 
-def interpolate_pos_embed(pe: torch.Tensor, new_hw: tuple[int, int]) -> torch.Tensor:
-    """Bicubic resize of a stored ``(N, D)`` square position table to ``new_hw`` patches."""
-    n, d = pe.shape
-    side = round(n**0.5)
-    if side * side != n:
-        raise ModelError(f"position table of {n} entries is not square")
-    grid = pe.reshape(1, side, side, d).permute(0, 3, 1, 2)
-    out = F.interpolate(grid, size=new_hw, mode="bicubic", align_corners=False)
-    return out.permute(0, 2, 3, 1).reshape(-1, d)
-
-
 class Attention(nn.Module):
     def __init__(self, dim: int, heads: int) -> None:
         super().__init__()

@@ -25,7 +25,6 @@ into the range that contains their centre wavelength.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import math
 import operator
@@ -37,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from eo_fusion.bands import BandSpec
+from eo_fusion.bands import BandSpec, get_band
 from eo_fusion.errors import BandError
 
 
@@ -107,8 +106,6 @@ ALL_RANGES: tuple[str, ...] = (
     *dict.fromkeys(NON_SPECTRAL_RANGES.values()),
 )
 
-_BY_NAME = {r.name: r for r in SPECTRAL_RANGES}
-
 
 @dataclass(frozen=True)
 class RangeAssignment:
@@ -117,10 +114,6 @@ class RangeAssignment:
     key: str
     ranges: tuple[str, ...]
     weights: tuple[float, ...]
-
-    @property
-    def interpolated(self) -> bool:
-        return len(self.ranges) > 1 or self.weights[0] != 1.0
 
 
 def native_range(spec: BandSpec) -> str | None:
@@ -189,11 +182,6 @@ def _interpolate(spec: BandSpec, trained: Sequence[str]) -> RangeAssignment:
 
 def resolve_band(key: str) -> BandSpec:
     """Look a key up in the band registry; unknown keys raise :class:`BandError` naming the key."""
-    from eo_fusion import bands
-
-    get_band = getattr(bands, "get_band", None)
-    if get_band is None:  # registry not populated in this build
-        raise BandError(f"band '{key}' is unknown: the band registry has no lookup function")
     return get_band(key)
 
 
@@ -274,8 +262,3 @@ class SpectralEmbedding(nn.Module):
         # bands present makes the token their mean, whatever subset or order of bands arrives.
         tok = F.conv2d(x, weight, bias, stride=self.patch_size) / len(keys)
         return tok.flatten(2).transpose(1, 2)
-
-
-def close_keys(key: str, known: Sequence[str]) -> list[str]:
-    """Close matches of ``key`` among ``known`` (for error messages)."""
-    return difflib.get_close_matches(key, list(known), n=3)

@@ -142,7 +142,6 @@ def pretrain(
     scenes: Sequence[Scene],
     *,
     progress: bool = True,
-    provenance: dict[str, Any] | None = None,
 ) -> ck.LoadedModel:
     """Pretrain an encoder + MAE on ``scenes`` (physical units); resumes from ``out/last``."""
     if not scenes:
@@ -175,7 +174,6 @@ def pretrain(
                     }
                     for s in scenes
                 ],
-                **(provenance or {}),
             }
         },
     }

@@ -27,7 +27,7 @@ from odc.geo.geobox import GeoBox
 
 from eo_fusion.catalogs.items import NormalizedItem
 from eo_fusion.config import ModalitySpec
-from eo_fusion.coreg.check import CoregOptions, coregister
+from eo_fusion.coreg.check import CoregOptions, coregister, modality_family
 from eo_fusion.errors import BandError
 from eo_fusion.gdal import GDALOptions
 from eo_fusion.grid import grid_at_resolution, grid_crs
@@ -39,8 +39,8 @@ Loader = Callable[[list[NormalizedItem], GeoBox, ModalitySpec, GDALOptions], Mod
 
 
 def loader_for(name: str, spec: ModalitySpec) -> Loader:
-    """The source reader for a modality name (``options.reader`` overrides the name's family)."""
-    family = str(spec.options.get("reader", name.split("-")[0]))
+    """The source reader for a modality name's family (:func:`modality_family`)."""
+    family = modality_family(name)
     if family == "s2":
         from eo_fusion.sources.s2 import load_s2
 

@@ -45,7 +45,12 @@ class CoregOptions:
     max_shift_px: float = 5.0
 
 
-def _family(name: str) -> str:
+def modality_family(name: str) -> str:
+    """A modality's family, the part of its name before the first ``-`` (``s2-l2a`` -> ``s2``).
+
+    It picks the source reader (:func:`eo_fusion.stack.loader_for`) and the co-registration
+    role (optical reference, SAR, or not checked).
+    """
     return name.split("-")[0]
 
 
@@ -67,8 +72,8 @@ def coregister(
         opts: thresholds.
     """
     records: dict[str, dict[str, Any]] = {}
-    candidates = [m for m in sorted(results) if _family(m) in _OPTICAL + _SAR]
-    ref = opts.reference or next((m for m in candidates if _family(m) in _OPTICAL), None)
+    candidates = [m for m in sorted(results) if modality_family(m) in _OPTICAL + _SAR]
+    ref = opts.reference or next((m for m in candidates if modality_family(m) in _OPTICAL), None)
     if ref is None or ref not in results:
         return {m: {"applied": False, "reason": "no optical reference modality"} for m in results}
     ref_res = results[ref]
@@ -85,7 +90,7 @@ def coregister(
         if res.gbox != ref_res.gbox:
             records[name] = {"reference": ref, "applied": False, "reason": "different grid"}
             continue
-        method = "sar" if _family(name) in _SAR else "optical"
+        method = "sar" if modality_family(name) in _SAR else "optical"
         try:
             est = estimate_shift(ref_img, structure_image(res), method=method)
         except CoregistrationError as e:

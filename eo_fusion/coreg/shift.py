@@ -122,7 +122,7 @@ def estimate_shift(
             fix="warp both onto the same tile grid first",
         )
     fa = feature_image(ref, method)
-    fb = feature_image(mov, method if method == "optical" else "sar")
+    fb = feature_image(mov, method)
     win = np.outer(_tukey(ref.shape[0]), _tukey(ref.shape[1]))
     fa_s = np.fft.fft2(fa * win)
     fb_s = np.fft.fft2(fb * win)

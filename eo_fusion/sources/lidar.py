@@ -1,7 +1,8 @@
 """Point clouds (LAS/LAZ, read with laspy) gridded onto a target grid.
 
-* DSM: the highest return per cell (``np.fmax.at``), cells without a point are NaN.
-* Colours: the RGB of the highest return per cell, scaled to 0-1 (8- or 16-bit storage detected).
+* DSM: the highest return per cell (``np.maximum.at``), cells without a point are NaN.
+* Colours: :attr:`PointCloud.rgb` holds each point's RGB scaled to 0-1 (8- or 16-bit storage
+  detected).
 
 Points are transformed to the grid CRS with pyproj; the point cloud's CRS comes from the file's
 header (WKT/GeoTIFF VLRs) or, when the file carries none, from the caller (the item's asset).
@@ -21,7 +22,7 @@ from pyproj import Transformer
 from eo_fusion.errors import ReadError
 from eo_fusion.grid import grid_crs
 
-__all__ = ["PointCloud", "grid_points_max", "rasterise_points", "read_points"]
+__all__ = ["PointCloud", "grid_points_max", "read_points"]
 
 
 @dataclass(frozen=True)
@@ -89,24 +90,3 @@ def grid_points_max(pc: PointCloud, gbox: GeoBox) -> np.ndarray:
     np.maximum.at(out, (row[inside], col[inside]), pc.z[inside])
     out[~np.isfinite(out)] = np.nan
     return out.astype(np.float32)
-
-
-def rasterise_points(pc: PointCloud, gbox: GeoBox) -> tuple[np.ndarray, np.ndarray]:
-    """(DSM, RGB of the highest point) per cell: ``(y, x)`` metres and ``(3, y, x)`` 0-1."""
-    pc = pc.to_crs(grid_crs(gbox))
-    row, col, inside = _cells(pc, gbox)
-    h, w = gbox.shape.yx
-    flat = row[inside] * w + col[inside]
-    z = pc.z[inside]
-    # Sort by cell, then by height: the last point of each cell is its highest return.
-    order = np.lexsort((z, flat))
-    flat_s = flat[order]
-    last = np.r_[flat_s[1:] != flat_s[:-1], True]
-    cells = flat_s[last]
-    idx = np.flatnonzero(inside)[order][last]
-    dsm = np.full(h * w, np.nan, dtype=np.float32)
-    dsm[cells] = pc.z[idx]
-    rgb = np.full((3, h * w), np.nan, dtype=np.float32)
-    if pc.rgb is not None:
-        rgb[:, cells] = pc.rgb[idx].T
-    return dsm.reshape(h, w), rgb.reshape(3, h, w)

@@ -14,18 +14,20 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 
 import rasterio
-from affine import Affine, loadsw
+from affine import Affine
 from odc.geo import CRS
 from odc.geo.geobox import GeoBox
 from rasterio.errors import NotGeoreferencedWarning
 
 from eo_fusion.bands import get_band
+from eo_fusion.catalogs.builder import world_file_transform
 from eo_fusion.catalogs.items import BandAsset, NormalizedItem
 from eo_fusion.errors import ReadError
 
@@ -33,16 +35,6 @@ __all__ = ["local_item"]
 
 #: key -> path, or key -> (path, 1-based band index)
 FileMap = Mapping[str, str | Path | tuple[str | Path, int]]
-
-
-def _world_file(path: Path) -> Affine | None:
-    """The transform from a world file next to ``path`` (.wld, .jgw, .pgw, .tfw, ...), if any."""
-    ext = path.suffix.lower()
-    for suffix in (".wld", ext[:2] + ext[-1] + "w", ext + "w"):
-        side = path.with_suffix(suffix)
-        if side.exists():
-            return loadsw(side.read_text(encoding="utf-8"))
-    return None
 
 
 def local_item(
@@ -76,7 +68,7 @@ def local_item(
         path, index = (value, 1) if not isinstance(value, tuple) else value
         spec = get_band(key).with_encoding(scale=scale, offset=offset, nodata=nodata)
         if units is not None:
-            spec = spec.__class__(**{**spec.__dict__, "units": units})
+            spec = dataclasses.replace(spec, units=units)
         path = str(path)
         if path.lower().endswith((".las", ".laz")):
             bands[key] = BandAsset(key, Path(path).stem, path, 1, spec, crs=crs)
@@ -91,7 +83,8 @@ def local_item(
                     raise ReadError(f"file {path} has no CRS", fix="pass crs=...")
                 affine = ds.transform
                 if affine.is_identity:
-                    affine = _world_file(Path(path)) or affine
+                    world = world_file_transform(Path(path))
+                    affine = Affine(*world) if world else affine
                 gbox = GeoBox(ds.shape, affine, fcrs)
                 shape = ds.shape
                 transform = tuple(affine)[:6]

@@ -150,51 +150,56 @@ def read_assets(
         out = np.empty((len(assets), *gbox.shape.yx), dtype=np.float32)
     out.fill(np.nan)
     try:
-        with gdal.env(), _sidecar_env(path):
-            ds = _open(path)
-        with gdal.env(), ds:
-            src_gbox = source_geobox(ds, asset0)
-            rr = _roi(src_gbox, gbox)
-            if (
-                rr.roi_src[0].stop <= rr.roi_src[0].start
-                or rr.roi_src[1].stop <= rr.roi_src[1].start
-            ):
-                return out  # no overlap: all no data
-            ratio = float(rr.scale)
-            rule = (
-                spec.resampling if spec.resampling is not None else resampling_for(spec.kind, ratio)
-            )
-            indexes = [a.band_index for a in assets]
-            ovr = None
-            # dB values must not be read from overviews (they were averaged in dB when built).
-            if rr.read_shrink > 1 and not spec.sar_db_input:
-                ovr = _pick_overview(ds.overviews(indexes[0]), rr.read_shrink)
-            if ovr is None:
-                data, src_read_gbox = _read_window(ds, indexes, src_gbox, rr.roi_src)
-                file_nodata = ds.nodata
-            else:
-                with _sidecar_env(path):
-                    ods = _open(path, overview_level=ovr)
-                with ods:
-                    # Overview pixels tile the full image exactly: derive their grid from the
-                    # full-resolution one (JPEG/world-file overviews carry no transform).
-                    zoom = Affine.scale(src_gbox.width / ods.width, src_gbox.height / ods.height)
-                    ogbox = GeoBox(ods.shape, src_gbox.transform @ zoom, src_gbox.crs)
-                    orr = _roi(ogbox, gbox)
-                    data, src_read_gbox = _read_window(ods, indexes, ogbox, orr.roi_src)
-                    file_nodata = ods.nodata
-                    rr = orr
-            phys = _to_physical(data, assets, file_nodata)
-            if spec.sar_db_input:
-                phys = db_to_linear(phys)
-            if (
-                rr.paste_ok
-                and rr.read_shrink == 1
-                and src_read_gbox.shape == gbox[rr.roi_dst].shape
-            ):
-                out[(slice(None), *rr.roi_dst)] = phys
-            elif not _axis_aligned_resample(phys, src_read_gbox, out, gbox, rule):
-                _warp(phys, src_read_gbox, out, gbox, rule, gdal)
+        with gdal.env():
+            with _sidecar_env(path):
+                ds = _open(path)
+            with ds:
+                src_gbox = source_geobox(ds, asset0)
+                rr = _roi(src_gbox, gbox)
+                if (
+                    rr.roi_src[0].stop <= rr.roi_src[0].start
+                    or rr.roi_src[1].stop <= rr.roi_src[1].start
+                ):
+                    return out  # no overlap: all no data
+                ratio = float(rr.scale)
+                rule = (
+                    spec.resampling
+                    if spec.resampling is not None
+                    else resampling_for(spec.kind, ratio)
+                )
+                indexes = [a.band_index for a in assets]
+                ovr = None
+                # dB values must not be read from overviews (they were averaged in dB when built).
+                if rr.read_shrink > 1 and not spec.sar_db_input:
+                    ovr = _pick_overview(ds.overviews(indexes[0]), rr.read_shrink)
+                if ovr is None:
+                    data, src_read_gbox = _read_window(ds, indexes, src_gbox, rr.roi_src)
+                    file_nodata = ds.nodata
+                else:
+                    with _sidecar_env(path):
+                        ods = _open(path, overview_level=ovr)
+                    with ods:
+                        # Overview pixels tile the full image exactly: derive their grid from the
+                        # full-resolution one (JPEG/world-file overviews carry no transform).
+                        zoom = Affine.scale(
+                            src_gbox.width / ods.width, src_gbox.height / ods.height
+                        )
+                        ogbox = GeoBox(ods.shape, src_gbox.transform @ zoom, src_gbox.crs)
+                        orr = _roi(ogbox, gbox)
+                        data, src_read_gbox = _read_window(ods, indexes, ogbox, orr.roi_src)
+                        file_nodata = ods.nodata
+                        rr = orr
+                phys = _to_physical(data, assets, file_nodata)
+                if spec.sar_db_input:
+                    phys = db_to_linear(phys)
+                if (
+                    rr.paste_ok
+                    and rr.read_shrink == 1
+                    and src_read_gbox.shape == gbox[rr.roi_dst].shape
+                ):
+                    out[(slice(None), *rr.roi_dst)] = phys
+                elif not _axis_aligned_resample(phys, src_read_gbox, out, gbox, rule):
+                    _warp(phys, src_read_gbox, out, gbox, rule, gdal)
     except rasterio.errors.RasterioError as e:
         raise ReadError(
             f"reading asset {asset0.asset_key!r} (band {asset0.key}) from {asset0.href} "

@@ -12,7 +12,7 @@ import shapely
 from eo_fusion.config import ModalitySpec
 from eo_fusion.gdal import GDALOptions
 from eo_fusion.grid import grid_from_aoi
-from eo_fusion.sources.lidar import grid_points_max, rasterise_points, read_points
+from eo_fusion.sources.lidar import grid_points_max, read_points
 from eo_fusion.sources.local import local_item
 from eo_fusion.sources.osm import load_osm, osm_features, write_geoparquet
 from eo_fusion.stack import build_stack, modality_array
@@ -39,7 +39,17 @@ def test_autzen_lidar_colours_match_the_photo_on_one_grid() -> None:
     ds = build_stack(grid, {"aerial": [photo]}, {"aerial": ModalitySpec()})
     img = modality_array(ds, "aerial").sel(band=["aerial:red", "aerial:green", "aerial:blue"])
     points = read_points(str(AUTZEN / "autzen-thin-srs.las"), wkt)
-    dsm, rgb = rasterise_points(points, grid)
+    dsm = grid_points_max(points, grid)
+    # The colour of each cell's highest return: the points whose height is the cell's DSM value.
+    local = points.to_crs(grid.crs)
+    assert local.rgb is not None
+    col, row = ~grid.transform @ (local.x, local.y)
+    col, row = np.floor(col).astype(int), np.floor(row).astype(int)
+    h, w = grid.shape.yx
+    top = (col >= 0) & (col < w) & (row >= 0) & (row < h)
+    top[top] = local.z[top].astype(np.float32) == dsm[row[top], col[top]]
+    rgb = np.full((3, h, w), np.nan, dtype=np.float32)
+    rgb[:, row[top], col[top]] = local.rgb[top].T
     hit = np.isfinite(rgb[0]) & np.isfinite(img.values).all(axis=0)
     assert hit.sum() > 9000  # nearly every one of the 10,653 points has its own cell
     r = np.corrcoef(img.values[:, hit].ravel(), rgb[:, hit].ravel())[0, 1]

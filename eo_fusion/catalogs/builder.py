@@ -16,7 +16,6 @@ Conventions of the items written here:
 
 from __future__ import annotations
 
-import json
 import re
 import struct
 import warnings
@@ -33,8 +32,8 @@ from rasterio.crs import CRS
 from rasterio.warp import transform_bounds, transform_geom
 
 from eo_fusion.bands import REGISTRY, S2_ALIASES, SAR_ALIASES
-from eo_fusion.catalogs.normalize import MODALITIES, MODALITY_PROPERTY
-from eo_fusion.errors import BadInputError, CatalogError
+from eo_fusion.catalogs.normalize import MODALITIES, MODALITY_PROPERTY, _place
+from eo_fusion.errors import BadInputError
 
 EXT_PROJ = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
 EXT_EO = "https://stac-extensions.github.io/eo/v1.0.0/schema.json"
@@ -124,7 +123,7 @@ def _crs_fields(crs: CRS) -> dict[str, Any]:
     epsg = crs.to_epsg(confidence_threshold=90)
     if epsg:
         return {"proj:code": f"EPSG:{epsg}"}
-    return {"proj:code": None, "proj:wkt2": crs.to_wkt(version="WKT2_2019")}
+    return {"proj:wkt2": crs.to_wkt(version="WKT2_2019")}
 
 
 def _footprint(crs: CRS, bounds: Sequence[float]) -> tuple[list[float], dict[str, Any]]:
@@ -218,12 +217,7 @@ def _bounds(t: Any, height: int, width: int) -> tuple[float, float, float, float
 
 
 def _band_key_from_description(desc: str | None, modality: str) -> str | None:
-    if not desc:
-        return None
-    if desc in REGISTRY:
-        return desc
-    table = S2_ALIASES if modality.startswith("s2") else SAR_ALIASES
-    return table.get(desc.lower())
+    return _place([desc], modality, None)
 
 
 def _band_objects(
@@ -430,8 +424,6 @@ def build_item(spec: ItemSpec) -> pystac.Item:
         if "data" in a.roles and suffix in RASTER_SUFFIXES:
             info = _read_raster(path, spec.crs)
             extra.update(_crs_fields(info.crs))
-            if extra.get("proj:code") is None:
-                extra.pop("proj:code")
             extra["proj:transform"] = info.transform  # full precision: grids must match exactly
             extra["proj:shape"] = info.shape
             extra["gsd"] = round(info.res, 6)
@@ -444,8 +436,6 @@ def build_item(spec: ItemSpec) -> pystac.Item:
         elif suffix in (".las", ".laz"):
             crs, bounds, pc = _las_info(path, spec.crs)
             extra.update(_crs_fields(crs))
-            if extra.get("proj:code") is None:
-                extra.pop("proj:code")
             props.update(pc)
             exts.add(EXT_PC)
             if footprint is None:
@@ -520,8 +510,9 @@ def specs_from_paths(
             files.append(p)
     specs = []
     for f in files:
-        mod = modality or _guess_file_modality(f, crs)
-        dt = when or _file_datetime(f) or datetime_from_name(f.name)
+        # The raster is read at most once here: its tags serve the datetime too.
+        mod, info = (modality, None) if modality else _guess_file_modality(f, crs)
+        dt = when or _file_datetime(f, info) or datetime_from_name(f.name)
         keys = tuple(None if k in (None, "-") else k for k in band_keys) if band_keys else None
         specs.append(
             ItemSpec(
@@ -539,11 +530,15 @@ def _safe_id(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "item"
 
 
-def _file_datetime(path: Path) -> datetime | None:
+def _file_datetime(path: Path, info: _RasterInfo | None = None) -> datetime | None:
+    """Acquisition time from a GeoTIFF's tags (``info``: the file already read, if it was)."""
     if path.suffix.lower() not in {".tif", ".tiff"}:
         return None
-    with rasterio.open(path) as ds:
-        tags = ds.tags()
+    if info is not None:
+        tags = info.tags
+    else:
+        with rasterio.open(path) as ds:
+            tags = ds.tags()
     for key in ("ACQUISITION", "ACQUISITION_DATE", "TIFFTAG_DATETIME"):
         text = tags.get(key)
         if text:
@@ -556,24 +551,25 @@ def _file_datetime(path: Path) -> datetime | None:
     return None
 
 
-def _guess_file_modality(path: Path, crs: str | None) -> str:
+def _guess_file_modality(path: Path, crs: str | None) -> tuple[str, _RasterInfo | None]:
+    """(modality, the raster's info if it had to be read for the guess)."""
     s = path.suffix.lower()
     if s in (".las", ".laz"):
-        return "lidar"
+        return "lidar", None
     if s == ".pbf":
-        return "osm"
+        return "osm", None
     if s in (".jpg", ".jpeg", ".png"):
-        return "aerial"
+        return "aerial", None
     info = _read_raster(path, crs)
     descs = {str(d).lower() for d in info.descriptions if d}
     upper = path.name.upper()
     if descs and descs <= set(S2_ALIASES) and descs:
         if "L2A" in upper:
-            return "s2-l2a"
+            return "s2-l2a", info
         if "L1C" in upper:
-            return "s2-l1c"
+            return "s2-l1c", info
     if descs and descs <= set(SAR_ALIASES):
-        return "s1-grd"
+        return "s1-grd", info
     raise BadInputError(
         f"{path}: cannot tell the modality from the file",
         fix=f"pass --modality (one of {', '.join(MODALITIES)})",
@@ -676,13 +672,3 @@ def write_geoparquet(items: Sequence[pystac.Item], path: Path, *, relative_to: P
     tmp = path.with_suffix(".parquet.tmp")
     sga.to_parquet(table, tmp)
     tmp.replace(path)
-
-
-def load_items_json(path: Path) -> list[dict[str, Any]]:
-    """Read a FeatureCollection / item list JSON file."""
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
-    if isinstance(data, dict) and data.get("type") == "FeatureCollection":
-        return list(data["features"])
-    if isinstance(data, list):
-        return data
-    raise CatalogError(f"{path}: not a FeatureCollection", fix="give a STAC ItemCollection file")

@@ -60,8 +60,6 @@ MODALITIES = (
 #: Property the local builder writes so that local items say their modality themselves.
 MODALITY_PROPERTY = "eo_fusion:modality"
 
-#: Asset roles/keys that are never pixel bands (previews, metadata, tiles).
-_NON_DATA_ROLES = {"thumbnail", "overview", "metadata", "tiles", "visual"}
 #: Asset keys that are derived products duplicating real bands (true-colour composites, previews).
 _DERIVED_KEYS = {"visual", "tci", "tci_10m", "preview", "rendered_preview", "thumbnail"}
 
@@ -286,9 +284,10 @@ def _grid(item: pystac.Item, asset: pystac.Asset) -> tuple[str | None, tuple | N
 
 def _is_data_asset(key: str, asset: pystac.Asset) -> bool:
     roles = set(asset.roles or [])
-    if key.lower() in _DERIVED_KEYS or (roles & _NON_DATA_ROLES and "data" not in roles):
+    if key.lower() in _DERIVED_KEYS:
         return False
     media = (asset.media_type or "").lower()
+    # Roles without "data" (thumbnail, overview, metadata, tiles, visual...) are not pixel bands.
     if roles and "data" not in roles:
         return False
     return not media or any(t in media for t in ("tiff", "jp2", "jpeg", "png", "netcdf", "zarr"))

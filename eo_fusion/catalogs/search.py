@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -35,7 +35,7 @@ from shapely.geometry import box, shape
 from shapely.geometry.base import BaseGeometry
 
 from eo_fusion.catalogs.items import NormalizedItem
-from eo_fusion.catalogs.normalize import MODALITY_PROPERTY, guess_modality, normalize_item
+from eo_fusion.catalogs.normalize import guess_modality, normalize_item
 from eo_fusion.catalogs.providers import CatalogSpec, load_catalog_spec
 from eo_fusion.catalogs.safety import check_url, redact_text, redact_url
 from eo_fusion.errors import CatalogError, ConfigError, SearchError
@@ -608,11 +608,6 @@ def open_catalog(name_or_path: str | Path | None = None) -> Catalog:
             CatalogSpec(name=p.parent.name or "local", kind=kind, path=p.resolve(), local=True)
         )
     return Catalog(load_catalog_spec(target))
-
-
-def modalities_of(items: Iterable[pystac.Item]) -> list[str]:
-    """Distinct ``eo_fusion:modality`` values of items (local catalogs)."""
-    return sorted({str(i.properties.get(MODALITY_PROPERTY)) for i in items})
 
 
 __all__ = [

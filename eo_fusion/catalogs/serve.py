@@ -33,7 +33,7 @@ import pystac
 
 from eo_fusion.catalogs.search import Catalog, open_catalog
 from eo_fusion.errors import CatalogError
-from eo_fusion.testing.servers import FileServer, serve_directory
+from eo_fusion.testing.servers import FileServer, serve_directory, stop_process
 
 _STARTUP_TIMEOUT_S = 30.0
 
@@ -185,12 +185,7 @@ def serve_catalog(path: str | Path, *, port: int | None = None) -> Iterator[Serv
                 collections=tuple(sorted(c.id for c in colls)),
             )
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+            stop_process(proc)
             if proc.stdout:
                 proc.stdout.close()
 

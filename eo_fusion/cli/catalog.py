@@ -54,18 +54,15 @@ def search_command(
     Example: eo-fusion search --catalog sample --modality s2-l1c --bbox 14.5,45.8,14.6,45.9
     --datetime 2015-07-01/2015-09-30 --max-cloud 20
     """
-    import json
+    import shapely.geometry
 
     from eo_fusion.catalogs import open_catalog
+    from eo_fusion.grid import aoi_geometry
 
     geom = None
     if intersects is not None:
-        data = json.loads(Path(intersects).read_text(encoding="utf-8"))
-        if data.get("type") == "FeatureCollection":
-            data = data["features"][0]["geometry"]
-        elif data.get("type") == "Feature":
-            data = data["geometry"]
-        geom = data
+        # All features (union), honouring a GeoJSON "crs" member; GridError if empty.
+        geom = shapely.geometry.mapping(aoi_geometry(Path(intersects)).to_crs("EPSG:4326").geom)
     result = open_catalog(catalog).search(
         modality,
         bbox=_bbox(bbox),

@@ -36,10 +36,20 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FileServer", "RequestLog", "RequestRecord", "serve_directory"]
+__all__ = ["FileServer", "RequestLog", "RequestRecord", "serve_directory", "stop_process"]
 
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _CHUNK = 64 * 1024
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
+    """Terminate ``proc`` and wait for it; kill it if it is still running after ``timeout`` s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=timeout)
 
 
 @dataclass(frozen=True)
@@ -343,12 +353,7 @@ def serve_directory(
         threading.Thread(target=log._pump, name="eo-fusion-http-log", daemon=True).start()
         yield FileServer(url=f"http://{host}:{port}", root=root_path, log=log, port=port)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc)
         if "log" in locals():
             with log._lock:
                 log._drain()

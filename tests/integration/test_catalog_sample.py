@@ -160,3 +160,28 @@ def test_specs_need_a_datetime(sample_dir):
     spec = specs_from_paths([sample_dir / "data" / "alexandria" / "dsm.tif"], modality="dsm")[0]
     with pytest.raises(BadInputError, match="dsm"):
         build_item(spec)
+
+
+def test_cli_search_intersects_uses_every_feature(tmp_path):
+    """``search --intersects`` takes the union of all features of a FeatureCollection."""
+
+    def box(x0: float, y0: float, x1: float, y1: float) -> dict:
+        ring = [[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]
+        return {
+            "type": "Feature",
+            "properties": {},
+            "geometry": {"type": "Polygon", "coordinates": [ring]},
+        }
+
+    slovenia, togo = box(14.55, 45.86, 14.57, 45.88), box(1.422, 7.719, 1.4235, 7.720)
+    aoi = tmp_path / "two-areas.geojson"
+    aoi.write_text(json.dumps({"type": "FeatureCollection", "features": [slovenia, togo]}))
+    out = tmp_path / "found.json"
+    rc = main(["search", "--catalog", "sample", "--modality", "s2-l1c",
+               "--intersects", str(aoi), "--out", str(out)])  # fmt: skip
+    assert rc == 0
+    ids = [f["id"] for f in json.loads(out.read_text())["features"]]
+    assert any(i.startswith("slovenia-") for i in ids)
+    assert any(i.startswith("togo-") for i in ids)
+    # Only the two areas: the Virginia tile (s2-18svg) lies in neither.
+    assert not any(i.startswith("s2-18svg") for i in ids)

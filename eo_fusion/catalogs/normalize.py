@@ -130,10 +130,16 @@ def processing_baseline(item: pystac.Item) -> float | None:
         props.get("sentinel:product_id"),
         item.id,
     ):
-        m = _PB_IN_ID.search(str(text or ""))
-        if m:
-            return float(f"{m.group(1)}.{m.group(2)}")
+        pb_text = baseline_in_product_id(str(text or ""))
+        if pb_text is not None:
+            return float(pb_text)
     return None
+
+
+def baseline_in_product_id(product_id: str) -> str | None:
+    """The processing baseline written in an ESA product id (``_N0400_`` -> ``"04.00"``)."""
+    m = _PB_IN_ID.search(product_id)
+    return f"{m.group(1)}.{m.group(2)}" if m else None
 
 
 def s2_reflectance_offset(

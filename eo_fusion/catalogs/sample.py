@@ -23,6 +23,7 @@ import numpy as np
 import rasterio
 
 from eo_fusion.catalogs.builder import AssetSpec, BuildResult, ItemSpec, build_catalog
+from eo_fusion.catalogs.normalize import baseline_in_product_id
 from eo_fusion.config import PROJECT_ROOT
 
 SAMPLE_ROOT = PROJECT_ROOT / "catalogs" / "sample"
@@ -168,7 +169,7 @@ def bigearthnet_specs() -> list[ItemSpec]:
                 "platform": "sentinel-2",
                 "processing:level": "L2A",
                 # Baseline of the source L1C (tile_source ..._N02xx_...): < 04.00, no offset.
-                "s2:processing_baseline": _pb(meta.get("tile_source", "")),
+                "s2:processing_baseline": baseline_in_product_id(meta.get("tile_source", "")),
             },
         )
         specs.append(
@@ -210,13 +211,6 @@ def bigearthnet_specs() -> list[ItemSpec]:
             )
         )
     return specs
-
-
-def _pb(tile_source: str) -> str | None:
-    import re
-
-    m = re.search(r"_N(\d{2})(\d{2})_", tile_source)
-    return f"{m.group(1)}.{m.group(2)}" if m else None
 
 
 def _date_from_s1_name(name: str) -> datetime:

@@ -198,6 +198,12 @@ class AOISpec(StrictModel):
         return self
 
 
+def window_text(window: tuple[date | None, date | None]) -> str:
+    """A (first, last) window as ``first/last`` ISO dates, ``..`` for an open end (STAC style)."""
+    first, last = window
+    return f"{first.isoformat() if first else '..'}/{last.isoformat() if last else '..'}"
+
+
 class TimeSpec(StrictModel):
     """Time window: absolute (``start``/``end``, ISO dates) or relative (``last_days``).
 
@@ -241,10 +247,10 @@ class TimeSpec(StrictModel):
 
     def to_stac_datetime(self, run_date: date) -> str | None:
         """The window as a STAC ``datetime`` range (``2015-07-01/2015-09-30``), or ``None``."""
-        first, last = self.resolve(run_date)
-        if first is None and last is None:
+        window = self.resolve(run_date)
+        if window == (None, None):
             return None
-        return f"{first.isoformat() if first else '..'}/{last.isoformat() if last else '..'}"
+        return window_text(window)
 
 
 class GridSpec(StrictModel):

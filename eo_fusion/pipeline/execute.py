@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from eo_fusion.config import DaskSpec
-from eo_fusion.errors import BadInputError, EOFusionError, JobError, ReadError
+from eo_fusion.errors import BadInputError, JobError, ReadError
 from eo_fusion.files import sha256_file
 from eo_fusion.logs import get_logger
 from eo_fusion.pipeline.mosaic import ClassInfo, crop_core, finish_tile, write_tile
@@ -232,7 +232,6 @@ def execute_tasks(
     retries: int,
     on_failure: str = "continue",
     on_outcome: Callable[[TileOutcome], None] | None = None,
-    on_submit: Callable[[TileTask], None] | None = None,
     backoff_s: float = 0.5,
 ) -> list[TileOutcome]:
     """Run ``tasks`` on ``client`` with at most ``wave_size`` tiles in flight.
@@ -247,7 +246,6 @@ def execute_tasks(
         on_failure: ``"stop"`` cancels the remaining tiles after the first failure;
             ``"continue"`` finishes them.
         on_outcome: called in the client for every finished tile (e.g. to update the manifest).
-        on_submit: called in the client when a tile is submitted (e.g. for progress display).
         backoff_s: first retry delay in seconds.
 
     Returns:
@@ -277,8 +275,6 @@ def execute_tasks(
         )
         by_key[fut.key] = task
         ac.add(fut)
-        if on_submit:
-            on_submit(task)
         return True
 
     for _ in range(max(1, wave_size)):
@@ -310,15 +306,3 @@ def execute_tasks(
             break
         submit_next()
     return outcomes
-
-
-def first_error(outcomes: Sequence[TileOutcome]) -> EOFusionError | None:
-    """A JobError summarising failed tiles, or ``None`` if all succeeded."""
-    failed = [o for o in outcomes if not o.ok]
-    if not failed:
-        return None
-    first = failed[0]
-    return JobError(
-        f"{len(failed)} tile(s) failed, first {first.tile_id}: {first.error}",
-        fix="see the run manifest for every error; rerun to retry only the failed tiles",
-    )

@@ -83,8 +83,9 @@ def crop_core(probs: np.ndarray, task: TileTask) -> np.ndarray:
     return probs[:, sy, sx]
 
 
-def aoi_pixels(core: GeoBox, task: TileTask) -> np.ndarray:
-    """Boolean ``(y, x)``: True where the pixel centre lies inside the AOI."""
+def aoi_pixels(task: TileTask) -> np.ndarray:
+    """Boolean ``(y, x)`` on ``task.core``: True where the pixel centre lies inside the AOI."""
+    core = task.core
     geom = task.aoi.to_crs(grid_crs(core)).geom
     with _CREATE_LOCK:  # rasterize creates an in-memory dataset too (see _CREATE_LOCK)
         return geometry_mask([geom], out_shape=core.shape.yx, transform=core.transform, invert=True)
@@ -103,7 +104,7 @@ def finish_tile(probs_core: np.ndarray, task: TileTask, classes: Sequence[ClassI
             f"lists {len(classes)}",
             fix="use the model card that belongs to the checkpoint",
         )
-    valid = np.isfinite(probs).all(axis=0) & aoi_pixels(task.core, task)
+    valid = np.isfinite(probs).all(axis=0) & aoi_pixels(task)
     safe = np.where(np.isfinite(probs), probs, -1.0)
     best = safe.argmax(axis=0)
     lut = np.array([c.value for c in classes], dtype=np.uint8)
@@ -148,6 +149,8 @@ def write_tile(path: Path, arrays: TileArrays, core: GeoBox) -> None:
         "transform": core.transform,
         "nodata": NODATA_CLASS,
         "compress": "deflate",
+        # Band-interleaved: the mosaic reads one layer at a time without inflating the others.
+        "interleave": "band",
     }
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.tif", dir=path.parent)
     os.close(fd)

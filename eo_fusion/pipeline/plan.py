@@ -78,15 +78,18 @@ class TileTask:
         return {m: [it.id for it in items] for m, items in self.items.items()}
 
 
-def run_hash(job: JobSpec, window: tuple[date | None, date | None]) -> str:
+def run_hash(
+    job: JobSpec, window: tuple[date | None, date | None], *, config_hash: str | None = None
+) -> str:
     """sha256 naming a run: the job config hash plus the resolved time window.
 
     A relative window (``last_days``) resolves to different dates on different run dates, and
     each of those is a different run; the same job on the same run date is the same run.
+    ``config_hash`` is ``spec_hash(job)`` when the caller has it already.
     """
     payload = json.dumps(
         {
-            "config": spec_hash(job),
+            "config": config_hash or spec_hash(job),
             "window": [d.isoformat() if d else None for d in window],
         },
         sort_keys=True,
@@ -94,9 +97,11 @@ def run_hash(job: JobSpec, window: tuple[date | None, date | None]) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def run_id_for(job: JobSpec, window: tuple[date | None, date | None]) -> str:
+def run_id_for(
+    job: JobSpec, window: tuple[date | None, date | None], *, config_hash: str | None = None
+) -> str:
     """Run folder name: ``<job name>-<12 hex of the run hash>`` (stable across reruns)."""
-    return f"{job.name}-{run_hash(job, window)[:12]}"
+    return f"{job.name}-{run_hash(job, window, config_hash=config_hash)[:12]}"
 
 
 def _intersects(item: NormalizedItem, footprint_ll: shapely.Geometry) -> bool:

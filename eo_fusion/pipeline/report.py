@@ -8,6 +8,7 @@ guessing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -24,32 +25,31 @@ from eo_fusion.pipeline.plan import NODATA_CLASS
 QUICKLOOK_MAX_PX = 1024
 
 
-def class_counts(cog: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """Pixel count per value (0–255) of band 1, and the confidence sum per value if present.
+def class_stats(
+    classes_cog: Path, conf_cog: Path | None = None
+) -> tuple[np.ndarray, dict[int, float] | None]:
+    """Pixel count per value (0–255) of the class map, and mean confidence (0–1) per class.
 
-    Reads the COG block by block. ``confidence`` is read from a sibling ``*_confidence.tif`` if
-    given by the caller instead; here only band 1 is counted.
+    Reads the class COG (and the confidence COG, on the same grid and blocks) block by block.
+    The mean confidence is ``None`` without ``conf_cog``; nodata pixels are left out of it.
     """
     counts = np.zeros(256, dtype=np.int64)
-    with rasterio.open(cog) as src:
-        for _, win in src.block_windows(1):
-            data = src.read(1, window=win)
-            counts += np.bincount(data.ravel(), minlength=256)
-    return counts, None
-
-
-def mean_confidence(conf_cog: Path, classes_cog: Path) -> dict[int, float]:
-    """Mean confidence (0–1) per class value, read block by block from the two COGs."""
     sums = np.zeros(256, dtype=np.float64)
-    counts = np.zeros(256, dtype=np.int64)
-    with rasterio.open(classes_cog) as cls_src, rasterio.open(conf_cog) as conf_src:
+    with contextlib.ExitStack() as stack:
+        cls_src = stack.enter_context(rasterio.open(classes_cog))
+        conf_src = stack.enter_context(rasterio.open(conf_cog)) if conf_cog else None
         for _, win in cls_src.block_windows(1):
             c = cls_src.read(1, window=win).ravel()
-            p = conf_src.read(1, window=win).ravel().astype(np.float64)
-            ok = c != NODATA_CLASS
-            sums += np.bincount(c[ok], weights=p[ok] / 100.0, minlength=256)
-            counts += np.bincount(c[ok], minlength=256)
-    return {int(v): float(sums[v] / counts[v]) for v in np.flatnonzero(counts)}
+            counts += np.bincount(c, minlength=256)
+            if conf_src is not None:
+                p = conf_src.read(1, window=win).ravel().astype(np.float64)
+                ok = c != NODATA_CLASS
+                sums += np.bincount(c[ok], weights=p[ok] / 100.0, minlength=256)
+    if conf_cog is None:
+        return counts, None
+    mapped = counts.copy()
+    mapped[NODATA_CLASS] = 0
+    return counts, {int(v): float(sums[v] / mapped[v]) for v in np.flatnonzero(mapped)}
 
 
 def pixel_area_ha(grid: GeoBox) -> float | None:

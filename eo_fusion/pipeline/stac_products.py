@@ -48,16 +48,21 @@ class ProductFile:
         path: the COG.
         extra_assets: asset key -> (path, media type, roles, title) that go with it (RAT
             sidecar, quicklook).
+        sha256: hex sha256 of ``path`` when the caller has it already (else it is computed).
     """
 
     kind: str
     path: Path
     extra_assets: Mapping[str, tuple[Path, str, tuple[str, ...], str]] = ()  # type: ignore[assignment]
+    sha256: str | None = None
 
 
-def multihash_sha256(path: Path) -> str:
-    """``file:checksum`` value: multihash code 0x12 (sha2-256), length 0x20, then the digest."""
-    return "1220" + sha256_file(path)
+def multihash_sha256(path: Path, digest: str | None = None) -> str:
+    """``file:checksum`` value: multihash code 0x12 (sha2-256), length 0x20, then the digest.
+
+    ``digest`` is the file's hex sha256 when the caller has it already (the file is not read).
+    """
+    return "1220" + (digest or sha256_file(path))
 
 
 def machine_name(name: str) -> str:
@@ -86,7 +91,7 @@ def _classification(classes: Sequence[ClassInfo]) -> list[Classification]:
     return [*out, nodata]
 
 
-def _raster_band(kind: str, resolution: float, title: str | None = None) -> RasterBand:
+def _raster_band(kind: str, resolution: float) -> RasterBand:
     if kind == "classes":
         return RasterBand.create(
             nodata=NODATA_CLASS,
@@ -114,6 +119,7 @@ def _add_asset(
     roles: tuple[str, ...],
     title: str,
     base: Path,
+    sha256: str | None = None,
 ) -> pystac.Asset:
     asset = pystac.Asset(
         href=str(Path(path).resolve().relative_to(base.resolve()).as_posix()),
@@ -123,7 +129,7 @@ def _add_asset(
     )
     item.add_asset(key, asset)
     fe = FileExtension.ext(asset, add_if_missing=True)
-    fe.checksum = multihash_sha256(path)
+    fe.checksum = multihash_sha256(path, sha256)
     fe.size = Path(path).stat().st_size
     return asset
 
@@ -187,7 +193,9 @@ def build_items(
             "confidence": "confidence: max class probability in percent",
             "probabilities": "class probabilities in percent, one band per class",
         }[prod.kind]
-        asset = _add_asset(item, "data", prod.path, COG_MEDIA_TYPE, ("data",), title, base_dir)
+        asset = _add_asset(
+            item, "data", prod.path, COG_MEDIA_TYPE, ("data",), title, base_dir, prod.sha256
+        )
         if prod.kind == "classes":
             RasterExtension.ext(asset).bands = [_raster_band("classes", resolution)]
             ClassificationExtension.ext(asset).classes = _classification(classes)

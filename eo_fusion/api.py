@@ -31,7 +31,7 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 
 from eo_fusion.catalogs import Catalog, NormalizedItem, SearchResult, open_catalog
-from eo_fusion.config import JobSpec, ModalitySpec, load_job
+from eo_fusion.config import JobSpec, ModalitySpec, load_job, modality_spec
 from eo_fusion.errors import BadInputError, GridError
 from eo_fusion.gdal import GDALOptions
 from eo_fusion.grid import Tile, grid_crs, grid_from_aoi, make_tiles
@@ -134,8 +134,7 @@ def stack(
     gdal = gdal or GDALOptions()
     by_modality = {m: _items(v) for m, v in items.items()}
     specs = {
-        m: s if isinstance(s, ModalitySpec) else ModalitySpec(**dict(s))
-        for m, s in (modalities or {m: {} for m in by_modality}).items()
+        m: modality_spec(m, s) for m, s in (modalities or {m: {} for m in by_modality}).items()
     }
     tiles = make_tiles(grid, chunk_size, halo)
     template = build_stack(tiles[0].core, by_modality, specs, gdal=gdal)

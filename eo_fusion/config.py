@@ -26,10 +26,20 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    field_serializer,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from eo_fusion.bands import band_keys
 from eo_fusion.errors import ConfigError
+from eo_fusion.modalities import (
+    ModalityDef,
+    ModalityOptions,
+    find_modality,
+    modality_names,
+    option_owners,
+)
 
 #: Root of the installed source tree (the repository when installed editable).
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -88,19 +98,31 @@ def _strip_optional(annotation: Any) -> Any:
     return annotation
 
 
+def _did_you_mean(key: str, valid: list[str]) -> str:
+    hint = difflib.get_close_matches(key, valid, n=1)
+    return f" (did you mean '{hint[0]}'?)" if hint else ""
+
+
 def format_validation_error(err: ValidationError, model: type[BaseModel], source: str) -> str:
-    """Turn a pydantic error into short lines that name the key, the problem and the valid keys."""
+    """Turn a pydantic error into short lines that name the key, the problem and the valid keys.
+
+    Errors raised by the modality checks (:func:`check_modalities`) carry their own list of valid
+    keys (``ctx["valid"]``, with ``ctx["label"]``) because those depend on the modality's name.
+    """
     lines = []
     for e in err.errors():
         loc = tuple(e["loc"])
         where = ".".join(str(p) for p in loc) or "(top level)"
+        ctx = e.get("ctx") or {}
         if e["type"] == "extra_forbidden":
-            valid = _valid_keys_at(model, loc)
-            hint = difflib.get_close_matches(str(loc[-1]), valid, n=1)
-            guess = f" (did you mean '{hint[0]}'?)" if hint else ""
-            lines.append(
-                f"unknown key '{where}'{guess}; valid keys here: {', '.join(valid) or 'none'}"
-            )
+            valid = list(ctx["valid"]) if "valid" in ctx else _valid_keys_at(model, loc)
+            label = ctx.get("label", "valid keys here")
+            guess = _did_you_mean(str(loc[-1]), valid)
+            lines.append(f"unknown key '{where}'{guess}; {label}: {', '.join(valid) or 'none'}")
+        elif e["type"] == MODALITY_REFUSED:
+            valid = list(ctx["valid"])
+            guess = _did_you_mean(str(ctx["key"]), valid)
+            lines.append(f"'{where}': {e['msg']}{guess}; {ctx['label']}: {', '.join(valid)}")
         else:
             lines.append(f"'{where}': {e['msg']}")
     return f"{source}: " + "; ".join(lines)
@@ -263,15 +285,22 @@ class GridSpec(StrictModel):
 
 
 class ModalitySpec(StrictModel):
-    """Options of one modality (key of ``modalities`` names it: s2-l2a, s2-l1c, s1, dem, ...)."""
+    """Options of one modality (the key of ``modalities`` names it: s2-l2a, s1-grd, dem, ...).
+
+    Which keys apply depends on the modality (see the modality registry,
+    :mod:`eo_fusion.modalities`, and "Modality options" below); a job file is refused when it
+    sets one that does not apply (``aggregate`` on a composite, ``max_cloud`` on a DEM).
+    """
 
     bands: list[str] | None = Field(None, description="band registry keys; default: all")
-    max_cloud: float | None = Field(None, ge=0, le=100, description="max eo:cloud_cover (%)")
+    max_cloud: float | None = Field(
+        None, ge=0, le=100, description="max eo:cloud_cover (%); optical satellites only"
+    )
     mode: Literal["composite", "timeseries"] = Field(
         "composite", description="median composite of clear dates, or keep every date"
     )
     aggregate: Literal["none", "monthly", "semimonthly"] = Field(
-        "none", description="time-series aggregation period (timeseries mode)"
+        "none", description="time-series aggregation period (timeseries mode; S2, S1)"
     )
     resolution: float | None = Field(
         None, gt=0, description="own resolution (integer multiple/fraction of the grid's)"
@@ -279,10 +308,170 @@ class ModalitySpec(StrictModel):
     collections: list[str] | None = Field(
         None, description="override the catalog's collection ids for this modality"
     )
-    options: dict[str, Any] = Field(
+    options: dict[str, Any] | ModalityOptions = Field(
         default_factory=dict,
-        description="modality-specific options (masks, speckle, units, coreg; see docs/stacks.md)",
+        description="modality-specific options, typed per modality family (see Modality options)",
     )
+
+    @field_serializer("options")
+    def _dump_options(self, value: dict[str, Any] | ModalityOptions) -> dict[str, Any]:
+        # Only the options that were given: a job's hash (and run id) does not change when the
+        # options become typed, and a card or record shows what the user wrote.
+        if isinstance(value, ModalityOptions):
+            return value.model_dump(mode="json", exclude_unset=True)
+        return dict(value)
+
+
+#: Error type of the modality checks (:func:`check_modalities`), formatted with its valid keys.
+MODALITY_REFUSED = "modality_refused"
+
+
+def _refused(
+    loc: tuple[str, ...], key: str, message: str, valid: list[str], label: str
+) -> InitErrorDetails:
+    # The message is pre-formatted; braces would be read as template fields.
+    text = message.replace("{", "(").replace("}", ")")
+    error = PydanticCustomError(
+        MODALITY_REFUSED, text, {"key": key, "valid": valid, "label": label}
+    )
+    return InitErrorDetails(type=error, loc=loc, input=key)
+
+
+def _applicable_keys(mdef: ModalityDef, spec: ModalitySpec) -> list[str]:
+    """The ``ModalitySpec`` keys that apply to this modality as configured."""
+    skip = set()
+    if not mdef.aggregates or spec.mode != "timeseries":
+        skip.add("aggregate")
+    if not mdef.cloud_cover:
+        skip.add("max_cloud")
+    return sorted(k for k in ModalitySpec.model_fields if k not in skip)
+
+
+def _key_refusals(mdef: ModalityDef, name: str, spec: ModalitySpec) -> list[InitErrorDetails]:
+    """Common keys set on a modality whose reader does not implement them."""
+    keys = _applicable_keys(mdef, spec)
+    out = []
+    if spec.mode not in mdef.modes:
+        why = f"mode '{spec.mode}' does not apply to {name} (its reader makes one layer)"
+        out.append(_refused((name, "mode"), spec.mode, why, list(mdef.modes), "valid modes"))
+    if spec.aggregate != "none" and not mdef.aggregates:
+        why = f"aggregate does not apply to {name} (its reader does not aggregate periods)"
+        out.append(_refused((name, "aggregate"), "aggregate", why, keys, "valid keys here"))
+    elif spec.aggregate != "none" and spec.mode != "timeseries":
+        why = f"aggregate '{spec.aggregate}' needs mode: timeseries ({name} is a {spec.mode})"
+        out.append(_refused((name, "aggregate"), "aggregate", why, keys, "valid keys here"))
+    if spec.max_cloud is not None and not mdef.cloud_cover:
+        why = (
+            f"max_cloud does not apply to {name} (its items carry no eo:cloud_cover, so the "
+            "filter would drop every one)"
+        )
+        out.append(_refused((name, "max_cloud"), "max_cloud", why, keys, "valid keys here"))
+    bad = [b for b in spec.bands or () if b.split(":", 1)[0] != mdef.band_family]
+    if bad:
+        why = f"bands {bad} are not {mdef.band_family} bands"
+        valid = band_keys(mdef.band_family)
+        out.append(_refused((name, "bands"), bad[0], why, valid, f"{mdef.band_family} bands"))
+    return out
+
+
+def _option_refusals(
+    mdef: ModalityDef, name: str, given: Mapping[str, Any]
+) -> list[InitErrorDetails]:
+    """Options of other modalities (or of other names of this family) set on ``name``."""
+    model = mdef.options
+    valid = model.applicable(name)
+    label = f"valid options for {name}"
+    out = []
+    for key in given:
+        if key in valid:
+            continue
+        if key in model.model_fields:
+            owners = ", ".join(model.only_for(key))
+        else:
+            owners = ", ".join(option_owners(key))
+        if owners:  # a known option in the wrong place; unknown ones are left to pydantic
+            why = f"option '{key}' does not apply to {name} (it is an option of {owners})"
+            out.append(_refused((name, "options", key), key, why, valid, label))
+    return out
+
+
+def _typed_options(
+    mdef: ModalityDef, name: str, options: dict[str, Any] | ModalityOptions
+) -> tuple[ModalityOptions | None, list[InitErrorDetails]]:
+    """``options`` validated by the family's model, or the errors (paths under ``name``)."""
+    model = mdef.options
+    if isinstance(options, ModalityOptions) and not isinstance(options, model):
+        why = f"options of type {type(options).__name__} given to {name}"
+        return None, [_refused((name, "options"), "options", why, [model.__name__], "expected")]
+    given = options.model_dump(exclude_unset=True) if isinstance(options, BaseModel) else options
+    errors = _option_refusals(mdef, name, given)
+    refused = {str(e["loc"][-1]) for e in errors}
+    try:
+        typed = model.model_validate({k: v for k, v in given.items() if k not in refused})
+    except ValidationError as e:
+        for d in e.errors():
+            ctx = dict(d.get("ctx") or {})
+            if d["type"] == "extra_forbidden":
+                top = len(d["loc"]) == 1
+                valid = model.applicable(name) if top else _valid_keys_at(model, d["loc"])
+                label = f"valid options for {name}" if top else "valid keys here"
+                ctx = {"valid": valid, "label": label}
+            loc = (name, "options", *d["loc"])
+            errors.append(InitErrorDetails(type=d["type"], loc=loc, input=d["input"], ctx=ctx))
+        return None, errors
+    return (None if errors else typed), errors
+
+
+def check_modalities(value: dict[str, ModalitySpec]) -> dict[str, ModalitySpec]:
+    """Check each modality against the registry; return them with typed ``options``.
+
+    Refused (exit 2, naming the key and the valid ones): an unknown modality name, a common key
+    its reader does not implement (:func:`_key_refusals`), an option of another modality, and an
+    unknown or invalid option.
+    """
+    errors: list[InitErrorDetails] = []
+    out: dict[str, ModalitySpec] = {}
+    for name, spec in value.items():
+        mdef = find_modality(name)
+        if mdef is None:
+            why = f"unknown modality '{name}'"
+            errors.append(_refused((name,), name, why, list(modality_names()), "known modalities"))
+            continue
+        errors += _key_refusals(mdef, name, spec)
+        typed, option_errors = _typed_options(mdef, name, spec.options)
+        errors += option_errors
+        out[name] = spec.model_copy(update={"options": typed}) if typed is not None else spec
+    if errors:
+        raise ValidationError.from_exception_data("modalities", errors)
+    return out
+
+
+#: ``modalities:`` of a job or training scene: modality name -> spec, checked by the registry.
+ModalityMap = Annotated[dict[str, ModalitySpec], AfterValidator(check_modalities)]
+
+
+class _OneModality(StrictModel):
+    modalities: ModalityMap
+
+
+def modality_spec(name: str, value: ModalitySpec | Mapping[str, Any] | None = None) -> ModalitySpec:
+    """One modality's spec, checked like a job file's (typed ``options``).
+
+    Args:
+        name: registry modality name (``s2-l2a``, ``dem``, ...).
+        value: a spec, or its keys as a mapping; default: the modality's defaults.
+
+    Raises:
+        ConfigError: the same refusals as a job file (see :func:`check_modalities`).
+    """
+    data = {"modalities": {name: value if value is not None else {}}}
+    try:
+        return _OneModality.model_validate(data).modalities[name]
+    except ValidationError as e:
+        raise ConfigError(
+            format_validation_error(e, _OneModality, f"modality '{name}'"),
+            fix="see docs/configuration.md (Modality options)",
+        ) from e
 
 
 class ModelRef(StrictModel):
@@ -354,7 +543,7 @@ class JobSpec(StrictModel):
     # against the config file like paths that are given.
     time: TimeSpec = Field(default_factory=dict, validate_default=True)  # type: ignore[arg-type]
     grid: GridSpec = Field(default_factory=dict, validate_default=True)  # type: ignore[arg-type]
-    modalities: dict[str, ModalitySpec] = Field(description="modality name -> options")
+    modalities: ModalityMap = Field(description="modality name -> options")
     model: ModelRef = Field(default_factory=dict, validate_default=True)  # type: ignore[arg-type]
     output: OutputSpec = Field(default_factory=dict, validate_default=True)  # type: ignore[arg-type]
     dask: DaskSpec = Field(default_factory=dict, validate_default=True)  # type: ignore[arg-type]

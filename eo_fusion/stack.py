@@ -26,11 +26,12 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 
 from eo_fusion.catalogs.items import NormalizedItem
-from eo_fusion.config import ModalitySpec
-from eo_fusion.coreg.check import CoregOptions, coregister, modality_family
+from eo_fusion.config import ModalitySpec, modality_spec
+from eo_fusion.coreg.check import CoregOptions, coregister
 from eo_fusion.errors import BandError
 from eo_fusion.gdal import GDALOptions
 from eo_fusion.grid import grid_at_resolution, grid_crs
+from eo_fusion.modalities import get_modality
 from eo_fusion.sources.common import ModalityResult
 
 __all__ = ["build_stack", "loader_for", "modality_array"]
@@ -38,32 +39,14 @@ __all__ = ["build_stack", "loader_for", "modality_array"]
 Loader = Callable[[list[NormalizedItem], GeoBox, ModalitySpec, GDALOptions], ModalityResult]
 
 
-def loader_for(name: str, spec: ModalitySpec) -> Loader:
-    """The source reader for a modality name's family (:func:`modality_family`)."""
-    family = modality_family(name)
-    if family == "s2":
-        from eo_fusion.sources.s2 import load_s2
+def loader_for(name: str, spec: ModalitySpec | None = None) -> Loader:
+    """The source reader of modality ``name`` (from the modality registry).
 
-        return load_s2
-    if family == "s1":
-        from eo_fusion.sources.s1 import load_s1
-
-        return load_s1
-    if family in ("dem", "dsm", "dtm", "elevation", "lidar"):
-        from eo_fusion.sources.elevation import load_elevation
-
-        return load_elevation
-    if family == "aerial":
-        from eo_fusion.sources.aerial import load_aerial
-
-        return load_aerial
-    if family == "osm":
-        from eo_fusion.sources.osm import load_osm
-
-        return load_osm
-    from eo_fusion.sources.raster import load_raster
-
-    return load_raster
+    Raises:
+        ConfigError: the registry does not know ``name`` (the message suggests the closest).
+    """
+    del spec  # the reader depends on the modality's family only
+    return get_modality(name).load_function()
 
 
 def _jsonable(v: Any) -> Any:
@@ -128,13 +111,19 @@ def build_stack(
             Modalities without items are skipped and listed in the ``missing_modalities`` attr.
         gdal: GDAL settings for every read (default :class:`GDALOptions`).
         coreg: co-registration thresholds; per-modality ``options.coreg`` is ``auto``
-            (default for S2/S1/aerial), ``check`` or ``off`` (default for the others).
+            (default), ``check`` or ``off`` for modalities whose registry role is optical or
+            SAR; the others are not checked.
+
+    Raises:
+        ConfigError: a modality the registry does not know, or options that do not apply.
 
     Returns:
         The ModalityStack (see module doc). Deterministic for the same inputs.
     """
     gdal = gdal or GDALOptions()
     coreg = coreg or CoregOptions()
+    # Specs built in code (api, tests) get the job file's checks and typed options here.
+    modalities = {name: modality_spec(name, spec) for name, spec in modalities.items()}
     results: dict[str, ModalityResult] = {}
     missing = []
     for name in sorted(modalities):
@@ -150,7 +139,7 @@ def build_stack(
             f"no items for any modality of tile {tile_gbox}",
             fix="check the search (AOI, dates, max_cloud) or the modality names",
         )
-    modes = {n: str(s.options["coreg"]) for n, s in modalities.items() if "coreg" in s.options}
+    modes = {n: str(getattr(s.options, "coreg", "off")) for n, s in modalities.items()}
     records = coregister(results, modes, coreg) if len(results) > 1 else {}
     variables: dict[str, xr.DataArray] = {}
     for name, res in results.items():

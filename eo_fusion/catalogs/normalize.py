@@ -27,35 +27,16 @@ from typing import Any
 
 import pystac
 
-from eo_fusion.bands import (
-    AERIAL_ALIASES,
-    ELEVATION_ALIASES,
-    LABEL_ALIASES,
-    REGISTRY,
-    S2_ALIASES,
-    SAR_ALIASES,
-    BandSpec,
-    band_for_wavelength,
-)
+from eo_fusion.bands import REGISTRY, BandSpec, band_for_wavelength
 from eo_fusion.catalogs.items import BandAsset, NormalizedItem
 from eo_fusion.errors import CatalogError
+from eo_fusion.modalities import REGISTRY as MODALITY_REGISTRY
+from eo_fusion.modalities import find_modality, modality_names
 
 log = logging.getLogger(__name__)
 
-MODALITIES = (
-    "s2-l2a",
-    "s2-l1c",
-    "s1-grd",
-    "s1-rtc",
-    "dem",
-    "dsm",
-    "dtm",
-    "aerial",
-    "lidar",
-    "osm",
-    "labels",
-    "ndvi",
-)
+#: Every modality name an item can have (from the modality registry, :mod:`eo_fusion.modalities`).
+MODALITIES = modality_names()
 
 #: Property the local builder writes so that local items say their modality themselves.
 MODALITY_PROPERTY = "eo_fusion:modality"
@@ -66,21 +47,9 @@ _DERIVED_KEYS = {"visual", "tci", "tci_10m", "preview", "rendered_preview", "thu
 # Baseline in a product id: S2A_MSIL2A_20220126T..._N0400_R... -> "04.00".
 _PB_IN_ID = re.compile(r"_N(\d{2})(\d{2})_")
 
-_COLLECTION_HINTS: tuple[tuple[str, str], ...] = (
-    ("sentinel-2-l2a", "s2-l2a"),
-    ("sentinel-2-c1-l2a", "s2-l2a"),
-    ("sentinel-2-l1c", "s2-l1c"),
-    ("sentinel-2-c1-l1c", "s2-l1c"),
-    ("sentinel-2-pre-c1-l2a", "s2-l2a"),  # Earth Search v1: L2A before Collection 1
-    ("sentinel-1-grd", "s1-grd"),
-    ("sentinel-1-rtc", "s1-rtc"),
-    ("cop-dem", "dem"),
-    ("nasadem", "dem"),
-    ("alos-dem", "dem"),
-    ("3dep-seamless", "dem"),
-    ("naip", "aerial"),
-    ("esa-worldcover", "labels"),
-    ("io-lulc", "labels"),
+#: (collection id prefix, modality) pairs of every registry family.
+_COLLECTION_HINTS: tuple[tuple[str, str], ...] = tuple(
+    hint for mdef in MODALITY_REGISTRY for hint in mdef.collections
 )
 
 
@@ -231,18 +200,9 @@ def _band_dicts(asset: pystac.Asset) -> list[dict[str, Any]]:
     return bands
 
 
-def _family_aliases(modality: str) -> list[Mapping[str, str]]:
-    if modality.startswith("s2"):
-        return [S2_ALIASES]
-    if modality.startswith("s1"):
-        return [SAR_ALIASES]
-    if modality == "aerial":
-        return [AERIAL_ALIASES]
-    if modality in ("dem", "dsm", "dtm"):
-        return [ELEVATION_ALIASES]
-    if modality == "labels":
-        return [LABEL_ALIASES]
-    return [S2_ALIASES, SAR_ALIASES, ELEVATION_ALIASES]
+def _family_aliases(modality: str) -> tuple[Mapping[str, str], ...]:
+    mdef = find_modality(modality)
+    return mdef.aliases if mdef else ()
 
 
 def _place(names: Iterable[str | None], modality: str, wavelength_um: Any) -> str | None:
@@ -256,7 +216,8 @@ def _place(names: Iterable[str | None], modality: str, wavelength_um: Any) -> st
             key = table.get(name.lower())
             if key:
                 return key
-    if modality.startswith("s2") and isinstance(wavelength_um, int | float):
+    mdef = find_modality(modality)
+    if mdef and mdef.place_by_wavelength and isinstance(wavelength_um, int | float):
         return band_for_wavelength(float(wavelength_um) * 1000.0)
     return None
 
@@ -469,8 +430,8 @@ def _place_asset(
             reg_key = meta.get("name") if meta.get("name") in REGISTRY else None
         else:
             reg_key = _place(names, modality, meta.get("center_wavelength"))
-        if reg_key is None and single and modality in ("dem", "dsm", "dtm"):
-            reg_key = "elevation:dem" if modality == "dem" else f"elevation:{modality}"
+        if reg_key is None and single:
+            reg_key = _single_band_key(modality)
         if reg_key is None:
             if not single:
                 continue  # other bands of the file may still place; all-unplaced -> reported
@@ -496,6 +457,12 @@ def _place_asset(
             )
         )
     return out
+
+
+def _single_band_key(modality: str) -> str | None:
+    """Registry key of an asset with one unnamed band (a DEM file), from the modality."""
+    mdef = find_modality(modality)
+    return mdef.single_band_keys.get(modality) if mdef else None
 
 
 def _is_jp2(key: str, asset: pystac.Asset) -> bool:

@@ -18,13 +18,10 @@ import numpy as np
 
 from eo_fusion.coreg.shift import apply_shift, estimate_shift
 from eo_fusion.errors import CoregistrationError
+from eo_fusion.modalities import coreg_role
 from eo_fusion.sources.common import ModalityResult, nanmean, nanmedian
 
 __all__ = ["CoregOptions", "coregister", "structure_image"]
-
-#: Modality families that carry image structure a shift can be measured on.
-_OPTICAL = ("s2", "aerial")
-_SAR = ("s1",)
 
 
 @dataclass(frozen=True)
@@ -45,15 +42,6 @@ class CoregOptions:
     max_shift_px: float = 5.0
 
 
-def modality_family(name: str) -> str:
-    """A modality's family, the part of its name before the first ``-`` (``s2-l2a`` -> ``s2``).
-
-    It picks the source reader (:func:`eo_fusion.stack.loader_for`) and the co-registration
-    role (optical reference, SAR, or not checked).
-    """
-    return name.split("-")[0]
-
-
 def structure_image(res: ModalityResult) -> np.ndarray:
     """One 2-D image of a modality's structure: mean over bands (median over time first)."""
     data = res.data if res.times is None else nanmedian(res.data, axis=0)
@@ -72,8 +60,9 @@ def coregister(
         opts: thresholds.
     """
     records: dict[str, dict[str, Any]] = {}
-    candidates = [m for m in sorted(results) if modality_family(m) in _OPTICAL + _SAR]
-    ref = opts.reference or next((m for m in candidates if modality_family(m) in _OPTICAL), None)
+    # Roles come from the modality registry: optical modalities are reference candidates.
+    candidates = [m for m in sorted(results) if coreg_role(m) != "none"]
+    ref = opts.reference or next((m for m in candidates if coreg_role(m) == "optical"), None)
     if ref is None or ref not in results:
         return {m: {"applied": False, "reason": "no optical reference modality"} for m in results}
     ref_res = results[ref]
@@ -90,7 +79,7 @@ def coregister(
         if res.gbox != ref_res.gbox:
             records[name] = {"reference": ref, "applied": False, "reason": "different grid"}
             continue
-        method = "sar" if modality_family(name) in _SAR else "optical"
+        method = "sar" if coreg_role(name) == "sar" else "optical"
         try:
             est = estimate_shift(ref_img, structure_image(res), method=method)
         except CoregistrationError as e:

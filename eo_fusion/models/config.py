@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from eo_fusion.config import ConfigPath, ModalitySpec, StrictModel, TimeSpec, load_spec
+from eo_fusion.config import ConfigPath, ModalityMap, StrictModel, TimeSpec, load_spec
 
 
 class SceneSpec(StrictModel):
@@ -27,7 +27,7 @@ class SceneSpec(StrictModel):
         None, description="rows, cols (instead of `resolution`: keeps a native grid exactly)"
     )
     time: TimeSpec = Field(default_factory=TimeSpec)  # type: ignore[arg-type]
-    modalities: dict[str, ModalitySpec] = Field(description="modality name -> options")
+    modalities: ModalityMap = Field(description="modality name -> options")
     labels: str | None = Field(None, description="modality holding the reference labels")
 
     @model_validator(mode="after")

@@ -5,7 +5,8 @@
   return per cell (:mod:`eo_fusion.sources.lidar`).
 * DTM holes (bare-earth models have no data under buildings) are filled by inverse-distance
   interpolation from the surrounding ground (``rasterio.fill.fillnodata``, search distance
-  ``options.fill_distance_px``, default 100); the number of filled pixels is recorded.
+  ``options.fill_distance_px``, :class:`eo_fusion.modalities.ElevationOptions`); the number of
+  filled pixels is recorded.
 * ``elevation:ndsm`` = DSM - DTM (height above ground, metres; small negative values from
   interpolation noise are kept, not clipped). A provider's nDSM is replaced by this when both
   DSM and DTM are present, so the three layers are consistent.
@@ -30,6 +31,7 @@ from eo_fusion.config import ModalitySpec
 from eo_fusion.errors import BandError, GridError
 from eo_fusion.gdal import GDALOptions
 from eo_fusion.grid import grid_crs
+from eo_fusion.modalities import ElevationOptions
 from eo_fusion.sources.common import ModalityResult, band_order, fill_missing, read_item_bands
 from eo_fusion.sources.lidar import grid_points_max, read_points
 from eo_fusion.sources.reader import ReadSpec
@@ -76,10 +78,10 @@ def fill_holes(z: np.ndarray, where: np.ndarray, max_distance_px: float = 100) -
     return out
 
 
-def _point_cloud_crs(item: NormalizedItem, opts: dict[str, Any]) -> str | None:
+def _point_cloud_crs(item: NormalizedItem, opts: ElevationOptions) -> str | None:
     """CRS for a point cloud whose header has none: options.crs, proj:* or a WKT sidecar."""
-    if opts.get("crs"):
-        return str(opts["crs"])
+    if opts.crs:
+        return opts.crs
     props = item.properties
     if props.get("proj:wkt2"):
         return str(props["proj:wkt2"])
@@ -93,7 +95,9 @@ def _point_cloud_crs(item: NormalizedItem, opts: dict[str, Any]) -> str | None:
     return None
 
 
-def _read_layers(items, gbox, gdal, opts) -> tuple[dict[str, np.ndarray], list[str]]:
+def _read_layers(
+    items, gbox, gdal, opts: ElevationOptions
+) -> tuple[dict[str, np.ndarray], list[str]]:
     layers: dict[str, np.ndarray] = {}
     ids: list[str] = []
 
@@ -128,7 +132,7 @@ def load_elevation(
     items: list[NormalizedItem], gbox: GeoBox, mspec: ModalitySpec, gdal: GDALOptions
 ) -> ModalityResult:
     """Read elevation items onto ``gbox`` and derive nDSM, slope and aspect (see module doc)."""
-    opts = dict(mspec.options)
+    opts = ElevationOptions.of(mspec.options)
     layers, ids = _read_layers(items, gbox, gdal, opts)
     attrs: dict[str, Any] = {}
     if "elevation:dtm" in layers:
@@ -136,7 +140,7 @@ def load_elevation(
         dsm = layers.get("elevation:dsm")
         where = np.isfinite(dsm) if dsm is not None else np.ones(dtm.shape, dtype=bool)
         before = int(np.isnan(dtm).sum())
-        layers["elevation:dtm"] = fill_holes(dtm, where, float(opts.get("fill_distance_px", 100)))
+        layers["elevation:dtm"] = fill_holes(dtm, where, opts.fill_distance_px)
         attrs["dtm_filled_pixels"] = before - int(np.isnan(layers["elevation:dtm"]).sum())
     if "elevation:dsm" in layers and "elevation:dtm" in layers:
         # Computed even when a provider nDSM exists, so it is consistent with the DSM/DTM shown.

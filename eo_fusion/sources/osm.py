@@ -6,9 +6,9 @@ x finer resolution and averaging, so a cell half covered by a building reads 0.5
 =====================  ====================================================================
 ``osm:buildings``      building footprints (any ``building=*``)
 ``osm:roads_major``    ``highway`` motorway, trunk, primary, secondary (and ``*_link``),
-                       lines buffered to ``road_width_major_m`` (default 12 m)
+                       lines buffered to ``widths.roads_major`` (default 12 m)
 ``osm:roads_minor``    tertiary, residential, unclassified, service, living_street, road,
-                       track, buffered to ``road_width_minor_m`` (default 6 m); paths,
+                       track, buffered to ``widths.roads_minor`` (default 6 m); paths,
                        footways, steps and cycleways are not roads here
 ``osm:water``          ``natural=water``, ``water=*``, ``waterway=riverbank``, ``landuse``
                        reservoir/basin polygons, waterway lines buffered to 5 m
@@ -35,6 +35,7 @@ from eo_fusion.config import ModalitySpec
 from eo_fusion.errors import BandError, ReadError
 from eo_fusion.gdal import GDALOptions
 from eo_fusion.grid import grid_crs, refine
+from eo_fusion.modalities import OSMOptions, RoadWidths
 from eo_fusion.sources.common import ModalityResult
 
 __all__ = ["MAJOR_ROADS", "MINOR_ROADS", "load_osm", "osm_features", "rasterise_features"]
@@ -131,7 +132,7 @@ def rasterise_features(
     widths: dict[str, float] | None = None,
 ) -> np.ndarray:
     """Cover fraction per key (see module table) → ``(band, y, x)`` float32 in [0, 1]."""
-    widths = {"roads_major": 12.0, "roads_minor": 6.0, "waterway": 5.0, **(widths or {})}
+    widths = {**RoadWidths().model_dump(), **(widths or {})}
     local = features.to_crs(grid_crs(gbox).to_wkt()) if len(features) else features
     out = np.zeros((len(keys), *gbox.shape.yx), dtype=np.float32)
     for i, key in enumerate(keys):
@@ -168,7 +169,7 @@ def load_osm(
 ) -> ModalityResult:
     """Rasterise OSM features of the items' extracts onto ``gbox`` (see module doc)."""
     del gdal  # PBF extracts are read locally by pyrosm, not through GDAL
-    opts = dict(mspec.options)
+    opts = OSMOptions.of(mspec.options)
     minx, miny, maxx, maxy = gbox.geographic_extent.boundingbox
     bbox = (minx, miny, maxx, maxy)
     feats = pd.concat([osm_features(_pbf_of(i), bbox) for i in items], ignore_index=True)
@@ -184,10 +185,10 @@ def load_osm(
         feats,
         gbox,
         keys,
-        supersample=int(opts.get("supersample", 4)),
-        widths={k: float(v) for k, v in opts.get("widths", {}).items()},
+        supersample=opts.supersample,
+        widths=opts.widths.model_dump(),
     )
-    attrs = {"features": len(feats), "supersample": int(opts.get("supersample", 4))}
+    attrs = {"features": len(feats), "supersample": opts.supersample}
     valid = np.ones(gbox.shape.yx, dtype=bool)
     return ModalityResult(
         data, valid, keys, ["fraction"] * len(keys), gbox, None, [i.id for i in items], attrs

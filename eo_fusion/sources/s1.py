@@ -5,10 +5,9 @@ linear power: dB inputs (``BandSpec.units == "dB"``) are converted first and the
 converted to the requested output units (``options.units``: ``dB``, the default, or ``linear``).
 Averaging dB values would average logarithms, biasing backscatter low.
 
-Options (``ModalitySpec.options``): ``units`` (``dB``/``linear``), ``speckle`` (``lee`` or
-``none``, default none), ``speckle_window`` (odd pixels, default 5), ``orbit`` (``ascending``,
-``descending`` or ``any``, default any). The orbit direction and date of each acquisition are kept
-in the attributes ``orbit_state`` and ``dates``.
+Options: :class:`eo_fusion.modalities.S1Options` (``units``, ``speckle``, ``speckle_window``,
+``orbit``); defaults live there. The orbit direction and date of each acquisition are kept in the
+attributes ``orbit_state`` and ``dates``.
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ from eo_fusion.config import ModalitySpec
 from eo_fusion.coreg.resampling import linear_to_db
 from eo_fusion.errors import BandError
 from eo_fusion.gdal import GDALOptions
+from eo_fusion.modalities import S1Options
 from eo_fusion.sources.common import (
     ModalityResult,
     aggregate_periods,
@@ -73,11 +73,9 @@ def load_s1(
     items: list[NormalizedItem], gbox: GeoBox, mspec: ModalitySpec, gdal: GDALOptions
 ) -> ModalityResult:
     """Read Sentinel-1 items onto ``gbox``: composite (linear mean) or time series."""
-    opts = dict(mspec.options)
-    out_units = str(opts.get("units", "dB"))
-    if out_units not in ("dB", "linear"):
-        raise BandError(f"Sentinel-1 option units={out_units!r}", fix="use 'dB' or 'linear'")
-    orbit = str(opts.get("orbit", "any")).lower()
+    opts = S1Options.of(mspec.options)
+    out_units: str = opts.units
+    orbit = opts.orbit
     if orbit != "any":
         items = [i for i in items if str(i.properties.get("sat:orbit_state", "")).lower() == orbit]
     keys = _keys(items, mspec)
@@ -85,8 +83,8 @@ def load_s1(
     def spec_for(asset):
         return ReadSpec(kind="sar", sar_db_input=asset.spec.units == "dB", sar_db_output=False)
 
-    lee = str(opts.get("speckle", "none")).lower() == "lee"
-    win = int(opts.get("speckle_window", 5))
+    lee = opts.speckle == "lee"
+    win = opts.speckle_window
     days = read_day_mosaics(items, keys, gbox, spec_for, gdal)
     series = [np.stack([lee_filter(b, win) for b in d.data]) if lee else d.data for d in days]
     times = [d.time for d in days]
@@ -99,7 +97,7 @@ def load_s1(
         "dates": [t.isoformat() for t in times],
         "orbit_state": orbits,
         "mode": mspec.mode,
-        "speckle": str(opts.get("speckle", "none")),
+        "speckle": opts.speckle,
         "valid_fraction": [float(np.all(np.isfinite(d), axis=0).mean()) for d in lin],
     }
     conv = linear_to_db if out_units == "dB" else (lambda a: a.astype(np.float32))

@@ -11,9 +11,8 @@
 * Modes: ``composite`` = per-pixel median of clear observations; ``timeseries`` keeps each date
   (cloudy pixels NaN, ``valid`` False), optionally reduced to ``monthly``/``semimonthly`` medians.
 
-Options (``ModalitySpec.options``): ``cloud_threshold`` (s2cloudless probability, default 0.4),
-``shadow_search_px`` (default 30), ``mask_snow`` (SCL class 11, default False),
-``min_valid_fraction`` (drop dates below it, default 0).
+Options: :class:`eo_fusion.modalities.S2Options` (s2cloudless threshold, averaging and dilation,
+the shadow heuristic, ``mask_snow`` for SCL class 11, ``min_valid_fraction``); defaults live there.
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ from eo_fusion.catalogs.items import NormalizedItem
 from eo_fusion.config import ModalitySpec
 from eo_fusion.errors import BandError
 from eo_fusion.gdal import GDALOptions
+from eo_fusion.modalities import S2Options
 from eo_fusion.sources.common import (
     ModalityResult,
     aggregate_periods,
@@ -58,26 +58,29 @@ def _clear_from_scl(scl: np.ndarray, mask_snow: bool) -> np.ndarray:
     return np.isfinite(scl) & ~np.isin(scl, masked)
 
 
-def _clear_from_s2cloudless(toa: np.ndarray, nir: np.ndarray, swir: np.ndarray, opts) -> np.ndarray:
+def _clear_from_s2cloudless(
+    toa: np.ndarray, nir: np.ndarray, swir: np.ndarray, opts: S2Options
+) -> np.ndarray:
     """``toa``: (10, y, x) TOA reflectance in S2CLOUDLESS_BANDS order. True = clear."""
     from s2cloudless import S2PixelCloudDetector  # heavy import (LightGBM), only for L1C
 
     finite = np.all(np.isfinite(toa), axis=0)
     x = np.nan_to_num(np.moveaxis(toa, 0, -1)[None], nan=0.0).astype(np.float32)
     detector = S2PixelCloudDetector(
-        threshold=float(opts.get("cloud_threshold", 0.4)),
-        average_over=int(opts.get("cloud_average_over", 4)),
-        dilation_size=int(opts.get("cloud_dilation", 2)),
+        threshold=opts.cloud_threshold,
+        average_over=opts.cloud_average_over,
+        dilation_size=opts.cloud_dilation,
         all_bands=False,
     )
     cloud = detector.get_cloud_masks(x)[0].astype(bool) & finite
     # Shadow heuristic: shadows are dark in NIR and SWIR and lie near a cloud (within the distance
     # a cloud's shadow is cast at Sentinel-2 sun angles for low/mid clouds: a few hundred metres).
-    search = int(opts.get("shadow_search_px", 30))
-    near_cloud = ndimage.binary_dilation(cloud, iterations=search) if cloud.any() else cloud
-    dark = (nir < float(opts.get("shadow_nir_max", 0.15))) & (
-        swir < float(opts.get("shadow_swir_max", 0.10))
+    # (iterations=0 would make scipy dilate until nothing changes: 0 means no shadow search.)
+    search = opts.shadow_search_px
+    near_cloud = (
+        ndimage.binary_dilation(cloud, iterations=search) if search and cloud.any() else cloud
     )
+    dark = (nir < opts.shadow_nir_max) & (swir < opts.shadow_swir_max)
     shadow = near_cloud & dark & ~cloud
     return finite & ~cloud & ~shadow
 
@@ -95,7 +98,7 @@ def _requested_bands(items: list[NormalizedItem], mspec: ModalitySpec) -> list[s
 
 
 def _observation(
-    group: list[NormalizedItem], keys: list[str], gbox: GeoBox, opts: dict[str, Any], gdal
+    group: list[NormalizedItem], keys: list[str], gbox: GeoBox, opts: S2Options, gdal
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """Mosaic one day's items → (bands, clear mask, cloud-mask method)."""
 
@@ -125,7 +128,7 @@ def _item_clear(it, keys, arr, gbox, opts, gdal, spec_for) -> tuple[str, np.ndar
     level = it.modality
     if level != "s2-l1c" and "s2:SCL" in it.bands:
         scl = read_item_bands(it, ["s2:SCL"], gbox, spec_for, gdal)[0]
-        return "scl", finite & _clear_from_scl(scl, bool(opts.get("mask_snow", False)))
+        return "scl", finite & _clear_from_scl(scl, opts.mask_snow)
     if level == "s2-l1c" and all(b in it.bands for b in S2CLOUDLESS_BANDS):
         idx = {k: i for i, k in enumerate(keys)}
         missing = [b for b in S2CLOUDLESS_BANDS if b not in idx]
@@ -145,7 +148,7 @@ def load_s2(
 ) -> ModalityResult:
     """Read Sentinel-2 items onto ``gbox`` as a composite or time series (see module doc)."""
     keys = _requested_bands(items, mspec)
-    opts = dict(mspec.options)
+    opts = S2Options.of(mspec.options)
     data_t: list[np.ndarray] = []
     clear_t: list[np.ndarray] = []
     times: list[datetime] = []
@@ -161,7 +164,7 @@ def load_s2(
     if not data_t:
         raise BandError("no Sentinel-2 items to stack", fix="widen the search or drop the modality")
     frac = [float(c.mean()) for c in clear_t]
-    keep = [i for i, f in enumerate(frac) if f >= float(opts.get("min_valid_fraction", 0.0))]
+    keep = [i for i, f in enumerate(frac) if f >= opts.min_valid_fraction]
     times = [times[i] for i in keep]
     attrs: dict[str, Any] = {
         "dates": [t.isoformat() for t in times],

@@ -72,7 +72,7 @@ def _model_table(model: type[BaseModel], prefix: str, seen: set[type]) -> list[s
         type_name = _type_name(field.annotation).replace("|", "\\|")
         lines.append(f"| `{name}` | `{type_name}` | {default} | {desc} |")
         for child in _nested_models(field.annotation):
-            if child not in seen:
+            if child not in seen and child.model_fields:  # (a base without fields: no table)
                 seen.add(child)
                 key = f"{prefix}.{name}" if prefix else name
                 origin = getattr(field.annotation, "__origin__", None)
@@ -101,7 +101,48 @@ def configuration_markdown() -> str:
             continue
         out += [f"## {title}", ""]
         out += _model_table(model, "", {model})
+    out += _modality_options()
     return "\n".join(out).rstrip() + "\n"
+
+
+def _modality_options() -> list[str]:
+    """The modality registry: what applies to each modality, and each family's options."""
+    from eo_fusion.modalities import REGISTRY
+
+    out = [
+        "## Modality options (`modalities.<name>.options`)",
+        "",
+        "From the modality registry (`eo_fusion/modalities.py`). A job is refused (exit 2) when it",
+        "names an unknown modality, sets `mode`/`aggregate`/`max_cloud` where the modality's",
+        "reader does not implement them, or sets an option that is unknown or belongs to another",
+        "modality; the message names the key and lists the valid ones.",
+        "",
+        "| family | modalities | co-registration | modes | aggregate | max_cloud | options |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for d in REGISTRY:
+        names = ", ".join(f"`{n}`" for n in d.names)
+        opts = f"`{d.options.__name__}`" if d.options.model_fields else "none"
+        yes = {True: "yes", False: "no"}
+        out.append(
+            f"| {d.family} | {names} | {d.coreg_role} | {', '.join(d.modes)} "
+            f"| {yes[d.aggregates]} | {yes[d.cloud_cover]} | {opts} |"
+        )
+    out.append("")
+    seen: set[type] = set()
+    for d in REGISTRY:
+        if d.options in seen or not d.options.model_fields:
+            continue
+        seen.add(d.options)
+        out += _model_table(d.options, d.options.__name__, seen)
+        only = [
+            f"`{k}` ({', '.join(d.options.only_for(k))})"
+            for k in d.options.model_fields
+            if d.options.only_for(k)
+        ]
+        if only:
+            out += [f"Only for some modalities: {', '.join(only)}.", ""]
+    return out
 
 
 def cli_markdown() -> str:

@@ -78,3 +78,45 @@ def test_misspelt_job_key_exits_2_naming_the_key_on_one_line(command, tmp_path, 
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr
     assert "modalities.s2-l1c.max_clouds" in lines[0] and "did you mean 'max_cloud'" in lines[0]
+
+
+_MODALITY_MISTAKES = {
+    # a misspelt option: named, with "did you mean" and the modality's valid options
+    "misspelt": (
+        ("  dem: {}\n", "  dem: {}\n  s1-grd:\n    options: {speckel: lee}\n"),
+        ["modalities.s1-grd.options.speckel", "did you mean 'speckle'", "valid options for s1-grd"],
+    ),
+    # an option of another modality
+    "speckle-on-s2": (
+        ("    mode: composite\n", "    mode: composite\n    options: {speckle: lee}\n"),
+        ["modalities.s2-l1c.options.speckle", "does not apply to s2-l1c", "s1-grd", "cloud_threshold"],
+    ),
+    # a key that its mode does not use
+    "aggregate-on-composite": (
+        ("    mode: composite\n", "    mode: composite\n    aggregate: monthly\n"),
+        ["modalities.s2-l1c.aggregate", "needs mode: timeseries", "valid keys here"],
+    ),
+}
+
+
+@pytest.mark.parametrize("mistake", sorted(_MODALITY_MISTAKES))
+@pytest.mark.parametrize("command", ["map", "stack"])
+def test_bad_modality_option_exits_2_naming_it(command, mistake, tmp_path, repo_root):
+    (old, new), expected = _MODALITY_MISTAKES[mistake]
+    job = (repo_root / "pipelines" / "sample_landcover.yaml").read_text()
+    assert old in job
+    bad = tmp_path / "job.yaml"
+    bad.write_text(job.replace(old, new, 1))
+    args = [command, str(bad)] + (["--out", str(tmp_path / "s.zarr")] if command == "stack" else [])
+    proc = subprocess.run(
+        [sys.executable, "-m", "eo_fusion", *args],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "COLUMNS": "200"},
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    for text in expected:
+        assert text in lines[0], lines[0]
+    assert not (tmp_path / "s.zarr").exists()

@@ -89,7 +89,12 @@ _MODALITY_MISTAKES = {
     # an option of another modality
     "speckle-on-s2": (
         ("    mode: composite\n", "    mode: composite\n    options: {speckle: lee}\n"),
-        ["modalities.s2-l1c.options.speckle", "does not apply to s2-l1c", "s1-grd", "cloud_threshold"],
+        [
+            "modalities.s2-l1c.options.speckle",
+            "does not apply to s2-l1c",
+            "s1-grd",
+            "cloud_threshold",
+        ],
     ),
     # a key that its mode does not use
     "aggregate-on-composite": (

@@ -201,3 +201,16 @@ def test_missing_band_keys_are_nan_not_dropped(tmp_path: Path, mode: str) -> Non
     res = load_s2(items, GRID, ModalitySpec(bands=["s2:B04", "s2:B03"], mode=mode), GDAL)
     assert res.bands == ["s2:B04", "s2:B03"]
     assert np.isnan(res.data).any() and not res.valid.any()
+
+
+def test_s2_l1c_typed_options_reach_s2cloudless() -> None:
+    from eo_fusion.config import modality_spec
+
+    inner = grid_from_aoi(
+        (465_200, 5_079_300, 466_150, 5_080_250), 10, crs="EPSG:32633", aoi_crs="EPSG:32633"
+    )
+    items = [_slovenia_s2("2015-08-20")]  # the cloudy date
+    default = load_s2(items, inner, ModalitySpec(mode="timeseries"), GDAL)
+    options = {"cloud_threshold": 0.95, "cloud_dilation": 0, "shadow_search_px": 0}
+    loose = load_s2(items, inner, modality_spec("s2-l1c", {"options": options}), GDAL)
+    assert loose.attrs["valid_fraction"][0] > default.attrs["valid_fraction"][0] + 0.05

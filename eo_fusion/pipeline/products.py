@@ -35,8 +35,7 @@ from rio_cogeo.profiles import cog_profiles
 
 from eo_fusion.errors import ProductError
 from eo_fusion.files import atomic_write_text
-from eo_fusion.pipeline.mosaic import ClassInfo
-from eo_fusion.pipeline.plan import NODATA_CLASS, NODATA_PERCENT
+from eo_fusion.pipeline.legend import NODATA_CLASS, NODATA_PERCENT, ClassInfo
 
 # GDAL RAT field types and usages (gdal.h: GDALRATFieldType / GDALRATFieldUsage).
 _GFT_INTEGER, _GFT_STRING = 0, 2

@@ -33,8 +33,7 @@ from eo_fusion.catalogs.validate import validate_stac_dict
 from eo_fusion.errors import CatalogError, ProductError
 from eo_fusion.files import sha256_file
 from eo_fusion.grid import grid_crs
-from eo_fusion.pipeline.mosaic import ClassInfo
-from eo_fusion.pipeline.plan import NODATA_CLASS, NODATA_PERCENT
+from eo_fusion.pipeline.legend import NODATA_CLASS, NODATA_PERCENT, ClassInfo
 
 COG_MEDIA_TYPE = pystac.MediaType.COG
 

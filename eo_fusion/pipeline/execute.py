@@ -262,16 +262,9 @@ def execute_tasks(
     def submit_next() -> None:
         task = next(pending, None)
         if task is not None:
-            fut = client.submit(
-                compute_tile,
-                task,
-                predictor,
-                str(run_dir),
-                retries,
-                backoff_s,
-                key=f"tile-{Path(run_dir).name}-{task.tile_id}",
-                pure=False,
-            )
+            key = f"tile-{Path(run_dir).name}-{task.tile_id}"
+            args = (task, predictor, str(run_dir), retries, backoff_s)
+            fut = client.submit(compute_tile, *args, key=key, pure=False)
             by_key[fut.key] = task
             ac.add(fut)
 

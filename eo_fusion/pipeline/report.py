@@ -18,7 +18,7 @@ import numpy as np
 import rasterio
 from odc.geo.geobox import GeoBox
 
-from eo_fusion.files import atomic_write_text
+from eo_fusion.files import atomic_output, atomic_write_text
 from eo_fusion.grid import grid_crs
 from eo_fusion.pipeline.legend import NODATA_CLASS, ClassInfo
 from eo_fusion.pipeline.manifest import RunManifest, utc_now
@@ -118,9 +118,8 @@ def write_quicklook(cog: Path, png: Path, classes: Sequence[ClassInfo], title: s
     handles.append(Patch(facecolor="white", edgecolor="black", label="no data"))
     ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8)
     fig.tight_layout()
-    tmp = png.with_name(f".{png.name}.tmp.png")
-    fig.savefig(tmp)
-    tmp.replace(png)
+    with atomic_output(png, ".tmp.png") as tmp:
+        fig.savefig(tmp)
 
 
 def render_markdown(report: Mapping[str, Any], quicklook_name: str | None) -> str:

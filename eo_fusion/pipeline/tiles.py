@@ -8,9 +8,6 @@ copies into the products.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +18,7 @@ import rasterio
 from odc.geo.geobox import GeoBox
 
 from eo_fusion.errors import TileError
+from eo_fusion.files import atomic_output
 from eo_fusion.grid import aoi_mask, grid_crs
 from eo_fusion.pipeline.legend import NODATA_CLASS, NODATA_PERCENT, ClassInfo
 from eo_fusion.pipeline.plan import TileTask
@@ -125,13 +123,9 @@ def write_tile(path: Path, arrays: TileArrays, core: GeoBox) -> None:
         # Band-interleaved: the mosaic reads one layer at a time without inflating the others.
         "interleave": "band",
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.tif", dir=path.parent)
-    os.close(fd)
-    try:
-        with _CREATE_LOCK, rasterio.open(tmp, "w", **profile) as dst:
-            dst.write(np.stack(bands))
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with (
+        atomic_output(path, ".tmp.tif") as tmp,
+        _CREATE_LOCK,
+        rasterio.open(tmp, "w", **profile) as dst,
+    ):
+        dst.write(np.stack(bands))

@@ -1,6 +1,6 @@
 """Benchmark: the map job's memory and scaling (``eo_fusion.pipeline.run_job``).
 
-Inputs and model are SYNTHETIC (``eo_fusion.pipeline.synthetic.SyntheticPredictor``: class
+Inputs and model are SYNTHETIC (``eo_fusion.testing.synthetic.SyntheticPredictor``: class
 probabilities computed from pixel coordinates, plus ``--work`` float32 matmuls per tile to stand in
 for a model's compute). Everything else is the real job machinery: planning, a dask LocalCluster,
 bounded waves, per-tile files, the manifest, the window-by-window mosaic, COG writing and
@@ -46,7 +46,7 @@ import psutil
 
 from eo_fusion.config import JobSpec
 from eo_fusion.pipeline.run import ProgressHook, run_job
-from eo_fusion.pipeline.synthetic import SyntheticPredictor
+from eo_fusion.testing.synthetic import SyntheticPredictor
 
 
 class _Timer(ProgressHook):
@@ -133,7 +133,7 @@ def _control(work: int, tile: int, tasks: int = 16) -> float:
     """Throughput ratio of bare dask tasks (2 worker processes vs 1) doing the per-tile work."""
     from distributed import Client, LocalCluster
 
-    from eo_fusion.pipeline.synthetic import _burn
+    from eo_fusion.testing.synthetic import _burn
 
     rates = []
     for workers in (1, 2):

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask
 import dask.array as da
@@ -38,6 +39,9 @@ from eo_fusion.grid import Tile, grid_crs, grid_from_aoi, make_tiles
 from eo_fusion.models import LoadedModel, load_model, predict
 from eo_fusion.stack import build_stack, modality_array
 
+if TYPE_CHECKING:
+    from eo_fusion.pipeline.plan import RunPlan
+
 __all__ = [
     "LoadedModel",
     "ModalitySpec",
@@ -48,9 +52,11 @@ __all__ = [
     "modality_array",
     "open_catalog",
     "open_product",
+    "plan_job",
     "predict",
     "run_job",
     "search",
+    "search_job",
     "stack",
 ]
 
@@ -251,6 +257,46 @@ class Product:
         return f"**Product** `{self.cog.name}` — classes: {names}"
 
 
+def _job(job: JobSpec | str | Path) -> JobSpec:
+    return job if isinstance(job, JobSpec) else load_job(Path(job))
+
+
+def search_job(
+    job: JobSpec | str | Path, *, run_date: date | None = None
+) -> dict[str, list[NormalizedItem]]:
+    """The items of every modality of a job (a JobSpec or a job YAML), as ``eo-fusion map``
+    and ``eo-fusion stack`` find them: over the AOI polygon, in the window resolved on
+    ``run_date`` (default today, UTC), with each modality's ``max_cloud`` and ``collections``.
+    """
+    from eo_fusion.pipeline.inputs import search_job as _search_job
+    from eo_fusion.pipeline.plan import job_area
+
+    spec = _job(job)
+    return _search_job(spec, job_area(spec, run_date or datetime.now(UTC).date()))
+
+
+def plan_job(
+    job: JobSpec | str | Path,
+    *,
+    run_date: date | None = None,
+    items: Mapping[str, Sequence[NormalizedItem]] | None = None,
+) -> RunPlan:
+    """The run plan ``eo-fusion map`` would execute (grid, tiles and tasks, run id, window).
+
+    ``items`` are the search results per modality; default: :func:`search_job`. Planning reads
+    no pixels; ``plan.tasks[i].tile`` and ``.items`` give a tile's grid and inputs for
+    :func:`eo_fusion.stack.build_stack`.
+    """
+    from eo_fusion.pipeline.inputs import search_job as _search_job
+    from eo_fusion.pipeline.plan import job_area, plan_run
+
+    spec = _job(job)
+    when = run_date or datetime.now(UTC).date()
+    area = job_area(spec, when)
+    found = _search_job(spec, area) if items is None else items
+    return plan_run(spec, when, found, area=area)
+
+
 def run_job(job: JobSpec | str | Path, **kwargs: Any) -> Any:
     """Run a mapping job (a JobSpec or the path to a job YAML); see ``eo-fusion map --help``.
 
@@ -259,8 +305,7 @@ def run_job(job: JobSpec | str | Path, **kwargs: Any) -> Any:
     """
     from eo_fusion.pipeline.run import run_job as _run_job
 
-    spec = job if isinstance(job, JobSpec) else load_job(Path(job))
-    return _run_job(spec, **kwargs)
+    return _run_job(_job(job), **kwargs)
 
 
 def open_product(source: Any) -> Product:

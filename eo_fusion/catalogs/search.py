@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pystac
 from shapely.geometry import box, shape
@@ -38,7 +38,15 @@ from eo_fusion.catalogs.items import NormalizedItem
 from eo_fusion.catalogs.normalize import guess_modality, normalize_item
 from eo_fusion.catalogs.providers import CatalogSpec, load_catalog_spec
 from eo_fusion.catalogs.safety import check_url, redact_text, redact_url
+from eo_fusion.config import window_text
 from eo_fusion.errors import CatalogError, ConfigError, SearchError
+
+if TYPE_CHECKING:
+    from datetime import date
+
+    from odc.geo import Geometry
+
+    from eo_fusion.config import ModalitySpec
 
 log = logging.getLogger(__name__)
 
@@ -610,6 +618,50 @@ def open_catalog(name_or_path: str | Path | None = None) -> Catalog:
     return Catalog(load_catalog_spec(target))
 
 
+# ------------------------------------------------------------------------------------------------
+# per-modality search (map jobs, stacks, training scenes)
+# ------------------------------------------------------------------------------------------------
+
+
+def search_modalities(
+    catalog: Catalog,
+    modalities: Mapping[str, ModalitySpec],
+    *,
+    aoi: Geometry,
+    window: tuple[date | None, date | None],
+) -> dict[str, list[NormalizedItem]]:
+    """Search ``catalog`` once per modality over an AOI and a time window.
+
+    The one search rule of map jobs, ``eo-fusion stack``, the API and training scenes: items
+    intersecting the AOI polygon (not only its bounding box), acquired within the window's days,
+    with each modality's ``max_cloud`` and ``collections``.
+
+    Args:
+        catalog: the catalog.
+        modalities: modality name -> its options.
+        aoi: the AOI (any CRS; searched as EPSG:4326 GeoJSON).
+        window: (first day, last day), inclusive; ``None`` = open. Resolve relative windows
+            first (``TimeSpec.resolve(run_date)``).
+
+    Returns:
+        modality -> normalised items, in the catalog's order (possibly empty).
+    """
+    intersects = aoi.to_crs("EPSG:4326").json
+    when = window_text(window) if any(window) else None
+    out: dict[str, list[NormalizedItem]] = {}
+    for modality, spec in modalities.items():
+        result = catalog.search(
+            modality,
+            intersects=intersects,
+            datetime=when,
+            max_cloud=spec.max_cloud,
+            collections=spec.collections or None,
+        )
+        out[modality] = list(result.normalized)
+        log.info("search %s: %d item(s)", modality, len(out[modality]))
+    return out
+
+
 __all__ = [
     "Catalog",
     "SearchQuery",
@@ -617,4 +669,5 @@ __all__ = [
     "aoi_share",
     "open_catalog",
     "parse_datetime_range",
+    "search_modalities",
 ]

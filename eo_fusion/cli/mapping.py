@@ -6,6 +6,7 @@ import logging
 import sys
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -25,6 +26,9 @@ from eo_fusion.config import load_job
 from eo_fusion.errors import BadInputError, JobError
 from eo_fusion.logs import LOGGER_NAME, JsonFormatter, get_logger
 from eo_fusion.pipeline.progress import ProgressHook
+
+if TYPE_CHECKING:
+    from eo_fusion.pipeline.run import RunSummary
 
 log = get_logger(__name__)
 
@@ -133,6 +137,20 @@ def map_command(
     finally:
         if bar is not None:
             bar.close()
+    _log_summary(summary)
+    if not _quiet() and not _json_logs():
+        _print_summary(summary)
+    if not summary.ok:
+        first = summary.failures[0] if summary.failures else None
+        raise JobError(
+            f"job {job.name}: {summary.tiles_failed} of {summary.tiles_total} tile(s) failed"
+            + (f", first {first.tile_id}: {first.error}" if first else ""),
+            fix=f"see {summary.run_dir / 'manifest.json'}; rerun the same command to retry "
+            "only the failed tiles",
+        )
+
+
+def _log_summary(summary: RunSummary) -> None:
     log.info(
         "run %s finished: %d/%d tiles done (%d reused), %d failed in %.1f s",
         summary.run_id,
@@ -150,19 +168,9 @@ def map_command(
             "products": {k: str(v) for k, v in summary.products.items()},
         },
     )
-    if not _quiet() and not _json_logs():
-        _print_summary(summary)
-    if not summary.ok:
-        first = summary.failures[0] if summary.failures else None
-        raise JobError(
-            f"job {job.name}: {summary.tiles_failed} of {summary.tiles_total} tile(s) failed"
-            + (f", first {first.tile_id}: {first.error}" if first else ""),
-            fix=f"see {summary.run_dir / 'manifest.json'}; rerun the same command to retry "
-            "only the failed tiles",
-        )
 
 
-def _print_summary(summary) -> None:  # type: ignore[no-untyped-def]
+def _print_summary(summary: RunSummary) -> None:
     table = Table(title=f"run {summary.run_id}", show_header=True)
     table.add_column("item")
     table.add_column("value", overflow="fold")

@@ -29,28 +29,29 @@ def stack_command(
 
     Example: eo-fusion stack pipelines/sample_landcover.yaml --out out/stacks --cog
     """
-    from eo_fusion.grid import aoi_mask, grid_from_aoi, make_tiles
-    from eo_fusion.pipeline.plan import items_for_tile
-    from eo_fusion.pipeline.run import aoi_of, search_inputs
+    from eo_fusion.grid import aoi_mask
+    from eo_fusion.pipeline.inputs import search_job
+    from eo_fusion.pipeline.plan import job_area, plan_run
     from eo_fusion.stack import build_stack
     from eo_fusion.stack_io import write_modality_cogs, write_stack_zarr
 
     job = load_job(job_file)
-    geom = aoi_of(job.aoi)
-    gbox = grid_from_aoi(geom, job.grid.resolution, job.grid.crs)
-    all_tiles = make_tiles(gbox, job.grid.tile_size, job.grid.halo)
+    run_date = datetime.now(UTC).date()
+    area = job_area(job, run_date)
+    # The map job's planning: the same search, the same tiles (those touching the AOI), the same
+    # items per tile; a last_days window ends today (UTC).
+    tasks = plan_run(job, run_date, search_job(job, area), area=area).tasks
     if tiles:
         wanted = {t.strip() for t in tiles.split(",") if t.strip()}
-        all_tiles = [t for t in all_tiles if t.id in wanted]
-    items = search_inputs(job, geom, job.time.resolve(datetime.now(UTC).date()))
+        tasks = tuple(t for t in tasks if t.tile_id in wanted)
     out.mkdir(parents=True, exist_ok=True)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, TimeElapsedColumn(), transient=False) as progress:
-        task = progress.add_task("stacking tiles", total=len(all_tiles))
-        for tile in all_tiles:
-            mine = items_for_tile(tile.padded, items)
-            ds = build_stack(tile.padded, mine, job.modalities)
-            ds["aoi"] = (("y", "x"), aoi_mask(tile.padded, geom))
+        bar = progress.add_task("stacking tiles", total=len(tasks))
+        for task in tasks:
+            tile = task.tile
+            ds = build_stack(tile.padded, task.items, task.modalities, gdal=task.gdal)
+            ds["aoi"] = (("y", "x"), aoi_mask(tile.padded, task.aoi))
             ds.attrs["tile_id"] = tile.id
             ds.attrs["core_in_padded"] = [
                 tile.core_in_padded[0].start,
@@ -61,5 +62,5 @@ def stack_command(
             write_stack_zarr(ds, out / "stack.zarr", tile.id)
             if cog:
                 write_modality_cogs(ds, out / "cog", tile.id)
-            progress.advance(task)
-    typer.echo(f"wrote {len(all_tiles)} tile(s) to {out / 'stack.zarr'}")
+            progress.advance(bar)
+    typer.echo(f"wrote {len(tasks)} tile(s) to {out / 'stack.zarr'}")

@@ -30,8 +30,9 @@ from eo_fusion.config import DaskSpec
 from eo_fusion.errors import BadInputError, JobError, ReadError
 from eo_fusion.files import sha256_file
 from eo_fusion.logs import get_logger
-from eo_fusion.pipeline.mosaic import ClassInfo, crop_core, finish_tile, write_tile
+from eo_fusion.pipeline.legend import ClassInfo
 from eo_fusion.pipeline.plan import TileTask
+from eo_fusion.pipeline.tiles import crop_core, finish_tile, write_tile
 
 log = get_logger(__name__)
 
@@ -45,7 +46,7 @@ class Predictor(Protocol):
         ...
 
     def predict(self, task: TileTask) -> np.ndarray:
-        """float32 ``(class, y, x)`` probabilities on ``task.padded`` (NaN = no valid input)."""
+        """float32 ``(class, y, x)`` probabilities on ``task.tile.padded`` (NaN: no valid input)."""
         ...
 
     def provenance(self) -> dict[str, Any]:
@@ -140,7 +141,7 @@ def compute_tile(
             probs = np.asarray(predictor.predict(task), dtype=np.float32)
             arrays = finish_tile(crop_core(probs, task), task, predictor.classes)
             path = Path(run_dir) / task.output_relpath
-            write_tile(path, arrays, task.core)
+            write_tile(path, arrays, task.tile.core)
             return TileOutcome(
                 tile_id=task.tile_id,
                 ok=True,
@@ -255,54 +256,46 @@ def execute_tasks(
     from distributed import as_completed
 
     pending = iter(tasks)
-    outcomes: list[TileOutcome] = []
     by_key: dict[str, TileTask] = {}
     ac = as_completed()
 
-    def submit_next() -> bool:
+    def submit_next() -> None:
         task = next(pending, None)
-        if task is None:
-            return False
-        fut = client.submit(
-            compute_tile,
-            task,
-            predictor,
-            str(run_dir),
-            retries,
-            backoff_s,
-            key=f"tile-{Path(run_dir).name}-{task.tile_id}",
-            pure=False,
-        )
-        by_key[fut.key] = task
-        ac.add(fut)
-        return True
+        if task is not None:
+            key = f"tile-{Path(run_dir).name}-{task.tile_id}"
+            args = (task, predictor, str(run_dir), retries, backoff_s)
+            fut = client.submit(compute_tile, *args, key=key, pure=False)
+            by_key[fut.key] = task
+            ac.add(fut)
 
     for _ in range(max(1, wave_size)):
-        if not submit_next():
-            break
-    stopping = False
+        submit_next()
+    outcomes: list[TileOutcome] = []
     for fut in ac:
-        task = by_key.pop(fut.key)
-        try:
-            outcome = fut.result()
-        except Exception as e:  # the worker died or the task was lost: record, do not raise
-            outcome = TileOutcome(
-                tile_id=task.tile_id,
-                ok=False,
-                error=_short(f"{type(e).__name__}: {e}"),
-                attempts=1,
-                inputs=task.input_ids(),
-            )
-        fut.release()
+        outcome = _result(fut, by_key.pop(fut.key))
         outcomes.append(outcome)
         if on_outcome:
             on_outcome(outcome)
         if not outcome.ok and on_failure == "stop":
-            stopping = True
-        if stopping:
             for other in list(ac.futures):
                 other.cancel()
             ac.clear()
             break
         submit_next()
     return outcomes
+
+
+def _result(fut: Any, task: TileTask) -> TileOutcome:
+    """The finished future's outcome, releasing it; a lost worker becomes a failed outcome."""
+    try:
+        outcome: TileOutcome = fut.result()
+    except Exception as e:  # the worker died or the task was lost: record, do not raise
+        outcome = TileOutcome(
+            tile_id=task.tile_id,
+            ok=False,
+            error=_short(f"{type(e).__name__}: {e}"),
+            attempts=1,
+            inputs=task.input_ids(),
+        )
+    fut.release()
+    return outcome

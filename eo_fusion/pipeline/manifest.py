@@ -11,7 +11,8 @@ A run folder ``<output.dir>/<run-id>/`` holds:
   is taken over; any other lock makes a second copy fail with :class:`~eo_fusion.errors.LockError`.
 
 Only the client process (the one that called ``run_job``) writes these files; dask workers write
-tile outputs and return their checksums.
+tile outputs and return their checksums. The provenance recorded here (inputs, model, code
+version, config hash, window) is what the STAC items and the QA report cite.
 """
 
 from __future__ import annotations
@@ -20,14 +21,21 @@ import contextlib
 import json
 import os
 import socket
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+from eo_fusion import __version__
+from eo_fusion.config import PROJECT_ROOT
 from eo_fusion.errors import JobError, LockError
 from eo_fusion.files import atomic_write_text, sha256_file
+
+if TYPE_CHECKING:
+    from eo_fusion.pipeline.execute import TileOutcome
+    from eo_fusion.pipeline.plan import RunPlan, TileTask
 
 MANIFEST_NAME = "manifest.json"
 LOCK_NAME = ".lock"
@@ -139,12 +147,94 @@ class RunManifest:
         path = Path(run_dir) / rec.output
         return path.is_file() and sha256_file(path) == rec.sha256
 
+    def tiles_to_run(
+        self, tasks: Sequence[TileTask], run_dir: Path, *, force: bool = False
+    ) -> list[TileTask]:
+        """The tasks to compute (all with ``force``, else those not verified), marked pending."""
+        todo = []
+        for t in tasks:
+            if not force and self.verified(t.tile_id, run_dir):
+                continue
+            self.tiles[t.tile_id] = TileRecord(state="pending", inputs=t.input_ids())
+            todo.append(t)
+        return todo
+
+    def record(self, outcome: TileOutcome) -> None:
+        """Record a finished tile's outcome (``done`` with its output and sha256, or ``failed``)."""
+        rec = self.tiles.setdefault(outcome.tile_id, TileRecord())
+        rec.inputs = outcome.inputs or rec.inputs
+        rec.attempts = outcome.attempts
+        rec.seconds = round(outcome.seconds, 3)
+        rec.finished = utc_now()
+        rec.worker = outcome.worker
+        if outcome.ok:
+            rec.state, rec.output, rec.sha256 = "done", outcome.output, outcome.sha256
+            rec.error = None
+        else:
+            rec.state, rec.error = "failed", outcome.error
+
     def counts(self) -> dict[str, int]:
         """Number of tiles per state."""
         out = {"pending": 0, "done": 0, "failed": 0}
         for rec in self.tiles.values():
             out[rec.state] += 1
         return out
+
+
+def open_manifest(plan: RunPlan) -> RunManifest:
+    """The run folder's manifest (a new one for a new run).
+
+    Raises:
+        JobError: the folder holds a run of a different job config (same name and window).
+    """
+    manifest = RunManifest.load(plan.run_dir) or RunManifest(
+        run_id=plan.run_id,
+        job_name=plan.job_name,
+        config_hash=plan.config_hash,
+        run_hash=plan.run_hash,
+    )
+    if manifest.config_hash != plan.config_hash:  # same folder name, different job: refuse
+        raise JobError(
+            f"run folder {plan.run_dir} belongs to a different job config",
+            fix="rename the job or remove that folder",
+        )
+    return manifest
+
+
+# -- provenance ----------------------------------------------------------------------------------
+
+
+def code_version() -> str:
+    """Package version plus the git commit of the source tree when there is one."""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        if (PROJECT_ROOT / ".git").exists():
+            rev = subprocess.run(
+                ["git", "-C", str(PROJECT_ROOT), "describe", "--always", "--dirty"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=False,
+            ).stdout.strip()
+            if rev:
+                return f"{__version__}+g{rev}"
+    return __version__
+
+
+def provenance(plan: RunPlan, model: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's provenance: input item ids, model identity, code version, config hash, window.
+
+    Args:
+        plan: the run.
+        model: the predictor's ``provenance()`` (model card sha256, task, ...).
+    """
+    return {
+        "input_items": {m: list(ids) for m, ids in plan.inputs.items()},
+        **model,
+        "code_version": code_version(),
+        "job_config_hash": plan.config_hash,
+        "run_date": plan.run_date.isoformat(),
+        "time_window": [d.isoformat() if d else None for d in plan.window],
+    }
 
 
 # -- lock ----------------------------------------------------------------------------------------

@@ -1,9 +1,14 @@
-"""Planning a mapping run: pure functions from (job, grid, items) to one TileTask per tile.
+"""Planning a mapping run: from (job, run date, items) to one frozen :class:`RunPlan`.
 
-Nothing here reads pixels, opens files or talks to a scheduler: a plan can be built, inspected and
-tested without data. Each :class:`TileTask` carries everything a worker needs (grids, the items
-that intersect the tile, modality options, the model reference and output options), so tasks are
-self-contained when pickled to dask workers in other processes or on other hosts.
+A run is *plan → execute → assemble*. Planning is the only stage that reads the
+:class:`~eo_fusion.config.JobSpec`: :func:`plan_run` resolves the time window, the AOI, the grid
+and its tiles, the tile tasks, the run id and the hashes, and everything after it (execution,
+manifest, products, report) works from the plan alone.
+
+Nothing here reads pixels, opens files (except an AOI GeoJSON) or talks to a scheduler: a plan can
+be built, inspected and tested without data. Each :class:`TileTask` carries everything a worker
+needs (its :class:`~eo_fusion.grid.Tile`, the items that intersect it, modality options, output and
+GDAL options), so tasks are self-contained when pickled to dask workers on other hosts.
 """
 
 from __future__ import annotations
@@ -12,8 +17,10 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date
-from typing import Any
+from datetime import UTC, date, datetime
+from datetime import time as dtime
+from pathlib import Path
+from typing import Any, Literal
 
 import shapely
 import shapely.geometry
@@ -21,14 +28,12 @@ from odc.geo import Geometry
 from odc.geo.geobox import GeoBox
 
 from eo_fusion.catalogs.items import NormalizedItem
-from eo_fusion.config import JobSpec, ModalitySpec, ModelRef, spec_hash
+from eo_fusion.config import AOISpec, DaskSpec, JobSpec, ModalitySpec, ModelRef, spec_hash
+from eo_fusion.errors import JobError
 from eo_fusion.gdal import GDALOptions
-from eo_fusion.grid import Tile, grid_crs
+from eo_fusion.grid import Tile, aoi_geometry, grid_crs, grid_from_aoi, make_tiles
 
-#: Class value written where there is no prediction (outside the AOI, no valid input, failed tile).
-NODATA_CLASS = 255
-#: Confidence / probability value written where there is no prediction (they are stored 0–100 %).
-NODATA_PERCENT = 255
+Window = tuple[date | None, date | None]
 
 
 @dataclass(frozen=True)
@@ -44,43 +49,132 @@ class TileTask:
     """Everything needed to compute one tile, as a picklable value.
 
     Attributes:
-        tile_id: ``r{row:03d}_c{col:03d}``.
-        core: the tile's own pixels on the job grid (what ends up in the product).
-        padded: ``core`` grown by the halo (what is read and predicted, for context).
-        core_in_padded: ``(slice_y, slice_x)`` of ``core`` inside ``padded``.
-        core_in_grid: ``(slice_y, slice_x)`` of ``core`` inside the job grid (the COG window).
-        items: modality -> items whose footprint intersects ``padded`` (time-sorted).
+        tile: the tile (core, padded = core + halo, and their windows; see ``eo_fusion.grid``).
+        items: modality -> items whose footprint intersects ``tile.padded`` (time-sorted).
         modalities: modality -> its options from the job.
         model: which model and head to run.
         aoi: the AOI geometry in the grid CRS (pixels whose centre is outside get nodata).
         output: what to write besides the class map.
         gdal: GDAL settings applied inside the worker around every read.
-        output_relpath: tile output file relative to the run folder.
         threads: compute threads the tile may use (torch intra-op threads).
     """
 
-    tile_id: str
-    core: GeoBox
-    padded: GeoBox
-    core_in_padded: tuple[slice, slice]
-    core_in_grid: tuple[slice, slice]
+    tile: Tile
     items: Mapping[str, tuple[NormalizedItem, ...]]
     modalities: Mapping[str, ModalitySpec]
     model: ModelRef
     aoi: Geometry
     output: OutputOptions = field(default_factory=OutputOptions)
     gdal: GDALOptions = field(default_factory=GDALOptions)
-    output_relpath: str = ""
     threads: int = 1
+
+    @property
+    def tile_id(self) -> str:
+        """``r{row:03d}_c{col:03d}`` (the tile's id)."""
+        return self.tile.id
+
+    @property
+    def output_relpath(self) -> str:
+        """The tile's output file relative to the run folder."""
+        return f"tiles/{self.tile.id}.tif"
 
     def input_ids(self) -> dict[str, list[str]]:
         """modality -> ids of the items this tile reads (recorded in the manifest)."""
         return {m: [it.id for it in items] for m, items in self.items.items()}
 
 
-def run_hash(
-    job: JobSpec, window: tuple[date | None, date | None], *, config_hash: str | None = None
-) -> str:
+@dataclass(frozen=True)
+class JobArea:
+    """Where and when a job maps, from the job alone (the same for map, stack and the API).
+
+    Attributes:
+        aoi: the AOI in its own CRS.
+        window: (first day, last day) of the time window, inclusive; ``None`` = open.
+        grid: the job grid (snapped outward to whole multiples of the resolution).
+        tiles: every tile of the grid, row-major (cores partition the grid exactly once).
+    """
+
+    aoi: Geometry
+    window: Window
+    grid: GeoBox
+    tiles: tuple[Tile, ...]
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """One run of a job, resolved: the single value that execution and assembly work from.
+
+    Attributes:
+        job_name: the job's name (product file names, tags, logs).
+        description: what the job maps (STAC collection, report).
+        run_id: ``<job name>-<12 hex of run_hash>``; names the run folder.
+        run_dir: ``<output.dir>/<run_id>``.
+        config_hash: sha256 of the job config (``eo_fusion.config.spec_hash``).
+        run_hash: sha256 of the config hash and the resolved window.
+        run_date: the date a relative window (``last_days``) ends on.
+        window: the resolved time window (first day, last day; ``None`` = open).
+        time_range: (start, end) UTC of the products' STAC datetime range: the window's days,
+            an open end taken from the inputs' acquisition times (else the run date).
+        aoi: the AOI in the grid CRS.
+        footprint: ``aoi`` clipped to the grid extent (grid CRS): the products' footprint.
+        grid: the job grid.
+        tile_size, halo: tile edge and halo in pixels.
+        tiles: every tile of the grid (the mosaic needs them all; those without a task are nodata).
+        tasks: one task per tile that touches the AOI.
+        inputs: modality -> sorted ids of every item some task reads.
+        model: the job's model reference (builds the default predictor).
+        output: what each tile writes besides classes.
+        blocksize: internal COG block edge in pixels.
+        report: whether to write the QA report and quicklook.
+        dask: where tiles run (LocalCluster sizing or a scheduler address).
+        retries: per-tile retries for transient errors.
+        on_failure: ``stop`` at the first failed tile or ``continue`` with the others.
+    """
+
+    job_name: str
+    description: str
+    run_id: str
+    run_dir: Path
+    config_hash: str
+    run_hash: str
+    run_date: date
+    window: Window
+    time_range: tuple[datetime, datetime]
+    aoi: Geometry
+    footprint: Geometry
+    grid: GeoBox
+    tile_size: int
+    halo: int
+    tiles: tuple[Tile, ...]
+    tasks: tuple[TileTask, ...]
+    inputs: Mapping[str, tuple[str, ...]]
+    model: ModelRef
+    output: OutputOptions
+    blocksize: int
+    report: bool
+    dask: DaskSpec
+    retries: int
+    on_failure: Literal["stop", "continue"]
+
+
+def job_aoi(spec: AOISpec) -> Geometry:
+    """The job's AOI as an odc-geo Geometry (in the AOI's own CRS)."""
+    if spec.bbox is not None:
+        return aoi_geometry(tuple(spec.bbox), spec.crs)
+    if spec.geojson is not None:
+        return aoi_geometry(Path(spec.geojson), spec.crs)
+    return aoi_geometry(str(spec.wkt), spec.crs)
+
+
+def job_area(job: JobSpec, run_date: date) -> JobArea:
+    """The job's AOI, resolved time window, grid and tiles on ``run_date``."""
+    aoi = job_aoi(job.aoi)
+    grid = grid_from_aoi(aoi, job.grid.resolution, job.grid.crs)
+    tiles = make_tiles(grid, job.grid.tile_size, job.grid.halo)
+    return JobArea(aoi=aoi, window=job.time.resolve(run_date), grid=grid, tiles=tuple(tiles))
+
+
+def run_hash(job: JobSpec, window: Window, *, config_hash: str | None = None) -> str:
     """sha256 naming a run: the job config hash plus the resolved time window.
 
     A relative window (``last_days``) resolves to different dates on different run dates, and
@@ -97,9 +191,7 @@ def run_hash(
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def run_id_for(
-    job: JobSpec, window: tuple[date | None, date | None], *, config_hash: str | None = None
-) -> str:
+def run_id_for(job: JobSpec, window: Window, *, config_hash: str | None = None) -> str:
     """Run folder name: ``<job name>-<12 hex of the run hash>`` (stable across reruns)."""
     return f"{job.name}-{run_hash(job, window, config_hash=config_hash)[:12]}"
 
@@ -133,7 +225,7 @@ def plan_tasks(
     gdal: GDALOptions | None = None,
     threads: int = 1,
 ) -> list[TileTask]:
-    """One :class:`TileTask` per tile whose padded footprint touches the AOI.
+    """One :class:`TileTask` per tile whose core touches the AOI.
 
     Tiles entirely outside the AOI are left out (their pixels stay nodata in the products).
 
@@ -151,39 +243,112 @@ def plan_tasks(
     out_opts = OutputOptions(
         confidence=job.output.confidence, probabilities=job.output.probabilities
     )
-    tasks = []
-    for tile in tiles:
-        if not tile.core.extent.geom.intersects(aoi_grid.geom):
-            continue
-        tasks.append(
-            TileTask(
-                tile_id=tile.id,
-                core=tile.core,
-                padded=tile.padded,
-                core_in_padded=tile.core_in_padded,
-                core_in_grid=tile.core_in_grid,
-                items=items_for_tile(tile.padded, items_by_modality),
-                modalities=dict(job.modalities),
-                model=job.model,
-                aoi=aoi_grid,
-                output=out_opts,
-                gdal=gdal or GDALOptions(),
-                output_relpath=f"tiles/{tile.id}.tif",
-                threads=threads,
-            )
+    return [
+        TileTask(
+            tile=tile,
+            items=items_for_tile(tile.padded, items_by_modality),
+            modalities=dict(job.modalities),
+            model=job.model,
+            aoi=aoi_grid,
+            output=out_opts,
+            gdal=gdal or GDALOptions(),
+            threads=threads,
         )
-    return tasks
+        for tile in tiles
+        if tile.core.extent.geom.intersects(aoi_grid.geom)
+    ]
+
+
+def _time_range(
+    window: Window, items: Mapping[str, Sequence[NormalizedItem]], run_date: date
+) -> tuple[datetime, datetime]:
+    """STAC (start, end): the window's first/last day; an open end from the inputs' times."""
+    stamps = [it.datetime for its in items.values() for it in its]
+    fallback = datetime.combine(run_date, dtime.min, UTC)
+    first = (
+        datetime.combine(window[0], dtime.min, UTC)
+        if window[0]
+        else (min(stamps) if stamps else fallback)
+    )
+    last = (
+        datetime.combine(window[1], dtime.max.replace(microsecond=0), UTC)
+        if window[1]
+        else (max(stamps) if stamps else fallback)
+    )
+    return first, last
+
+
+def _inputs(tasks: Sequence[TileTask]) -> dict[str, tuple[str, ...]]:
+    ids: dict[str, set[str]] = {}
+    for t in tasks:
+        for m, its in t.input_ids().items():
+            ids.setdefault(m, set()).update(its)
+    return {m: tuple(sorted(v)) for m, v in sorted(ids.items())}
+
+
+def plan_run(
+    job: JobSpec,
+    run_date: date,
+    items: Mapping[str, Sequence[NormalizedItem]],
+    *,
+    area: JobArea | None = None,
+) -> RunPlan:
+    """The plan of one run of ``job`` on ``run_date`` over the searched ``items``.
+
+    Args:
+        job: the validated job (the last stage that reads it).
+        run_date: the date a relative window (``time.last_days``) ends on.
+        items: search results per modality (``eo_fusion.pipeline.inputs.search_job``).
+        area: ``job_area(job, run_date)`` when the caller has it already (it searched with it).
+
+    Raises:
+        JobError: no tile of the grid touches the AOI.
+    """
+    area = area or job_area(job, run_date)
+    tasks = plan_tasks(job, area.tiles, items, area.aoi, threads=1)
+    if not tasks:
+        raise JobError(
+            f"job {job.name}: no tile of the {area.grid.shape.x}×{area.grid.shape.y} px grid "
+            "touches the AOI",
+            fix="check the AOI and its CRS",
+        )
+    config_hash = spec_hash(job)
+    run_id = run_id_for(job, area.window, config_hash=config_hash)
+    aoi = tasks[0].aoi  # already in the grid CRS
+    return RunPlan(
+        job_name=job.name,
+        description=job.description,
+        run_id=run_id,
+        run_dir=Path(job.output.dir) / run_id,
+        config_hash=config_hash,
+        run_hash=run_hash(job, area.window, config_hash=config_hash),
+        run_date=run_date,
+        window=area.window,
+        time_range=_time_range(area.window, items, run_date),
+        aoi=aoi,
+        footprint=aoi.intersection(area.grid.extent),
+        grid=area.grid,
+        tile_size=job.grid.tile_size,
+        halo=job.grid.halo,
+        tiles=area.tiles,
+        tasks=tuple(tasks),
+        inputs=_inputs(tasks),
+        model=job.model,
+        output=tasks[0].output,
+        blocksize=job.output.blocksize,
+        report=job.output.report,
+        dask=job.dask,
+        retries=job.retries,
+        on_failure=job.on_failure,
+    )
 
 
 def describe_plan(tasks: Sequence[TileTask]) -> dict[str, Any]:
     """Small summary of a plan for logs: tile count, pixel counts, items per modality."""
-    items: dict[str, set[str]] = {}
-    for t in tasks:
-        for m, ids in t.input_ids().items():
-            items.setdefault(m, set()).update(ids)
+    items = _inputs(tasks)
     return {
         "tiles": len(tasks),
-        "core_pixels": sum(t.core.shape.y * t.core.shape.x for t in tasks),
-        "padded_pixels": sum(t.padded.shape.y * t.padded.shape.x for t in tasks),
+        "core_pixels": sum(t.tile.core.shape.y * t.tile.core.shape.x for t in tasks),
+        "padded_pixels": sum(t.tile.padded.shape.y * t.tile.padded.shape.x for t in tasks),
         "items": {m: len(ids) for m, ids in items.items()},
     }

@@ -19,7 +19,7 @@ import numpy as np
 from eo_fusion.config import ModelRef
 from eo_fusion.errors import CheckpointError
 from eo_fusion.files import sha256_file
-from eo_fusion.pipeline.mosaic import ClassInfo
+from eo_fusion.pipeline.legend import ClassInfo
 from eo_fusion.pipeline.plan import TileTask
 
 _load_lock = threading.Lock()
@@ -115,7 +115,9 @@ class ModelPredictor:
         if torch.get_num_threads() != task.threads:
             torch.set_num_threads(task.threads)
         model = _model(self.folder, self.weights_sha256)
-        stack = build_stack(task.padded, dict(task.items), dict(task.modalities), gdal=task.gdal)
+        stack = build_stack(
+            task.tile.padded, dict(task.items), dict(task.modalities), gdal=task.gdal
+        )
         probs = predict(stack, model, task=self.task, batch_size=self.batch_size)
         return np.asarray(probs.transpose("class", "y", "x").values, dtype=np.float32)
 

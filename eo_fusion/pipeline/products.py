@@ -19,10 +19,7 @@ class codes); confidence and probabilities (percent, 0–100) use **average**.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,9 +31,8 @@ from rio_cogeo.cogeo import cog_translate, cog_validate
 from rio_cogeo.profiles import cog_profiles
 
 from eo_fusion.errors import ProductError
-from eo_fusion.files import atomic_write_text
-from eo_fusion.pipeline.mosaic import ClassInfo
-from eo_fusion.pipeline.plan import NODATA_CLASS, NODATA_PERCENT
+from eo_fusion.files import atomic_output, atomic_write_text
+from eo_fusion.pipeline.legend import NODATA_CLASS, NODATA_PERCENT, ClassInfo
 
 # GDAL RAT field types and usages (gdal.h: GDALRATFieldType / GDALRATFieldUsage).
 _GFT_INTEGER, _GFT_STRING = 0, 2
@@ -124,6 +120,20 @@ def _tag_intermediate(
                 ds.update_tags(i, UNITS="percent", SCALE_TO_PROBABILITY="0.01")
 
 
+def _layer_style(
+    kind: str, classes: Sequence[ClassInfo]
+) -> tuple[list[str], Any, dict[int, tuple[int, int, int, int]] | None]:
+    """Band names, overview resampling (``Any``: rio-cogeo types it as a Literal) and colour
+    table of a product kind."""
+    if kind == "classes":
+        return ["classes"], "mode", colormap_for(classes)
+    if kind == "confidence":
+        return ["confidence (max probability, %)"], "average", None
+    if kind == "probabilities":
+        return [f"probability of {c.name} (%)" for c in classes], "average", None
+    raise ProductError(f"unknown product kind {kind!r}", fix="use classes/confidence/...")
+
+
 def write_cog(
     src: Path,
     dst: Path,
@@ -152,25 +162,14 @@ def write_cog(
         ProductError: the COG does not validate (the message lists rio-cogeo's findings).
     """
     dst = Path(dst)
-    resampling: Any  # rio-cogeo types it as a Literal of resampling names
-    if kind == "classes":
-        names, resampling, cmap = ["classes"], "mode", colormap_for(classes)
-    elif kind == "confidence":
-        names, resampling, cmap = ["confidence (max probability, %)"], "average", None
-    elif kind == "probabilities":
-        names = [f"probability of {c.name} (%)" for c in classes]
-        resampling, cmap = "average", None
-    else:
-        raise ProductError(f"unknown product kind {kind!r}", fix="use classes/confidence/...")
+    names, resampling, cmap = _layer_style(kind, classes)
     _tag_intermediate(Path(src), kind, classes, names)
     profile = cog_profiles.get("deflate")
     profile.update(blockxsize=blocksize, blockysize=blocksize, predictor=2)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp.tif", dir=dst.parent)
-    os.close(fd)
-    try:
+    with atomic_output(dst, ".tmp.tif") as tmp:
         cog_translate(
             str(src),
-            tmp,
+            str(tmp),
             profile,
             nodata=NODATA_CLASS if kind == "classes" else NODATA_PERCENT,
             overview_resampling=resampling,
@@ -180,17 +179,12 @@ def write_cog(
             in_memory=False,
             quiet=True,
         )
-        valid, errors, warnings = cog_validate(tmp, strict=True, quiet=True)
+        valid, errors, warnings = cog_validate(str(tmp), strict=True, quiet=True)
         if not valid:
             raise ProductError(
                 f"{dst.name}: the written COG does not validate: {'; '.join(errors + warnings)}",
                 fix="report this as a bug with the job file; the previous product is untouched",
             )
-        os.replace(tmp, dst)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
     if kind == "classes":
         atomic_write_text(Path(f"{dst}.aux.xml"), rat_xml(classes))
     return dst

@@ -12,15 +12,20 @@ import contextlib
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import rasterio
 from odc.geo.geobox import GeoBox
 
-from eo_fusion.files import atomic_write_text
-from eo_fusion.pipeline.mosaic import ClassInfo
-from eo_fusion.pipeline.plan import NODATA_CLASS
+from eo_fusion.files import atomic_output, atomic_write_text
+from eo_fusion.grid import grid_crs
+from eo_fusion.pipeline.legend import NODATA_CLASS, ClassInfo
+from eo_fusion.pipeline.manifest import RunManifest, utc_now
+
+if TYPE_CHECKING:
+    from eo_fusion.pipeline.plan import RunPlan
+    from eo_fusion.pipeline.stac_products import ProductFile
 
 QUICKLOOK_MAX_PX = 1024
 
@@ -113,9 +118,8 @@ def write_quicklook(cog: Path, png: Path, classes: Sequence[ClassInfo], title: s
     handles.append(Patch(facecolor="white", edgecolor="black", label="no data"))
     ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8)
     fig.tight_layout()
-    tmp = png.with_name(f".{png.name}.tmp.png")
-    fig.savefig(tmp)
-    tmp.replace(png)
+    with atomic_output(png, ".tmp.png") as tmp:
+        fig.savefig(tmp)
 
 
 def render_markdown(report: Mapping[str, Any], quicklook_name: str | None) -> str:
@@ -178,3 +182,101 @@ def write_report(run_dir: Path, report: Mapping[str, Any], quicklook: Path | Non
     md = run_dir / "report.md"
     atomic_write_text(md, render_markdown(report, quicklook.name if quicklook else None))
     return md
+
+
+def _grid_section(plan: RunPlan, ha: float | None) -> dict[str, Any]:
+    grid = plan.grid
+    h, w = grid.shape.yx
+    crs = grid_crs(grid)
+    return {
+        "crs": f"EPSG:{crs.epsg}" if crs.epsg else crs.to_wkt(),
+        "shape": [h, w],
+        "resolution": abs(float(grid.resolution.x)),
+        "units": (crs.units[0] if crs.units else ""),
+        "transform": list(grid.transform)[:6],
+        "area_km2": round(h * w * ha / 100.0, 4) if ha is not None else None,
+        "tile_size": plan.tile_size,
+        "halo": plan.halo,
+    }
+
+
+def qa_report(
+    plan: RunPlan,
+    manifest: RunManifest,
+    products: Sequence[ProductFile],
+    *,
+    classes: Sequence[ClassInfo],
+    stac_documents: int,
+    reused: int = 0,
+    notes: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The QA report of an assembled run (``report.json``'s content).
+
+    Args:
+        plan: the run.
+        manifest: its manifest (tile states, provenance).
+        products: the written COGs with their sha256 (``classes`` first; ``confidence`` if any).
+        classes: the legend.
+        stac_documents: STAC documents written and validated.
+        reused: tiles taken over from an earlier attempt.
+        notes: lines put before the automatic notes.
+    """
+    files = {p.kind: p for p in products}
+    conf = files.get("confidence")
+    counts, mean_conf = class_stats(files["classes"].path, conf.path if conf else None)
+    ha = pixel_area_ha(plan.grid)
+    failed = [
+        {"tile": tid, "attempts": rec.attempts, "error": rec.error}
+        for tid, rec in sorted(manifest.tiles.items())
+        if rec.state == "failed"
+    ]
+    done = sum(1 for t in plan.tasks if manifest.tiles[t.tile_id].state == "done")
+    return {
+        "job": {
+            "name": plan.job_name,
+            "description": plan.description,
+            "config_hash": plan.config_hash,
+        },
+        "run_id": plan.run_id,
+        "run_date": manifest.provenance.get("run_date"),
+        "finished": utc_now(),
+        "time_window": manifest.provenance.get("time_window"),
+        "grid": _grid_section(plan, ha),
+        "tiles": {"total": len(plan.tasks), "done": done, "reused": reused, "failed": len(failed)},
+        "classes": class_table(counts, classes, plan.grid, mean_conf),
+        "nodata_pixels": int(counts[NODATA_CLASS]),
+        "failures": failed,
+        "products": {Path(p.path).name: p.sha256 for p in products},
+        "validation": {
+            "cog": "passed",  # at write time: write_cog publishes only COGs that validate
+            "stac": f"passed ({stac_documents} documents)",
+        },
+        "provenance": manifest.provenance,
+        "notes": [*notes, *auto_notes(plan, manifest.provenance, ha)],
+    }
+
+
+def auto_notes(plan: RunPlan, prov: Mapping[str, Any], ha: float | None) -> list[str]:
+    """Notes every report carries: inputs, model card, tiling, area units, code version."""
+    notes = []
+    for modality, ids in prov.get("input_items", {}).items():
+        shown = ", ".join(ids[:8]) + (f" … (+{len(ids) - 8})" if len(ids) > 8 else "")
+        notes.append(f"Inputs {modality}: {len(ids)} item(s): {shown}")
+    if prov.get("model_card_sha256"):
+        notes.append(
+            f"Model card sha256 {prov['model_card_sha256']}, task {prov.get('model_task')}"
+        )
+    notes.append(
+        f"Tiles of {plan.tile_size} px with a {plan.halo} px halo (predicted on tile + "
+        "halo, halo cropped). The grid is snapped outward to whole multiples of the resolution; "
+        "pixels whose centre lies outside the AOI are nodata."
+    )
+    if ha is not None:
+        notes.append(
+            f"Areas are pixel counts × {ha * 10_000:g} m² (1 ha = 10,000 m²); mean confidence "
+            "is the mean of the per-pixel maximum class probability."
+        )
+    notes.append(
+        f"Code version {prov.get('code_version')}, job config sha256 {prov.get('job_config_hash')}"
+    )
+    return notes

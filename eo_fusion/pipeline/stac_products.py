@@ -33,8 +33,7 @@ from eo_fusion.catalogs.validate import validate_stac_dict
 from eo_fusion.errors import CatalogError, ProductError
 from eo_fusion.files import sha256_file
 from eo_fusion.grid import grid_crs
-from eo_fusion.pipeline.mosaic import ClassInfo
-from eo_fusion.pipeline.plan import NODATA_CLASS, NODATA_PERCENT
+from eo_fusion.pipeline.legend import NODATA_CLASS, NODATA_PERCENT, ClassInfo
 
 COG_MEDIA_TYPE = pystac.MediaType.COG
 
@@ -159,16 +158,13 @@ def build_items(
     """
     geom_ll = footprint.to_crs("EPSG:4326")
     geometry = json.loads(json.dumps(geom_ll.json))
-    bbox = list(geom_ll.boundingbox)
     resolution = abs(float(grid.resolution.x))
-    crs = grid_crs(grid)
-    epsg = crs.epsg
     items = []
     for prod in products:
         item = pystac.Item(
             id=f"{run_id}-{prod.kind}",
             geometry=geometry,
-            bbox=bbox,
+            bbox=list(geom_ll.boundingbox),
             datetime=None,
             start_datetime=window[0],
             end_datetime=window[1],
@@ -179,39 +175,56 @@ def build_items(
                 **{f"eo_fusion:{k}": v for k, v in provenance.items()},
             },
         )
-        proj = ProjectionExtension.ext(item, add_if_missing=True)
-        proj.code = f"EPSG:{epsg}" if epsg else None
-        if epsg is None:
-            proj.wkt2 = crs.to_wkt()
-        proj.shape = list(grid.shape.yx)
-        proj.transform = list(grid.transform)[:6]
-        proj.bbox = list(grid.extent.boundingbox)
+        _set_projection(item, grid)
         RasterExtension.add_to(item)
         ClassificationExtension.add_to(item)
-        title = {
-            "classes": "class map (uint8, colour table, RAT in .aux.xml)",
-            "confidence": "confidence: max class probability in percent",
-            "probabilities": "class probabilities in percent, one band per class",
-        }[prod.kind]
-        asset = _add_asset(
-            item, "data", prod.path, COG_MEDIA_TYPE, ("data",), title, base_dir, prod.sha256
-        )
-        if prod.kind == "classes":
-            RasterExtension.ext(asset).bands = [_raster_band("classes", resolution)]
-            ClassificationExtension.ext(asset).classes = _classification(classes)
-        elif prod.kind == "confidence":
-            RasterExtension.ext(asset).bands = [_raster_band("confidence", resolution)]
-        else:
-            bands = []
-            for c in classes:
-                b = _raster_band("probabilities", resolution)
-                b.properties["description"] = f"probability of {c.name}"
-                bands.append(b)
-            RasterExtension.ext(asset).bands = bands
+        _add_data_asset(item, prod, classes, resolution, base_dir)
         for key, (path, media, roles, atitle) in dict(prod.extra_assets).items():
             _add_asset(item, key, path, media, roles, atitle, base_dir)
         items.append(item)
     return items
+
+
+def _set_projection(item: pystac.Item, grid: GeoBox) -> None:
+    """``proj:*`` of the job grid: EPSG code (else WKT2), shape, transform, bbox."""
+    crs = grid_crs(grid)
+    proj = ProjectionExtension.ext(item, add_if_missing=True)
+    proj.code = f"EPSG:{crs.epsg}" if crs.epsg else None
+    if crs.epsg is None:
+        proj.wkt2 = crs.to_wkt()
+    proj.shape = list(grid.shape.yx)
+    proj.transform = list(grid.transform)[:6]
+    proj.bbox = list(grid.extent.boundingbox)
+
+
+def _add_data_asset(
+    item: pystac.Item,
+    prod: ProductFile,
+    classes: Sequence[ClassInfo],
+    resolution: float,
+    base_dir: Path,
+) -> None:
+    """The product COG as asset ``data``, with its raster bands (and classes for a class map)."""
+    title = {
+        "classes": "class map (uint8, colour table, RAT in .aux.xml)",
+        "confidence": "confidence: max class probability in percent",
+        "probabilities": "class probabilities in percent, one band per class",
+    }[prod.kind]
+    asset = _add_asset(
+        item, "data", prod.path, COG_MEDIA_TYPE, ("data",), title, base_dir, prod.sha256
+    )
+    if prod.kind == "classes":
+        RasterExtension.ext(asset).bands = [_raster_band("classes", resolution)]
+        ClassificationExtension.ext(asset).classes = _classification(classes)
+    elif prod.kind == "confidence":
+        RasterExtension.ext(asset).bands = [_raster_band("confidence", resolution)]
+    else:
+        bands = []
+        for c in classes:
+            b = _raster_band("probabilities", resolution)
+            b.properties["description"] = f"probability of {c.name}"
+            bands.append(b)
+        RasterExtension.ext(asset).bands = bands
 
 
 def build_collection(

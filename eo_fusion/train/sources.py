@@ -1,18 +1,22 @@
 """Training stacks from a catalog or from saved Zarr stacks (the I/O edge of training).
 
 Scenes are built with the project's own stack stage (:func:`eo_fusion.stack.build_stack`) on the
-scene's grid, from the items the catalog's search returns for each modality over the scene.
+scene's grid, from the items the catalog's search returns for each modality over the scene: the
+same per-modality search as map jobs (:func:`eo_fusion.catalogs.search.search_modalities`), so a
+scene's ``time.last_days``, ``max_cloud`` and ``collections`` mean what they mean in a job.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import xarray as xr
 from odc.geo.geobox import GeoBox
 from rich.progress import Progress
 
+from eo_fusion.catalogs import Catalog, NormalizedItem
 from eo_fusion.models.config import DataSpec, SceneSpec
 from eo_fusion.train.data import Scene, scene_from_stack
 
@@ -26,45 +30,62 @@ def scene_grid(spec: SceneSpec) -> GeoBox:
     return GeoBox.from_bbox(spec.bbox, spec.crs, resolution=spec.resolution)
 
 
-def find_items(catalog, spec: SceneSpec, gbox: GeoBox) -> dict[str, list]:
-    """Normalised items per modality of the scene that intersect its grid and time window."""
-    bbox = tuple(gbox.geographic_extent.boundingbox)
-    t = spec.time
-    when = f"{t.start or '..'}/{t.end or '..'}" if (t.start or t.end) else None
-    return {
-        name: list(catalog.search(name, bbox=bbox, datetime=when).normalized)
-        for name in spec.modalities
-    }
+def find_items(
+    catalog: Catalog, spec: SceneSpec, gbox: GeoBox, run_date: date | None = None
+) -> dict[str, list[NormalizedItem]]:
+    """Normalised items per modality of the scene that intersect its grid and time window.
+
+    ``run_date`` ends a relative window (``time.last_days``); default: today (UTC).
+    """
+    from eo_fusion.catalogs.search import search_modalities
+
+    window = spec.time.resolve(run_date or datetime.now(UTC).date())
+    return search_modalities(catalog, spec.modalities, aoi=gbox.extent, window=window)
 
 
-def load_scenes(data: DataSpec, *, progress: bool = True) -> list[Scene]:
-    """Build (or read) every training scene of ``data``."""
+def load_scenes(
+    data: DataSpec, *, progress: bool = True, run_date: date | None = None
+) -> list[Scene]:
+    """Build (or read) every training scene of ``data``.
+
+    ``run_date`` ends the scenes' relative windows (``time.last_days``); default: today (UTC).
+    """
     from eo_fusion.catalogs import open_catalog
-    from eo_fusion.stack import build_stack
 
     scenes = []
-    catalog = open_catalog(data.catalog) if data.scenes else None
     with Progress(disable=not progress) as bar:
         job = bar.add_task("building training stacks", total=len(data.scenes) + len(data.zarr))
-        for spec in data.scenes:
-            gbox = scene_grid(spec)
-            found = find_items(catalog, spec, gbox)
-            empty = [m for m, v in found.items() if not v]
-            if empty:
-                log.warning("scene %s: no items for %s", spec.name, ", ".join(empty))
-            ds = build_stack(gbox, found, spec.modalities)
-            scene = scene_from_stack(ds, spec.name, labels=spec.labels)
-            if scene.arrays:
-                scenes.append(scene)
-            else:  # recorded, not silently dropped: the log names the scene
-                log.warning("scene %s: no valid pixels in any modality; not used", spec.name)
-            bar.advance(job)
+        if data.scenes:
+            catalog = open_catalog(data.catalog)
+            for spec in data.scenes:
+                scene = _catalog_scene(catalog, spec, run_date)
+                if scene is not None:
+                    scenes.append(scene)
+                bar.advance(job)
         for path in data.zarr:
             ds = xr.open_zarr(path)
             scenes.append(scene_from_stack(ds.load(), Path(path).stem, labels=data.zarr_labels))
             bar.advance(job)
     scenes += _adapter_scenes(data)
     return scenes
+
+
+def _catalog_scene(catalog: Catalog, spec: SceneSpec, run_date: date | None) -> Scene | None:
+    """One scene built from the catalog on its grid; ``None`` when no modality has valid pixels."""
+    from eo_fusion.stack import build_stack
+
+    gbox = scene_grid(spec)
+    found = find_items(catalog, spec, gbox, run_date)
+    empty = [m for m, v in found.items() if not v]
+    if empty:
+        log.warning("scene %s: no items for %s", spec.name, ", ".join(empty))
+    scene = scene_from_stack(
+        build_stack(gbox, found, spec.modalities), spec.name, labels=spec.labels
+    )
+    if not scene.arrays:  # recorded, not silently dropped: the log names the scene
+        log.warning("scene %s: no valid pixels in any modality; not used", spec.name)
+        return None
+    return scene
 
 
 def _adapter_scenes(data: DataSpec) -> list[Scene]:

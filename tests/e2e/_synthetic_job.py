@@ -1,6 +1,6 @@
 """Helpers for the end-to-end tests: small synthetic jobs and reading their products.
 
-The synthetic predictor (``eo_fusion.pipeline.synthetic``) is labelled as such everywhere: it maps
+The synthetic predictor (``eo_fusion.testing.synthetic``) is labelled as such everywhere: it maps
 pixel coordinates, not imagery; it lets these tests exercise scheduling, resume and mosaicking on
 any grid quickly. Run as a script, this module runs one synthetic job (used by the kill test).
 """
@@ -16,7 +16,7 @@ import rasterio
 
 from eo_fusion.config import JobSpec
 from eo_fusion.pipeline.run import RunSummary, run_job
-from eo_fusion.pipeline.synthetic import SyntheticPredictor
+from eo_fusion.testing.synthetic import SyntheticPredictor
 
 CRS = "EPSG:32633"
 

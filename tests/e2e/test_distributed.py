@@ -7,7 +7,7 @@ from _synthetic_job import read_product, synthetic_job
 
 from eo_fusion.pipeline.manifest import RunManifest
 from eo_fusion.pipeline.run import run_job
-from eo_fusion.pipeline.synthetic import SyntheticPredictor
+from eo_fusion.testing.synthetic import SyntheticPredictor
 
 
 def test_scheduler_result_equals_local_cluster(tmp_path, dask_scheduler):

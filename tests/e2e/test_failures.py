@@ -10,10 +10,11 @@ import pytest
 from _synthetic_job import read_product, synthetic_job
 
 from eo_fusion.errors import LockError
+from eo_fusion.pipeline.legend import NODATA_CLASS
 from eo_fusion.pipeline.manifest import RunManifest, run_lock
-from eo_fusion.pipeline.plan import NODATA_CLASS, TileTask, run_id_for
+from eo_fusion.pipeline.plan import TileTask, run_id_for
 from eo_fusion.pipeline.run import run_job
-from eo_fusion.pipeline.synthetic import SyntheticPredictor
+from eo_fusion.testing.synthetic import SyntheticPredictor
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,8 +20,9 @@ from eo_fusion.cli import main
 from eo_fusion.config import load_job
 from eo_fusion.grid import grid_from_aoi
 from eo_fusion.pipeline.manifest import LOCK_NAME, RunManifest
+from eo_fusion.pipeline.plan import job_aoi
 from eo_fusion.pipeline.products import read_rat, validate_cog
-from eo_fusion.pipeline.run import aoi_of, run_job
+from eo_fusion.pipeline.run import run_job
 from eo_fusion.pipeline.stac_products import validate_stac_files
 
 REPO = Path(__file__).resolve().parents[2]
@@ -60,7 +61,7 @@ def test_sample_landcover_job_via_cli(tmp_path, map_checkpoint, capsys):
 
     # COG: strict rio-cogeo validation, on exactly the job grid, legend attached.
     assert validate_cog(cog) == (True, [])
-    grid = grid_from_aoi(aoi_of(job.aoi), job.grid.resolution, job.grid.crs)
+    grid = grid_from_aoi(job_aoi(job.aoi), job.grid.resolution, job.grid.crs)
     with rasterio.open(cog) as src:
         assert src.crs.to_epsg() == 32633 == grid.crs.epsg
         assert src.transform == grid.transform and src.shape == grid.shape.yx

@@ -15,7 +15,7 @@ from _synthetic_job import read_product, synthetic_job
 
 from eo_fusion.pipeline.manifest import LOCK_NAME, MANIFEST_NAME, RunManifest, read_lock
 from eo_fusion.pipeline.run import run_job
-from eo_fusion.pipeline.synthetic import SyntheticPredictor
+from eo_fusion.testing.synthetic import SyntheticPredictor
 
 HERE = Path(__file__).resolve().parent
 

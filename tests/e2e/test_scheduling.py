@@ -9,7 +9,8 @@ import yaml
 
 from eo_fusion.cli import main
 from eo_fusion.config import load_job
-from eo_fusion.pipeline.run import aoi_of, search_inputs
+from eo_fusion.pipeline.inputs import search_job
+from eo_fusion.pipeline.plan import job_area
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -27,11 +28,11 @@ def _relative_job(tmp_path: Path, days: int) -> Path:
 
 def test_last_days_window_selects_the_dates_before_the_run_date(tmp_path):
     job = load_job(_relative_job(tmp_path, 15))
-    window = job.time.resolve(date(2015, 7, 20))
-    assert window == (date(2015, 7, 6), date(2015, 7, 20))
-    items = search_inputs(job, aoi_of(job.aoi), window)
+    area = job_area(job, date(2015, 7, 20))
+    assert area.window == (date(2015, 7, 6), date(2015, 7, 20))
+    items = search_job(job, area)
     assert [it.id for it in items["s2-l1c"]] == ["slovenia-s2-l1c-20150711"]
-    later = search_inputs(job, aoi_of(job.aoi), job.time.resolve(date(2015, 9, 12)))
+    later = search_job(job, job_area(job, date(2015, 9, 12)))
     assert [it.id for it in later["s2-l1c"]] == [
         "slovenia-s2-l1c-20150830",
         "slovenia-s2-l1c-20150909",

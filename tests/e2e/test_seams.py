@@ -5,7 +5,7 @@ from __future__ import annotations
 from _synthetic_job import read_product, synthetic_job
 
 from eo_fusion.pipeline.run import run_job
-from eo_fusion.pipeline.synthetic import SyntheticPredictor
+from eo_fusion.testing.synthetic import SyntheticPredictor
 
 # Synthetic predictor: each pixel depends on its neighbourhood within `radius` pixels, as a
 # convolutional/windowed model's output does; a halo of at least that width must remove seams.

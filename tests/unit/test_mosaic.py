@@ -12,16 +12,11 @@ from odc.geo.geobox import GeoBox
 from eo_fusion.config import JobSpec
 from eo_fusion.errors import ProductError, TileError
 from eo_fusion.grid import make_tiles
-from eo_fusion.pipeline.mosaic import (
-    ClassInfo,
-    crop_core,
-    finish_tile,
-    layers_for,
-    mosaic_to_gtiff,
-    write_tile,
-)
-from eo_fusion.pipeline.plan import NODATA_CLASS, plan_tasks
-from eo_fusion.pipeline.synthetic import SyntheticPredictor
+from eo_fusion.pipeline.legend import NODATA_CLASS, ClassInfo
+from eo_fusion.pipeline.mosaic import layers_for, mosaic_to_gtiff
+from eo_fusion.pipeline.plan import plan_tasks
+from eo_fusion.pipeline.tiles import crop_core, finish_tile, write_tile
+from eo_fusion.testing.synthetic import SyntheticPredictor
 
 CRS = "EPSG:32633"
 GRID = GeoBox((70, 90), Affine(10, 0, 465000, 0, -10, 5080000), CRS)
@@ -94,8 +89,8 @@ def test_mosaic_equals_whole_grid_prediction(tmp_path, tile_size, halo):
     for task in tasks:
         arrays = finish_tile(crop_core(pred.predict(task), task), task, pred.classes)
         path = tmp_path / task.output_relpath
-        write_tile(path, arrays, task.core)
-        windows.append((task.core_in_grid, path))
+        write_tile(path, arrays, task.tile.core)
+        windows.append((task.tile.core_in_grid, path))
     dst = tmp_path / "mosaic.tif"
     mosaic_to_gtiff(dst, GRID, windows, layers_for(True, False, 3)[0], blocksize=64)
     whole = plan_tasks(

@@ -15,7 +15,7 @@ from odc.geo.geobox import GeoBox
 from rasterio.enums import ColorInterp
 
 from eo_fusion.errors import ProductError
-from eo_fusion.pipeline.mosaic import ClassInfo
+from eo_fusion.pipeline.legend import ClassInfo
 from eo_fusion.pipeline.products import read_rat, validate_cog, write_cog
 from eo_fusion.pipeline.stac_products import (
     ProductFile,

@@ -18,7 +18,7 @@ import numpy as np
 from odc.geo.geobox import GeoBox
 from scipy.ndimage import uniform_filter
 
-from eo_fusion.pipeline.mosaic import ClassInfo
+from eo_fusion.pipeline.legend import ClassInfo
 from eo_fusion.pipeline.plan import TileTask
 
 _PALETTE = ("#1a9850", "#fee08b", "#4575b4", "#d73027", "#984ea3", "#a6761d", "#999999")
@@ -84,8 +84,8 @@ class SyntheticPredictor:
         return out
 
     def predict(self, task: TileTask) -> np.ndarray:
-        """Softmax of the box-filtered scores on ``task.padded`` (edges: nearest padding)."""
-        scores = self.logits(task.padded)
+        """Softmax of the box-filtered scores on ``task.tile.padded`` (edges: nearest padding)."""
+        scores = self.logits(task.tile.padded)
         size = 2 * self.radius + 1
         smooth = np.stack([uniform_filter(s, size=size, mode="nearest") for s in scores])
         if self.work:

@@ -1,0 +1,187 @@
+"""Assembling a run's products from its tile files: COGs, STAC documents, QA report.
+
+The last stage of *plan → execute → assemble*. Everything it needs is in the
+:class:`~eo_fusion.pipeline.plan.RunPlan` (grid, tiles, footprint, time range, output options) and
+the run manifest (which tiles are done, their files, the provenance); it never reads the job.
+
+Products (in ``plan.run_dir``)::
+
+    <job>_classes.tif        COG, uint8 classes (+ .aux.xml raster attribute table)
+    <job>_confidence.tif     COG, max probability in percent (unless output.confidence: false)
+    <job>_probabilities.tif  COG, per-class probability in percent (on request)
+    quicklook.png            class map with legend (with the report)
+    report.json, report.md   QA report (unless output.report: false)
+    stac/collection.json     Collection of the run; stac/<item>/<item>.json per product
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from odc.geo.geobox import GeoBox
+
+from eo_fusion import __version__
+from eo_fusion.files import sha256_file
+from eo_fusion.pipeline.legend import ClassInfo
+from eo_fusion.pipeline.manifest import RunManifest
+from eo_fusion.pipeline.mosaic import MosaicLayer, layers_for, mosaic_to_gtiff
+from eo_fusion.pipeline.plan import RunPlan
+from eo_fusion.pipeline.products import write_cog
+from eo_fusion.pipeline.report import qa_report, write_quicklook, write_report
+from eo_fusion.pipeline.stac_products import (
+    ProductFile,
+    build_collection,
+    build_items,
+    save_collection,
+    validate_stac_files,
+)
+
+
+@dataclass(frozen=True)
+class Assembled:
+    """What :func:`assemble` wrote.
+
+    Attributes:
+        products: product name (``classes``, ``confidence``, ``probabilities``) -> COG.
+        stac: STAC JSON files written (validated).
+        report: the Markdown report, ``None`` when the plan asks for none.
+    """
+
+    products: dict[str, Path] = field(default_factory=dict)
+    stac: list[Path] = field(default_factory=list)
+    report: Path | None = None
+
+
+def cog_blocksize(requested: int, grid: GeoBox) -> int:
+    """Halve the COG block size for small grids so that they still get an overview level."""
+    size = requested
+    while size >= 128 and max(grid.shape.yx) <= size:
+        size //= 2
+    return size
+
+
+def _write_layer(
+    plan: RunPlan, manifest: RunManifest, layer: MosaicLayer, classes: Sequence[ClassInfo]
+) -> Path:
+    """Mosaic one layer of every tile file into a GeoTIFF, then publish it as a COG."""
+    windows = []
+    for tile in plan.tiles:  # every tile: those without a finished output are nodata
+        rec = manifest.tiles.get(tile.id)
+        path = plan.run_dir / rec.output if rec and rec.state == "done" and rec.output else None
+        windows.append((tile.core_in_grid, path))
+    tags = {
+        "EO_FUSION_JOB": plan.job_name,
+        "EO_FUSION_RUN_ID": plan.run_id,
+        "EO_FUSION_CONFIG_HASH": plan.config_hash,
+        "EO_FUSION_VERSION": __version__,
+    }
+    blocksize = cog_blocksize(plan.blocksize, plan.grid)
+    dst = plan.run_dir / f"{plan.job_name}_{layer.name}.tif"
+    tmp = plan.run_dir / f".{plan.job_name}_{layer.name}.mosaic.tif"
+    try:
+        mosaic_to_gtiff(tmp, plan.grid, windows, layer, blocksize=blocksize)
+        write_cog(tmp, dst, kind=layer.name, classes=classes, blocksize=blocksize, tags=tags)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    return dst
+
+
+def _product_files(cogs: dict[str, Path], quicklook: Path | None) -> list[ProductFile]:
+    """The COGs with their sha256 and, for the class map, its RAT sidecar and quicklook."""
+    classes_cog = cogs["classes"]
+    extra: dict[str, tuple[Path, str, tuple[str, ...], str]] = {
+        "rat": (
+            Path(f"{classes_cog}.aux.xml"),
+            "application/xml",
+            ("metadata",),
+            "GDAL raster attribute table (PAM)",
+        )
+    }
+    if quicklook is not None:
+        extra["thumbnail"] = (
+            quicklook,
+            "image/png",
+            ("thumbnail", "overview"),
+            "quicklook with legend",
+        )
+    # Hashed once, for both the STAC file:checksum and the report. write_cog has validated each
+    # COG (rio-cogeo, strict) before publishing it, so no second validation here.
+    return [
+        ProductFile(
+            kind=k, path=p, extra_assets=extra if k == "classes" else {}, sha256=sha256_file(p)
+        )
+        for k, p in cogs.items()
+    ]
+
+
+def _write_stac(
+    plan: RunPlan,
+    manifest: RunManifest,
+    products: Sequence[ProductFile],
+    classes: Sequence[ClassInfo],
+) -> list[Path]:
+    items = build_items(
+        products,
+        run_id=plan.run_id,
+        grid=plan.grid,
+        footprint=plan.footprint,
+        window=plan.time_range,
+        classes=classes,
+        provenance=manifest.provenance,
+        base_dir=plan.run_dir,
+    )
+    collection = build_collection(
+        items,
+        run_id=plan.run_id,
+        description=plan.description or f"eo-fusion map products of job {plan.job_name}",
+    )
+    stac = save_collection(collection, plan.run_dir / "stac")
+    validate_stac_files(stac)
+    return stac
+
+
+def assemble(
+    plan: RunPlan,
+    manifest: RunManifest,
+    classes: Sequence[ClassInfo],
+    *,
+    reused: int = 0,
+    notes: Sequence[str] = (),
+) -> Assembled:
+    """Write the run's COGs, STAC collection and (if planned) QA report into ``plan.run_dir``.
+
+    Args:
+        plan: the run.
+        manifest: its manifest after execution (tile outputs and provenance).
+        classes: the predictor's legend.
+        reused: tiles taken over from an earlier attempt (for the report).
+        notes: extra lines for the report's notes.
+
+    Raises:
+        ProductError: a COG or STAC document does not validate, or a tile file does not fit.
+    """
+    layers = layers_for(plan.output.confidence, plan.output.probabilities, len(classes))
+    cogs = {layer.name: _write_layer(plan, manifest, layer, classes) for layer in layers}
+    quicklook = plan.run_dir / "quicklook.png" if plan.report else None
+    if quicklook is not None:
+        title = f"{plan.job_name} ({plan.run_id})"
+        write_quicklook(cogs["classes"], quicklook, classes, title)
+    products = _product_files(cogs, quicklook)
+    stac = _write_stac(plan, manifest, products, classes)
+    if not plan.report:
+        return Assembled(products=cogs, stac=stac)
+    report = qa_report(
+        plan,
+        manifest,
+        products,
+        classes=classes,
+        stac_documents=len(stac),
+        reused=reused,
+        notes=notes,
+    )
+    return Assembled(products=cogs, stac=stac, report=write_report(plan.run_dir, report, quicklook))

@@ -20,15 +20,27 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
-from eo_fusion.errors import EOFusionError, UnsafeURLError
+from eo_fusion.errors import EOFusionError, ReadError, UnsafeURLError
 
 T = TypeVar("T")
 
-__all__ = ["DeadlineError", "Verdict", "causes", "classify", "find_cause", "retry_call"]
+__all__ = [
+    "DeadlineError",
+    "IncompleteReadError",
+    "Verdict",
+    "causes",
+    "classify",
+    "find_cause",
+    "retry_call",
+]
 
 
 class DeadlineError(EOFusionError):
     """An operation (a search, a read) ran past its overall deadline."""
+
+
+class IncompleteReadError(ReadError):
+    """GDAL got less data than it asked for (a cut transfer, or a truncated/corrupt file)."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +49,8 @@ class Verdict:
 
     Attributes:
         transient: retrying the same request may succeed.
+        retry_once: worth exactly one more try (data came back incomplete: a cut transfer
+            heals on a fresh fetch, a damaged file does not).
         reason: short name of the cause (``timeout``, ``http 404``, ``corrupt file``...).
         fix: what the user can do about it.
     """
@@ -44,6 +58,7 @@ class Verdict:
     transient: bool
     reason: str
     fix: str
+    retry_once: bool = False
 
 
 def causes(exc: BaseException) -> Iterator[BaseException]:
@@ -117,6 +132,8 @@ def _http_verdict(status: int) -> Verdict:
 def classify(exc: BaseException) -> Verdict:
     """Transient or permanent, with a reason and a fix (see the module docstring)."""
     for c in causes(exc):
+        if isinstance(c, IncompleteReadError):
+            return Verdict(True, "incomplete data", c.fix or "retry", retry_once=True)
         if isinstance(c, UnsafeURLError):
             return Verdict(False, "refused by the URL policy", c.fix or "fix the URL")
         if isinstance(c, DeadlineError):
@@ -129,13 +146,13 @@ def classify(exc: BaseException) -> Verdict:
     text = " ".join(f"{type(c).__name__}: {c}" for c in causes(exc)).lower()
     if any(w in text for w in _NETWORK_WORDS):
         return Verdict(True, "network", "the connection failed or stalled; retry later")
+    if "does not exist" in text or "no such file" in text:
+        return Verdict(False, "missing", "the file does not exist (HTTP 404?): check the href")
     if any(w in text for w in _CORRUPT_WORDS):
         return Verdict(
             False, "corrupt or truncated file",
             "the file is damaged or not a raster: re-download or rebuild it; retrying won't help",
         )  # fmt: skip
-    if "does not exist" in text or "no such file" in text:
-        return Verdict(False, "missing", "the file does not exist: check the href/path")
     return Verdict(False, "unexpected", "see the message; retrying the same request won't help")
 
 
@@ -155,6 +172,7 @@ def retry_call(
     """
     t_end = time.monotonic() + deadline_s
     attempt = 0
+    once_used: set[str] = set()
     while True:
         attempt += 1
         try:
@@ -163,8 +181,11 @@ def retry_call(
             verdict = classify(exc)
             delay = backoff_s * (2 ** (attempt - 1))
             out_of_time = time.monotonic() + delay >= t_end
-            if not verdict.transient or attempt >= attempts or out_of_time:
+            spent = verdict.retry_once and verdict.reason in once_used
+            if not verdict.transient or spent or attempt >= attempts or out_of_time:
                 raise
+            if verdict.retry_once:
+                once_used.add(verdict.reason)
             if before_retry is not None:
                 before_retry(attempt, verdict)
             sleep(delay)

@@ -125,7 +125,9 @@ def _read_body(resp: requests.Response, deadline: float | None) -> None:
     resp._content_consumed = True
 
 
-def final_url(url: str, policy: URLPolicy, *, timeout_s: float = 10.0, max_redirects: int = 5) -> str:
+def final_url(
+    url: str, policy: URLPolicy, *, timeout_s: float = 10.0, max_redirects: int = 5
+) -> str:
     """Where ``url`` ends up after its redirects (HEAD requests, each hop checked by
     ``policy``); ``url`` itself when the server does not redirect or does not answer HEAD."""
     session = PolicySession(policy, what="asset", max_redirects=max_redirects)

@@ -282,9 +282,7 @@ class URLPolicy:
         a bare href): a public URL may only lead to public https/http hosts; an internal one
         (a local file server) may stay internal. Metadata endpoints are refused either way."""
         host = normalize_host(urllib.parse.urlsplit(url).hostname or "")
-        internal = _internal_name(host) or any(
-            is_internal_address(a) for a in host_addresses(host)
-        )
+        internal = _internal_name(host) or any(is_internal_address(a) for a in host_addresses(host))
         return cls(frozenset({"http", "https"}), (), internal, ())
 
     def check(self, url: str, *, what: str = "asset") -> str:

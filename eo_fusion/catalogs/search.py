@@ -616,7 +616,9 @@ def _api_search(spec: CatalogSpec, query: SearchQuery) -> tuple[list[pystac.Item
             nxt = next((ln for ln in page.get("links", []) if ln.get("rel") == "next"), None)
             if nxt is None:
                 break
-            check_url(str(nxt.get("href")), api_policy(spec), what=f"catalog '{spec.name}' next link")
+            check_url(
+                str(nxt.get("href")), api_policy(spec), what=f"catalog '{spec.name}' next link"
+            )
             token = json.dumps([nxt.get("href"), nxt.get("body")], sort_keys=True, default=str)
             if token in seen_next:
                 raise SearchError(

@@ -48,6 +48,7 @@ FaultKind = Literal[
     "status", "stall", "trickle", "truncate", "reset", "ignore_range", "redirect", "bad_json"
 ]
 _CONTROL = "/__control__"
+_BODY_FAULTS = frozenset({"trickle", "truncate", "ignore_range", "bad_json"})
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -135,12 +136,14 @@ class _State:
         self.lock = threading.Lock()
         self.stopping = threading.Event()
 
-    def next_fault(self, path: str) -> dict[str, Any] | None:
+    def next_fault(self, path: str, method: str) -> dict[str, Any] | None:
         with self.lock:
             for key in (path, path.split("?")[0], "*"):
                 queue = self.faults.get(key)
                 if queue:
                     f = queue[0]
+                    if method == "HEAD" and f["kind"] in _BODY_FAULTS:
+                        return None  # body faults wait for a request that has a body
                     if f["times"] > 0:
                         f["times"] -= 1
                         if f["times"] == 0:
@@ -240,7 +243,7 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(body)
 
         def _serve(self) -> None:
-            fault = state.next_fault(self.path)
+            fault = state.next_fault(self.path, self.command)
             if fault is not None and self._pre_fault(fault):
                 return
             found = state.content(self.path)

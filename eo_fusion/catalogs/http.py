@@ -52,7 +52,11 @@ class PolicySession(requests.Session):
         location = super().get_redirect_target(resp)
         if location:
             # Checked before requests builds the next request: a refused hop is never made.
-            self.policy.check_redirect(resp.url, location, what=f"{self.what} redirect")
+            try:
+                self.policy.check_redirect(resp.url, location, what=f"{self.what} redirect")
+            except Exception:
+                resp.close()
+                raise
         return location
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]

@@ -143,7 +143,12 @@ def classify(exc: BaseException) -> Verdict:
             return _http_verdict(status)
         if isinstance(c, TimeoutError | socket.timeout | ConnectionError):
             return Verdict(True, "network", "the connection failed; check the network, retry")
-    text = " ".join(f"{type(c).__name__}: {c}" for c in causes(exc)).lower()
+    # Our own errors by their message only: their fix text ("raise the timeouts") is advice, not
+    # a symptom.
+    text = " ".join(
+        f"{type(c).__name__}: {c.message if isinstance(c, EOFusionError) else c}"
+        for c in causes(exc)
+    ).lower()
     if any(w in text for w in _NETWORK_WORDS):
         return Verdict(True, "network", "the connection failed or stalled; retry later")
     if "does not exist" in text or "no such file" in text:

@@ -23,7 +23,7 @@ import numpy as np
 from eo_fusion.errors import ReadError
 from eo_fusion.retry import IncompleteReadError
 
-__all__ = ["GDALIOProblems", "check_read_budget", "watch_gdal_io"]
+__all__ = ["GDALIOProblems", "ReadBudgetError", "check_read_budget", "watch_gdal_io"]
 
 _GDAL_LOGGER = "rasterio._env"
 _IO_WORDS = ("io error", "read error", "short read", "tiffreaddirectory", "cannot read",
@@ -46,13 +46,17 @@ def check_read_budget(
     pixels = int(width) * int(height) * max(1, int(bands))
     nbytes = pixels * (np.dtype(dtype).itemsize + 4)
     if pixels > max_pixels or nbytes > max_bytes:
-        raise ReadError(
+        raise ReadBudgetError(
             f"{what}: a read of {width} x {height} px x {bands} band(s) ({pixels:,} px, "
             f"{nbytes / 2**30:.1f} GiB decoded) exceeds the read budget "
             f"({max_pixels:,} px, {max_bytes / 2**30:.1f} GiB)",
             fix="add overviews to the file (gdaladdo) or use a coarser/smaller tile; if the read "
             "is intended raise GDALOptions max_read_pixels/max_read_bytes",
         )
+
+
+class ReadBudgetError(ReadError):
+    """A read is larger than the configured pixel/byte budget (never retried)."""
 
 
 class GDALIOProblems(list[str]):

@@ -82,7 +82,9 @@ def read_with_retries(
             before_retry=again,
         )
     except EOFusionError as e:
-        if not isinstance(e, ReadError):
+        from eo_fusion.sources.budget import ReadBudgetError
+
+        if not isinstance(e, ReadError) or isinstance(e, ReadBudgetError):
             raise
         verdict = classify(e)
         tries = "after retries with GDAL's cache cleared" if verdict.transient else "(not retried)"

@@ -109,7 +109,7 @@ def _clip_timeout(timeout: Any, left: float) -> Any:
 
 def _read_body(resp: requests.Response, deadline: float | None) -> None:
     """Read the body in pieces (``read1``: whatever one receive returns), checking the clock."""
-    pieces = []
+    pieces: list[bytes] = []
     try:
         while True:
             if deadline is not None and time.monotonic() > deadline:

@@ -363,12 +363,11 @@ class URLPolicy:
                 if metadata
                 else "declare the catalog 'local: true' if you really serve it from this network",
             )
-        if web and self.allowed_hosts:
-            if not _host_matches(host, self.allowed_hosts):
-                raise UnsafeURLError(
-                    f"{what} URL {shown}: host '{host}' is not one of the catalog's hosts",
-                    fix="add the host to 'allowed_hosts' in the catalog YAML if you trust it",
-                )
+        if web and self.allowed_hosts and not _host_matches(host, self.allowed_hosts):
+            raise UnsafeURLError(
+                f"{what} URL {shown}: host '{host}' is not one of the catalog's hosts",
+                fix="add the host to 'allowed_hosts' in the catalog YAML if you trust it",
+            )
 
 
 def _scheme_of(url: str) -> str:
@@ -406,7 +405,7 @@ def catalog_roots(catalog_file: str | os.PathLike[str]) -> tuple[str, ...]:
     if folder.name == "stac":
         folder = folder.parent
     extra = [p for p in os.environ.get("EO_FUSION_DATA_ROOTS", "").split(os.pathsep) if p]
-    return tuple(os.path.realpath(p) for p in (folder, *extra))
+    return tuple(os.path.realpath(str(p)) for p in (folder, *extra))
 
 
 # ------------------------------------------------------------------------------------------------

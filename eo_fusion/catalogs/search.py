@@ -579,69 +579,89 @@ def _api_search(spec: CatalogSpec, query: SearchQuery) -> tuple[list[pystac.Item
             kwargs["query"] = query.query_ext()
         # else: client-side only (below)
     search = client.search(**{k: v for k, v in kwargs.items() if v is not None})
-    items: list[pystac.Item] = []
-    seen_next: set[str] = set()
-    seen_ids: set[tuple[str | None, str]] = set()
-    pages = 0
-    truncated = False
+    pager = _Pager(spec, query)
     try:
         for page in search.pages_as_dicts():
-            pages += 1
-            feats = page.get("features", [])
-            keys = [(f.get("collection"), f.get("id")) for f in feats]
-            if keys and all(k in seen_ids for k in keys):
-                raise SearchError(
-                    f"catalog '{spec.name}': page {pages} repeats only items already seen "
-                    "(paging loop)",
-                    fix="report the API's broken paging; narrow the search meanwhile",
-                )
-            for f, k in zip(feats, keys, strict=True):
-                if k in seen_ids:
-                    continue  # an item repeated across pages is kept once
-                seen_ids.add(k)
-                it = pystac.Item.from_dict(f, preserve_dict=False)
-                if _modality_ok(it, query) and query.matches(it):
-                    items.append(it)
-            if query.max_items and len(items) >= query.max_items:
-                items = items[: query.max_items]
-                break
-            if len(items) >= spec.item_cap:
-                items, truncated = items[: spec.item_cap], True
-                log.warning(
-                    "catalog %s: stopped at %d items (item_cap); results are incomplete",
-                    spec.name,
-                    spec.item_cap,
-                )
-                break
-            nxt = next((ln for ln in page.get("links", []) if ln.get("rel") == "next"), None)
-            if nxt is None:
-                break
-            check_url(
-                str(nxt.get("href")), api_policy(spec), what=f"catalog '{spec.name}' next link"
-            )
-            token = json.dumps([nxt.get("href"), nxt.get("body")], sort_keys=True, default=str)
-            if token in seen_next:
-                raise SearchError(
-                    f"catalog '{spec.name}': the API sent the same 'next' link twice "
-                    f"({redact_url(str(nxt.get('href')))}): paging loop",
-                    fix="report the API's broken paging; narrow the search meanwhile",
-                )
-            seen_next.add(token)
-            if pages >= spec.max_pages:
-                truncated = True
-                log.warning(
-                    "catalog %s: stopped after %d pages (max_pages); results are incomplete",
-                    spec.name,
-                    pages,
-                )
+            if not pager.take(page):
                 break
     except (SearchError, UnsafeURLError):
         raise
     except Exception as e:
-        raise _search_error(spec, e, f"search failed at page {pages + 1}") from e
+        raise _search_error(spec, e, f"search failed at page {pager.pages + 1}") from e
     finally:
         io.session.close()
-    return items, pages, truncated
+    return pager.items, pager.pages, pager.truncated
+
+
+class _Pager:
+    """Collects result pages: de-duplicates items, enforces the caps, detects paging loops and
+    checks each ``next`` link before pystac-client follows it."""
+
+    def __init__(self, spec: CatalogSpec, query: SearchQuery) -> None:
+        self.spec, self.query = spec, query
+        self.items: list[pystac.Item] = []
+        self.pages = 0
+        self.truncated = False
+        self._seen_next: set[str] = set()
+        self._seen_ids: set[tuple[Any, Any]] = set()
+
+    def take(self, page: dict[str, Any]) -> bool:
+        """Add one page; False when the search should stop here."""
+        self.pages += 1
+        self._add_features(page.get("features", []))
+        spec, query = self.spec, self.query
+        if query.max_items and len(self.items) >= query.max_items:
+            self.items = self.items[: query.max_items]
+            return False
+        if len(self.items) >= spec.item_cap:
+            self.items, self.truncated = self.items[: spec.item_cap], True
+            log.warning(
+                "catalog %s: stopped at %d items (item_cap); results are incomplete",
+                spec.name,
+                spec.item_cap,
+            )
+            return False
+        nxt = next((ln for ln in page.get("links", []) if ln.get("rel") == "next"), None)
+        if nxt is None:
+            return False
+        self._check_next(nxt)
+        if self.pages >= spec.max_pages:
+            self.truncated = True
+            log.warning(
+                "catalog %s: stopped after %d pages (max_pages); results are incomplete",
+                spec.name,
+                self.pages,
+            )
+            return False
+        return True
+
+    def _add_features(self, feats: list[dict[str, Any]]) -> None:
+        keys = [(f.get("collection"), f.get("id")) for f in feats]
+        if keys and all(k in self._seen_ids for k in keys):
+            raise SearchError(
+                f"catalog '{self.spec.name}': page {self.pages} repeats only items already seen "
+                "(paging loop)",
+                fix="report the API's broken paging; narrow the search meanwhile",
+            )
+        for f, k in zip(feats, keys, strict=True):
+            if k in self._seen_ids:
+                continue  # an item repeated across pages is kept once
+            self._seen_ids.add(k)
+            it = pystac.Item.from_dict(f, preserve_dict=False)
+            if _modality_ok(it, self.query) and self.query.matches(it):
+                self.items.append(it)
+
+    def _check_next(self, nxt: dict[str, Any]) -> None:
+        name = self.spec.name
+        check_url(str(nxt.get("href")), api_policy(self.spec), what=f"catalog '{name}' next link")
+        token = json.dumps([nxt.get("href"), nxt.get("body")], sort_keys=True, default=str)
+        if token in self._seen_next:
+            raise SearchError(
+                f"catalog '{name}': the API sent the same 'next' link twice "
+                f"({redact_url(str(nxt.get('href')))}): paging loop",
+                fix="report the API's broken paging; narrow the search meanwhile",
+            )
+        self._seen_next.add(token)
 
 
 # ------------------------------------------------------------------------------------------------

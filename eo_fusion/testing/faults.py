@@ -179,155 +179,157 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None:
     return None if start >= size or end < start else (start, end)
 
 
-def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        server_version = "eo-fusion-faults"
+class _FaultHandler(BaseHTTPRequestHandler):
+    """Serves content and applies queued faults; ``state`` is set per server."""
 
-        def log_message(self, format: str, *args: object) -> None:
+    state: _State
+    protocol_version = "HTTP/1.1"
+    server_version = "eo-fusion-faults"
+
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+    def _record(self, status: int, sent: int) -> None:
+        with self.state.lock:
+            self.state.log.append(
+                {"method": self.command, "path": self.path, "status": status,
+                 "bytes": sent, "range": self.headers.get("Range")}
+            )  # fmt: skip
+
+    def _base(self) -> str:
+        return f"http://{self.headers.get('Host') or '127.0.0.1'}"
+
+    def _send(self, status: int, body: bytes, ctype: str, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self._record(status, 0 if self.command == "HEAD" else len(body))
+        self.end_headers()
+        if self.command != "HEAD":
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                self.wfile.write(body)
+
+    def do_HEAD(self) -> None:
+        self._serve()
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        payload = self.rfile.read(length) if length else b""
+        if self.path.startswith(_CONTROL):
+            self._control(self.path[len(_CONTROL) + 1 :], json.loads(payload or b"{}"))
             return
+        self._serve()
 
-        def _record(self, status: int, sent: int) -> None:
-            with state.lock:
-                state.log.append(
-                    {"method": self.command, "path": self.path, "status": status,
-                     "bytes": sent, "range": self.headers.get("Range")}
-                )  # fmt: skip
+    def _control(self, what: str, doc: dict[str, Any]) -> None:
+        out: Any = None
+        with self.state.lock:
+            if what == "route":
+                self.state.routes[doc["path"]] = (doc["body"].encode("latin-1"), doc["type"])
+            elif what == "fault":
+                self.state.faults.setdefault(doc["path"], []).extend(doc["faults"])
+            elif what == "clear":
+                self.state.faults.clear()
+                self.state.log.clear()
+            elif what == "log":
+                out = list(self.state.log)
+        body = json.dumps(out).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
-        def _base(self) -> str:
-            return f"http://{self.headers.get('Host') or '127.0.0.1'}"
+    def _serve(self) -> None:
+        fault = self.state.next_fault(self.path, self.command)
+        if fault is not None and self._pre_fault(fault):
+            return
+        found = self.state.content(self.path)
+        if found is None:
+            self._send(404, b"404 Not Found\n", "text/plain", {})
+            return
+        body, ctype = found
+        body = body.replace(b"{base}", self._base().encode())
+        self._body(body, ctype, fault)
 
-        def _send(self, status: int, body: bytes, ctype: str, headers: dict[str, str]) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            for k, v in headers.items():
-                self.send_header(k, v)
-            self._record(status, 0 if self.command == "HEAD" else len(body))
-            self.end_headers()
-            if self.command != "HEAD":
-                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                    self.wfile.write(body)
-
-        def do_HEAD(self) -> None:
-            self._serve()
-
-        def do_GET(self) -> None:
-            self._serve()
-
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            payload = self.rfile.read(length) if length else b""
-            if self.path.startswith(_CONTROL):
-                self._control(self.path[len(_CONTROL) + 1 :], json.loads(payload or b"{}"))
-                return
-            self._serve()
-
-        def _control(self, what: str, doc: dict[str, Any]) -> None:
-            out: Any = None
-            with state.lock:
-                if what == "route":
-                    state.routes[doc["path"]] = (doc["body"].encode("latin-1"), doc["type"])
-                elif what == "fault":
-                    state.faults.setdefault(doc["path"], []).extend(doc["faults"])
-                elif what == "clear":
-                    state.faults.clear()
-                    state.log.clear()
-                elif what == "log":
-                    out = list(state.log)
-            body = json.dumps(out).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def _serve(self) -> None:
-            fault = state.next_fault(self.path, self.command)
-            if fault is not None and self._pre_fault(fault):
-                return
-            found = state.content(self.path)
-            if found is None:
-                self._send(404, b"404 Not Found\n", "text/plain", {})
-                return
-            body, ctype = found
-            body = body.replace(b"{base}", self._base().encode())
-            self._body(body, ctype, fault)
-
-        def _pre_fault(self, f: dict[str, Any]) -> bool:
-            """Faults that replace the answer; True when the request is fully handled."""
-            kind = f["kind"]
-            if kind == "stall":
-                state.stopping.wait(f["seconds"])
-                return False
-            if kind == "status":
-                self._send(f["status"], b'{"code": "fault"}', "application/json", f["headers"])
-                return True
-            if kind == "redirect":
-                loc = f["location"].replace("{base}", self._base())
-                self._send(f["status"] if 300 <= f["status"] < 400 else 302, b"", "text/plain",
-                           {"Location": loc, **f["headers"]})  # fmt: skip
-                return True
-            if kind == "bad_json":
-                self._send(200, b'{"type": "FeatureCollection", "features": [{"id": ',
-                           "application/geo+json", {})  # fmt: skip
-                return True
-            if kind == "reset":
-                self._record(0, 0)
-                # SO_LINGER 0: close sends RST, the client sees "connection reset by peer".
-                self.connection.setsockopt(
-                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
-                )
-                self.close_connection = True
-                self.connection.close()
-                return True
+    def _pre_fault(self, f: dict[str, Any]) -> bool:
+        """Faults that replace the answer; True when the request is fully handled."""
+        kind = f["kind"]
+        if kind == "stall":
+            self.state.stopping.wait(f["seconds"])
             return False
-
-        def _body(self, body: bytes, ctype: str, f: dict[str, Any] | None) -> None:
-            kind = f["kind"] if f else ""
-            headers = {"Accept-Ranges": "bytes"}
-            status, start, end = 200, 0, len(body) - 1
-            rng = self.headers.get("Range")
-            if rng and kind != "ignore_range":
-                span = _parse_range(rng, len(body))
-                if span is None:
-                    self._send(416, b"", "text/plain", {"Content-Range": f"bytes */{len(body)}"})
-                    return
-                status, (start, end) = 206, span
-                headers["Content-Range"] = f"bytes {start}-{end}/{len(body)}"
-            part = body[start : end + 1]
-            if kind not in ("trickle", "truncate"):
-                self._send(status, part, ctype, headers)
-                return
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(part)))
-            for k, v in headers.items():
-                self.send_header(k, v)
-            self.end_headers()
-            sent = self._write_slowly(part, f) if kind == "trickle" else self._cut(part, f)
-            self._record(status, sent)
-
-        def _write_slowly(self, part: bytes, f: dict[str, Any]) -> int:
-            for i in range(len(part)):
-                if state.stopping.wait(f["seconds"]):
-                    return i
-                try:
-                    self.wfile.write(part[i : i + 1])
-                    self.wfile.flush()
-                except OSError:
-                    return i
-            return len(part)
-
-        def _cut(self, part: bytes, f: dict[str, Any]) -> int:
-            keep = part[: f["keep_bytes"]]
-            with contextlib.suppress(OSError):
-                self.wfile.write(keep)
-                self.wfile.flush()
+        if kind == "status":
+            self._send(f["status"], b'{"code": "fault"}', "application/json", f["headers"])
+            return True
+        if kind == "redirect":
+            loc = f["location"].replace("{base}", self._base())
+            self._send(f["status"] if 300 <= f["status"] < 400 else 302, b"", "text/plain",
+                       {"Location": loc, **f["headers"]})  # fmt: skip
+            return True
+        if kind == "bad_json":
+            self._send(200, b'{"type": "FeatureCollection", "features": [{"id": ',
+                       "application/geo+json", {})  # fmt: skip
+            return True
+        if kind == "reset":
+            self._record(0, 0)
+            # SO_LINGER 0: close sends RST, the client sees "connection reset by peer".
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.close_connection = True
-            return len(keep)
+            self.connection.close()
+            return True
+        return False
 
-    return Handler
+    def _body(self, body: bytes, ctype: str, f: dict[str, Any] | None) -> None:
+        kind = f["kind"] if f else ""
+        headers = {"Accept-Ranges": "bytes"}
+        status, start, end = 200, 0, len(body) - 1
+        rng = self.headers.get("Range")
+        if rng and kind != "ignore_range":
+            span = _parse_range(rng, len(body))
+            if span is None:
+                self._send(416, b"", "text/plain", {"Content-Range": f"bytes */{len(body)}"})
+                return
+            status, (start, end) = 206, span
+            headers["Content-Range"] = f"bytes {start}-{end}/{len(body)}"
+        part = body[start : end + 1]
+        if f is None or kind not in ("trickle", "truncate"):
+            self._send(status, part, ctype, headers)
+            return
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(part)))
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.end_headers()
+        sent = self._write_slowly(part, f) if kind == "trickle" else self._cut(part, f)
+        self._record(status, sent)
+
+    def _write_slowly(self, part: bytes, f: dict[str, Any]) -> int:
+        for i in range(len(part)):
+            if self.state.stopping.wait(f["seconds"]):
+                return i
+            try:
+                self.wfile.write(part[i : i + 1])
+                self.wfile.flush()
+            except OSError:
+                return i
+        return len(part)
+
+    def _cut(self, part: bytes, f: dict[str, Any]) -> int:
+        keep = part[: f["keep_bytes"]]
+        with contextlib.suppress(OSError):
+            self.wfile.write(keep)
+            self.wfile.flush()
+        self.close_connection = True
+        return len(keep)
+
+
+def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
+    return type("FaultHandler", (_FaultHandler,), {"state": state})
 
 
 class _Server(ThreadingHTTPServer):

@@ -155,18 +155,22 @@ def test_path_catalog_not_trusted_for_remote_hrefs(tmp_path):
 
 
 def _item(n: int) -> dict:
-    return {"type": "Feature", "stac_version": "1.0.0", "id": f"item-{n}", "collection": "c",
-            "geometry": {"type": "Point", "coordinates": [10.0, 50.0]},
-            "bbox": [10.0, 50.0, 10.0, 50.0],
-            "properties": {"datetime": "2020-01-01T00:00:00Z"}, "links": [], "assets": {}}  # fmt: skip
+    return {
+        "type": "Feature", "stac_version": "1.0.0", "id": f"item-{n}", "collection": "c",
+        "geometry": {"type": "Point", "coordinates": [10.0, 50.0]},
+        "bbox": [10.0, 50.0, 10.0, 50.0], "links": [], "assets": {},
+        "properties": {"datetime": "2020-01-01T00:00:00Z"},
+    }  # fmt: skip
 
 
 def _api(srv, *, search_href="{base}/search", next_href=None):
-    srv.route("/", {"type": "Catalog", "id": "faulty", "description": "test", "stac_version":
-                    "1.0.0", "conformsTo": CONFORMS,
-                    "links": [{"rel": "self", "href": "{base}/"}, {"rel": "root", "href": "{base}/"},
-                              {"rel": "search", "href": search_href, "method": "POST",
-                               "type": "application/geo+json"}]})  # fmt: skip
+    links = [
+        {"rel": "self", "href": "{base}/"},
+        {"rel": "root", "href": "{base}/"},
+        {"rel": "search", "href": search_href, "method": "POST", "type": "application/geo+json"},
+    ]
+    srv.route("/", {"type": "Catalog", "id": "faulty", "description": "test",
+                    "stac_version": "1.0.0", "conformsTo": CONFORMS, "links": links})  # fmt: skip
     links = [{"rel": "next", "href": next_href, "method": "GET"}] if next_href else []
     srv.route("/search", {"type": "FeatureCollection", "features": [_item(0), _item(1)],
                           "links": links})  # fmt: skip
@@ -234,8 +238,8 @@ def test_api_redirect_on_the_same_host_followed():
 
 def test_asset_redirect_checked_before_gdal_follows_it(sample_dir):
     """GDAL follows redirects unasked; the reader follows them first, through the policy."""
-    from eo_fusion.sources.remote import resolve_redirects
     from eo_fusion.gdal import GDALOptions
+    from eo_fusion.sources.remote import resolve_redirects
 
     with serve_faults(sample_dir) as srv:
         f = "/data/slovenia/DEM_slovenia_10m.tif"

@@ -23,8 +23,10 @@ URL (catalog root, asset href), every HTTP redirect (:mod:`eo_fusion.catalogs.ht
   around any of these, ``/vsisubfile/``) and the inner target is checked; any other ``/vsi``
   prefix (``/vsimem/``, ``/vsistdin/``, ``/vsicrypt/``...) and inline XML datasets are refused.
 
-Resolution happens at check time, so a name that changes its address between the check and the
-connection (DNS rebinding) is not caught here; see ``docs/security.md``.
+Names are resolved when checked; HTTP clients built on :mod:`eo_fusion.catalogs.http` resolve
+again when they connect (:meth:`URLPolicy.connect_address`) and connect to the address they
+checked, so DNS rebinding between check and use is caught there. GDAL does its own lookups
+(see ``docs/security.md``).
 
 * :func:`redact_url` removes credentials and signing tokens (``sig``, ``se``, ``token``, AWS
   ``X-Amz-*``, ...) before a URL is printed or logged.
@@ -352,6 +354,19 @@ class URLPolicy:
         host = normalize_host(raw_host)
         web = scheme in ("http", "https")
         addrs = host_addresses(host, resolve_host if (self.resolve and web) else None)
+        self.check_addresses(host, addrs, shown=shown, what=what)
+        if web and self.allowed_hosts and not _host_matches(host, self.allowed_hosts):
+            raise UnsafeURLError(
+                f"{what} URL {shown}: host '{host}' is not one of the catalog's hosts",
+                fix="add the host to 'allowed_hosts' in the catalog YAML if you trust it",
+            )
+
+    def check_addresses(
+        self, host: str, addrs: Iterable[IPAddress], *, shown: str, what: str
+    ) -> None:
+        """Refuse ``host`` if it or any of its ``addrs`` is internal (unless the policy is local)
+        or a cloud metadata endpoint (always)."""
+        addrs = list(addrs)
         metadata = host in METADATA_NAMES or any(is_metadata_address(a) for a in addrs)
         internal = metadata or _internal_name(host) or any(is_internal_address(a) for a in addrs)
         if internal and (metadata or not self.local):
@@ -363,11 +378,24 @@ class URLPolicy:
                 if metadata
                 else "declare the catalog 'local: true' if you really serve it from this network",
             )
-        if web and self.allowed_hosts and not _host_matches(host, self.allowed_hosts):
-            raise UnsafeURLError(
-                f"{what} URL {shown}: host '{host}' is not one of the catalog's hosts",
-                fix="add the host to 'allowed_hosts' in the catalog YAML if you trust it",
-            )
+
+    def connect_address(self, host: str, port: int) -> str:
+        """The address to connect to for ``host``, resolved *now* and checked (every address),
+        so what is connected to is what was checked (no DNS rebinding between check and use).
+        ``host`` itself when it does not resolve (the connection then fails as usual)."""
+        name = normalize_host(host)
+        addrs = host_addresses(name, resolve_now)
+        self.check_addresses(name, addrs, shown=f"{host}:{port}", what="connection to")
+        return str(addrs[0]) if addrs else host
+
+
+def resolve_now(host: str) -> list[str]:
+    """Addresses of ``host`` from a fresh lookup (no cache), ``[]`` if it does not resolve."""
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return []
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 def _scheme_of(url: str) -> str:

@@ -482,7 +482,6 @@ def _retry(spec: CatalogSpec) -> Any:
 def _stac_io(spec: CatalogSpec) -> Any:
     """pystac-client I/O whose every request, link and redirect goes through the API policy."""
     from pystac_client.stac_api_io import StacApiIO
-    from requests.adapters import HTTPAdapter
 
     from eo_fusion.catalogs.http import PolicySession
 
@@ -498,11 +497,7 @@ def _stac_io(spec: CatalogSpec) -> Any:
 
     timeout = (spec.timeout_s, spec.timeout_s)
     io = _CheckedStacApiIO(timeout=timeout, max_retries=None)
-    session = PolicySession(policy, what=f"catalog '{spec.name}'")
-    adapter = HTTPAdapter(max_retries=_retry(spec))
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    io.session = session
+    io.session = PolicySession(policy, what=f"catalog '{spec.name}'", max_retries=_retry(spec))
     return io
 
 

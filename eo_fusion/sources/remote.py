@@ -49,10 +49,12 @@ def resolve_redirects(path: str, gdal: GDALOptions) -> str:
     from eo_fusion.catalogs.http import final_url
     from eo_fusion.catalogs.safety import URLPolicy
 
+    from eo_fusion.retry import DeadlineError
+
     try:
         final = final_url(url, URLPolicy.for_hops_from(url), timeout_s=gdal.http_timeout_s)
-    except requests.RequestException:
-        final = url  # no answer to HEAD: GDAL's own request reports the failure
+    except (requests.RequestException, DeadlineError):
+        final = url  # no (timely) answer to HEAD: GDAL's own request reports the failure
     with _finals_lock:
         _finals[url] = (now, final)
     return _VSICURL + final

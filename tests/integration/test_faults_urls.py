@@ -269,3 +269,23 @@ def test_env_data_roots(tmp_path, monkeypatch):
     monkeypatch.setenv("EO_FUSION_DATA_ROOTS", str(outside.parent) + os.pathsep)
     assert open_catalog(cat).search("dem").normalized
     assert json.loads(cat.read_text())["id"] == "c"
+
+
+def test_connection_goes_to_the_checked_address(monkeypatch):
+    """DNS rebinding: the name looked public when checked, points at loopback when connecting."""
+    from eo_fusion.catalogs.http import PolicySession
+
+    with serve_faults() as srv:
+        srv.route("/x", {"ok": True})
+        public_only = URLPolicy(frozenset({"http"}), (), False, ())
+        monkeypatch.setattr(safety, "resolve_host", lambda h: ["93.184.216.34"])
+        monkeypatch.setattr(safety, "resolve_now", lambda h: ["127.0.0.1"])
+        session = PolicySession(public_only)
+        with pytest.raises(UnsafeURLError, match=r"connection to .*127\.0\.0\.1"):
+            session.get(f"http://rebind.example:{srv.port}/x", timeout=5)
+        session.close()
+        assert srv.requests("/x") == 0
+        # Declared local: the same connection is allowed and goes to the checked address.
+        local = PolicySession(URLPolicy.for_local())
+        assert local.get(f"http://rebind.example:{srv.port}/x", timeout=5).json() == {"ok": True}
+        local.close()

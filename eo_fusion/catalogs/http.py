@@ -2,6 +2,8 @@
 
 :class:`PolicySession` is a ``requests.Session`` that
 
+* connects only to addresses the policy allows, resolved when the connection is made
+  (:class:`PinnedAdapter`), so a name cannot be re-pointed between the check and the use;
 * checks each request's URL with its :class:`~eo_fusion.catalogs.safety.URLPolicy` before a
   connection is made: the first URL, every link a STAC API hands out (pystac-client requests
   them through this session), and every redirect, whose ``Location`` is checked
@@ -22,24 +24,73 @@ import time
 from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from eo_fusion.catalogs.safety import URLPolicy, redact_url
 from eo_fusion.retry import DeadlineError
 
-__all__ = ["PolicySession", "final_url"]
+__all__ = ["PinnedAdapter", "PolicySession", "final_url"]
 
 _READ_PIECE = 64 * 1024
+
+
+class _PinnedConnection:
+    """Mixin for urllib3 connections: resolve, check and connect to the checked address."""
+
+    policy: URLPolicy
+    _dns_host: str
+    port: int
+
+    def _new_conn(self) -> Any:
+        name = self._dns_host
+        self._dns_host = self.policy.connect_address(name, self.port)
+        try:
+            return super()._new_conn()  # type: ignore[misc]
+        finally:
+            self._dns_host = name  # TLS (SNI, certificate) keeps using the name
+
+
+class PinnedAdapter(HTTPAdapter):
+    """A requests adapter whose direct connections go only to addresses ``policy`` allows,
+    resolved at connect time (connections through a configured proxy are the proxy's business).
+    """
+
+    def __init__(self, policy: URLPolicy, **kwargs: Any) -> None:
+        self.policy = policy
+        super().__init__(**kwargs)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        extra = {"policy": self.policy}
+        http = type("PinnedHTTPConnection", (_PinnedConnection, HTTPConnection), extra)
+        https = type("PinnedHTTPSConnection", (_PinnedConnection, HTTPSConnection), extra)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": type("PinnedHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": http}),
+            "https": type("PinnedHTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": https}),
+        }
 
 
 class PolicySession(requests.Session):
     """A session whose every request and redirect is checked by ``policy`` (see module doc)."""
 
-    def __init__(self, policy: URLPolicy, *, what: str = "catalog", max_redirects: int = 5):
+    def __init__(
+        self,
+        policy: URLPolicy,
+        *,
+        what: str = "catalog",
+        max_redirects: int = 5,
+        max_retries: Any = 0,
+    ) -> None:
         super().__init__()
         self.policy = policy
         self.what = what
         self.max_redirects = max_redirects
         self._deadline: float | None = None
+        adapter = PinnedAdapter(policy, max_retries=max_retries)
+        self.mount("http://", adapter)
+        self.mount("https://", adapter)
 
     def start_deadline(self, seconds: float | None) -> None:
         """From now on, every request must finish within ``seconds`` in total (None: no limit)."""
@@ -138,7 +189,7 @@ def final_url(
     session.start_deadline(timeout_s * (max_redirects + 1))
     try:
         resp = session.head(url, allow_redirects=True, timeout=(timeout_s, timeout_s))
-    except requests.TooManyRedirects as e:
+    except requests.TooManyRedirects as e:  # before RequestException, its base class
         from eo_fusion.errors import UnsafeURLError
 
         raise UnsafeURLError(

@@ -48,7 +48,6 @@ def resolve_redirects(path: str, gdal: GDALOptions) -> str:
 
     from eo_fusion.catalogs.http import final_url
     from eo_fusion.catalogs.safety import URLPolicy
-
     from eo_fusion.retry import DeadlineError
 
     try:

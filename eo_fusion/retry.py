@@ -149,6 +149,12 @@ def classify(exc: BaseException) -> Verdict:
         f"{type(c).__name__}: {c.message if isinstance(c, EOFusionError) else c}"
         for c in causes(exc)
     ).lower()
+    if "range downloading not supported" in text:
+        return Verdict(
+            False, "server ignores byte ranges",
+            "serve the file from a range-capable server (object store, `eo-fusion catalog "
+            "serve`) or download it and use a local catalog",
+        )  # fmt: skip
     if any(w in text for w in _NETWORK_WORDS):
         return Verdict(True, "network", "the connection failed or stalled; retry later")
     if "does not exist" in text or "no such file" in text:

@@ -94,6 +94,19 @@ def test_server_errors_are_retried_then_reported(sample_dir):
     assert DEM in str(err.value)
 
 
+def test_server_ignoring_ranges_is_a_permanent_error(sample_dir):
+    """GDAL gives up on a (non-tiny) file whose server answers range requests with 200."""
+    naip = "data/naip/m_4709963_se_14_1_20200831.tif"
+    with rasterio.open(sample_dir / naip) as ds:
+        gbox = GeoBox(ds.shape, ds.transform, ds.crs.to_wkt())[0:64, 0:64]
+    with serve_faults(sample_dir) as srv:
+        srv.fault("/" + naip, Fault("ignore_range", times=-1))
+        asset = BandAsset("aerial:red", "image", srv.url_for(naip), 1, get_band("aerial:red"))
+        with pytest.raises(ReadError, match=r"server ignores byte ranges, \(not retried\)") as e:
+            read_assets([asset], gbox, ReadSpec(), gdal=GDALOptions(read_attempts=5))
+        assert "range-capable server" in str(e.value) and _gets(srv, naip) == 1
+
+
 def test_trickling_file_server_is_abandoned(sample_dir):
     gbox = _grid(sample_dir)
     slow = GDALOptions(http_max_retry=0, read_attempts=1, low_speed_limit_bps=1000,

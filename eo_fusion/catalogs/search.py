@@ -431,12 +431,33 @@ def _load_local_items(spec: CatalogSpec) -> list[pystac.Item]:
     if path.suffix == ".json" and json.loads(path.read_text()).get("type") == "FeatureCollection":
         coll = pystac.ItemCollection.from_file(str(path))
         return list(coll)
-    cat = pystac.Catalog.from_file(str(path))
-    items = list(cat.get_items(recursive=True))
+    # Child and item links of a static catalog are followed through the catalog's policy: a
+    # hostile catalog.json cannot make pystac fetch an internal URL or a file outside its roots.
+    try:
+        cat = pystac.Catalog.from_file(str(path), stac_io=_checked_stac_io(spec))
+        items = list(cat.get_items(recursive=True))
+    except Exception as e:
+        refused = find_cause(e, UnsafeURLError)
+        if refused is not None:
+            raise refused from e  # pystac wraps it in "does not resolve to a STAC object"
+        raise
     for it in items:
         for a in it.assets.values():
             a.href = a.get_absolute_href() or a.href
     return items
+
+
+def _checked_stac_io(spec: CatalogSpec) -> pystac.StacIO:
+    from pystac.stac_io import DefaultStacIO
+
+    policy = spec.url_policy()
+
+    class _CheckedStacIO(DefaultStacIO):
+        def read_text_from_href(self, href: str) -> str:
+            policy.check(href, what=f"catalog '{spec.name}' link")
+            return str(super().read_text_from_href(href))
+
+    return _CheckedStacIO()
 
 
 def _signer(spec: CatalogSpec) -> Callable[[str], str] | None:

@@ -289,3 +289,22 @@ def test_connection_goes_to_the_checked_address(monkeypatch):
         local = PolicySession(URLPolicy.for_local())
         assert local.get(f"http://rebind.example:{srv.port}/x", timeout=5).json() == {"ok": True}
         local.close()
+
+
+def test_static_catalog_links_checked_before_they_are_followed(tmp_path):
+    """A catalog.json whose child link points at a server or a file outside its folder."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    child = pystac.Catalog("evil", "outside the catalog folder")
+    child.normalize_and_save(str(outside), catalog_type=pystac.CatalogType.ABSOLUTE_PUBLISHED)
+    with serve_faults() as srv:
+        srv.route("/evil.json", (outside / "catalog.json").read_text())
+        for href in (srv.url + "/evil.json", str(outside / "catalog.json")):
+            doc = {"type": "Catalog", "id": "c", "stac_version": "1.0.0", "description": "t",
+                   "links": [{"rel": "child", "href": href, "type": "application/json"}]}  # fmt: skip
+            folder = tmp_path / "cat"
+            folder.mkdir(exist_ok=True)
+            (folder / "catalog.json").write_text(json.dumps(doc))
+            with pytest.raises(UnsafeURLError, match="link"):
+                open_catalog(folder / "catalog.json").search()
+        assert srv.requests("/evil.json") == 0

@@ -300,8 +300,9 @@ def test_static_catalog_links_checked_before_they_are_followed(tmp_path):
     with serve_faults() as srv:
         srv.route("/evil.json", (outside / "catalog.json").read_text())
         for href in (srv.url + "/evil.json", str(outside / "catalog.json")):
+            links = [{"rel": "child", "href": href, "type": "application/json"}]
             doc = {"type": "Catalog", "id": "c", "stac_version": "1.0.0", "description": "t",
-                   "links": [{"rel": "child", "href": href, "type": "application/json"}]}  # fmt: skip
+                   "links": links}  # fmt: skip
             folder = tmp_path / "cat"
             folder.mkdir(exist_ok=True)
             (folder / "catalog.json").write_text(json.dumps(doc))

@@ -563,7 +563,15 @@ def _search_error(spec: CatalogSpec, e: BaseException, where: str) -> EOFusionEr
     retried = (
         f"{spec.retries} retries with backoff were already made (timeouts {spec.timeout_s:g} s)"
     )
-    fix = f"retry later; {retried}" if verdict.transient else verdict.fix
+    if verdict.transient:
+        fix = f"retry later; {retried}"
+    elif verdict.reason.startswith("http 4"):
+        fix = (
+            f"the API refused the request ({verdict.reason}): check the catalog URL, the "
+            "collection ids and any credentials"
+        )
+    else:
+        fix = verdict.fix
     return SearchError(
         f"catalog '{spec.name}': {where}: {type(e).__name__}: {redact_text(str(e))[:300]}",
         fix=fix,

@@ -26,8 +26,10 @@ from eo_fusion.retry import IncompleteReadError
 __all__ = ["GDALIOProblems", "ReadBudgetError", "check_read_budget", "watch_gdal_io"]
 
 _GDAL_LOGGER = "rasterio._env"
-_IO_WORDS = ("io error", "read error", "short read", "tiffreaddirectory", "cannot read",
-             "failed to read", "ireadblock failed", "tifffilltile", "tifffillstrip")  # fmt: skip
+# Only wording that means "fewer bytes than asked for" (libtiff "IO error during reading",
+# "Read error at row", GDAL "short read"); structural libtiff warnings about valid files do not
+# count.
+_IO_WORDS = ("io error", "read error", "short read", "unexpected end of file", "premature end")
 
 
 def check_read_budget(

@@ -2,7 +2,8 @@
 
 Rules that apply to every spec:
 
-* YAML is read with ``yaml.safe_load`` (no arbitrary object construction).
+* YAML is read like ``yaml.safe_load`` (no arbitrary object construction), with alias/anchor
+  expansion capped first (:mod:`eo_fusion.yaml_guard`).
 * Unknown keys are rejected; the error names the key and lists the valid ones.
 * Relative paths are resolved against the folder of the config file that contains them,
   so a job file works whatever the current directory is.
@@ -40,6 +41,7 @@ from eo_fusion.modalities import (
     modality_names,
     option_owners,
 )
+from eo_fusion.yaml_guard import load_yaml_text
 
 #: Root of the installed source tree (the repository when installed editable).
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -136,7 +138,7 @@ def load_yaml(path: Path) -> dict[str, Any]:
     except FileNotFoundError as e:
         raise ConfigError(f"config file not found: {path}", fix="check the path") from e
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml_text(text, source=str(path))  # alias bombs refused first
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({e})", fix="fix the YAML syntax") from e
     if data is None:

@@ -4,7 +4,8 @@ GDAL's own defaults suit a desktop, not a batch job: no HTTP timeout, no retry, 
 listing on every open. :class:`GDALOptions` fixes those with bounded, documented values. It is a
 frozen, picklable dataclass: it travels with each dask task and every read applies it with
 ``rasterio.Env`` *inside* the task, so workers in other processes see the same settings (process
-environment variables set on the client would not reach them).
+environment variables set on the client would not reach them). Reads are also bounded: a pixel
+and byte budget per read, attempts and an overall deadline per read, and a minimum transfer speed.
 """
 
 from __future__ import annotations
@@ -33,6 +34,15 @@ class GDALOptions:
         multirange: ask for several ranges in one request when the server allows it.
         cache_max_bytes: GDAL block cache size in bytes (bounded so many workers fit in memory).
         num_threads: GDAL decoding threads per read (``1`` keeps dask's thread count meaningful).
+        low_speed_limit_bps: with ``low_speed_time_s``: a transfer slower than this many bytes
+            per second for that long is abandoned (a trickling server cannot hold a read).
+        low_speed_time_s: see ``low_speed_limit_bps`` (``0`` turns the check off).
+        max_read_pixels: most pixels (all bands) one window read may decode; larger reads are
+            refused before decoding, naming the asset (:mod:`eo_fusion.sources.budget`).
+        max_read_bytes: most decoded bytes (stored dtype plus the float32 copy) of one read.
+        read_attempts: attempts per read for transient failures (timeouts, resets, 429/5xx,
+            a cut transfer), each retry with GDAL's cache for that file cleared.
+        read_deadline_s: overall seconds one read may take, all attempts together.
         extra: any other GDAL config options, passed as given (strings).
     """
 
@@ -46,6 +56,12 @@ class GDALOptions:
     multirange: bool = False
     cache_max_bytes: int = 256 * 1024 * 1024
     num_threads: int = 1
+    low_speed_limit_bps: int = 1024
+    low_speed_time_s: int = 20
+    max_read_pixels: int = 2**28
+    max_read_bytes: int = 4 * 2**30
+    read_attempts: int = 3
+    read_deadline_s: float = 300.0
     extra: dict[str, str] = field(default_factory=dict)
 
     def config(self) -> dict[str, Any]:
@@ -62,6 +78,9 @@ class GDALOptions:
             "GDAL_CACHEMAX": int(self.cache_max_bytes),
             "GDAL_NUM_THREADS": str(self.num_threads),
         }
+        if self.low_speed_time_s > 0:
+            cfg["GDAL_HTTP_LOW_SPEED_LIMIT"] = str(self.low_speed_limit_bps)
+            cfg["GDAL_HTTP_LOW_SPEED_TIME"] = str(self.low_speed_time_s)
         cfg.update(self.extra)
         return cfg
 

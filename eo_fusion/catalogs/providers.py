@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from eo_fusion.catalogs.safety import URLPolicy
+from eo_fusion.catalogs.safety import URLPolicy, catalog_roots
 from eo_fusion.config import PROJECT_ROOT, ConfigPath, StrictModel, load_spec
 from eo_fusion.errors import ConfigError
 
@@ -44,6 +44,10 @@ class CatalogSpec(StrictModel):
     allowed_hosts: list[str] = Field(
         default_factory=list, description="asset/API hosts (suffixes) accepted; empty = any"
     )
+    roots: list[ConfigPath] = Field(
+        default_factory=list,
+        description="folders local asset files may lie in (default: the catalog's own folder)",
+    )
     modalities: dict[str, list[str]] = Field(
         default_factory=dict, description="modality -> collection ids in this catalog"
     )
@@ -53,6 +57,12 @@ class CatalogSpec(StrictModel):
     )
     backoff_s: float = Field(default=0.5, ge=0, description="backoff factor between retries (s)")
     max_pages: int = Field(default=100, ge=1, description="stop after this many result pages")
+    item_cap: int = Field(
+        default=100_000, ge=1, description="stop after this many items (result marked truncated)"
+    )
+    search_deadline_s: float = Field(
+        default=300.0, gt=0, description="overall limit for one search: all pages and retries (s)"
+    )
     page_size: int = Field(default=100, ge=1, le=1000, description="items per page requested")
 
     @model_validator(mode="after")
@@ -64,10 +74,14 @@ class CatalogSpec(StrictModel):
         return self
 
     def url_policy(self) -> URLPolicy:
-        """The URL policy for this catalog's asset hrefs."""
+        """The URL policy for this catalog's asset hrefs (and every link and redirect)."""
+        if self.roots:
+            roots: tuple[str, ...] = tuple(str(Path(r).resolve()) for r in self.roots)
+        else:
+            roots = catalog_roots(self.path) if self.path is not None else ()
         if self.local:
-            return URLPolicy.for_local()
-        return URLPolicy(frozenset(self.allowed_schemes), tuple(self.allowed_hosts), False)
+            return URLPolicy.for_local(roots)
+        return URLPolicy(frozenset(self.allowed_schemes), tuple(self.allowed_hosts), False, roots)
 
     def collections_for(self, modality: str) -> list[str]:
         """Collection ids for a modality; error naming the catalog if it has none."""

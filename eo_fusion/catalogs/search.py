@@ -10,8 +10,14 @@ Network behaviour of STAC API searches (all bounded, all set per catalog in its 
 * explicit connect/read timeouts on every request;
 * retries with exponential backoff on connection errors, 429 and 5xx, for GET and POST
   (``Retry-After`` honoured but capped);
-* at most ``max_pages`` pages; a ``next`` link seen twice, or a page that repeats only items
-  already seen, is a paging loop and raises :class:`SearchError`.
+* at most ``max_pages`` pages and ``item_cap`` items (the result is then marked ``truncated``
+  and a warning logged); a ``next`` link seen twice, or a page that repeats only items already
+  seen, is a paging loop and raises :class:`SearchError`;
+* one overall deadline per search (``search_deadline_s``: all pages, retries and trickling
+  bodies included), on top of the per-request timeouts;
+* every request goes through :class:`~eo_fusion.catalogs.http.PolicySession`: the root URL,
+  every link the API returns (``search``, ``next``, ``self``) and every redirect hop are checked
+  by :func:`api_policy` before they are followed (declared hosts only, or the API's own host).
 
 Filters: ``bbox``/``intersects``, ``datetime``, collections and ids go to the API; cloud cover and
 property filters go as CQL2-JSON when the API conforms to the Filter extension, as ``query``
@@ -37,9 +43,16 @@ from shapely.geometry.base import BaseGeometry
 from eo_fusion.catalogs.items import NormalizedItem
 from eo_fusion.catalogs.normalize import guess_modality, normalize_item
 from eo_fusion.catalogs.providers import CatalogSpec, load_catalog_spec
-from eo_fusion.catalogs.safety import check_url, redact_text, redact_url
+from eo_fusion.catalogs.safety import (
+    URLPolicy,
+    catalog_roots,
+    check_url,
+    redact_text,
+    redact_url,
+)
 from eo_fusion.config import window_text
-from eo_fusion.errors import CatalogError, ConfigError, SearchError
+from eo_fusion.errors import CatalogError, ConfigError, EOFusionError, SearchError, UnsafeURLError
+from eo_fusion.retry import DeadlineError, classify, find_cause
 
 if TYPE_CHECKING:
     from datetime import date
@@ -426,12 +439,33 @@ def _load_local_items(spec: CatalogSpec) -> list[pystac.Item]:
     if path.suffix == ".json" and json.loads(path.read_text()).get("type") == "FeatureCollection":
         coll = pystac.ItemCollection.from_file(str(path))
         return list(coll)
-    cat = pystac.Catalog.from_file(str(path))
-    items = list(cat.get_items(recursive=True))
+    # Child and item links of a static catalog are followed through the catalog's policy: a
+    # hostile catalog.json cannot make pystac fetch an internal URL or a file outside its roots.
+    try:
+        cat = pystac.Catalog.from_file(str(path), stac_io=_checked_stac_io(spec))
+        items = list(cat.get_items(recursive=True))
+    except Exception as e:
+        refused = find_cause(e, UnsafeURLError)
+        if refused is not None:
+            raise refused from e  # pystac wraps it in "does not resolve to a STAC object"
+        raise
     for it in items:
         for a in it.assets.values():
             a.href = a.get_absolute_href() or a.href
     return items
+
+
+def _checked_stac_io(spec: CatalogSpec) -> pystac.StacIO:
+    from pystac.stac_io import DefaultStacIO
+
+    policy = spec.url_policy()
+
+    class _CheckedStacIO(DefaultStacIO):
+        def read_text_from_href(self, href: str) -> str:
+            policy.check(href, what=f"catalog '{spec.name}' link")
+            return str(super().read_text_from_href(href))
+
+    return _CheckedStacIO()
 
 
 def _signer(spec: CatalogSpec) -> Callable[[str], str] | None:
@@ -474,37 +508,90 @@ def _retry(spec: CatalogSpec) -> Any:
     )
 
 
-def open_client(spec: CatalogSpec) -> Any:
-    """A pystac-client Client with the catalog's timeouts and retry policy."""
-    from pystac_client import Client
+def _stac_io(spec: CatalogSpec) -> Any:
+    """pystac-client I/O whose every request, link and redirect goes through the API policy."""
     from pystac_client.stac_api_io import StacApiIO
 
-    assert spec.url
-    check_url(spec.url, spec.url_policy() if spec.local else _api_policy(spec), what="catalog")
+    from eo_fusion.catalogs.http import PolicySession
+
+    policy = api_policy(spec)
+
+    class _CheckedStacApiIO(StacApiIO):
+        def read_text(self, source: Any, *args: Any, **kwargs: Any) -> str:
+            # Links (search, next, self...) are checked before pystac-client follows them, also
+            # the ones it would open as local files.
+            href = source.to_dict()["href"] if hasattr(source, "to_dict") else str(source)
+            policy.check(str(href), what=f"catalog '{spec.name}' link")
+            return str(super().read_text(source, *args, **kwargs))
+
     timeout = (spec.timeout_s, spec.timeout_s)
-    io = StacApiIO(timeout=timeout, max_retries=_retry(spec))
+    io = _CheckedStacApiIO(timeout=timeout, max_retries=None)
+    io.session = PolicySession(policy, what=f"catalog '{spec.name}'", max_retries=_retry(spec))
+    return io
+
+
+def open_client(spec: CatalogSpec, io: Any = None) -> Any:
+    """A pystac-client Client with the catalog's timeouts, retry policy and URL policy."""
+    from pystac_client import Client
+
+    assert spec.url
+    check_url(spec.url, api_policy(spec), what=f"catalog '{spec.name}'")
+    io = io or _stac_io(spec)
     try:
-        return Client.open(spec.url, stac_io=io, timeout=timeout)
+        return Client.open(spec.url, stac_io=io, timeout=(spec.timeout_s, spec.timeout_s))
     except Exception as e:
-        raise SearchError(
-            f"catalog '{spec.name}': cannot open {redact_url(spec.url)}: "
-            f"{redact_text(str(e))[:300]}",
-            fix="check the URL and your network; the request was retried "
-            f"{spec.retries} times with {spec.timeout_s:g} s timeouts",
-        ) from e
+        raise _search_error(spec, e, f"cannot open {redact_url(spec.url)}") from e
 
 
-def _api_policy(spec: CatalogSpec) -> Any:
-    from eo_fusion.catalogs.safety import URLPolicy
+def api_policy(spec: CatalogSpec) -> URLPolicy:
+    """The policy for a STAC API's root URL and every link it returns: https (http too when the
+    catalog is declared local), and only the declared hosts, or the API's own host when the
+    catalog declares none. Local files are never followed."""
+    from urllib.parse import urlsplit
 
-    # The API root may use http only when local; hosts as declared.
-    return URLPolicy(frozenset({"https"}), tuple(spec.allowed_hosts), False)
+    hosts = tuple(spec.allowed_hosts) or (urlsplit(spec.url or "").hostname or "",)
+    schemes = frozenset({"https", "http"} if spec.local else {"https"})
+    return URLPolicy(schemes, hosts, spec.local, ())
+
+
+def _search_error(spec: CatalogSpec, e: BaseException, where: str) -> EOFusionError:
+    """The error to raise for a failed API request: the policy's own refusal, a deadline, or a
+    SearchError whose fix fits the cause."""
+    refused = find_cause(e, UnsafeURLError)
+    if refused is not None:
+        return refused
+    if find_cause(e, DeadlineError) is not None:
+        return SearchError(
+            f"catalog '{spec.name}': {where}: the search ran past its overall deadline of "
+            f"{spec.search_deadline_s:g} s",
+            fix="the API is too slow or trickling data; retry later or raise "
+            "'search_deadline_s' in the catalog YAML",
+        )
+    verdict = classify(e)
+    retried = (
+        f"{spec.retries} retries with backoff were already made (timeouts {spec.timeout_s:g} s)"
+    )
+    if verdict.transient:
+        fix = f"retry later; {retried}"
+    elif verdict.reason.startswith("http 4"):
+        fix = (
+            f"the API refused the request ({verdict.reason}): check the catalog URL, the "
+            "collection ids and any credentials"
+        )
+    else:
+        fix = verdict.fix
+    return SearchError(
+        f"catalog '{spec.name}': {where}: {type(e).__name__}: {redact_text(str(e))[:300]}",
+        fix=fix,
+    )
 
 
 def _api_search(spec: CatalogSpec, query: SearchQuery) -> tuple[list[pystac.Item], int, bool]:
     from pystac_client import ConformanceClasses
 
-    client = open_client(spec)
+    io = _stac_io(spec)
+    io.session.start_deadline(spec.search_deadline_s)
+    client = open_client(spec, io)
     kwargs: dict[str, Any] = {
         "collections": list(query.collections) or None,
         "ids": list(query.ids) or None,
@@ -524,61 +611,89 @@ def _api_search(spec: CatalogSpec, query: SearchQuery) -> tuple[list[pystac.Item
             kwargs["query"] = query.query_ext()
         # else: client-side only (below)
     search = client.search(**{k: v for k, v in kwargs.items() if v is not None})
-    items: list[pystac.Item] = []
-    seen_next: set[str] = set()
-    seen_ids: set[tuple[str | None, str]] = set()
-    pages = 0
-    truncated = False
+    pager = _Pager(spec, query)
     try:
         for page in search.pages_as_dicts():
-            pages += 1
-            feats = page.get("features", [])
-            keys = [(f.get("collection"), f.get("id")) for f in feats]
-            if keys and all(k in seen_ids for k in keys):
-                raise SearchError(
-                    f"catalog '{spec.name}': page {pages} repeats only items already seen "
-                    "(paging loop)",
-                    fix="report the API's broken paging; narrow the search meanwhile",
-                )
-            for f, k in zip(feats, keys, strict=True):
-                if k in seen_ids:
-                    continue  # an item repeated across pages is kept once
-                seen_ids.add(k)
-                it = pystac.Item.from_dict(f, preserve_dict=False)
-                if _modality_ok(it, query) and query.matches(it):
-                    items.append(it)
-            if query.max_items and len(items) >= query.max_items:
-                items = items[: query.max_items]
+            if not pager.take(page):
                 break
-            nxt = next((ln for ln in page.get("links", []) if ln.get("rel") == "next"), None)
-            if nxt is None:
-                break
-            token = json.dumps([nxt.get("href"), nxt.get("body")], sort_keys=True, default=str)
-            if token in seen_next:
-                raise SearchError(
-                    f"catalog '{spec.name}': the API sent the same 'next' link twice "
-                    f"({redact_url(str(nxt.get('href')))}): paging loop",
-                    fix="report the API's broken paging; narrow the search meanwhile",
-                )
-            seen_next.add(token)
-            if pages >= spec.max_pages:
-                truncated = True
-                log.warning(
-                    "catalog %s: stopped after %d pages (max_pages); results are incomplete",
-                    spec.name,
-                    pages,
-                )
-                break
-    except SearchError:
+    except (SearchError, UnsafeURLError):
         raise
     except Exception as e:
-        raise SearchError(
-            f"catalog '{spec.name}': search failed at page {pages + 1}: "
-            f"{type(e).__name__}: {redact_text(str(e))[:300]}",
-            fix=f"retry later; {spec.retries} retries with backoff were already made "
-            f"(timeouts {spec.timeout_s:g} s)",
-        ) from e
-    return items, pages, truncated
+        raise _search_error(spec, e, f"search failed at page {pager.pages + 1}") from e
+    finally:
+        io.session.close()
+    return pager.items, pager.pages, pager.truncated
+
+
+class _Pager:
+    """Collects result pages: de-duplicates items, enforces the caps, detects paging loops and
+    checks each ``next`` link before pystac-client follows it."""
+
+    def __init__(self, spec: CatalogSpec, query: SearchQuery) -> None:
+        self.spec, self.query = spec, query
+        self.items: list[pystac.Item] = []
+        self.pages = 0
+        self.truncated = False
+        self._seen_next: set[str] = set()
+        self._seen_ids: set[tuple[Any, Any]] = set()
+
+    def take(self, page: dict[str, Any]) -> bool:
+        """Add one page; False when the search should stop here."""
+        self.pages += 1
+        self._add_features(page.get("features", []))
+        spec, query = self.spec, self.query
+        if query.max_items and len(self.items) >= query.max_items:
+            self.items = self.items[: query.max_items]
+            return False
+        if len(self.items) >= spec.item_cap:
+            self.items, self.truncated = self.items[: spec.item_cap], True
+            log.warning(
+                "catalog %s: stopped at %d items (item_cap); results are incomplete",
+                spec.name,
+                spec.item_cap,
+            )
+            return False
+        nxt = next((ln for ln in page.get("links", []) if ln.get("rel") == "next"), None)
+        if nxt is None:
+            return False
+        self._check_next(nxt)
+        if self.pages >= spec.max_pages:
+            self.truncated = True
+            log.warning(
+                "catalog %s: stopped after %d pages (max_pages); results are incomplete",
+                spec.name,
+                self.pages,
+            )
+            return False
+        return True
+
+    def _add_features(self, feats: list[dict[str, Any]]) -> None:
+        keys = [(f.get("collection"), f.get("id")) for f in feats]
+        if keys and all(k in self._seen_ids for k in keys):
+            raise SearchError(
+                f"catalog '{self.spec.name}': page {self.pages} repeats only items already seen "
+                "(paging loop)",
+                fix="report the API's broken paging; narrow the search meanwhile",
+            )
+        for f, k in zip(feats, keys, strict=True):
+            if k in self._seen_ids:
+                continue  # an item repeated across pages is kept once
+            self._seen_ids.add(k)
+            it = pystac.Item.from_dict(f, preserve_dict=False)
+            if _modality_ok(it, self.query) and self.query.matches(it):
+                self.items.append(it)
+
+    def _check_next(self, nxt: dict[str, Any]) -> None:
+        name = self.spec.name
+        check_url(str(nxt.get("href")), api_policy(self.spec), what=f"catalog '{name}' next link")
+        token = json.dumps([nxt.get("href"), nxt.get("body")], sort_keys=True, default=str)
+        if token in self._seen_next:
+            raise SearchError(
+                f"catalog '{name}': the API sent the same 'next' link twice "
+                f"({redact_url(str(nxt.get('href')))}): paging loop",
+                fix="report the API's broken paging; narrow the search meanwhile",
+            )
+        self._seen_next.add(token)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -586,15 +701,28 @@ def _api_search(spec: CatalogSpec, query: SearchQuery) -> tuple[list[pystac.Item
 # ------------------------------------------------------------------------------------------------
 
 
-def open_catalog(name_or_path: str | Path | None = None) -> Catalog:
+def open_catalog(
+    name_or_path: str | Path | None = None,
+    *,
+    roots: Sequence[str | Path] | None = None,
+) -> Catalog:
     """Open a catalog by name (``catalogs/<name>.yaml``; default ``sample``), catalog YAML,
-    static ``catalog.json``, folder containing one, ``.parquet`` file, or STAC API URL."""
+    static ``catalog.json``, folder containing one, ``.parquet`` file, or STAC API URL.
+
+    A catalog opened by file path is *not* declared local: its local asset files must lie in its
+    own folder (see :func:`~eo_fusion.catalogs.safety.catalog_roots`) or in ``roots``, and its
+    remote hrefs get the public rules. A STAC API URL on a loopback host counts as declared local
+    (the user typed it); any other URL does not.
+    """
     target = DEFAULT_CATALOG if name_or_path is None else name_or_path
     text = str(target)
+    extra_roots = [Path(r).resolve() for r in roots or ()]
     if text.startswith(("http://", "https://")):
         from urllib.parse import urlsplit
 
-        host = urlsplit(text).hostname or ""
+        from eo_fusion.catalogs.safety import normalize_host
+
+        host = normalize_host(urlsplit(text).hostname or "")
         local = host in ("127.0.0.1", "localhost", "::1")
         spec = CatalogSpec(
             name=host or "api",
@@ -612,10 +740,20 @@ def open_catalog(name_or_path: str | Path | None = None) -> Catalog:
                 break
     if p.is_file() and p.suffix in (".json", ".parquet"):
         kind: Literal["geoparquet", "static"] = "geoparquet" if p.suffix == ".parquet" else "static"
-        return Catalog(
-            CatalogSpec(name=p.parent.name or "local", kind=kind, path=p.resolve(), local=True)
+        own = [Path(r) for r in catalog_roots(p)]
+        spec = CatalogSpec(
+            name=p.parent.name or "local",
+            kind=kind,
+            path=p.resolve(),
+            local=False,
+            allowed_schemes=["file", "https", "s3", "gs", "az"],
+            roots=own + extra_roots,
         )
-    return Catalog(load_catalog_spec(target))
+        return Catalog(spec)
+    spec = load_catalog_spec(target)
+    if extra_roots:
+        spec = spec.model_copy(update={"roots": [*spec.roots, *extra_roots]})
+    return Catalog(spec)
 
 
 # ------------------------------------------------------------------------------------------------

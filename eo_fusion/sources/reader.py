@@ -32,6 +32,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from eo_fusion.catalogs.items import BandAsset
+from eo_fusion.catalogs.safety import redact_url
 from eo_fusion.coreg.resampling import (
     db_to_linear,
     is_categorical,
@@ -41,6 +42,8 @@ from eo_fusion.coreg.resampling import (
 from eo_fusion.errors import ReadError
 from eo_fusion.gdal import GDALOptions
 from eo_fusion.grid import grid_crs
+from eo_fusion.sources.budget import check_read_budget, watch_gdal_io
+from eo_fusion.sources.remote import read_with_retries, resolve_redirects
 
 __all__ = ["ReadSpec", "gdal_path", "read_assets", "source_geobox"]
 
@@ -144,13 +147,42 @@ def read_assets(
     if len(hrefs) != 1:
         raise ReadError(f"read_assets got bands of several files {sorted(hrefs)}", fix="group")
     asset0 = assets[0]
-    path = gdal_path(asset0.href)
     gdal = gdal or GDALOptions()
     if out is None:
         out = np.empty((len(assets), *gbox.shape.yx), dtype=np.float32)
+    what = f"asset {asset0.asset_key!r} (band {asset0.key}) at {redact_url(asset0.href)}"
+    # Redirect hops are checked here (GDAL would follow them unasked); transient failures are
+    # retried with GDAL's cache for the file cleared (eo_fusion.sources.remote).
+    path = resolve_redirects(gdal_path(asset0.href), gdal)
+    dst = out
+    read_with_retries(
+        lambda extra: _read_into(assets, gbox, spec, gdal, dst, path, what, extra),
+        path=path,
+        gdal=gdal,
+        what=what,
+    )
+    if spec.sar_db_output:
+        out[...] = linear_to_db(out)
+    if is_categorical(spec.kind):
+        np.round(out, out=out)  # NaN stays NaN
+    return out
+
+
+def _read_into(
+    assets: Sequence[BandAsset],
+    gbox: GeoBox,
+    spec: ReadSpec,
+    gdal: GDALOptions,
+    out: np.ndarray,
+    path: str,
+    what: str,
+    extra: dict,
+) -> None:
+    """One attempt of :func:`read_assets` (``extra``: GDAL options for this attempt)."""
+    asset0 = assets[0]
     out.fill(np.nan)
     try:
-        with gdal.env():
+        with gdal.env(), rasterio.Env(**extra), watch_gdal_io(what):
             with _sidecar_env(path):
                 ds = _open(path)
             with ds:
@@ -160,7 +192,7 @@ def read_assets(
                     rr.roi_src[0].stop <= rr.roi_src[0].start
                     or rr.roi_src[1].stop <= rr.roi_src[1].start
                 ):
-                    return out  # no overlap: all no data
+                    return  # no overlap: all no data
                 ratio = float(rr.scale)
                 rule = (
                     spec.resampling
@@ -173,7 +205,9 @@ def read_assets(
                 if rr.read_shrink > 1 and not spec.sar_db_input:
                     ovr = _pick_overview(ds.overviews(indexes[0]), rr.read_shrink)
                 if ovr is None:
-                    data, src_read_gbox = _read_window(ds, indexes, src_gbox, rr.roi_src)
+                    data, src_read_gbox = _read_window(
+                        ds, indexes, src_gbox, rr.roi_src, what, gdal
+                    )
                     file_nodata = ds.nodata
                 else:
                     with _sidecar_env(path):
@@ -186,7 +220,9 @@ def read_assets(
                         )
                         ogbox = GeoBox(ods.shape, src_gbox.transform @ zoom, src_gbox.crs)
                         orr = _roi(ogbox, gbox)
-                        data, src_read_gbox = _read_window(ods, indexes, ogbox, orr.roi_src)
+                        data, src_read_gbox = _read_window(
+                            ods, indexes, ogbox, orr.roi_src, what, gdal
+                        )
                         file_nodata = ods.nodata
                         rr = orr
                 phys = _to_physical(data, assets, file_nodata)
@@ -206,11 +242,6 @@ def read_assets(
             f"failed: {e}",
             fix="check that the file exists and is reachable, or raise GDALOptions timeouts",
         ) from e
-    if spec.sar_db_output:
-        out[...] = linear_to_db(out)
-    if is_categorical(spec.kind):
-        np.round(out, out=out)  # NaN stays NaN
-    return out
 
 
 _GEOTIFF = (".tif", ".tiff")
@@ -250,10 +281,24 @@ def _roi(src_gbox: GeoBox, gbox: GeoBox):
 
 
 def _read_window(
-    ds: rasterio.DatasetReader, indexes: list[int], src_gbox: GeoBox, roi: tuple[slice, slice]
+    ds: rasterio.DatasetReader,
+    indexes: list[int],
+    src_gbox: GeoBox,
+    roi: tuple[slice, slice],
+    what: str,
+    gdal: GDALOptions,
 ) -> tuple[np.ndarray, GeoBox]:
     sy, sx = roi
     win = Window(sx.start, sy.start, sx.stop - sx.start, sy.stop - sy.start)
+    check_read_budget(
+        what=what,
+        width=int(win.width),
+        height=int(win.height),
+        bands=len(indexes),
+        dtype=ds.dtypes[indexes[0] - 1],
+        max_pixels=gdal.max_read_pixels,
+        max_bytes=gdal.max_read_bytes,
+    )  # refused before GDAL decodes anything
     data = ds.read(indexes, window=win)
     return data, src_gbox[roi]
 

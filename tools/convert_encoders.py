@@ -189,9 +189,10 @@ def galileo_card(folder: Path, stats: dict) -> dict[str, Any]:
             "base_gsd_m": 10.0,
         },
         "inputs": {
-            "summary": "S1 VV/VH, S2 (10 bands), NDVI, SRTM elevation + slope per patch and "
-            "month; ERA5, TerraClimate, VIIRS, Dynamic World, WorldCereal, LandScan and location "
-            "groups exist in the model (masked unless given through the low-level API)",
+            "summary": "S1 VV/VH, S2 (10 bands), NDVI per patch and month, SRTM elevation + "
+            "slope per patch, location (optional latitude/longitude); the model's ERA5, "
+            "TerraClimate, VIIRS, Dynamic World, WorldCereal and LandScan groups have no "
+            "registry band and are masked unless given through the low-level API",
             "units": "S1 backscatter in dB (registry linear -> 10 log10), S2 as DN "
             "(reflectance x 10000, trained on Earth Engine's L1C S2_HARMONIZED), elevation in "
             "m, slope in degrees; months 0 = January",
@@ -320,7 +321,9 @@ def write(name: str, card: dict[str, Any], weights: dict[str, torch.Tensor], lic
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--weights", type=Path, required=True, help="folder with galileo-nano/, presto/")
+    ap.add_argument(
+        "--weights", type=Path, required=True, help="folder with galileo-nano/, presto/"
+    )
     ap.add_argument(
         "--galileo-normalization",
         type=Path,

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors.torch import load_file
 
 from eo_fusion.errors import CheckpointError
@@ -126,21 +125,36 @@ def load_encoder(name: str) -> tuple[GalileoEncoder | PrestoEncoder, dict[str, A
     return model.eval(), card
 
 
-def _n_params(path: Path) -> int:
-    with torch.no_grad():
-        return int(sum(t.numel() for t in load_file(str(path)).values()))
+def registry_inputs(card: dict[str, Any]) -> str:
+    """The card's band groups that registry bands can fill, with their keys."""
+    groups = card["groups"]
+    flat = [g for kind in groups.values() for g in kind] if isinstance(groups, dict) else groups
+    names = {b["name"]: b for b in card.get("bands", [])}
+    parts = []
+    for g in flat:
+        bands = [b if isinstance(b, dict) else names[b] for b in g["bands"]]
+        keys = []
+        for b in bands:
+            if b.get("key"):
+                keys.append(b["key"] + (" (or derived)" if b.get("derive") else ""))
+            elif b.get("derive") == "ndvi":
+                keys.append("NDVI from s2:B08 + s2:B04")
+        if len(keys) == len(bands):
+            parts.append(f"{g['name']} [{', '.join(keys)}]")
+    return "; ".join(parts)
 
 
 def _bundled_info() -> EncoderInfo:
     card = json.loads((BUNDLED_MODEL_DIR / CARD).read_text())
     enc = card.get("architecture", {}).get("encoder", {})
-    inputs = sorted({k for t in card.get("tasks", {}).values() for ks in t["inputs"].values()
-                     for k in ks})
+    inputs = sorted(
+        {k for t in card.get("tasks", {}).values() for ks in t["inputs"].values() for k in ks}
+    )
     ranges = ", ".join(enc.get("ranges", []))
     return EncoderInfo(
         name="bundled",
-        title=f"eo-fusion {card.get('name', 'model')} (spectral ViT-{enc.get('size', '?')}, "
-        f"patch {enc.get('patch_size', '?')} px)",
+        title=f"{card.get('name', 'eo-fusion model')} (eo-fusion spectral ViT-"
+        f"{enc.get('size', '?')}, patch {enc.get('patch_size', '?')} px)",
         inputs=f"any registry band in its wavelength ranges ({ranges}); tasks use "
         f"{', '.join(inputs)}",
         n_parameters=card.get("weights", {}).get("n_parameters"),
@@ -155,7 +169,7 @@ def _published_info(name: str) -> EncoderInfo:
     return EncoderInfo(
         name=name,
         title=card["title"],
-        inputs=card["inputs"]["summary"],
+        inputs=f"{card['inputs']['summary']}. Registry bands: {registry_inputs(card)}",
         n_parameters=card["weights"]["n_parameters"],
         license=f"{card['license']['spdx']} ({encoder_dir(name) / card['license']['file']})",
         citation=card["citation"],

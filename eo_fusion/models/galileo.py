@@ -305,9 +305,7 @@ class GalileoEncoder(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(cfg.max_sequence_length, q), requires_grad=False)
         self.month_embed = nn.Embedding(12, q)
         self.month_embed.weight.requires_grad_(False)
-        self.blocks = nn.ModuleList(
-            [Block(d, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth)]
-        )
+        self.blocks = nn.ModuleList([Block(d, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth)])
         self.norm = nn.LayerNorm(d)
 
     @property
@@ -346,7 +344,7 @@ class GalileoEncoder(nn.Module):
         return GalileoTokens(*outs, *masks)
 
     def _check(self, inp: GalileoInputs, patch_size: int) -> None:
-        b, h, w, t = inp.s_t_x.shape[:4]
+        _, h, w, t = inp.s_t_x.shape[:4]
         if not 1 <= patch_size <= self.cfg.max_patch_size:
             raise ModelError(
                 f"Galileo patch size {patch_size} is outside 1..{self.cfg.max_patch_size}",
@@ -531,9 +529,7 @@ class BandFrame:
         return self.x[:, :, self.keys.index(key)] if key in self.keys else None
 
 
-def _band_values(
-    frame: BandFrame, band: dict[str, Any], pixel_m: float
-) -> torch.Tensor | None:
+def _band_values(frame: BandFrame, band: dict[str, Any], pixel_m: float) -> torch.Tensor | None:
     """One band of a group in model units ``(B, T, H, W)``, derived if the card says how."""
     key = band.get("key")
     v = frame.get(key) if key else None
@@ -615,7 +611,7 @@ def inputs_from_bands(
     if len(set(keys)) != len(keys):
         raise ModelError(f"duplicate band keys in {list(keys)}", fix="give each channel once")
     frame = BandFrame(x.float(), list(keys))
-    b, t, _, h, w = x.shape
+    b, t = x.shape[:2]
     s_t_x, s_t_m, used = _kind_pixels(card, "space_time", frame, patch_size, resolution_m)
     sp_x, sp_m, used_sp = _kind_pixels(card, "space", frame, patch_size, resolution_m)
     used += used_sp
@@ -666,7 +662,7 @@ def _kind_pixels(
         v, missing = got
         if kind == "space":  # static in time: average the dates that have data
             have = (~missing).float()[..., None]
-            v = ((v * have).sum(1, keepdim=True) / have.sum(1, keepdim=True).clamp(min=1))
+            v = (v * have).sum(1, keepdim=True) / have.sum(1, keepdim=True).clamp(min=1)
             v = v.expand(b, t, h, w, n)
             missing = missing.all(dim=1, keepdim=True).expand(b, t, h, w)
         vals.append(v)

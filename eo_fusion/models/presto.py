@@ -136,9 +136,7 @@ class PrestoEncoder(nn.Module):
         self.eo_patch_embed = nn.ModuleDict({n: nn.Linear(len(i), d) for n, i in cfg.groups})
         self.dw_embed = nn.Embedding(DW_MISSING + 1, d)
         self.latlon_embed = nn.Linear(3, d)
-        self.blocks = nn.ModuleList(
-            [Block(d, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth)]
-        )
+        self.blocks = nn.ModuleList([Block(d, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth)])
         self.norm = nn.LayerNorm(d)
         pos_dim = d - cfg.channel_dim - cfg.month_dim
         # Fixed codes, stored in the weights file: position (sin-cos) and month tables.
@@ -232,9 +230,7 @@ def _cartesian(latlon: torch.Tensor) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------------
 
 
-def _band_series(
-    x: torch.Tensor, keys: Sequence[str], band: dict[str, Any]
-) -> torch.Tensor | None:
+def _band_series(x: torch.Tensor, keys: Sequence[str], band: dict[str, Any]) -> torch.Tensor | None:
     """One band ``(N, T)`` in model units, or ``None`` if not given."""
     key = band.get("key")
     if key and key in keys:

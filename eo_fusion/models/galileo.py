@@ -574,6 +574,20 @@ def _patch_mask(missing: torch.Tensor, patch: int) -> torch.Tensor:
     return m.reshape(*lead, h, w)
 
 
+def _as_frame(x: torch.Tensor, keys: Sequence[str]) -> BandFrame:
+    """Check ``x`` against its keys; ``(B, C, H, W)`` becomes one date."""
+    if x.ndim == 4:
+        x = x[:, None]
+    if x.ndim != 5 or x.shape[2] != len(keys):
+        raise ModelError(
+            f"Galileo input of shape {tuple(x.shape)} does not match its {len(keys)} band keys",
+            fix="pass (B, C, H, W) or (B, T, C, H, W) with one registry key per channel",
+        )
+    if len(set(keys)) != len(keys):
+        raise ModelError(f"duplicate band keys in {list(keys)}", fix="give each channel once")
+    return BandFrame(x.float(), list(keys))
+
+
 def inputs_from_bands(
     card: dict[str, Any],
     x: torch.Tensor,
@@ -601,16 +615,8 @@ def inputs_from_bands(
         all of its bands are given (or derivable); absent groups are masked. Space groups (SRTM)
         take the mean over dates of each pixel.
     """
-    if x.ndim == 4:
-        x = x[:, None]
-    if x.ndim != 5 or x.shape[2] != len(keys):
-        raise ModelError(
-            f"Galileo input of shape {tuple(x.shape)} does not match its {len(keys)} band keys",
-            fix="pass (B, C, H, W) or (B, T, C, H, W) with one registry key per channel",
-        )
-    if len(set(keys)) != len(keys):
-        raise ModelError(f"duplicate band keys in {list(keys)}", fix="give each channel once")
-    frame = BandFrame(x.float(), list(keys))
+    frame = _as_frame(x, keys)
+    x = frame.x
     b, t = x.shape[:2]
     s_t_x, s_t_m, used = _kind_pixels(card, "space_time", frame, patch_size, resolution_m)
     sp_x, sp_m, used_sp = _kind_pixels(card, "space", frame, patch_size, resolution_m)

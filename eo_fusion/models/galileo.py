@@ -127,7 +127,8 @@ class GalileoTokens:
         """Mean of every unmasked token that describes a patch: ``(B, h, w, D)``.
 
         A patch averages its own space-time and space tokens with the sample's time and static
-        tokens (the reference's per-patch pooling for dense tasks).
+        tokens (the reference's per-patch pooling for dense tasks). A patch without any
+        unmasked token is NaN.
         """
         b, h, w = self.s_t.shape[:3]
         d = self.s_t.shape[-1]
@@ -756,7 +757,8 @@ class GalileoLandCover(nn.Module):
         )
         h, w = inp.s_t_x.shape[1:3]
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
-            feats = self.encoder(inp, self.patch_size, resolution_m).per_patch()
+            # Patches without data are NaN; 0 keeps the convolutions from spreading it.
+            feats = torch.nan_to_num(self.encoder(inp, self.patch_size, resolution_m).per_patch())
         b, gh, gw, d = feats.shape
         # Per-pixel detail: the normalised bands, averaged over dates, masked values at 0.
         pix = torch.cat([inp.s_t_x.mean(dim=3), inp.sp_x], dim=-1).permute(0, 3, 1, 2)

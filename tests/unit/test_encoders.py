@@ -298,6 +298,10 @@ def test_galileo_landcover_head_learns_with_a_frozen_encoder(galileo):
         opt.step()
         losses.append(loss.item())
     assert head(x, keys).shape == (2, 2, 8, 8)
+    hole = x.clone()
+    hole[0, :, :, :4, :4] = torch.nan  # a patch without any data
+    with torch.no_grad():
+        assert torch.isfinite(head(hole, keys)).all()
     assert losses[-1] < 0.5 * losses[0]
     assert not model.training
     for k, v in model.state_dict().items():

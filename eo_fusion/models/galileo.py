@@ -744,6 +744,23 @@ class GalileoLandCover(nn.Module):
             self.encoder.eval()
         return self
 
+    def embed(
+        self,
+        x: torch.Tensor,
+        keys: Sequence[str],
+        months: torch.Tensor | None = None,
+        resolution_m: float = BASE_GSD_M,
+    ) -> tuple[torch.Tensor, GalileoInputs]:
+        """Per-patch Galileo features ``(B, D, H/p, W/p)`` (0 where a patch has no data) and
+        the normalised inputs; for linear probes and random forests on the features."""
+        inp, _ = inputs_from_bands(
+            self.card, x, keys, patch_size=self.patch_size, months=months, resolution_m=resolution_m
+        )
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
+            # Patches without data are NaN; 0 keeps the convolutions from spreading it.
+            feats = torch.nan_to_num(self.encoder(inp, self.patch_size, resolution_m).per_patch())
+        return feats.permute(0, 3, 1, 2), inp
+
     def forward(
         self,
         x: torch.Tensor,
@@ -752,14 +769,10 @@ class GalileoLandCover(nn.Module):
         resolution_m: float = BASE_GSD_M,
     ) -> torch.Tensor:
         """``x``: ``(B, C, H, W)`` or ``(B, T, C, H, W)`` in physical units -> ``(B, K, H, W)``."""
-        inp, _ = inputs_from_bands(
-            self.card, x, keys, patch_size=self.patch_size, months=months, resolution_m=resolution_m
-        )
+        feats, inp = self.embed(x, keys, months, resolution_m)
+        gh, gw = feats.shape[-2:]
         h, w = inp.s_t_x.shape[1:3]
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
-            # Patches without data are NaN; 0 keeps the convolutions from spreading it.
-            feats = torch.nan_to_num(self.encoder(inp, self.patch_size, resolution_m).per_patch())
-        b, gh, gw, d = feats.shape
         # Per-pixel detail: the normalised bands, averaged over dates, masked values at 0.
         pix = torch.cat([inp.s_t_x.mean(dim=3), inp.sp_x], dim=-1).permute(0, 3, 1, 2)
-        return self.decoder([feats.reshape(b, gh * gw, d)], (gh, gw), (h, w), self.pixel(pix))
+        tokens = feats.flatten(2).transpose(1, 2)  # (B, gh * gw, D)
+        return self.decoder([tokens], (gh, gw), (h, w), self.pixel(pix))

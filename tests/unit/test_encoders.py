@@ -298,6 +298,12 @@ def test_galileo_landcover_head_learns_with_a_frozen_encoder(galileo):
         opt.step()
         losses.append(loss.item())
     assert head(x, keys).shape == (2, 2, 8, 8)
+    with torch.no_grad():
+        feats, _ = head.embed(x, keys)
+        inp, _ = inputs_from_bands(card, x, keys, patch_size=4)
+        direct = model(inp, 4).per_patch().permute(0, 3, 1, 2)
+    torch.testing.assert_close(feats, direct)
+    assert feats.shape == (2, model.dim, 2, 2)
     hole = x.clone()
     hole[0, :, :, :4, :4] = torch.nan  # a patch without any data
     with torch.no_grad():

@@ -147,9 +147,8 @@ def registry_inputs(card: dict[str, Any]) -> str:
 def _bundled_info() -> EncoderInfo:
     card = json.loads((BUNDLED_MODEL_DIR / CARD).read_text())
     enc = card.get("architecture", {}).get("encoder", {})
-    inputs = sorted(
-        {k for t in card.get("tasks", {}).values() for ks in t["inputs"].values() for k in ks}
-    )
+    tasks = card.get("tasks", {}).values()
+    inputs = sorted({k for t in tasks for ks in t.get("inputs", {}).values() for k in ks})
     ranges = ", ".join(enc.get("ranges", []))
     return EncoderInfo(
         name="bundled",

@@ -1,4 +1,4 @@
-"""``eo-fusion pretrain``, ``eo-fusion finetune`` and ``eo-fusion model info``."""
+"""``eo-fusion pretrain``, ``eo-fusion finetune``, ``eo-fusion model info`` and ``model list``."""
 
 from __future__ import annotations
 
@@ -94,3 +94,32 @@ def info(
         hold = sec.get("metrics", {}).get("holdout")
         if hold:
             typer.echo(f"  hold-out: OA {hold['oa']:.3f}, mIoU {hold['miou']:.3f}")
+
+
+@model_app.command("list")
+def list_models(
+    as_json: bool = typer.Option(False, "--json", help="Print the list as JSON."),
+) -> None:
+    """List every encoder eo-fusion can use: inputs, size, licence and citation.
+
+    The bundled eo-fusion model and the published Galileo-nano and Presto encoders are shipped
+    with the package (no download); SMARTIES checkpoints are imported on demand.
+
+    Example: eo-fusion model list
+    """
+    from dataclasses import asdict
+
+    from eo_fusion.models.encoders import available_encoders
+
+    infos = available_encoders()
+    if as_json:
+        typer.echo(json.dumps([asdict(i) for i in infos], indent=2))
+        return
+    for i in infos:
+        size = f"{i.n_parameters:,} parameters" if i.n_parameters else "read from the checkpoint"
+        typer.echo(f"{i.name}: {i.title}")
+        typer.echo(f"  inputs:   {i.inputs}")
+        typer.echo(f"  size:     {size}")
+        typer.echo(f"  licence:  {i.license}")
+        typer.echo(f"  citation: {i.citation}")
+        typer.echo(f"  source:   {i.source}")

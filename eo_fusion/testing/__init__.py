@@ -1,4 +1,5 @@
-"""Helpers that tests (and users' own tests) import: real local servers and fixtures.
+"""Helpers that tests (and users' own tests) import, and nothing the library itself runs.
 
-* :mod:`eo_fusion.testing.servers` — a byte-range HTTP file server for GDAL ``/vsicurl/`` reads.
+The byte-range file server that ``eo-fusion catalog serve`` uses lives in the package proper:
+:mod:`eo_fusion.catalogs.fileserver` (tests import it from there too).
 """

@@ -43,15 +43,15 @@ typecheck: install
 
 ## Regenerate the bundled model (pretrain + fine-tune on the sample catalog) and docs/model.md.
 model: install
-	$(PY) -m eo_fusion.train.bundle
+	$(PY) -m tools.bundle_model
 
 ## Rebuild the embedded sample catalog (catalogs/sample/stac) from catalogs/sample/data.
 sample-catalog: install
-	$(PY) -m eo_fusion.catalogs.sample
+	$(PY) -m tools.sample_catalog
 
 ## Regenerate docs/configuration.md and docs/cli.md from the code.
 docs: install
-	$(PY) -m eo_fusion.docs_gen
+	$(PY) -m tools.docs_gen
 
 benchmark: install
 	$(PY) -m benchmarks

@@ -31,7 +31,9 @@ from pydantic import (
 
 from eo_fusion.errors import ConfigError
 
-#: Root of the installed source tree (the repository when installed editable).
+#: The folder that holds the ``eo_fusion`` package: the repository for an editable install,
+#: ``site-packages`` for a wheel. Only used to record paths portably (:func:`portable_dump`) and
+#: to describe a git checkout's version; shipped files are found by :mod:`eo_fusion.resources`.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 

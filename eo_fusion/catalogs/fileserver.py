@@ -283,7 +283,8 @@ def _make_handler(
     root: Path, sink: Callable[[RequestRecord], None]
 ) -> type[BaseHTTPRequestHandler]:
     """A :class:`_RangeHandler` bound to one served folder and one record sink."""
-    return type("_BoundRangeHandler", (_RangeHandler,), {"root": root.resolve(), "sink": staticmethod(sink)})
+    bound = {"root": root.resolve(), "sink": staticmethod(sink)}
+    return type("_BoundRangeHandler", (_RangeHandler,), bound)
 
 
 @dataclass

@@ -102,24 +102,18 @@ def build_command(
         None, "--crs", help="CRS of files that declare none: EPSG:n, WKT or a .wkt/.prj file"
     ),
     catalog_id: str = typer.Option("local", "--id", help="catalog id"),
-    sample: bool = typer.Option(False, "--sample", help="rebuild the embedded sample catalog"),
 ) -> None:
     """Build a static STAC catalog + stac-geoparquet from local files.
 
     Example: eo-fusion catalog build scenes/ --out stac/ --modality s2-l2a --datetime 2021-06-01
+
+    (The embedded sample catalog is rebuilt by the maintainer target `make sample-catalog`.)
     """
     from eo_fusion.catalogs.builder import build_catalog, specs_from_paths
 
     console = Console(stderr=True)
-    if sample:
-        from eo_fusion.catalogs.sample import OUT, build_sample
-
-        with console.status("building the sample catalog"):
-            result = build_sample()
-        console.print(f"wrote {result.n_items} items ({', '.join(result.collections)}) to {OUT}")
-        return
     if not paths:
-        raise BadInputError("no input files given", fix="pass files or folders, or --sample")
+        raise BadInputError("no input files given", fix="pass files or folders")
     dt = None
     if when:
         try:

@@ -24,7 +24,7 @@ def init_command(
     Example: eo-fusion init my-maps && cd my-maps && eo-fusion map sample_landcover.yaml
     """
     written = copy_starter_jobs(folder, overwrite=force)
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # paths on one line, whatever the width
     for path in written:
         console.print(f"wrote {path}", markup=False, highlight=False)
     first = written[0]

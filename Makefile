@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 2
 export MPLBACKEND ?= Agg
 
-.PHONY: install demo test lint format typecheck model docs benchmark clean sample-catalog
+.PHONY: install demo test lint format typecheck model docs benchmark clean sample-catalog wheel
 
 install: $(STAMP)
 
@@ -53,8 +53,13 @@ sample-catalog: install
 docs: install
 	$(PY) -m tools.docs_gen
 
+## Build the wheel into dist/ (catalogs, sample catalog and bundled model are package data).
+wheel: install
+	rm -rf build
+	$(PY) -m build --wheel --no-isolation
+
 benchmark: install
 	$(PY) -m benchmarks
 
 clean:
-	rm -rf out .pytest_cache
+	rm -rf out .pytest_cache build dist

@@ -23,7 +23,8 @@ import rasterio
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.slow
+# Two real map runs plus a build: about 2 min alone on 2 cores, more on a busy machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 # Not part of the wheel (or rebuilt by it): left out of the clean copy the wheel is built from.
 _NOT_SOURCE = shutil.ignore_patterns(

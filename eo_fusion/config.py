@@ -178,7 +178,7 @@ def spec_hash(spec: BaseModel) -> str:
 
 # --------------------------------------------------------------------------------------------
 # Job spec sections. Each section documents its options; docs/configuration.md is generated
-# from these models (``python -m eo_fusion.docs_gen``).
+# from these models (``make docs``, tools/docs_gen.py).
 # --------------------------------------------------------------------------------------------
 
 

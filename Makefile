@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 2
 export MPLBACKEND ?= Agg
 
-.PHONY: install demo test lint format typecheck model docs benchmark clean sample-catalog
+.PHONY: install demo test lint format typecheck model docs benchmark clean sample-catalog wheel
 
 install: $(STAMP)
 
@@ -43,18 +43,23 @@ typecheck: install
 
 ## Regenerate the bundled model (pretrain + fine-tune on the sample catalog) and docs/model.md.
 model: install
-	$(PY) -m eo_fusion.train.bundle
+	$(PY) -m tools.bundle_model
 
 ## Rebuild the embedded sample catalog (catalogs/sample/stac) from catalogs/sample/data.
 sample-catalog: install
-	$(PY) -m eo_fusion.catalogs.sample
+	$(PY) -m tools.sample_catalog
 
 ## Regenerate docs/configuration.md and docs/cli.md from the code.
 docs: install
-	$(PY) -m eo_fusion.docs_gen
+	$(PY) -m tools.docs_gen
+
+## Build the wheel into dist/ (catalogs, sample catalog and bundled model are package data).
+wheel: install
+	rm -rf build
+	$(PY) -m build --wheel --no-isolation
 
 benchmark: install
 	$(PY) -m benchmarks
 
 clean:
-	rm -rf out .pytest_cache
+	rm -rf out .pytest_cache build dist

@@ -164,7 +164,7 @@ def main() -> None:
     if args.child:
         _child(args.child[0], args.child[1], float(args.child[2]), args.child[3])
         return
-    from eo_fusion.testing.servers import serve_directory
+    from eo_fusion.catalogs.fileserver import serve_directory
 
     env = {**os.environ, "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GDAL_HTTP_TIMEOUT": "30"}
     with tempfile.TemporaryDirectory() as tmp:

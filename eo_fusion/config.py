@@ -43,7 +43,9 @@ from eo_fusion.modalities import (
 )
 from eo_fusion.yaml_guard import load_yaml_text
 
-#: Root of the installed source tree (the repository when installed editable).
+#: The folder that holds the ``eo_fusion`` package: the repository for an editable install,
+#: ``site-packages`` for a wheel. Only used to record paths portably (:func:`portable_dump`) and
+#: to describe a git checkout's version; shipped files are found by :mod:`eo_fusion.resources`.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -200,7 +202,7 @@ def spec_hash(spec: BaseModel) -> str:
 
 # --------------------------------------------------------------------------------------------
 # Job spec sections. Each section documents its options; docs/configuration.md is generated
-# from these models (``python -m eo_fusion.docs_gen``).
+# from these models (``make docs``, tools/docs_gen.py).
 # --------------------------------------------------------------------------------------------
 
 

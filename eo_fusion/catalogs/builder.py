@@ -32,7 +32,7 @@ from rasterio.crs import CRS
 from rasterio.warp import transform_bounds, transform_geom
 
 from eo_fusion.bands import REGISTRY, S2_ALIASES, SAR_ALIASES
-from eo_fusion.catalogs.normalize import MODALITIES, MODALITY_PROPERTY, _place
+from eo_fusion.catalogs.normalize import MODALITIES, MODALITY_PROPERTY, place_band
 from eo_fusion.errors import BadInputError
 
 EXT_PROJ = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
@@ -217,7 +217,7 @@ def _bounds(t: Any, height: int, width: int) -> tuple[float, float, float, float
 
 
 def _band_key_from_description(desc: str | None, modality: str) -> str | None:
-    return _place([desc], modality, None)
+    return place_band([desc], modality, None)
 
 
 def _band_objects(

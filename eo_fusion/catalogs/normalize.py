@@ -205,8 +205,13 @@ def _family_aliases(modality: str) -> tuple[Mapping[str, str], ...]:
     return mdef.aliases if mdef else ()
 
 
-def _place(names: Iterable[str | None], modality: str, wavelength_um: Any) -> str | None:
-    """Registry key for a band, from its candidate names, then its centre wavelength."""
+def place_band(names: Iterable[str | None], modality: str, wavelength_um: Any) -> str | None:
+    """Registry key for a band of ``modality``, or ``None`` if it has no place in the registry.
+
+    Tries the candidate names in order (registry keys, then the modality family's aliases, case
+    insensitive), then, for Sentinel-2, the centre wavelength in micrometres (STAC ``eo:bands``).
+    The catalog builder uses the same rules, so a band is placed alike on the way in and out.
+    """
     candidates = [n for n in names if n]
     for name in candidates:
         if name in REGISTRY:
@@ -429,7 +434,7 @@ def _place_asset(
             # are deliberately unplaced bands (e.g. other months of a multi-date file).
             reg_key = meta.get("name") if meta.get("name") in REGISTRY else None
         else:
-            reg_key = _place(names, modality, meta.get("center_wavelength"))
+            reg_key = place_band(names, modality, meta.get("center_wavelength"))
         if reg_key is None and single:
             reg_key = _single_band_key(modality)
         if reg_key is None:

@@ -1,5 +1,8 @@
 """Catalog definitions: the YAML files in ``catalogs/`` as validated specs.
 
+The named definitions ship with the package (:data:`eo_fusion.resources.CATALOGS_DIR`, the
+repository's ``catalogs/`` folder), so names resolve the same from any folder.
+
 A catalog is a STAC API (``kind: stac-api``), a static catalog on disk (``kind: static``) or a
 stac-geoparquet file (``kind: geoparquet``). Each maps eo-fusion modalities to its collection
 ids, declares the hosts its assets live on (URL safety) and whether it is local.
@@ -13,10 +16,9 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from eo_fusion.catalogs.safety import URLPolicy, catalog_roots
-from eo_fusion.config import PROJECT_ROOT, ConfigPath, StrictModel, load_spec
+from eo_fusion.config import ConfigPath, StrictModel, load_spec
 from eo_fusion.errors import ConfigError
-
-CATALOGS_DIR = PROJECT_ROOT / "catalogs"
+from eo_fusion.resources import CATALOGS_DIR, require
 
 
 class CatalogSpec(StrictModel):
@@ -96,7 +98,7 @@ class CatalogSpec(StrictModel):
 
 def catalog_names() -> list[str]:
     """Names of the catalogs defined in ``catalogs/*.yaml``."""
-    return sorted(p.stem for p in CATALOGS_DIR.glob("*.yaml"))
+    return sorted(p.stem for p in require(CATALOGS_DIR, "the catalog definitions").glob("*.yaml"))
 
 
 def load_catalog_spec(name_or_path: str | Path) -> CatalogSpec:

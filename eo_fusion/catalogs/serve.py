@@ -2,8 +2,8 @@
 
 ``serve_catalog(path)`` starts:
 
-1. the range-capable HTTP file server (:func:`eo_fusion.testing.servers.serve_directory`) over
-   the folder that holds the catalog's assets;
+1. the range-capable HTTP file server (:func:`eo_fusion.catalogs.fileserver.serve_directory`)
+   over the folder that holds the catalog's assets;
 2. ``rustac serve`` (a STAC API with an in-memory backend) loaded with the catalog's collections
    and items, every asset href rewritten to the file server's URL.
 
@@ -31,9 +31,9 @@ from pathlib import Path
 
 import pystac
 
+from eo_fusion.catalogs.fileserver import FileServer, serve_directory, stop_process
 from eo_fusion.catalogs.search import Catalog, open_catalog
 from eo_fusion.errors import CatalogError
-from eo_fusion.testing.servers import FileServer, serve_directory, stop_process
 
 _STARTUP_TIMEOUT_S = 30.0
 

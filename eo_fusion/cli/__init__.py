@@ -24,7 +24,7 @@ app = typer.Typer(
     help=(
         "Multi-sensor Earth-observation fusion: find data in STAC catalogs, co-register it onto "
         "one grid, train or run a spectrum-aware model, and write COG + STAC map products.\n\n"
-        "Start with:  eo-fusion map pipelines/sample_landcover.yaml"
+        "Start with:  eo-fusion init my-maps && eo-fusion map my-maps/sample_landcover.yaml"
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -61,7 +61,7 @@ def _global_options(
 
 def _register_commands() -> None:
     # Imported for their side effect of adding commands to `app`.
-    from eo_fusion.cli import catalog, mapping, model, stack  # noqa: F401
+    from eo_fusion.cli import catalog, init, mapping, model, stack  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> int:

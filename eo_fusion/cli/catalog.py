@@ -1,4 +1,4 @@
-"""``eo-fusion search``, ``eo-fusion catalog build`` and ``eo-fusion catalog serve``."""
+"""``eo-fusion search`` and ``eo-fusion catalog list|build|serve``."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from eo_fusion.cli import app
 from eo_fusion.errors import BadInputError
 
 catalog_app = typer.Typer(
-    help="Build and serve local STAC catalogs.\n\nExample: eo-fusion catalog serve catalogs/sample",
+    help="List the named catalogs; build and serve local STAC catalogs.\n\n"
+    "Example: eo-fusion catalog serve sample",
     no_args_is_help=True,
 )
 app.add_typer(catalog_app, name="catalog")
@@ -86,6 +87,23 @@ def search_command(
         Console(stderr=True).print(f"wrote {len(result)} items to {path}")
 
 
+@catalog_app.command("list")
+def list_command() -> None:
+    """List the named catalogs (shipped with eo-fusion) that jobs and --catalog can name.
+
+    Example: eo-fusion catalog list
+    """
+    from eo_fusion.catalogs.providers import catalog_names, load_catalog_spec
+
+    table = Table(title="named catalogs")
+    for col in ("name", "kind", "title", "where"):
+        table.add_column(col, overflow="fold")
+    for name in catalog_names():
+        spec = load_catalog_spec(name)
+        table.add_row(name, spec.kind, spec.title, spec.url or str(spec.path))
+    Console().print(table)
+
+
 @catalog_app.command("build")
 def build_command(
     paths: list[Path] = typer.Argument(
@@ -102,24 +120,18 @@ def build_command(
         None, "--crs", help="CRS of files that declare none: EPSG:n, WKT or a .wkt/.prj file"
     ),
     catalog_id: str = typer.Option("local", "--id", help="catalog id"),
-    sample: bool = typer.Option(False, "--sample", help="rebuild the embedded sample catalog"),
 ) -> None:
     """Build a static STAC catalog + stac-geoparquet from local files.
 
     Example: eo-fusion catalog build scenes/ --out stac/ --modality s2-l2a --datetime 2021-06-01
+
+    (The embedded sample catalog is rebuilt by the maintainer target `make sample-catalog`.)
     """
     from eo_fusion.catalogs.builder import build_catalog, specs_from_paths
 
     console = Console(stderr=True)
-    if sample:
-        from eo_fusion.catalogs.sample import OUT, build_sample
-
-        with console.status("building the sample catalog"):
-            result = build_sample()
-        console.print(f"wrote {result.n_items} items ({', '.join(result.collections)}) to {OUT}")
-        return
     if not paths:
-        raise BadInputError("no input files given", fix="pass files or folders, or --sample")
+        raise BadInputError("no input files given", fix="pass files or folders")
     dt = None
     if when:
         try:
@@ -150,12 +162,17 @@ def build_command(
 
 @catalog_app.command("serve")
 def serve_command(
-    path: Path = typer.Argument(..., help="static catalog folder, catalog.json or .parquet"),
+    path: str = typer.Argument(
+        ..., help="named local catalog, static catalog folder, catalog.json or .parquet"
+    ),
     port: int = typer.Option(None, "--port", help="STAC API port (default: a free one)"),
 ) -> None:
     """Serve a local catalog as a STAC API (rustac) + byte-range file server on 127.0.0.1.
 
-    Example: eo-fusion catalog serve catalogs/sample/stac --port 7822
+    PATH is a catalog folder, catalog.json or .parquet file, or the name of a local catalog
+    (`eo-fusion catalog list`).
+
+    Example: eo-fusion catalog serve sample --port 7822
     """
     from eo_fusion.catalogs.serve import serve_catalog
 

@@ -31,13 +31,14 @@ from eo_fusion.files import atomic_write_text, sha256_file
 from eo_fusion.models.encoder import EncoderConfig, SpectralViT
 from eo_fusion.models.heads import CropModel, LandCoverModel
 from eo_fusion.models.mae import MAE
+from eo_fusion.resources import BUNDLED_MODEL_DIR
 
 WEIGHTS = "model.safetensors"
 CARD = "model_card.json"
 CARD_FORMAT = "eo-fusion-model/1"
 
 #: Where the bundled model lives (inside the installed package).
-BUNDLED_DIR = Path(__file__).resolve().parent.parent / "data" / "model"
+BUNDLED_DIR = BUNDLED_MODEL_DIR
 
 
 @dataclass

@@ -1,2 +1,3 @@
 """Training: datasets over ModalityStacks, pretraining and fine-tuning loops, metrics, benchmark
-dataset adapters, and the bundled-model build (``python -m eo_fusion.train.bundle``)."""
+dataset adapters and figures. The bundled model is built by ``tools/bundle_model.py``
+(``make model``), outside the package."""

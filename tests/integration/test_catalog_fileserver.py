@@ -9,7 +9,7 @@ import pytest
 import rasterio
 from rasterio.windows import Window
 
-from eo_fusion.testing.servers import serve_directory
+from eo_fusion.catalogs.fileserver import serve_directory
 
 NAIP = "data/naip/m_4709963_se_14_1_20200831.tif"  # a tiled COG (512 px blocks, overviews)
 

@@ -11,9 +11,9 @@ import rasterio
 
 from eo_fusion.catalogs import open_catalog
 from eo_fusion.catalogs.builder import build_catalog, osm_pbf_bbox, specs_from_paths
-from eo_fusion.catalogs.sample import SLOVENIA_S2_ORDER, sample_specs
 from eo_fusion.catalogs.validate import validate_stac_dict
 from eo_fusion.cli import main
+from tools.sample_catalog import SLOVENIA_S2_ORDER, sample_specs
 
 
 def _docs(root: Path) -> list[tuple[Path, dict]]:

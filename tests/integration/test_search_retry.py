@@ -13,10 +13,10 @@ from http.server import BaseHTTPRequestHandler
 
 import pytest
 
+from eo_fusion.catalogs.fileserver import serve_handler
 from eo_fusion.catalogs.providers import CatalogSpec
 from eo_fusion.catalogs.search import Catalog
 from eo_fusion.errors import SearchError
-from eo_fusion.testing.servers import serve_handler
 
 CONFORMS = [
     "https://api.stacspec.org/v1.0.0/core",

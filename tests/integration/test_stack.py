@@ -18,16 +18,16 @@ from rio_cogeo.cogeo import cog_validate
 from scipy import ndimage
 
 from eo_fusion.bands import get_band
+from eo_fusion.catalogs.fileserver import serve_directory
 from eo_fusion.catalogs.items import BandAsset
+from eo_fusion.catalogs.local import local_item
 from eo_fusion.config import ModalitySpec
 from eo_fusion.coreg.shift import estimate_shift
 from eo_fusion.gdal import GDALOptions
 from eo_fusion.grid import grid_from_aoi, make_tiles
-from eo_fusion.sources.local import local_item
 from eo_fusion.sources.reader import ReadSpec, read_assets
 from eo_fusion.stack import build_stack, modality_array
 from eo_fusion.stack_io import open_stack_zarr, write_modality_cogs, write_stack_zarr
-from eo_fusion.testing.servers import serve_directory
 
 DATA = Path(__file__).resolve().parents[2] / "catalogs" / "sample" / "data"
 SLO = DATA / "slovenia"

@@ -20,10 +20,10 @@ import rasterio
 from odc.geo.geobox import GeoBox
 from scipy import ndimage
 
+from eo_fusion.catalogs.local import local_item
 from eo_fusion.config import ModalitySpec
 from eo_fusion.coreg.check import CoregOptions
 from eo_fusion.coreg.shift import apply_shift, estimate_shift
-from eo_fusion.sources.local import local_item
 from eo_fusion.stack import build_stack
 
 BEN = Path(__file__).resolve().parents[2] / "catalogs" / "sample" / "data" / "bigearthnet"

@@ -1,6 +1,6 @@
 """The generated reference pages (docs/configuration.md, docs/cli.md) must match the code."""
 
-from eo_fusion.docs_gen import render_all
+from tools.docs_gen import render_all
 
 
 def test_generated_docs_are_current():

@@ -8,7 +8,7 @@ import tomllib
 import yaml
 
 # conda-forge names that differ from the PyPI distribution names
-CONDA_TO_PYPI = {"pytorch": "torch", "jupyter_client": "jupyter-client"}
+CONDA_TO_PYPI = {"pytorch": "torch", "jupyter_client": "jupyter-client", "python-build": "build"}
 NOT_PACKAGES = {"python", "pip", "-e ."}
 
 

@@ -11,11 +11,11 @@ import rasterio
 from affine import Affine
 from odc.geo.geobox import GeoBox
 
+from eo_fusion.catalogs.local import local_item
 from eo_fusion.config import ModalitySpec
 from eo_fusion.gdal import GDALOptions
 from eo_fusion.grid import grid_from_aoi
 from eo_fusion.sources.elevation import load_elevation, slope_aspect
-from eo_fusion.sources.local import local_item
 from eo_fusion.sources.s1 import lee_filter, load_s1
 from eo_fusion.sources.s2 import load_s2
 

@@ -9,11 +9,11 @@ import geopandas as gpd
 import numpy as np
 import shapely
 
+from eo_fusion.catalogs.local import local_item
 from eo_fusion.config import ModalitySpec
 from eo_fusion.gdal import GDALOptions
 from eo_fusion.grid import grid_from_aoi
 from eo_fusion.sources.lidar import grid_points_max, read_points
-from eo_fusion.sources.local import local_item
 from eo_fusion.sources.osm import load_osm, osm_features, write_geoparquet
 from eo_fusion.stack import build_stack, modality_array
 

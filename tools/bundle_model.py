@@ -1,6 +1,6 @@
 """Regenerate the bundled model and docs/model.md (``make model``).
 
-Run as ``python -m eo_fusion.train.bundle``.
+Run as ``python -m tools.bundle_model`` from the repository root (``make model``).
 
 Steps (each is also a CLI command, printed in docs/model.md):
 
@@ -25,78 +25,24 @@ from typing import Any
 import numpy as np
 import torch
 
-from eo_fusion.config import PROJECT_ROOT
 from eo_fusion.models import checkpoint as ck
 from eo_fusion.models.config import FinetuneSpec, load_finetune_spec, load_pretrain_spec
 from eo_fusion.train.baselines import random_forest_baseline
-from eo_fusion.train.data import Scene, crop, normalise
+from eo_fusion.train.figures import reconstruction_figure
 from eo_fusion.train.finetune import finetune, merge_tasks
 from eo_fusion.train.pretrain import pretrain
 from eo_fusion.train.sources import load_scenes
 
-PIPELINES = PROJECT_ROOT / "pipelines"
-DOCS = PROJECT_ROOT / "docs"
+#: The repository this maintainer script belongs to (it is not part of the installed package).
+REPO = Path(__file__).resolve().parents[1]
+PIPELINES = REPO / "pipelines"
+DOCS = REPO / "docs"
+#: Where the bundled model is committed (package data of ``eo_fusion``).
+MODEL_DIR = REPO / "eo_fusion" / "data" / "model"
 
 
 def _pct(v: float | None) -> str:
     return "–" if v is None else f"{100 * v:.1f}"
-
-
-def reconstruction_figure(model: ck.LoadedModel, scenes: list[Scene], path: Path) -> None:
-    """Masked-patch reconstructions of a few sample windows (RGB of S2 bands)."""
-    from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone
-
-    assert model.mae is not None
-    stats = model.card["normalization"]
-    rgb = ["s2:B04", "s2:B03", "s2:B02"]
-    picks: list[tuple[Scene, str]] = []
-    for sc in scenes:
-        for mod, keys in sc.keys.items():
-            if all(k in keys for k in rgb) and len(picks) < 3:
-                picks.append((sc, mod))
-                break
-    size = model.card["inference"]["window"] * 2
-    p = model.encoder.cfg.patch_size
-    fig = Figure(figsize=(9, 3 * len(picks)))
-    axes = fig.subplots(len(picks), 3, squeeze=False)
-    gen = torch.Generator().manual_seed(1)
-    for row, (sc, mod) in enumerate(picks):
-        arr = normalise(sc, stats).arrays[mod]
-        if arr.ndim == 4:  # clearest date of a time series
-            arr = arr[int(np.argmax(np.isfinite(arr).mean(axis=(1, 2, 3))))]
-        h, w = sc.shape
-        win = crop(arr, max(0, (h - size) // 2), max(0, (w - size) // 2), size)
-        x = torch.from_numpy(win[None])
-        keys = sc.keys[mod]
-        per_patch = model.card["training"]["pretrain"]["spec"].get("target_norm") == "patch"
-        with torch.inference_mode():
-            out = model.mae(x, keys, generator=gen)
-        idx = [keys.index(k) for k in rgb]
-        tgt = torch.from_numpy(win[None])
-        # Undo the per-patch normalisation of the targets to show predictions in input units.
-        from eo_fusion.models.mae import patchify, unpatchify
-
-        pred = out.pred[:, : len(keys)]
-        if per_patch:
-            tp = patchify(tgt, p)
-            mean = torch.nanmean(tp, dim=-1, keepdim=True)
-            std = torch.sqrt(torch.nanmean((tp - mean) ** 2, dim=-1, keepdim=True) + 1e-6)
-            pred = unpatchify(patchify(pred, p) * std + mean, p, size, size)
-        m = out.mask.reshape(1, 1, size // p, size // p)
-        m = m.repeat_interleave(p, 2).repeat_interleave(p, 3)[0, 0].numpy().astype(bool)
-        orig = win[idx]
-        masked = np.where(m, np.nan, orig)
-        recon = np.where(m, pred[0, idx].numpy(), orig)
-        lo, hi = np.nanpercentile(orig, 2), np.nanpercentile(orig, 98)
-        for col, (img, title) in enumerate(
-            ((orig, "input"), (masked, "75 % of patches masked"), (recon, "reconstruction"))
-        ):
-            show = np.clip((np.nan_to_num(img, nan=lo) - lo) / (hi - lo), 0, 1).transpose(1, 2, 0)
-            axes[row, col].imshow(show)
-            axes[row, col].set_title(f"{sc.name[:28]} {mod}\n{title}", fontsize=8)
-            axes[row, col].axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
 
 
 def _with(spec: FinetuneSpec, **kw: Any) -> FinetuneSpec:
@@ -105,7 +51,7 @@ def _with(spec: FinetuneSpec, **kw: Any) -> FinetuneSpec:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=ck.BUNDLED_DIR, help="bundled model folder")
+    ap.add_argument("--out", type=Path, default=MODEL_DIR, help="bundled model folder")
     ap.add_argument("--quick", action="store_true", help="few steps (smoke test, not for release)")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--resume", action="store_true", help="continue an interrupted pretraining run")
@@ -195,7 +141,7 @@ def write_docs(
             rm,
             "eo-fusion finetune pipelines/finetune_landcover_sample_random.yaml",
         ),
-        ("per-pixel random forest (200 trees)", rf, "python -m eo_fusion.train.bundle (step 4)"),
+        ("per-pixel random forest (200 trees)", rf, "python -m tools.bundle_model (step 4)"),
         (
             "temporal head, 5-date S2 series (bundled)",
             cm,
@@ -250,7 +196,7 @@ def write_docs(
 
 TEMPLATE = """# The spectrum-aware model
 
-<!-- Generated by `python -m eo_fusion.train.bundle` (`make model`); edit the template there. -->
+<!-- Generated by `python -m tools.bundle_model` (`make model`); edit the template there. -->
 {quick}
 eo-fusion ships a small SMARTIES-style model (Sosa et al. 2025, arXiv:2506.19585, reimplemented
 here, no code or weights from it) trained only on the embedded sample data.
@@ -325,7 +271,7 @@ hold-out):
 |---|---|---|---|---|
 {table}
 
-All rows come from one run of `make model` (`python -m eo_fusion.train.bundle`), which runs
+All rows come from one run of `make model` (`python -m tools.bundle_model`), which runs
 the same configs; each fine-tuning command needs `eo-fusion pretrain
 pipelines/pretrain_sample.yaml` first. Seeds are fixed; on another CPU the numbers can move by
 a few points.

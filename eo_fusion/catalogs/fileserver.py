@@ -1,4 +1,4 @@
-"""Real HTTP servers on 127.0.0.1 for tests and offline use.
+"""A byte-range HTTP file server on 127.0.0.1 (``eo-fusion catalog serve``, offline use, tests).
 
 :func:`serve_directory` serves a folder over HTTP/1.1 with byte-range support (``206 Partial
 Content``, ``Accept-Ranges``, ``Content-Range``, ``HEAD``), which is what GDAL's ``/vsicurl/``
@@ -177,102 +177,114 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None:
     return start, end
 
 
+class _RangeHandler(BaseHTTPRequestHandler):
+    """GET/HEAD of files under :attr:`root` with single byte ranges; every answer goes to
+    :attr:`sink`. Subclassed per server by :func:`_make_handler`."""
+
+    protocol_version = "HTTP/1.1"  # keep-alive, as GDAL/libcurl expect from object stores
+    server_version = "eo-fusion-fileserver"
+    root: Path
+    sink: Callable[[RequestRecord], None]
+
+    def log_message(self, format: str, *args: object) -> None:
+        return  # the RequestLog is the record; stderr noise helps nobody in tests
+
+    def _resolve(self) -> Path | None:
+        url_path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
+        candidate = (self.root / url_path.lstrip("/")).resolve()
+        # Refuse anything that escapes the served folder (../, symlinks pointing out).
+        if candidate != self.root and self.root not in candidate.parents:
+            return None
+        return candidate if candidate.is_file() else None
+
+    def _record(self, status: int, sent: int) -> None:
+        self.sink(
+            RequestRecord(
+                method=self.command,
+                path=urllib.parse.urlsplit(self.path).path,
+                status=status,
+                bytes_sent=sent,
+                range_header=self.headers.get("Range"),
+            )
+        )
+
+    def _error(self, status: HTTPStatus) -> None:
+        body = f"{status.value} {status.phrase}\n".encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self._record(status.value, 0 if self.command == "HEAD" else len(body))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _unsatisfiable(self, size: int) -> None:
+        self.send_response(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE)
+        self.send_header("Content-Range", f"bytes */{size}")
+        self.send_header("Content-Length", "0")
+        self._record(416, 0)
+        self.end_headers()
+
+    def do_HEAD(self) -> None:
+        self._serve(send_body=False)
+
+    def do_GET(self) -> None:
+        self._serve(send_body=True)
+
+    def _serve(self, *, send_body: bool) -> None:
+        path = self._resolve()
+        if path is None:
+            self._error(HTTPStatus.NOT_FOUND)
+            return
+        stat = path.stat()
+        size = stat.st_size
+        status = HTTPStatus.OK
+        start, end = 0, size - 1
+        range_header = self.headers.get("Range")
+        if range_header:
+            rng = _parse_range(range_header, size)
+            if rng is None:
+                self._unsatisfiable(size)
+                return
+            start, end = rng
+            status = HTTPStatus.PARTIAL_CONTENT
+        length = max(0, end - start + 1)
+        ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Length", str(length))
+        self.send_header("Last-Modified", email.utils.formatdate(stat.st_mtime, usegmt=True))
+        if status == HTTPStatus.PARTIAL_CONTENT:
+            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        # Record before the response is complete: once a client has its bytes, the log
+        # already has them (a client hanging up early is still counted as served).
+        self._record(status.value, length if send_body else 0)
+        self.end_headers()
+        if send_body and length:
+            self._send_bytes(path, start, length)
+
+    def _send_bytes(self, path: Path, start: int, length: int) -> None:
+        with path.open("rb") as fh:
+            fh.seek(start)
+            remaining = length
+            while remaining:
+                chunk = fh.read(min(_CHUNK, remaining))
+                if not chunk:
+                    break
+                try:
+                    self.wfile.write(chunk)
+                except (BrokenPipeError, ConnectionResetError):
+                    break  # client hung up (GDAL often does after enough bytes)
+                remaining -= len(chunk)
+
+
 def _make_handler(
     root: Path, sink: Callable[[RequestRecord], None]
 ) -> type[BaseHTTPRequestHandler]:
-    root = root.resolve()
-
-    class _RangeHandler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # keep-alive, as GDAL/libcurl expect from object stores
-        server_version = "eo-fusion-fileserver"
-
-        def log_message(self, format: str, *args: object) -> None:
-            return  # the RequestLog is the record; stderr noise helps nobody in tests
-
-        def _resolve(self) -> Path | None:
-            url_path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
-            candidate = (root / url_path.lstrip("/")).resolve()
-            # Refuse anything that escapes the served folder (../, symlinks pointing out).
-            if candidate != root and root not in candidate.parents:
-                return None
-            return candidate if candidate.is_file() else None
-
-        def _record(self, status: int, sent: int) -> None:
-            sink(
-                RequestRecord(
-                    method=self.command,
-                    path=urllib.parse.urlsplit(self.path).path,
-                    status=status,
-                    bytes_sent=sent,
-                    range_header=self.headers.get("Range"),
-                )
-            )
-
-        def _error(self, status: HTTPStatus) -> None:
-            body = f"{status.value} {status.phrase}\n".encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "text/plain")
-            self.send_header("Content-Length", str(len(body)))
-            self._record(status.value, 0 if self.command == "HEAD" else len(body))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
-
-        def do_HEAD(self) -> None:
-            self._serve(send_body=False)
-
-        def do_GET(self) -> None:
-            self._serve(send_body=True)
-
-        def _serve(self, *, send_body: bool) -> None:
-            path = self._resolve()
-            if path is None:
-                self._error(HTTPStatus.NOT_FOUND)
-                return
-            stat = path.stat()
-            size = stat.st_size
-            status = HTTPStatus.OK
-            start, end = 0, size - 1
-            range_header = self.headers.get("Range")
-            if range_header:
-                rng = _parse_range(range_header, size)
-                if rng is None:
-                    self.send_response(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE)
-                    self.send_header("Content-Range", f"bytes */{size}")
-                    self.send_header("Content-Length", "0")
-                    self._record(416, 0)
-                    self.end_headers()
-                    return
-                start, end = rng
-                status = HTTPStatus.PARTIAL_CONTENT
-            length = max(0, end - start + 1)
-            ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Accept-Ranges", "bytes")
-            self.send_header("Content-Length", str(length))
-            self.send_header("Last-Modified", email.utils.formatdate(stat.st_mtime, usegmt=True))
-            if status == HTTPStatus.PARTIAL_CONTENT:
-                self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
-            # Record before the response is complete: once a client has its bytes, the log
-            # already has them (a client hanging up early is still counted as served).
-            self._record(status.value, length if send_body else 0)
-            self.end_headers()
-            if send_body and length:
-                with path.open("rb") as fh:
-                    fh.seek(start)
-                    remaining = length
-                    while remaining:
-                        chunk = fh.read(min(_CHUNK, remaining))
-                        if not chunk:
-                            break
-                        try:
-                            self.wfile.write(chunk)
-                        except (BrokenPipeError, ConnectionResetError):
-                            break  # client hung up (GDAL often does after enough bytes)
-                        remaining -= len(chunk)
-
-    return _RangeHandler
+    """A :class:`_RangeHandler` bound to one served folder and one record sink."""
+    bound = {"root": root.resolve(), "sink": staticmethod(sink)}
+    return type("_BoundRangeHandler", (_RangeHandler,), bound)
 
 
 @dataclass
@@ -338,7 +350,7 @@ def serve_directory(
             yield FileServer(url=url, root=root_path, log=log, port=int(server.server_address[1]))
         return
     # A separate interpreter (not fork/spawn of this one: no re-import of the caller's script).
-    cmd = [sys.executable, "-m", "eo_fusion.testing.servers", str(root_path), host]
+    cmd = [sys.executable, "-m", "eo_fusion.catalogs.fileserver", str(root_path), host]
     # stdin stays open for the server's lifetime: the server exits when it closes, so it never
     # outlives this process (even if it is killed).
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.PIPE)

@@ -1,7 +1,7 @@
 """Generate the reference docs from the code: ``docs/configuration.md`` and ``docs/cli.md``.
 
-Run ``make docs`` (``python -m eo_fusion.docs_gen``) after changing a spec or a command;
-``tests/unit/test_docs_current.py`` fails when the committed pages are out of date.
+Run ``make docs`` (``python -m tools.docs_gen`` from the repository root) after changing a spec
+or a command; ``tests/unit/test_docs_current.py`` fails when the committed pages are out of date.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
-from eo_fusion.config import PROJECT_ROOT
+#: The repository this maintainer script belongs to (it is not part of the installed package).
+REPO = Path(__file__).resolve().parents[1]
 
 #: (title, import path) of every spec documented in docs/configuration.md, in reading order.
 SPEC_MODULES: list[tuple[str, str]] = [
@@ -185,7 +186,7 @@ def _help_text(path: list[str]) -> str:
 
 def render_all() -> dict[Path, str]:
     """Every generated page, keyed by its path in the repository."""
-    docs = PROJECT_ROOT / "docs"
+    docs = REPO / "docs"
     return {
         docs / "configuration.md": configuration_markdown(),
         docs / "cli.md": cli_markdown(),
@@ -195,7 +196,7 @@ def render_all() -> dict[Path, str]:
 def main() -> int:
     for path, text in render_all().items():
         path.write_text(text, encoding="utf-8")
-        print(f"wrote {path.relative_to(PROJECT_ROOT)}")
+        print(f"wrote {path.relative_to(REPO)}")
     return 0
 
 

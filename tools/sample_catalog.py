@@ -1,7 +1,7 @@
 """Build the embedded sample catalog (``catalogs/sample/stac/``) from ``catalogs/sample/data/``.
 
-Run ``python -m eo_fusion.catalogs.sample`` (or ``make sample-catalog``); the output is
-deterministic for the same input files and is committed to the repository.
+Run ``python -m tools.sample_catalog`` from the repository root (or ``make sample-catalog``); the
+output is deterministic for the same input files and is committed to the repository.
 
 The sample sets come from different places (Slovenia, BigEarthNet patches in several European
 countries, Togo, Alexandria VA, Eugene OR, North Dakota, Virginia's Eastern Shore, Monaco,
@@ -24,9 +24,10 @@ import rasterio
 
 from eo_fusion.catalogs.builder import AssetSpec, BuildResult, ItemSpec, build_catalog
 from eo_fusion.catalogs.normalize import baseline_in_product_id
-from eo_fusion.config import PROJECT_ROOT
 
-SAMPLE_ROOT = PROJECT_ROOT / "catalogs" / "sample"
+#: The repository this maintainer script belongs to (it is not part of the installed package).
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_ROOT = REPO / "catalogs" / "sample"
 DATA = SAMPLE_ROOT / "data"
 OUT = SAMPLE_ROOT / "stac"
 

@@ -1,8 +1,9 @@
 """Normalised items from local files, for stacking data that has no STAC catalog.
 
-The catalog layer (``eo_fusion.catalogs``) is the normal way in; this helper covers notebooks,
-tests and one-off files: it reads each file's footprint with rasterio and attaches the band
-registry's spec with the encoding you give.
+Searching a catalog (``eo_fusion.catalogs.search``) is the normal way in; this helper covers
+notebooks, tests and one-off files: it reads each file's footprint with rasterio and attaches the
+band registry's spec with the encoding you give. It lives with the catalog layer because it makes
+the same :class:`NormalizedItem` records a search does, with the builder's world-file reader.
 
 Example::
 

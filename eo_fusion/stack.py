@@ -2,6 +2,8 @@
 
 :func:`build_stack` is the per-tile entry point (it runs inside dask tasks: all arguments are
 plain, picklable values and every read applies :class:`~eo_fusion.gdal.GDALOptions` itself).
+Pixels are read through a :class:`~eo_fusion.sources.reader.Reader` (default: the rasterio one);
+pass another (``reader=``) to read from elsewhere or, in tests, from a fake.
 Layout (see docs/architecture.md and docs/stacks.md):
 
 * variable ``<m>`` per modality, float32 physical units, NaN = no data, dims
@@ -31,11 +33,14 @@ from eo_fusion.coreg.check import CoregOptions, coregister, modality_family
 from eo_fusion.errors import BandError
 from eo_fusion.gdal import GDALOptions
 from eo_fusion.grid import grid_at_resolution, grid_crs
-from eo_fusion.sources.common import ModalityResult
+from eo_fusion.sources.reader import RasterioReader, Reader
+from eo_fusion.sources.result import ModalityResult
 
 __all__ = ["build_stack", "loader_for", "modality_array"]
 
-Loader = Callable[[list[NormalizedItem], GeoBox, ModalitySpec, GDALOptions], ModalityResult]
+#: A modality loader: ``(items, grid, options, reader) -> ModalityResult``; every pixel it needs
+#: comes through ``reader``.
+Loader = Callable[[list[NormalizedItem], GeoBox, ModalitySpec, Reader], ModalityResult]
 
 
 def loader_for(name: str, spec: ModalitySpec) -> Loader:
@@ -118,6 +123,7 @@ def build_stack(
     *,
     gdal: GDALOptions | None = None,
     coreg: CoregOptions | None = None,
+    reader: Reader | None = None,
 ) -> xr.Dataset:
     """Read, mask, reduce and co-register every modality of one tile.
 
@@ -126,14 +132,18 @@ def build_stack(
         items_by_modality: modality name -> normalised items (from ``Catalog.search``).
         modalities: modality name -> options (bands, mode, aggregate, resolution, options).
             Modalities without items are skipped and listed in the ``missing_modalities`` attr.
-        gdal: GDAL settings for every read (default :class:`GDALOptions`).
+        gdal: GDAL settings of the default reader (default :class:`GDALOptions`); recorded in
+            the ``gdal`` attribute.
         coreg: co-registration thresholds; per-modality ``options.coreg`` is ``auto``
             (default for S2/S1/aerial), ``check`` or ``off`` (default for the others).
+        reader: where pixels come from (default ``RasterioReader(gdal)``); must be picklable
+            and thread-safe when the stack is built in dask tasks.
 
     Returns:
         The ModalityStack (see module doc). Deterministic for the same inputs.
     """
     gdal = gdal or GDALOptions()
+    reader = RasterioReader(gdal) if reader is None else reader
     coreg = coreg or CoregOptions()
     results: dict[str, ModalityResult] = {}
     missing = []
@@ -144,7 +154,7 @@ def build_stack(
             missing.append(name)
             continue
         gbox = grid_at_resolution(tile_gbox, spec.resolution) if spec.resolution else tile_gbox
-        results[name] = loader_for(name, spec)(items, gbox, spec, gdal)
+        results[name] = loader_for(name, spec)(items, gbox, spec, reader)
     if not results:
         raise BandError(
             f"no items for any modality of tile {tile_gbox}",

@@ -37,7 +37,7 @@ from eo_fusion.gdal import GDALOptions
 from eo_fusion.grid import Tile, grid_crs, grid_from_aoi, make_tiles
 from eo_fusion.models import LoadedModel, load_model, predict
 from eo_fusion.sources.reader import NullReader, RasterioReader, Reader
-from eo_fusion.stack import build_stack, modality_array
+from eo_fusion.stack import build_stack, grid_coords, modality_array
 
 __all__ = [
     "LoadedModel",
@@ -183,7 +183,7 @@ def stack(
     empty = template.drop_vars(["y", "x"]).isel(y=[], x=[])
     blocks = _chunk_blocks(tiles, template, empty, by_modality, specs, gdal, reader)
     coords = {k: v for k, v in template.coords.items() if k not in ("y", "x")}
-    coords.update({"y": grid.coords["y"].values, "x": grid.coords["x"].values})
+    coords.update(grid_coords(grid))
     variables = {
         name: xr.DataArray(da.block(blocks[str(name)]), dims=var.dims, attrs=var.attrs)
         for name, var in template.data_vars.items()

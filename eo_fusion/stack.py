@@ -36,7 +36,7 @@ from eo_fusion.grid import grid_at_resolution, grid_crs
 from eo_fusion.sources.reader import RasterioReader, Reader
 from eo_fusion.sources.result import ModalityResult
 
-__all__ = ["build_stack", "loader_for", "modality_array"]
+__all__ = ["build_stack", "grid_coords", "loader_for", "modality_array"]
 
 #: A modality loader: ``(items, grid, options, reader) -> ModalityResult``; every pixel it needs
 #: comes through ``reader``.
@@ -91,9 +91,7 @@ def _to_vars(name: str, res: ModalityResult, tile: GeoBox) -> dict[str, xr.DataA
     ydim, xdim = (f"{name}:y", f"{name}:x") if own else ("y", "x")
     coords: dict[str, Any] = {f"{name}:band": list(res.bands)}
     if own:
-        c = res.gbox.coords
-        coords[ydim] = c["y"].values
-        coords[xdim] = c["x"].values
+        coords[ydim], coords[xdim] = grid_coords(res.gbox).values()
     dims: tuple[str, ...] = (f"{name}:band", ydim, xdim)
     vdims: tuple[str, ...] = (ydim, xdim)
     if res.times is not None:
@@ -165,7 +163,7 @@ def build_stack(
     variables: dict[str, xr.DataArray] = {}
     for name, res in results.items():
         variables.update(_to_vars(name, res, tile_gbox))
-    ds = xr.Dataset(variables, coords=_grid_coords(tile_gbox))
+    ds = xr.Dataset(variables, coords=grid_coords(tile_gbox))
     ds.attrs.update(
         crs=grid_crs(tile_gbox).to_wkt(),
         transform=list(tile_gbox.transform)[:6],
@@ -177,9 +175,11 @@ def build_stack(
     return ds
 
 
-def _grid_coords(gbox: GeoBox) -> dict[str, Any]:
-    c = gbox.coords
-    return {"y": c["y"].values, "x": c["x"].values}
+def grid_coords(gbox: GeoBox) -> dict[str, Any]:
+    """The stack's ``y``/``x`` coordinates of ``gbox``: pixel-centre coordinates as ``y``/``x`` (odc-geo names them latitude/longitude on
+    geographic grids; the stack keeps one naming)."""
+    ys, xs = gbox.coords.values()
+    return {"y": ys.values, "x": xs.values}
 
 
 def modality_array(ds: xr.Dataset, modality: str) -> xr.DataArray:

@@ -2,15 +2,18 @@
 coordinates, and :func:`write_test_raster`, the one GeoTIFF writer tests use.
 
 The fake's "files" are source grids held in memory. The stored value of pixel ``(row, col)`` of
-band ``b`` is (:func:`fake_pixels`)::
+band ``b`` is (:func:`fake_pixels`), with ``k = (b - 1) // 3`` and ``B = 1000 * k``::
 
-    odd b:  col + 0.5 + 1000 * ((b - 1) // 2)      (the x coordinate of the pixel centre, in pixels)
-    even b: row + 0.5 + 1000 * ((b - 1) // 2)      (its y coordinate)
+    b = 1, 4, 7, ...:  B + col + 0.5                 x of the pixel centre, in source pixels
+    b = 2, 5, 8, ...:  B + row + 0.5                 y of the pixel centre
+    b = 3, 6, 9, ...:  B + (7 * col + 13 * row) % 17 a texture (whole numbers 0-16)
 
 so a value read onto any target grid says which source position it came from (odc-geo's
 ``gen_test_image_xy`` and odc-loader's ``FakeReaderDriver`` use the same idea): bilinear
-resampling of such a linear ramp returns exactly the source pixel coordinates of each target
-pixel centre, nearest returns the centre of the source pixel that was picked.
+resampling of the x/y ramps returns the source pixel coordinates of each target pixel centre,
+nearest returns the centre of the source pixel that was picked. The ramps are linear, so
+averaging and interpolating agree on them; the texture is not, so it tells resampling rules
+(bilinear, average, nearest, mode) apart.
 
 Reading otherwise follows the :class:`~eo_fusion.sources.reader.Reader` contract with the same
 shared steps as the rasterio reader (source window, scale/offset/nodata, resampling rule, paste /
@@ -37,8 +40,8 @@ from eo_fusion.sources.resample import db_to_linear, place, roi_is_empty, source
 
 __all__ = ["FakeReader", "fake_pixels", "write_test_raster"]
 
-#: Offset between consecutive x/y band pairs of a fake file.
-BAND_PAIR_OFFSET = 1000.0
+#: Offset between consecutive (x, y, texture) band triples of a fake file.
+BAND_TRIPLE_OFFSET = 1000.0
 
 
 def fake_pixels(
@@ -47,12 +50,17 @@ def fake_pixels(
     """Stored float32 values of band ``band_index`` (1-based) of a fake file on ``gbox``, or of
     its window ``roi`` (see the module doc)."""
     sy, sx = roi if roi is not None else (slice(0, gbox.shape.y), slice(0, gbox.shape.x))
-    base = BAND_PAIR_OFFSET * ((band_index - 1) // 2)
-    if band_index % 2:
-        line = np.arange(sx.start, sx.stop, dtype=np.float64) + 0.5 + base
-        return np.broadcast_to(line[None, :], (sy.stop - sy.start, line.size)).astype(np.float32)
-    line = np.arange(sy.start, sy.stop, dtype=np.float64) + 0.5 + base
-    return np.broadcast_to(line[:, None], (line.size, sx.stop - sx.start)).astype(np.float32)
+    rows = np.arange(sy.start, sy.stop, dtype=np.int64)[:, None]
+    cols = np.arange(sx.start, sx.stop, dtype=np.int64)[None, :]
+    base = BAND_TRIPLE_OFFSET * ((band_index - 1) // 3)
+    which = (band_index - 1) % 3
+    if which == 0:
+        value = np.broadcast_to(cols + 0.5, (rows.size, cols.size))
+    elif which == 1:
+        value = np.broadcast_to(rows + 0.5, (rows.size, cols.size))
+    else:
+        value = (7 * cols + 13 * rows) % 17
+    return (value + base).astype(np.float32)
 
 
 class FakeReader:
@@ -86,16 +94,20 @@ class FakeReader:
         keys: Sequence[str],
         when: datetime,
         gbox: GeoBox,
+        band_indexes: Sequence[int] | None = None,
         **encoding: Any,
     ) -> NormalizedItem:
-        """A NormalizedItem whose bands ``keys`` are bands 1..n of one fake file on ``gbox``.
+        """A NormalizedItem whose bands ``keys`` are bands of one fake file on ``gbox``.
 
-        ``encoding`` (``scale``, ``offset``, ``nodata``) applies to every band's spec.
+        Args:
+            band_indexes: the file band of each key (default 1, 2, ...; 3 is a texture).
+            encoding: ``scale``, ``offset``, ``nodata`` of every band's spec.
         """
         href = self.add(f"fake://{item_id}", gbox)
+        indexes = list(band_indexes) if band_indexes is not None else range(1, len(keys) + 1)
         bands = {
-            k: BandAsset(k, k, href, i + 1, get_band(k).with_encoding(**encoding))
-            for i, k in enumerate(keys)
+            k: BandAsset(k, k, href, i, get_band(k).with_encoding(**encoding))
+            for k, i in zip(keys, indexes, strict=True)
         }
         lon0, lat0, lon1, lat1 = gbox.extent.to_crs("EPSG:4326").boundingbox
         geometry = gbox.extent.to_crs("EPSG:4326").json

@@ -176,8 +176,8 @@ def build_stack(
 
 
 def grid_coords(gbox: GeoBox) -> dict[str, Any]:
-    """The stack's ``y``/``x`` coordinates of ``gbox``: pixel-centre coordinates as ``y``/``x`` (odc-geo names them latitude/longitude on
-    geographic grids; the stack keeps one naming)."""
+    """The stack's ``y``/``x`` pixel-centre coordinates of ``gbox`` (odc-geo names them
+    latitude/longitude on geographic grids; the stack keeps one naming)."""
     ys, xs = gbox.coords.values()
     return {"y": ys.values, "x": xs.values}
 

@@ -38,7 +38,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import rasterio
@@ -312,7 +312,7 @@ def _open(path: str, **kwargs) -> rasterio.DatasetReader:
 
 
 def _read_window(
-    ds: rasterio.DatasetReader, indexes: list[int], src_gbox: GeoBox, roi: tuple[slice, slice]
+    ds: rasterio.DatasetReader, indexes: list[int], src_gbox: GeoBox, roi: tuple[Any, Any]
 ) -> tuple[np.ndarray, GeoBox]:
     sy, sx = roi
     win = Window(sx.start, sy.start, sx.stop - sx.start, sy.stop - sy.start)

@@ -132,7 +132,8 @@ def place(
     else goes through GDAL's warper (in memory).
     """
     if rr.paste_ok and rr.read_shrink == 1 and src_gbox.shape == dst_gbox[rr.roi_dst].shape:
-        dst[(slice(None), *rr.roi_dst)] = src
+        ys, xs = rr.roi_dst
+        dst[:, slice(ys.start, ys.stop), slice(xs.start, xs.stop)] = src
     elif not axis_aligned_resample(src, src_gbox, dst, dst_gbox, rule):
         warp(src, src_gbox, dst, dst_gbox, rule, num_threads)
 

@@ -44,9 +44,7 @@ __all__ = ["FakeReader", "fake_pixels", "write_test_raster"]
 BAND_TRIPLE_OFFSET = 1000.0
 
 
-def fake_pixels(
-    gbox: GeoBox, band_index: int, roi: tuple[slice, slice] | None = None
-) -> np.ndarray:
+def fake_pixels(gbox: GeoBox, band_index: int, roi: tuple[Any, Any] | None = None) -> np.ndarray:
     """Stored float32 values of band ``band_index`` (1-based) of a fake file on ``gbox``, or of
     its window ``roi`` (see the module doc)."""
     sy, sx = roi if roi is not None else (slice(0, gbox.shape.y), slice(0, gbox.shape.x))

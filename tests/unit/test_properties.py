@@ -153,7 +153,7 @@ def tilings(draw):
     return grid, tile, draw(st.integers(0, 24))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(case=tilings())
 def test_tiles_cover_any_grid_exactly_once(case) -> None:
     g, tile, halo = case
@@ -173,7 +173,7 @@ def test_tiles_cover_any_grid_exactly_once(case) -> None:
 # --- one read -----------------------------------------------------------------------------------
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(case=read_cases())
 def test_fake_read_equals_gdal_warp_with_the_documented_rule(case) -> None:
     src, dst, kind, factor = case
@@ -189,7 +189,7 @@ def test_fake_read_equals_gdal_warp_with_the_documented_rule(case) -> None:
         _assert_matches(got, ref, kind == "categorical", f"{kind} x{factor} band {band}")
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(case=read_cases(), scale=st.sampled_from([1.0, 1e-4]), offset=st.sampled_from([0.0, -0.1]))
 def test_rasterio_reader_equals_the_fake_on_its_pixels(case, scale, offset) -> None:
     src, dst, kind, _ = case
@@ -273,7 +273,7 @@ def _assert_same_stack_variable(lazy, eager, name: str) -> None:
     assert same.mean() >= 0.99, f"{name}:valid"
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(case=stack_cases())
 def test_lazy_stack_does_not_depend_on_chunking_and_equals_the_reference(case) -> None:
     grid, reader, items, chunk, halo = case

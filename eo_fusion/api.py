@@ -36,8 +36,10 @@ from eo_fusion.config import JobSpec, ModalitySpec, load_job, modality_spec
 from eo_fusion.errors import BadInputError, GridError
 from eo_fusion.gdal import GDALOptions
 from eo_fusion.grid import Tile, grid_crs, grid_from_aoi, make_tiles
+from eo_fusion.modalities import ModalityOptions
 from eo_fusion.models import LoadedModel, load_model, predict
-from eo_fusion.stack import build_stack, modality_array
+from eo_fusion.sources.reader import NullReader, RasterioReader, Reader
+from eo_fusion.stack import build_stack, grid_coords, modality_array
 
 if TYPE_CHECKING:
     from eo_fusion.pipeline.plan import RunPlan
@@ -89,6 +91,7 @@ def _tile_arrays(
     specs: Mapping[str, ModalitySpec],
     gdal: GDALOptions,
     template: xr.Dataset,
+    reader: Reader,
 ) -> dict[str, np.ndarray]:
     """Build one tile and conform each variable to the template's non-spatial coordinates.
 
@@ -97,7 +100,7 @@ def _tile_arrays(
     """
     # Built on core + halo and cropped, so filters, cloud-mask dilation and slopes see the same
     # neighbourhood as in a whole-grid build: chunk edges leave no seams.
-    ds = build_stack(tile.padded, items, specs, gdal=gdal)
+    ds = build_stack(tile.padded, items, specs, gdal=gdal, reader=reader)
     ys, xs = tile.core_in_padded
     ds = ds.isel(y=ys, x=xs)
     out = {}
@@ -114,6 +117,40 @@ def _tile_arrays(
     return out
 
 
+#: Per-variable attributes computed from pixel values: a layout built without reading pixels
+#: has none of them, and one chunk's values would not describe the whole grid anyway.
+_PIXEL_ATTRS = ("valid_fraction", "dtm_filled_pixels")
+
+#: Options that drop dates by their pixel content; the layout keeps every candidate date and each
+#: chunk leaves the dates it drops NaN.
+_PIXEL_FILTERS = ("min_valid_fraction",)
+
+
+def _without_pixel_filters(options: ModalityOptions | Mapping[str, Any]) -> Any:
+    """``options`` with the pixel-content date filters switched off (0 keeps every date)."""
+    if isinstance(options, ModalityOptions):
+        off = {k: 0.0 for k in _PIXEL_FILTERS if k in type(options).model_fields}
+        return options.model_copy(update=off) if off else options
+    return {k: v for k, v in options.items() if k not in _PIXEL_FILTERS}
+
+
+def _layout(
+    grid: GeoBox, items: Mapping[str, list[NormalizedItem]], specs: Mapping[str, ModalitySpec]
+) -> xr.Dataset:
+    """The stack's variables, bands and dates from metadata alone: ``build_stack`` on a corner of
+    ``grid`` through a :class:`NullReader`, which opens no file."""
+    corner = grid[: min(4, grid.shape.y), : min(4, grid.shape.x)]
+    unfiltered = {
+        m: s.model_copy(update={"options": _without_pixel_filters(s.options)})
+        for m, s in specs.items()
+    }
+    template = build_stack(corner, items, unfiltered, reader=NullReader())
+    for var in template.data_vars.values():
+        for key in _PIXEL_ATTRS:
+            var.attrs.pop(key, None)
+    return template
+
+
 def stack(
     items: Mapping[str, SearchResult | Sequence[NormalizedItem]],
     grid: GeoBox,
@@ -122,12 +159,14 @@ def stack(
     chunk_size: int = 512,
     halo: int = 16,
     gdal: GDALOptions | None = None,
+    reader: Reader | None = None,
 ) -> xr.Dataset:
     """A lazy ModalityStack over ``grid``: one dask chunk per ``chunk_size`` tile.
 
-    The first chunk is built eagerly to learn the variables, bands and dates; the others run
-    only when the dataset is computed (``.compute()``, ``.plot``, ``.to_zarr``), each through the
-    same :func:`eo_fusion.stack.build_stack` that batch jobs use.
+    Building it reads no pixels: the variables, bands and dates come from the items' metadata
+    (see :func:`_layout`); each chunk is read only when the dataset is computed (``.compute()``,
+    ``.plot``, ``.to_zarr``), through the same :func:`eo_fusion.stack.build_stack` that batch
+    jobs use. Per-chunk statistics (``valid_fraction``) are not in the attributes.
 
     Args:
         items: modality name -> search result (or normalised items).
@@ -135,15 +174,16 @@ def stack(
         modalities: modality name -> options (dict or ModalitySpec); default: defaults for each.
         chunk_size: chunk edge in pixels.
         halo: pixels of context read around each chunk and cropped away (avoids seams).
-        gdal: GDAL settings for every read.
+        gdal: GDAL settings of the default reader.
+        reader: where pixels come from (default ``RasterioReader(gdal)``; picklable).
     """
     gdal = gdal or GDALOptions()
+    reader = RasterioReader(gdal) if reader is None else reader
     by_modality = {m: _items(v) for m, v in items.items()}
     specs = {
         m: modality_spec(m, s) for m, s in (modalities or {m: {} for m in by_modality}).items()
     }
-    tiles = make_tiles(grid, chunk_size, halo)
-    template = build_stack(tiles[0].core, by_modality, specs, gdal=gdal)
+    template = _layout(grid, by_modality, specs)
     sub_grid = [d for v in template.data_vars.values() for d in v.dims if str(d).endswith(":y")]
     if sub_grid:
         own = sorted(set(sub_grid), key=str)
@@ -151,28 +191,13 @@ def stack(
             f"modalities on their own sub-grid ({own}) cannot share lazy chunks",
             fix="stack them separately, or give them the grid's resolution",
         )
-    rows = max(t.row for t in tiles) + 1
-    cols = max(t.col for t in tiles) + 1
-    blocks: dict[str, list[list[Any]]] = {
-        str(n): [[None] * cols for _ in range(rows)] for n in template.data_vars
-    }
-    for tile in tiles:
-        built = dask.delayed(_tile_arrays, pure=True)(
-            tile, by_modality, specs, gdal, template.drop_vars(["y", "x"]).isel(y=[], x=[])
-        )
-        for name, var in template.data_vars.items():
-            shape = [template.sizes[d] for d in var.dims[:-2]] + list(tile.core.shape.yx)
-            blocks[str(name)][tile.row][tile.col] = da.from_delayed(
-                built[str(name)], shape=tuple(shape), dtype=var.dtype
-            )
+    tiles = make_tiles(grid, chunk_size, halo)
+    empty = template.drop_vars(["y", "x"]).isel(y=[], x=[])
+    blocks = _chunk_blocks(tiles, template, empty, by_modality, specs, gdal, reader)
     coords = {k: v for k, v in template.coords.items() if k not in ("y", "x")}
-    coords.update({"y": grid.coords["y"].values, "x": grid.coords["x"].values})
+    coords.update(grid_coords(grid))
     variables = {
-        name: xr.DataArray(
-            da.block([[b for b in row] for row in blocks[str(name)]]),
-            dims=var.dims,
-            attrs=var.attrs,
-        )
+        name: xr.DataArray(da.block(blocks[str(name)]), dims=var.dims, attrs=var.attrs)
         for name, var in template.data_vars.items()
     }
     ds = xr.Dataset(variables, coords=coords)
@@ -180,10 +205,35 @@ def stack(
     ds.attrs.update(
         crs=grid_crs(grid).to_wkt(), transform=list(grid.transform)[:6], shape=list(grid.shape.yx)
     )
-    # Per-tile provenance (co-registration shifts) differs between chunks; keep the first chunk's
-    # record out of the whole-grid dataset rather than present it as valid everywhere.
+    # Per-tile provenance (co-registration shifts) differs between chunks; keep it out of the
+    # whole-grid dataset rather than present one chunk's record as valid everywhere.
     ds.attrs.pop("coreg", None)
     return ds
+
+
+def _chunk_blocks(
+    tiles: list[Tile],
+    template: xr.Dataset,
+    empty: xr.Dataset,
+    items: Mapping[str, list[NormalizedItem]],
+    specs: Mapping[str, ModalitySpec],
+    gdal: GDALOptions,
+    reader: Reader,
+) -> dict[str, list[list[Any]]]:
+    """Variable name -> rows of dask blocks, one delayed ``build_stack`` per tile."""
+    rows = max(t.row for t in tiles) + 1
+    cols = max(t.col for t in tiles) + 1
+    blocks: dict[str, list[list[Any]]] = {
+        str(n): [[None] * cols for _ in range(rows)] for n in template.data_vars
+    }
+    for tile in tiles:
+        built = dask.delayed(_tile_arrays, pure=True)(tile, items, specs, gdal, empty, reader)
+        for name, var in template.data_vars.items():
+            shape = [template.sizes[d] for d in var.dims[:-2]] + list(tile.core.shape.yx)
+            blocks[str(name)][tile.row][tile.col] = da.from_delayed(
+                built[str(name)], shape=tuple(shape), dtype=var.dtype
+            )
+    return blocks
 
 
 def describe_stack(ds: xr.Dataset) -> str:

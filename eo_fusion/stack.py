@@ -2,6 +2,8 @@
 
 :func:`build_stack` is the per-tile entry point (it runs inside dask tasks: all arguments are
 plain, picklable values and every read applies :class:`~eo_fusion.gdal.GDALOptions` itself).
+Pixels are read through a :class:`~eo_fusion.sources.reader.Reader` (default: the rasterio one);
+pass another (``reader=``) to read from elsewhere or, in tests, from a fake.
 Layout (see docs/architecture.md and docs/stacks.md):
 
 * variable ``<m>`` per modality, float32 physical units, NaN = no data, dims
@@ -32,11 +34,14 @@ from eo_fusion.errors import BandError
 from eo_fusion.gdal import GDALOptions
 from eo_fusion.grid import grid_at_resolution, grid_crs
 from eo_fusion.modalities import get_modality
-from eo_fusion.sources.common import ModalityResult
+from eo_fusion.sources.reader import RasterioReader, Reader
+from eo_fusion.sources.result import ModalityResult
 
-__all__ = ["build_stack", "loader_for", "modality_array"]
+__all__ = ["build_stack", "grid_coords", "loader_for", "modality_array"]
 
-Loader = Callable[[list[NormalizedItem], GeoBox, ModalitySpec, GDALOptions], ModalityResult]
+#: A modality loader: ``(items, grid, options, reader) -> ModalityResult``; every pixel it needs
+#: comes through ``reader``.
+Loader = Callable[[list[NormalizedItem], GeoBox, ModalitySpec, Reader], ModalityResult]
 
 
 def loader_for(name: str, spec: ModalitySpec | None = None) -> Loader:
@@ -69,9 +74,7 @@ def _to_vars(name: str, res: ModalityResult, tile: GeoBox) -> dict[str, xr.DataA
     ydim, xdim = (f"{name}:y", f"{name}:x") if own else ("y", "x")
     coords: dict[str, Any] = {f"{name}:band": list(res.bands)}
     if own:
-        c = res.gbox.coords
-        coords[ydim] = c["y"].values
-        coords[xdim] = c["x"].values
+        coords[ydim], coords[xdim] = grid_coords(res.gbox).values()
     dims: tuple[str, ...] = (f"{name}:band", ydim, xdim)
     vdims: tuple[str, ...] = (ydim, xdim)
     if res.times is not None:
@@ -101,6 +104,7 @@ def build_stack(
     *,
     gdal: GDALOptions | None = None,
     coreg: CoregOptions | None = None,
+    reader: Reader | None = None,
 ) -> xr.Dataset:
     """Read, mask, reduce and co-register every modality of one tile.
 
@@ -109,10 +113,13 @@ def build_stack(
         items_by_modality: modality name -> normalised items (from ``Catalog.search``).
         modalities: modality name -> options (bands, mode, aggregate, resolution, options).
             Modalities without items are skipped and listed in the ``missing_modalities`` attr.
-        gdal: GDAL settings for every read (default :class:`GDALOptions`).
+        gdal: GDAL settings of the default reader (default :class:`GDALOptions`); recorded in
+            the ``gdal`` attribute.
         coreg: co-registration thresholds; per-modality ``options.coreg`` is ``auto``
             (default), ``check`` or ``off`` for modalities whose registry role is optical or
             SAR; the others are not checked.
+        reader: where pixels come from (default ``RasterioReader(gdal)``); must be picklable
+            and thread-safe when the stack is built in dask tasks.
 
     Raises:
         ConfigError: a modality the registry does not know, or options that do not apply.
@@ -121,6 +128,7 @@ def build_stack(
         The ModalityStack (see module doc). Deterministic for the same inputs.
     """
     gdal = gdal or GDALOptions()
+    reader = RasterioReader(gdal) if reader is None else reader
     coreg = coreg or CoregOptions()
     # Specs built in code (api, tests) get the job file's checks and typed options here.
     modalities = {name: modality_spec(name, spec) for name, spec in modalities.items()}
@@ -133,7 +141,7 @@ def build_stack(
             missing.append(name)
             continue
         gbox = grid_at_resolution(tile_gbox, spec.resolution) if spec.resolution else tile_gbox
-        results[name] = loader_for(name, spec)(items, gbox, spec, gdal)
+        results[name] = loader_for(name, spec)(items, gbox, spec, reader)
     if not results:
         raise BandError(
             f"no items for any modality of tile {tile_gbox}",
@@ -144,7 +152,7 @@ def build_stack(
     variables: dict[str, xr.DataArray] = {}
     for name, res in results.items():
         variables.update(_to_vars(name, res, tile_gbox))
-    ds = xr.Dataset(variables, coords=_grid_coords(tile_gbox))
+    ds = xr.Dataset(variables, coords=grid_coords(tile_gbox))
     ds.attrs.update(
         crs=grid_crs(tile_gbox).to_wkt(),
         transform=list(tile_gbox.transform)[:6],
@@ -156,9 +164,11 @@ def build_stack(
     return ds
 
 
-def _grid_coords(gbox: GeoBox) -> dict[str, Any]:
-    c = gbox.coords
-    return {"y": c["y"].values, "x": c["x"].values}
+def grid_coords(gbox: GeoBox) -> dict[str, Any]:
+    """The stack's ``y``/``x`` pixel-centre coordinates of ``gbox`` (odc-geo names them
+    latitude/longitude on geographic grids; the stack keeps one naming)."""
+    ys, xs = gbox.coords.values()
+    return {"y": ys.values, "x": xs.values}
 
 
 def modality_array(ds: xr.Dataset, modality: str) -> xr.DataArray:

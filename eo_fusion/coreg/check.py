@@ -19,7 +19,7 @@ import numpy as np
 from eo_fusion.coreg.shift import apply_shift, estimate_shift
 from eo_fusion.errors import CoregistrationError
 from eo_fusion.modalities import coreg_role
-from eo_fusion.sources.common import ModalityResult, nanmean, nanmedian
+from eo_fusion.sources.result import ModalityResult, nanmean, nanmedian
 
 __all__ = ["CoregOptions", "coregister", "structure_image"]
 

@@ -19,20 +19,19 @@ from odc.geo.geobox import GeoBox
 from eo_fusion.catalogs.items import NormalizedItem
 from eo_fusion.config import ModalitySpec
 from eo_fusion.errors import BandError
-from eo_fusion.gdal import GDALOptions
 from eo_fusion.sources.common import (
     ModalityResult,
     band_order,
     fill_missing,
     read_day_mosaics,
 )
-from eo_fusion.sources.reader import ReadSpec
+from eo_fusion.sources.reader import Reader, ReadSpec
 
 __all__ = ["load_aerial"]
 
 
 def load_aerial(
-    items: list[NormalizedItem], gbox: GeoBox, mspec: ModalitySpec, gdal: GDALOptions
+    items: list[NormalizedItem], gbox: GeoBox, mspec: ModalitySpec, reader: Reader
 ) -> ModalityResult:
     """Read aerial items onto ``gbox`` (the tile grid or the modality's sub-grid)."""
     keys = list(mspec.bands) if mspec.bands else band_order(k for i in items for k in i.bands)
@@ -43,7 +42,7 @@ def load_aerial(
     def spec_for(asset):
         return ReadSpec(kind="aerial")
 
-    days = read_day_mosaics(items, keys, gbox, spec_for, gdal)
+    days = read_day_mosaics(items, keys, gbox, spec_for, reader)
     slices = [d.data for d in days]
     times = [d.time for d in days]
     ids = [i.id for d in days for i in d.items]

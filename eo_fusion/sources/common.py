@@ -1,20 +1,24 @@
-"""What every modality reader shares: the result record, grouping and NaN-safe reductions."""
+"""What every modality loader shares: grouped reads through a :class:`Reader`, same-day mosaics,
+band order and temporal aggregation.
+
+``ModalityResult``, ``nanmean`` and ``nanmedian`` live in :mod:`eo_fusion.sources.result` (so that
+``coreg/`` need not import the readers) and are re-exported here for the loaders.
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import numpy as np
 from odc.geo.geobox import GeoBox
 
 from eo_fusion.bands import REGISTRY
 from eo_fusion.catalogs.items import BandAsset, NormalizedItem
-from eo_fusion.gdal import GDALOptions
-from eo_fusion.sources.reader import ReadSpec, read_assets
+from eo_fusion.sources.reader import Reader, ReadSpec
+from eo_fusion.sources.result import ModalityResult, nanmean, nanmedian
 
 __all__ = [
     "DayMosaic",
@@ -27,31 +31,6 @@ __all__ = [
     "read_day_mosaics",
     "read_item_bands",
 ]
-
-
-@dataclass
-class ModalityResult:
-    """One modality on one grid, before it becomes variables of the stack.
-
-    Attributes:
-        data: ``(band, y, x)`` or ``(time, band, y, x)`` float32, physical units, NaN = no data.
-        valid: ``(y, x)`` or ``(time, y, x)`` bool.
-        bands: registry keys along the band axis.
-        units: units per band.
-        gbox: the grid the arrays are on (the tile grid, or a sub-grid of it).
-        times: acquisition (or period start) times along the time axis; None for composites.
-        source_items: ids of the items that contributed.
-        attrs: extra provenance (JSON-serialisable values).
-    """
-
-    data: np.ndarray
-    valid: np.ndarray
-    bands: list[str]
-    units: list[str]
-    gbox: GeoBox
-    times: list[datetime] | None = None
-    source_items: list[str] = field(default_factory=list)
-    attrs: dict[str, Any] = field(default_factory=dict)
 
 
 _ORDER = {k: i for i, k in enumerate(REGISTRY)}
@@ -67,11 +46,12 @@ def read_item_bands(
     keys: Sequence[str],
     gbox: GeoBox,
     spec_for: Callable[[BandAsset], ReadSpec],
-    gdal: GDALOptions,
+    reader: Reader,
 ) -> np.ndarray:
-    """Read ``keys`` of ``item`` onto ``gbox`` → ``(band, y, x)``; absent keys stay NaN.
+    """Read ``keys`` of ``item`` onto ``gbox`` through ``reader`` → ``(band, y, x)``; absent keys
+    stay NaN.
 
-    Bands stored in one file are read in one windowed read (multi-band GeoTIFFs).
+    Bands stored in one file are read in one call (one windowed read of a multi-band GeoTIFF).
     """
     out = np.empty((len(keys), *gbox.shape.yx), dtype=np.float32)
     groups: dict[tuple[str, ReadSpec], list[tuple[int, BandAsset]]] = defaultdict(list)
@@ -86,11 +66,9 @@ def read_item_bands(
     for (_, spec), members in sorted(groups.items(), key=lambda kv: kv[0][0]):
         idx = [i for i, _ in members]
         if idx == list(range(idx[0], idx[0] + len(idx))):  # contiguous: read in place
-            read_assets(
-                [a for _, a in members], gbox, spec, gdal=gdal, out=out[idx[0] : idx[-1] + 1]
-            )
+            reader.read([a for _, a in members], gbox, spec, out=out[idx[0] : idx[-1] + 1])
         else:
-            out[idx] = read_assets([a for _, a in members], gbox, spec, gdal=gdal)
+            out[idx] = reader.read([a for _, a in members], gbox, spec)
     return out
 
 
@@ -117,7 +95,7 @@ def read_day_mosaics(
     keys: Sequence[str],
     gbox: GeoBox,
     spec_for: Callable[[BandAsset], ReadSpec],
-    gdal: GDALOptions,
+    reader: Reader,
 ) -> list[DayMosaic]:
     """One mosaic per UTC acquisition day (see :func:`group_same_day`), in time order.
 
@@ -127,7 +105,7 @@ def read_day_mosaics(
     for group in group_same_day(items):
         data = np.full((len(keys), *gbox.shape.yx), np.nan, dtype=np.float32)
         for it in group:
-            fill_missing(data, read_item_bands(it, keys, gbox, spec_for, gdal))
+            fill_missing(data, read_item_bands(it, keys, gbox, spec_for, reader))
         out.append(DayMosaic(data, min(i.datetime for i in group), group))
     return out
 
@@ -135,35 +113,6 @@ def read_day_mosaics(
 def fill_missing(dst: np.ndarray, src: np.ndarray) -> None:
     """Paste ``src`` into ``dst`` where ``dst`` is NaN (first valid value wins)."""
     np.copyto(dst, src, where=np.isnan(dst) & ~np.isnan(src))
-
-
-def nanmedian(a: np.ndarray, axis: int) -> np.ndarray:
-    """``np.nanmedian`` that returns NaN for all-NaN slices without warning.
-
-    (No ``warnings.catch_warnings``: it is not thread-safe, and this runs in dask threads.)
-    """
-    a = np.asarray(a, dtype=np.float32)
-    empty = np.all(np.isnan(a), axis=axis)
-    if empty.any():
-        a = a.copy()
-        first = [slice(None)] * a.ndim
-        first[axis] = 0  # type: ignore[call-overload]
-        view = a[tuple(first)]
-        view[empty] = 0.0
-    out = np.nanmedian(a, axis=axis).astype(np.float32)
-    out[empty] = np.nan
-    return out
-
-
-def nanmean(a: np.ndarray, axis: int) -> np.ndarray:
-    """``np.nanmean`` that returns NaN for all-NaN slices without warning."""
-    a = np.asarray(a, dtype=np.float32)
-    count = np.sum(np.isfinite(a), axis=axis)
-    total = np.nansum(a, axis=axis, dtype=np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = (total / count).astype(np.float32)
-    out[count == 0] = np.nan
-    return out
 
 
 def period_start(t: datetime, period: str) -> datetime:

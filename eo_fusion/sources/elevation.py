@@ -29,12 +29,11 @@ from rasterio.fill import fillnodata
 from eo_fusion.catalogs.items import NormalizedItem
 from eo_fusion.config import ModalitySpec
 from eo_fusion.errors import BandError, GridError
-from eo_fusion.gdal import GDALOptions
 from eo_fusion.grid import grid_crs
 from eo_fusion.modalities import ElevationOptions
 from eo_fusion.sources.common import ModalityResult, band_order, fill_missing, read_item_bands
 from eo_fusion.sources.lidar import grid_points_max, read_points
-from eo_fusion.sources.reader import ReadSpec
+from eo_fusion.sources.reader import Reader, ReadSpec
 
 __all__ = ["fill_holes", "load_elevation", "slope_aspect"]
 
@@ -96,7 +95,7 @@ def _point_cloud_crs(item: NormalizedItem, opts: ElevationOptions) -> str | None
 
 
 def _read_layers(
-    items, gbox, gdal, opts: ElevationOptions
+    items, gbox, reader, opts: ElevationOptions
 ) -> tuple[dict[str, np.ndarray], list[str]]:
     layers: dict[str, np.ndarray] = {}
     ids: list[str] = []
@@ -108,7 +107,7 @@ def _read_layers(
         ids.append(it.id)
         raster_keys = [k for k, a in it.bands.items() if not a.href.lower().endswith(_POINT_EXT)]
         if raster_keys:
-            arr = read_item_bands(it, raster_keys, gbox, spec_for, gdal)
+            arr = read_item_bands(it, raster_keys, gbox, spec_for, reader)
             for k, a in zip(raster_keys, arr, strict=True):
                 if k in layers:
                     fill_missing(layers[k], a)
@@ -129,11 +128,11 @@ def _read_layers(
 
 
 def load_elevation(
-    items: list[NormalizedItem], gbox: GeoBox, mspec: ModalitySpec, gdal: GDALOptions
+    items: list[NormalizedItem], gbox: GeoBox, mspec: ModalitySpec, reader: Reader
 ) -> ModalityResult:
     """Read elevation items onto ``gbox`` and derive nDSM, slope and aspect (see module doc)."""
     opts = ElevationOptions.of(mspec.options)
-    layers, ids = _read_layers(items, gbox, gdal, opts)
+    layers, ids = _read_layers(items, gbox, reader, opts)
     attrs: dict[str, Any] = {}
     if "elevation:dtm" in layers:
         dtm = layers["elevation:dtm"]

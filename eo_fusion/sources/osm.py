@@ -33,10 +33,10 @@ from rasterio.features import rasterize
 from eo_fusion.catalogs.items import NormalizedItem
 from eo_fusion.config import ModalitySpec
 from eo_fusion.errors import BandError, ReadError
-from eo_fusion.gdal import GDALOptions
 from eo_fusion.grid import grid_crs, refine
 from eo_fusion.modalities import OSMOptions, RoadWidths
 from eo_fusion.sources.common import ModalityResult
+from eo_fusion.sources.reader import Reader
 
 __all__ = ["MAJOR_ROADS", "MINOR_ROADS", "load_osm", "osm_features", "rasterise_features"]
 
@@ -165,10 +165,10 @@ def _pbf_of(item: NormalizedItem) -> str:
 
 
 def load_osm(
-    items: list[NormalizedItem], gbox: GeoBox, mspec: ModalitySpec, gdal: GDALOptions
+    items: list[NormalizedItem], gbox: GeoBox, mspec: ModalitySpec, reader: Reader
 ) -> ModalityResult:
     """Rasterise OSM features of the items' extracts onto ``gbox`` (see module doc)."""
-    del gdal  # PBF extracts are read locally by pyrosm, not through GDAL
+    del reader  # PBF extracts are read locally by pyrosm: vectors, not pixels
     opts = OSMOptions.of(mspec.options)
     minx, miny, maxx, maxy = gbox.geographic_extent.boundingbox
     bbox = (minx, miny, maxx, maxy)

@@ -1,64 +1,85 @@
-"""The one place that reads pixels: a window of an asset, warped onto a target grid.
+"""The reader seam: the one protocol through which every pixel of ``sources/`` is read.
 
-For each file (local path or HTTP(S) URL, read through GDAL's ``/vsicurl/`` with range requests):
+A :class:`Reader` reads bands of ONE file onto a target grid::
+
+    reader.read(assets, gbox, spec, out=None) -> (band, y, x) float32, physical units, NaN = no data
+
+Contract (any implementation: GDAL/rasterio here, a fake in :mod:`eo_fusion.testing.fake_reader`,
+odc-loader or GDAL's warper later):
+
+* ``assets`` are bands of the same ``href`` (one open, one windowed read for all of them);
+  ``gbox`` is the target grid (a tile, a window of a grid, any GeoBox); ``out``, when given, is
+  filled in place and returned.
+* Values are physical: ``stored * scale + offset`` of each asset's :class:`BandSpec`; the stored
+  nodata value, non-finite values and pixels outside the file become NaN.
+* Pixels are resampled by :func:`eo_fusion.sources.resample.resampling_for` (``spec.kind`` and the
+  target/source pixel-size ratio) unless ``spec.resampling`` says otherwise; SAR in dB is resampled
+  in linear power; categorical kinds come back as whole numbers.
+* Thread-safe (called from several dask threads at once) and picklable (sent to dask worker
+  processes): a reader holds settings, never open files.
+* A file that cannot be read raises :class:`~eo_fusion.errors.ReadError` naming the asset and href.
+
+:class:`RasterioReader` (the default) reads local paths and HTTP(S) URLs (GDAL ``/vsicurl/`` with
+range requests):
 
 1. compute the source window the target grid needs (odc-geo ``compute_reproject_roi``), so only
    the blocks under the tile are fetched;
 2. when the target is ≥ 2x coarser and the file has overviews, read from the overview level that
    is still at least as fine as the target (fewer bytes, less aliasing);
-3. convert stored values to physical units (``value * scale + offset``), nodata → NaN;
-4. warp onto the target grid with the rule for the band's kind (:mod:`eo_fusion.coreg.resampling`);
-   SAR in dB is resampled in linear power and converted back.
+3. convert stored values to physical units, nodata → NaN;
+4. put the pixels onto the target grid (:func:`eo_fusion.sources.resample.place`).
 
-All reads run inside ``GDALOptions.env()`` so the settings hold in whichever dask worker runs them.
+All its reads run inside ``GDALOptions.env()``, so the settings hold in whichever dask worker
+runs them.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import rasterio
 import rasterio.errors
-import rasterio.warp
 from affine import Affine
 from odc.geo import CRS
 from odc.geo.geobox import GeoBox
-from odc.geo.overlap import compute_reproject_roi
+from odc.geo.overlap import ReprojectInfo
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from eo_fusion.catalogs.items import BandAsset
 from eo_fusion.catalogs.safety import redact_url
-from eo_fusion.coreg.resampling import (
+from eo_fusion.errors import ReadError
+from eo_fusion.gdal import GDALOptions
+from eo_fusion.sources.budget import check_read_budget, watch_gdal_io
+from eo_fusion.sources.remote import read_with_retries, resolve_redirects
+from eo_fusion.sources.resample import (
     db_to_linear,
     is_categorical,
     linear_to_db,
+    place,
     resampling_for,
+    roi_is_empty,
+    source_roi,
 )
-from eo_fusion.errors import ReadError
-from eo_fusion.gdal import GDALOptions
-from eo_fusion.grid import grid_crs
-from eo_fusion.sources.budget import check_read_budget, watch_gdal_io
-from eo_fusion.sources.remote import read_with_retries, resolve_redirects
 
-__all__ = ["ReadSpec", "gdal_path", "read_assets", "source_geobox"]
-
-#: Warp with the exact coordinate transformer (GDAL's default approximates to 0.125 px, which
-#: would eat most of the 0.1 px alignment budget; the exact one costs little at tile sizes).
-WARP_TOLERANCE_PX = 0.0
-
-
-def gdal_path(href: str) -> str:
-    """The path GDAL opens: HTTP(S) URLs go through ``/vsicurl/`` (range requests)."""
-    if href.startswith(("http://", "https://")):
-        return "/vsicurl/" + href
-    if href.startswith("file://"):
-        return href[len("file://") :]
-    return href
+__all__ = [
+    "NullReader",
+    "RasterioReader",
+    "ReadSpec",
+    "Reader",
+    "finish_read",
+    "gdal_path",
+    "new_output",
+    "read_assets",
+    "rule_for",
+    "source_geobox",
+    "to_physical",
+]
 
 
 @dataclass(frozen=True)
@@ -76,6 +97,85 @@ class ReadSpec:
     resampling: Resampling | None = None
     sar_db_input: bool = False
     sar_db_output: bool = False
+
+
+@runtime_checkable
+class Reader(Protocol):
+    """Reads bands of one file onto a grid (see the module doc for the full contract)."""
+
+    def read(
+        self,
+        assets: Sequence[BandAsset],
+        gbox: GeoBox,
+        spec: ReadSpec,
+        *,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """``(len(assets), *gbox.shape.yx)`` float32 in physical units, NaN = no data."""
+        ...
+
+
+# --- helpers every reader shares ----------------------------------------------------------------
+
+
+def new_output(
+    assets: Sequence[BandAsset], gbox: GeoBox, out: np.ndarray | None = None
+) -> np.ndarray:
+    """The NaN-filled ``(band, y, x)`` float32 output of a read; checks the one-file rule."""
+    hrefs = {a.href for a in assets}
+    if len(hrefs) > 1:
+        raise ReadError(
+            f"one read got bands of several files {sorted(hrefs)}",
+            fix="read the bands of each file separately (read_item_bands groups them by href)",
+        )
+    if out is None:
+        out = np.empty((len(assets), *gbox.shape.yx), dtype=np.float32)
+    out.fill(np.nan)
+    return out
+
+
+def rule_for(spec: ReadSpec, ratio: float) -> Resampling:
+    """The resampling rule of a read: ``spec.resampling`` or the kind's rule at ``ratio``."""
+    return spec.resampling if spec.resampling is not None else resampling_for(spec.kind, ratio)
+
+
+def to_physical(
+    raw: np.ndarray, assets: Sequence[BandAsset], file_nodata: float | None
+) -> np.ndarray:
+    """Stored values ``(band, y, x)`` → float32 physical units; nodata and non-finite → NaN.
+
+    Each asset's own nodata wins over the file's.
+    """
+    out = raw.astype(np.float32, copy=True)
+    for i, a in enumerate(assets):
+        nodata = a.spec.nodata if a.spec.nodata is not None else file_nodata
+        band = out[i]
+        bad = ~np.isfinite(band)
+        if nodata is not None and np.isfinite(nodata):
+            bad |= raw[i] == nodata
+        if a.spec.scale != 1.0 or a.spec.offset != 0.0:
+            band *= np.float32(a.spec.scale)
+            band += np.float32(a.spec.offset)
+        band[bad] = np.nan
+    return out
+
+
+def finish_read(out: np.ndarray, spec: ReadSpec) -> np.ndarray:
+    """Output units after resampling: back to dB if asked; class codes rounded (NaN stays)."""
+    if spec.sar_db_output:
+        out[...] = linear_to_db(out)
+    if is_categorical(spec.kind):
+        np.round(out, out=out)
+    return out
+
+
+def gdal_path(href: str) -> str:
+    """The path GDAL opens: HTTP(S) URLs go through ``/vsicurl/`` (range requests)."""
+    if href.startswith(("http://", "https://")):
+        return "/vsicurl/" + href
+    if href.startswith("file://"):
+        return href[len("file://") :]
+    return href
 
 
 def _crs_of(ds: rasterio.DatasetReader, asset: BandAsset) -> CRS:
@@ -98,6 +198,105 @@ def source_geobox(ds: rasterio.DatasetReader, asset: BandAsset) -> GeoBox:
     return GeoBox(ds.shape, transform, _crs_of(ds, asset))
 
 
+# --- the GDAL/rasterio reader -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RasterioReader:
+    """The default :class:`Reader`: rasterio/GDAL windowed reads, overviews, in-memory warp.
+
+    Attributes:
+        gdal: GDAL settings applied around every read (HTTP timeouts, cache, threads).
+    """
+
+    gdal: GDALOptions = field(default_factory=GDALOptions)
+
+    def read(
+        self,
+        assets: Sequence[BandAsset],
+        gbox: GeoBox,
+        spec: ReadSpec,
+        *,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Read bands of one file onto ``gbox`` (see the module doc).
+
+        Raises:
+            ReadError: the file cannot be opened or read; names the URL and the asset.
+        """
+        out = new_output(assets, gbox, out)
+        if not assets:
+            return out
+        a = assets[0]
+        what = f"asset {a.asset_key!r} (band {a.key}) at {redact_url(a.href)}"
+        # Redirect hops are checked here (GDAL would follow them unasked); transient failures
+        # are retried with GDAL's cache for the file cleared (eo_fusion.sources.remote).
+        path = resolve_redirects(gdal_path(a.href), self.gdal)
+        dst = out
+        read_with_retries(
+            lambda extra: self._attempt(dst, assets, gbox, spec, path, what, extra),
+            path=path,
+            gdal=self.gdal,
+            what=what,
+        )
+        return finish_read(out, spec)
+
+    def _attempt(
+        self,
+        out: np.ndarray,
+        assets: Sequence[BandAsset],
+        gbox: GeoBox,
+        spec: ReadSpec,
+        path: str,
+        what: str,
+        extra: dict[str, Any],
+    ) -> None:
+        """One attempt of :meth:`read` (``extra``: GDAL options for this attempt)."""
+        out.fill(np.nan)
+        try:
+            with self.gdal.env(), rasterio.Env(**extra), watch_gdal_io(what):
+                self._read_into(out, assets, gbox, spec, path, what)
+        except rasterio.errors.RasterioError as e:
+            raise ReadError(
+                f"reading {what} failed: {e}",
+                fix="check that the file exists and is reachable, or raise GDALOptions timeouts",
+            ) from e
+
+    def _read_into(
+        self,
+        out: np.ndarray,
+        assets: Sequence[BandAsset],
+        gbox: GeoBox,
+        spec: ReadSpec,
+        path: str,
+        what: str,
+    ) -> None:
+        with _sidecar_env(path):
+            ds = _open(path)
+        with ds:
+            src_gbox = source_geobox(ds, assets[0])
+            rr = source_roi(src_gbox, gbox)
+            if roi_is_empty(rr):
+                return  # no overlap: all no data
+            rule = rule_for(spec, float(rr.scale))
+            indexes = [a.band_index for a in assets]
+            # dB values must not be read from overviews (they were averaged in dB when built).
+            ovr = None
+            if rr.read_shrink > 1 and not spec.sar_db_input:
+                ovr = _pick_overview(ds.overviews(indexes[0]), rr.read_shrink)
+            if ovr is None:
+                data, read_gbox = _read_window(ds, indexes, src_gbox, rr.roi_src, what, self.gdal)
+                nodata = ds.nodata
+            else:
+                data, nodata, read_gbox, rr = _read_overview(
+                    path, ovr, indexes, src_gbox, gbox, what, self.gdal
+                )
+        phys = to_physical(data, assets, nodata)
+        if spec.sar_db_input:
+            phys = db_to_linear(phys)
+        place(phys, read_gbox, out, gbox, rr, rule, self.gdal.num_threads)
+
+
 def _pick_overview(factors: Sequence[int], shrink: int) -> int | None:
     """Index of the coarsest overview whose factor is ≤ ``shrink`` (None: read full resolution)."""
     best = None
@@ -107,141 +306,26 @@ def _pick_overview(factors: Sequence[int], shrink: int) -> int | None:
     return best
 
 
-def _to_physical(raw: np.ndarray, assets: Sequence[BandAsset], file_nodata: float | None):
-    out = raw.astype(np.float32, copy=True)
-    for i, a in enumerate(assets):
-        nodata = a.spec.nodata if a.spec.nodata is not None else file_nodata
-        band = out[i]
-        bad = ~np.isfinite(band)
-        if nodata is not None and np.isfinite(nodata):
-            bad |= raw[i] == nodata
-        if a.spec.scale != 1.0 or a.spec.offset != 0.0:
-            band *= np.float32(a.spec.scale)
-            band += np.float32(a.spec.offset)
-        band[bad] = np.nan
-    return out
-
-
-def read_assets(
-    assets: Sequence[BandAsset],
-    gbox: GeoBox,
-    spec: ReadSpec,
-    *,
-    gdal: GDALOptions | None = None,
-    out: np.ndarray | None = None,
-) -> np.ndarray:
-    """Read bands of ONE file onto ``gbox``; returns ``(band, y, x)`` float32, NaN = no data.
-
-    Args:
-        assets: bands of the same ``href`` (one open, one windowed read for all of them).
-        gbox: the target grid (a tile, usually with its halo).
-        spec: how to resample (see :class:`ReadSpec`).
-        gdal: GDAL settings applied around the read.
-
-    Raises:
-        ReadError: the file cannot be opened or read; names the URL and the asset.
-    """
-    if not assets:
-        return np.empty((0, *gbox.shape.yx), dtype=np.float32)
-    hrefs = {a.href for a in assets}
-    if len(hrefs) != 1:
-        raise ReadError(f"read_assets got bands of several files {sorted(hrefs)}", fix="group")
-    asset0 = assets[0]
-    gdal = gdal or GDALOptions()
-    if out is None:
-        out = np.empty((len(assets), *gbox.shape.yx), dtype=np.float32)
-    what = f"asset {asset0.asset_key!r} (band {asset0.key}) at {redact_url(asset0.href)}"
-    # Redirect hops are checked here (GDAL would follow them unasked); transient failures are
-    # retried with GDAL's cache for the file cleared (eo_fusion.sources.remote).
-    path = resolve_redirects(gdal_path(asset0.href), gdal)
-    dst = out
-    read_with_retries(
-        lambda extra: _read_into(assets, gbox, spec, gdal, dst, path, what, extra),
-        path=path,
-        gdal=gdal,
-        what=what,
-    )
-    if spec.sar_db_output:
-        out[...] = linear_to_db(out)
-    if is_categorical(spec.kind):
-        np.round(out, out=out)  # NaN stays NaN
-    return out
-
-
-def _read_into(
-    assets: Sequence[BandAsset],
-    gbox: GeoBox,
-    spec: ReadSpec,
-    gdal: GDALOptions,
-    out: np.ndarray,
+def _read_overview(
     path: str,
+    level: int,
+    indexes: list[int],
+    src_gbox: GeoBox,
+    gbox: GeoBox,
     what: str,
-    extra: dict,
-) -> None:
-    """One attempt of :func:`read_assets` (``extra``: GDAL options for this attempt)."""
-    asset0 = assets[0]
-    out.fill(np.nan)
-    try:
-        with gdal.env(), rasterio.Env(**extra), watch_gdal_io(what):
-            with _sidecar_env(path):
-                ds = _open(path)
-            with ds:
-                src_gbox = source_geobox(ds, asset0)
-                rr = _roi(src_gbox, gbox)
-                if (
-                    rr.roi_src[0].stop <= rr.roi_src[0].start
-                    or rr.roi_src[1].stop <= rr.roi_src[1].start
-                ):
-                    return  # no overlap: all no data
-                ratio = float(rr.scale)
-                rule = (
-                    spec.resampling
-                    if spec.resampling is not None
-                    else resampling_for(spec.kind, ratio)
-                )
-                indexes = [a.band_index for a in assets]
-                ovr = None
-                # dB values must not be read from overviews (they were averaged in dB when built).
-                if rr.read_shrink > 1 and not spec.sar_db_input:
-                    ovr = _pick_overview(ds.overviews(indexes[0]), rr.read_shrink)
-                if ovr is None:
-                    data, src_read_gbox = _read_window(
-                        ds, indexes, src_gbox, rr.roi_src, what, gdal
-                    )
-                    file_nodata = ds.nodata
-                else:
-                    with _sidecar_env(path):
-                        ods = _open(path, overview_level=ovr)
-                    with ods:
-                        # Overview pixels tile the full image exactly: derive their grid from the
-                        # full-resolution one (JPEG/world-file overviews carry no transform).
-                        zoom = Affine.scale(
-                            src_gbox.width / ods.width, src_gbox.height / ods.height
-                        )
-                        ogbox = GeoBox(ods.shape, src_gbox.transform @ zoom, src_gbox.crs)
-                        orr = _roi(ogbox, gbox)
-                        data, src_read_gbox = _read_window(
-                            ods, indexes, ogbox, orr.roi_src, what, gdal
-                        )
-                        file_nodata = ods.nodata
-                        rr = orr
-                phys = _to_physical(data, assets, file_nodata)
-                if spec.sar_db_input:
-                    phys = db_to_linear(phys)
-                if (
-                    rr.paste_ok
-                    and rr.read_shrink == 1
-                    and src_read_gbox.shape == gbox[rr.roi_dst].shape
-                ):
-                    out[(slice(None), *rr.roi_dst)] = phys
-                elif not _axis_aligned_resample(phys, src_read_gbox, out, gbox, rule):
-                    _warp(phys, src_read_gbox, out, gbox, rule, gdal)
-    except rasterio.errors.RasterioError as e:
-        raise ReadError(
-            f"reading asset {asset0.asset_key!r} (band {asset0.key}) from {asset0.href} "
-            f"failed: {e}",
-            fix="check that the file exists and is reachable, or raise GDALOptions timeouts",
-        ) from e
+    gdal: GDALOptions,
+) -> tuple[np.ndarray, float | None, GeoBox, ReprojectInfo]:
+    """Read the window for ``gbox`` from overview ``level`` → (data, nodata, its grid, roi)."""
+    with _sidecar_env(path):
+        ods = _open(path, overview_level=level)
+    with ods:
+        # Overview pixels tile the full image exactly: derive their grid from the
+        # full-resolution one (JPEG/world-file overviews carry no transform).
+        zoom = Affine.scale(src_gbox.width / ods.width, src_gbox.height / ods.height)
+        ogbox = GeoBox(ods.shape, src_gbox.transform @ zoom, src_gbox.crs)
+        orr = source_roi(ogbox, gbox)
+        data, read_gbox = _read_window(ods, indexes, ogbox, orr.roi_src, what, gdal)
+        return data, ods.nodata, read_gbox, orr
 
 
 _GEOTIFF = (".tif", ".tiff")
@@ -267,24 +351,11 @@ def _open(path: str, **kwargs) -> rasterio.DatasetReader:
         return rasterio.open(path, **kwargs)
 
 
-def _roi(src_gbox: GeoBox, gbox: GeoBox):
-    """Source window for ``gbox``, padded so resampling kernels at the tile edge see real data.
-
-    GDAL widens bilinear/cubic kernels by the downsampling factor; without enough padding the
-    edge pixels of a tile would be computed from fewer source pixels than interior ones (a seam).
-    """
-    rr = compute_reproject_roi(src_gbox, gbox, ttol=0.05)
-    if rr.paste_ok:
-        return rr
-    pad = 2 + int(np.ceil(max(rr.scale2.x, rr.scale2.y, 1.0)))
-    return compute_reproject_roi(src_gbox, gbox, ttol=0.05, padding=pad)
-
-
 def _read_window(
     ds: rasterio.DatasetReader,
     indexes: list[int],
     src_gbox: GeoBox,
-    roi: tuple[slice, slice],
+    roi: tuple[Any, Any],
     what: str,
     gdal: GDALOptions,
 ) -> tuple[np.ndarray, GeoBox]:
@@ -303,103 +374,37 @@ def _read_window(
     return data, src_gbox[roi]
 
 
-def _axis_positions(n_dst: int, d0: float, dres: float, s0: float, sres: float) -> np.ndarray:
-    """Source pixel-centre coordinates (0 = centre of the first source pixel) of the target
-    pixel centres along one axis."""
-    centres = d0 + (np.arange(n_dst) + 0.5) * dres
-    return (centres - s0) / sres - 0.5
+def read_assets(
+    assets: Sequence[BandAsset],
+    gbox: GeoBox,
+    spec: ReadSpec,
+    *,
+    gdal: GDALOptions | None = None,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """``RasterioReader(gdal).read(assets, gbox, spec, out=out)``: one read without a reader."""
+    return RasterioReader(gdal or GDALOptions()).read(assets, gbox, spec, out=out)
 
 
-def _axis_aligned_resample(
-    src: np.ndarray, src_gbox: GeoBox, dst: np.ndarray, dst_gbox: GeoBox, rule: Resampling
-) -> bool:
-    """Fast path for the common case (same CRS, north-up grids): separable bilinear or nearest
-    interpolation in numpy, ~5x faster than the general GDAL warper for these grids. Returns
-    False (nothing done) when the case does not apply; the GDAL warp then runs.
+# --- a reader that reads nothing ----------------------------------------------------------------
 
-    Semantics follow GDAL's: target pixel centres are located in source pixel space; a target
-    that a NaN source pixel contributes to is NaN; targets outside the source stay NaN.
+
+@dataclass(frozen=True)
+class NullReader:
+    """A :class:`Reader` that opens no file and returns all no data (NaN).
+
+    Running a loader through it gives the *layout* of its result (bands, dates, dims) from the
+    items' metadata alone; :func:`eo_fusion.api.stack` uses it to build a lazy graph without
+    reading pixels.
     """
-    if rule not in (Resampling.bilinear, Resampling.nearest) or src_gbox.crs != dst_gbox.crs:
-        return False
-    st, dt = src_gbox.transform, dst_gbox.transform
-    if st.b or st.d or dt.b or dt.d or st.a <= 0 or st.e >= 0 or dt.a <= 0 or dt.e >= 0:
-        return False
-    if rule is Resampling.bilinear and (dt.a > st.a * 1.0001 or -dt.e > -st.e * 1.0001):
-        return False  # downsampling with bilinear: leave it to GDAL
-    h, w = src.shape[-2:]
-    u = _axis_positions(dst.shape[-1], dt.c, dt.a, st.c, st.a)
-    v = _axis_positions(dst.shape[-2], dt.f, dt.e, st.f, st.e)
-    inside_u = (u > -0.5) & (u < w - 0.5)
-    inside_v = (v > -0.5) & (v < h - 0.5)
-    if rule is Resampling.nearest:
-        iu = np.clip(np.floor(u + 0.5).astype(np.int64), 0, w - 1)
-        iv = np.clip(np.floor(v + 0.5).astype(np.int64), 0, h - 1)
-        for i in range(src.shape[0]):
-            dst[i] = src[i][iv[:, None], iu[None, :]]
-    else:
-        u0, fu = _taps(u, w)
-        v0, fv = _taps(v, h)
-        u1, v1 = np.minimum(u0 + 1, w - 1), np.minimum(v0 + 1, h - 1)
-        rows = np.union1d(v0, v1)  # the source rows any target needs
-        r0, r1 = np.searchsorted(rows, v0), np.searchsorted(rows, v1)
-        for i in range(src.shape[0]):
-            # Separable: along x on the needed source rows, then along y.
-            tmp = _lerp(src[i][rows], u0, u1, fu, axis=1)
-            dst[i] = _lerp(tmp, r0, r1, fv, axis=0)
-    dst[..., ~inside_v, :] = np.nan
-    dst[..., :, ~inside_u] = np.nan
-    return True
 
-
-def _taps(pos: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Left tap index and weight of the right tap; targets within half a pixel of the outer
-    source centres use the edge pixel alone (weight 0), as GDAL does."""
-    i0 = np.clip(np.floor(pos).astype(np.int64), 0, n - 1)
-    frac = (pos - np.floor(pos)).astype(np.float32)
-    frac[(pos < 0) | (pos > n - 1)] = 0
-    return i0, frac
-
-
-def _lerp(a: np.ndarray, i0: np.ndarray, i1: np.ndarray, f: np.ndarray, axis: int) -> np.ndarray:
-    """(1 - f) * a[i0] + f * a[i1] along ``axis``; a NaN tap poisons only where its weight > 0."""
-    shape = (-1, 1) if axis == 0 else (1, -1)
-    f2 = f.reshape(shape)
-    left = np.take(a, i0, axis=axis)
-    left *= 1 - f2
-    right = np.take(a, i1, axis=axis)
-    right *= f2
-    right[np.broadcast_to(f2 == 0, right.shape)] = 0  # avoid 0 * NaN where the tap is unused
-    left += right
-    return left
-
-
-def _warp(
-    src: np.ndarray,
-    src_gbox: GeoBox,
-    dst: np.ndarray,
-    dst_gbox: GeoBox,
-    rule: Resampling,
-    gdal: GDALOptions,
-) -> None:
-    extra = {}
-    if rule in (Resampling.bilinear, Resampling.cubic, Resampling.lanczos):
-        # Interpolating kernels keep a 1-pixel radius: GDAL otherwise widens them by the scale
-        # change (ignoring rotation), which blurs and moves linear features by up to 0.1 px
-        # (GDAL issue 7750; odc-geo does the same). Downsampling uses `average`, not these.
-        extra = {"XSCALE": 1, "YSCALE": 1}
-    rasterio.warp.reproject(
-        src,
-        dst,
-        src_transform=src_gbox.transform,
-        src_crs=grid_crs(src_gbox).to_wkt(),
-        dst_transform=dst_gbox.transform,
-        dst_crs=grid_crs(dst_gbox).to_wkt(),
-        src_nodata=np.nan,
-        dst_nodata=np.nan,
-        resampling=rule,
-        num_threads=max(1, gdal.num_threads),
-        tolerance=WARP_TOLERANCE_PX,
-        init_dest_nodata=True,
-        **extra,
-    )
+    def read(
+        self,
+        assets: Sequence[BandAsset],
+        gbox: GeoBox,
+        spec: ReadSpec,
+        *,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """All-NaN ``(len(assets), *gbox.shape.yx)`` float32."""
+        return new_output(assets, gbox, out)

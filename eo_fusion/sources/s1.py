@@ -20,9 +20,7 @@ from scipy import ndimage
 
 from eo_fusion.catalogs.items import NormalizedItem
 from eo_fusion.config import ModalitySpec
-from eo_fusion.coreg.resampling import linear_to_db
 from eo_fusion.errors import BandError
-from eo_fusion.gdal import GDALOptions
 from eo_fusion.modalities import S1Options
 from eo_fusion.sources.common import (
     ModalityResult,
@@ -31,7 +29,8 @@ from eo_fusion.sources.common import (
     nanmean,
     read_day_mosaics,
 )
-from eo_fusion.sources.reader import ReadSpec
+from eo_fusion.sources.reader import Reader, ReadSpec
+from eo_fusion.sources.resample import linear_to_db
 
 __all__ = ["lee_filter", "load_s1"]
 
@@ -70,7 +69,7 @@ def _keys(items: list[NormalizedItem], mspec: ModalitySpec) -> list[str]:
 
 
 def load_s1(
-    items: list[NormalizedItem], gbox: GeoBox, mspec: ModalitySpec, gdal: GDALOptions
+    items: list[NormalizedItem], gbox: GeoBox, mspec: ModalitySpec, reader: Reader
 ) -> ModalityResult:
     """Read Sentinel-1 items onto ``gbox``: composite (linear mean) or time series."""
     opts = S1Options.of(mspec.options)
@@ -85,7 +84,7 @@ def load_s1(
 
     lee = opts.speckle == "lee"
     win = opts.speckle_window
-    days = read_day_mosaics(items, keys, gbox, spec_for, gdal)
+    days = read_day_mosaics(items, keys, gbox, spec_for, reader)
     series = [np.stack([lee_filter(b, win) for b in d.data]) if lee else d.data for d in days]
     times = [d.time for d in days]
     ids = [i.id for d in days for i in d.items]

@@ -27,7 +27,6 @@ from scipy import ndimage
 from eo_fusion.catalogs.items import NormalizedItem
 from eo_fusion.config import ModalitySpec
 from eo_fusion.errors import BandError
-from eo_fusion.gdal import GDALOptions
 from eo_fusion.modalities import S2Options
 from eo_fusion.sources.common import (
     ModalityResult,
@@ -38,7 +37,7 @@ from eo_fusion.sources.common import (
     nanmedian,
     read_item_bands,
 )
-from eo_fusion.sources.reader import ReadSpec
+from eo_fusion.sources.reader import Reader, ReadSpec
 
 __all__ = ["S2CLOUDLESS_BANDS", "SCL_MASKED", "load_s2"]
 
@@ -98,7 +97,7 @@ def _requested_bands(items: list[NormalizedItem], mspec: ModalitySpec) -> list[s
 
 
 def _observation(
-    group: list[NormalizedItem], keys: list[str], gbox: GeoBox, opts: S2Options, gdal
+    group: list[NormalizedItem], keys: list[str], gbox: GeoBox, opts: S2Options, reader
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """Mosaic one day's items → (bands, clear mask, cloud-mask method)."""
 
@@ -109,8 +108,8 @@ def _observation(
     clear = np.zeros(gbox.shape.yx, dtype=bool)
     methods: set[str] = set()
     for it in group:
-        arr = read_item_bands(it, keys, gbox, spec_for, gdal)
-        method, ok = _item_clear(it, keys, arr, gbox, opts, gdal, spec_for)
+        arr = read_item_bands(it, keys, gbox, spec_for, reader)
+        method, ok = _item_clear(it, keys, arr, gbox, opts, reader, spec_for)
         methods.add(method)
         arr[:, ~ok] = np.nan
         if data is None:
@@ -123,16 +122,16 @@ def _observation(
     return data, clear, "+".join(sorted(methods))
 
 
-def _item_clear(it, keys, arr, gbox, opts, gdal, spec_for) -> tuple[str, np.ndarray]:
+def _item_clear(it, keys, arr, gbox, opts, reader, spec_for) -> tuple[str, np.ndarray]:
     finite = np.all(np.isfinite(arr), axis=0)
     level = it.modality
     if level != "s2-l1c" and "s2:SCL" in it.bands:
-        scl = read_item_bands(it, ["s2:SCL"], gbox, spec_for, gdal)[0]
+        scl = read_item_bands(it, ["s2:SCL"], gbox, spec_for, reader)[0]
         return "scl", finite & _clear_from_scl(scl, opts.mask_snow)
     if level == "s2-l1c" and all(b in it.bands for b in S2CLOUDLESS_BANDS):
         idx = {k: i for i, k in enumerate(keys)}
         missing = [b for b in S2CLOUDLESS_BANDS if b not in idx]
-        extra = read_item_bands(it, missing, gbox, spec_for, gdal) if missing else None
+        extra = read_item_bands(it, missing, gbox, spec_for, reader) if missing else None
 
         def band(k):
             return arr[idx[k]] if k in idx else extra[missing.index(k)]
@@ -144,7 +143,7 @@ def _item_clear(it, keys, arr, gbox, opts, gdal, spec_for) -> tuple[str, np.ndar
 
 
 def load_s2(
-    items: list[NormalizedItem], gbox: GeoBox, mspec: ModalitySpec, gdal: GDALOptions
+    items: list[NormalizedItem], gbox: GeoBox, mspec: ModalitySpec, reader: Reader
 ) -> ModalityResult:
     """Read Sentinel-2 items onto ``gbox`` as a composite or time series (see module doc)."""
     keys = _requested_bands(items, mspec)
@@ -155,7 +154,7 @@ def load_s2(
     ids: list[str] = []
     methods: list[str] = []
     for group in group_same_day(items):
-        data, clear, method = _observation(group, keys, gbox, opts, gdal)
+        data, clear, method = _observation(group, keys, gbox, opts, reader)
         data_t.append(data)
         clear_t.append(clear)
         times.append(min(i.datetime for i in group))

@@ -6,12 +6,13 @@ import json
 
 import numpy as np
 import pytest
-import rasterio
+from odc.geo.geobox import GeoBox
 from rasterio.transform import from_bounds
 
 from eo_fusion.errors import BadInputError
 from eo_fusion.models.config import DataSpec
 from eo_fusion.models.predict import modality_vars
+from eo_fusion.testing.fake_reader import write_test_raster
 from eo_fusion.train.adapters import PASTIS_S2_KEYS, flair_hub_stacks, pastis_stacks
 from eo_fusion.train.data import scene_from_stack
 from eo_fusion.train.sources import load_scenes
@@ -83,13 +84,10 @@ def test_pastis_through_a_training_config(pastis_root):
 
 
 def _tif(path, data, bounds, nodata=None):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    c, h, w = data.shape
-    with rasterio.open(
-        path, "w", driver="GTiff", width=w, height=h, count=c, dtype=data.dtype,
-        crs="EPSG:2154", transform=from_bounds(*bounds, w, h), nodata=nodata,
-    ) as dst:  # fmt: skip
-        dst.write(data)
+    _, h, w = data.shape
+    write_test_raster(
+        path, data, GeoBox((h, w), from_bounds(*bounds, w, h), "EPSG:2154"), nodata=nodata
+    )
 
 
 def test_flair_hub_folders_become_stacks(tmp_path):

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rasterio
 from affine import Affine
 from odc.geo import CRS
 from odc.geo.geobox import GeoBox
@@ -15,27 +14,14 @@ from rasterio.enums import Resampling
 
 from eo_fusion.bands import get_band
 from eo_fusion.catalogs.items import BandAsset
-from eo_fusion.coreg.resampling import db_to_linear, linear_to_db, resampling_for
 from eo_fusion.grid import grid_from_aoi
 from eo_fusion.sources.reader import ReadSpec, read_assets
+from eo_fusion.sources.resample import db_to_linear, linear_to_db, resampling_for
+from eo_fusion.testing.fake_reader import write_test_raster
 
 
 def _write(path: Path, arr: np.ndarray, gbox: GeoBox, nodata=None) -> str:
-    arr = arr if arr.ndim == 3 else arr[None]
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        count=arr.shape[0],
-        height=arr.shape[1],
-        width=arr.shape[2],
-        dtype=arr.dtype,
-        crs=gbox.crs.to_wkt(),
-        transform=gbox.transform,
-        nodata=nodata,
-    ) as ds:
-        ds.write(arr)
-    return str(path)
+    return str(write_test_raster(path, arr, gbox, nodata=nodata))
 
 
 def _asset(path: str, key: str, index: int = 1, **enc) -> BandAsset:
@@ -159,8 +145,7 @@ def test_pixel_tracing_lands_within_a_tenth_of_a_pixel(
 )
 @pytest.mark.parametrize("rule", [Resampling.bilinear, Resampling.nearest])
 def test_axis_aligned_fast_path_matches_gdal(dst: GeoBox, rule: Resampling) -> None:
-    from eo_fusion.gdal import GDALOptions
-    from eo_fusion.sources.reader import _axis_aligned_resample, _warp
+    from eo_fusion.sources.resample import axis_aligned_resample, warp
 
     rng = np.random.default_rng(0)
     src = rng.random((2, 60, 60)).astype(np.float32)
@@ -168,7 +153,7 @@ def test_axis_aligned_fast_path_matches_gdal(dst: GeoBox, rule: Resampling) -> N
     src_gbox = GeoBox((60, 60), Affine(20, 0, 1000, 0, -20, 5000), "EPSG:32633")
     fast = np.full((2, *dst.shape.yx), np.nan, dtype=np.float32)
     ref = fast.copy()
-    assert _axis_aligned_resample(src, src_gbox, fast, dst, rule)
-    _warp(src, src_gbox, ref, dst, rule, GDALOptions())
+    assert axis_aligned_resample(src, src_gbox, fast, dst, rule)
+    warp(src, src_gbox, ref, dst, rule)
     np.testing.assert_array_equal(np.isnan(fast), np.isnan(ref))
     np.testing.assert_allclose(fast, ref, atol=1e-6)

@@ -13,24 +13,20 @@ from odc.geo.geobox import GeoBox
 
 from eo_fusion.catalogs.local import local_item
 from eo_fusion.config import ModalitySpec
-from eo_fusion.gdal import GDALOptions
 from eo_fusion.grid import grid_from_aoi
 from eo_fusion.sources.elevation import load_elevation, slope_aspect
+from eo_fusion.sources.reader import RasterioReader
 from eo_fusion.sources.s1 import lee_filter, load_s1
 from eo_fusion.sources.s2 import load_s2
+from eo_fusion.testing.fake_reader import write_test_raster
 
 DATA = Path(__file__).resolve().parents[2] / "catalogs" / "sample" / "data"
 GRID = GeoBox((30, 30), Affine(10, 0, 600_000, 0, -10, 5_000_300), "EPSG:32632")
-GDAL = GDALOptions()
+READER = RasterioReader()
 
 
 def _write(path: Path, arr: np.ndarray, gbox: GeoBox = GRID, nodata=None) -> Path:
-    with rasterio.open(
-        path, "w", driver="GTiff", count=1, height=arr.shape[0], width=arr.shape[1],
-        dtype=arr.dtype, crs=gbox.crs.to_wkt(), transform=gbox.transform, nodata=nodata,
-    ) as ds:  # fmt: skip
-        ds.write(arr, 1)
-    return path
+    return write_test_raster(path, arr, gbox, nodata=nodata)
 
 
 def _l2a(tmp: Path, day: int, dn: int, cloud_rows: slice, month: int = 6):
@@ -56,7 +52,7 @@ def test_s2_l2a_scl_mask_and_composite(tmp_path: Path) -> None:
         _l2a(tmp_path, 21, 2400, slice(5, 15)),
     ]
     spec = ModalitySpec(bands=["s2:B04"])
-    res = load_s2(items, GRID, spec, GDAL)
+    res = load_s2(items, GRID, spec, READER)
     assert res.bands == ["s2:B04"] and res.times is None
     comp = res.data[0]
     # Rows 0-4 are clear on dates 2 and 3: median of (0.12, 0.14) = 0.13 (after the offset).
@@ -75,13 +71,13 @@ def test_s2_timeseries_keeps_dates_and_masks_and_aggregates(tmp_path: Path) -> N
         _l2a(tmp_path, 20, 2200, slice(10, 20)),
         _l2a(tmp_path, 5, 2400, slice(5, 15), month=7),
     ]
-    res = load_s2(items, GRID, ModalitySpec(bands=["s2:B04"], mode="timeseries"), GDAL)
+    res = load_s2(items, GRID, ModalitySpec(bands=["s2:B04"], mode="timeseries"), READER)
     assert [t.day for t in res.times] == [1, 20, 5]
     assert res.data.shape == (3, 1, 30, 30) and res.valid.shape == (3, 30, 30)
     assert not res.valid[0, :10].any() and res.valid[0, 10:].all()
     assert np.isnan(res.data[1, 0, 10:20]).all()
     monthly = load_s2(
-        items, GRID, ModalitySpec(bands=["s2:B04"], mode="timeseries", aggregate="monthly"), GDAL
+        items, GRID, ModalitySpec(bands=["s2:B04"], mode="timeseries", aggregate="monthly"), READER
     )
     assert [(t.month, t.day) for t in monthly.times] == [(6, 1), (7, 1)]
     np.testing.assert_allclose(monthly.data[0, 0, 25, 0], 0.11, atol=1e-6)  # median(0.10, 0.12)
@@ -89,7 +85,7 @@ def test_s2_timeseries_keeps_dates_and_masks_and_aggregates(tmp_path: Path) -> N
         items,
         GRID,
         ModalitySpec(bands=["s2:B04"], mode="timeseries", aggregate="semimonthly"),
-        GDAL,
+        READER,
     )
     assert [(t.month, t.day) for t in semi.times] == [(6, 1), (6, 16), (7, 1)]
 
@@ -110,7 +106,7 @@ def test_s2_l1c_s2cloudless_on_real_slovenia_dates() -> None:
         (465_200, 5_079_300, 466_150, 5_080_250), 10, crs="EPSG:32633", aoi_crs="EPSG:32633"
     )
     items = [_slovenia_s2(d) for d in ("2015-07-11", "2015-08-20", "2015-08-30")]
-    res = load_s2(items, inner, ModalitySpec(mode="timeseries"), GDAL)
+    res = load_s2(items, inner, ModalitySpec(mode="timeseries"), READER)
     assert res.attrs["cloud_mask"] == ["s2cloudless"] * 3
     frac = dict(zip(res.attrs["dates"], res.attrs["valid_fraction"], strict=True))
     assert frac["2015-07-11T00:00:00+00:00"] > 0.9
@@ -132,15 +128,15 @@ def test_s1_temporal_mean_is_in_linear_power(tmp_path: Path) -> None:
         _s1_item(tmp_path, 1, np.full((30, 30), -10.0), "ascending"),
         _s1_item(tmp_path, 13, np.full((30, 30), -20.0), "descending"),
     ]
-    res = load_s1(items, GRID, ModalitySpec(), GDAL)
+    res = load_s1(items, GRID, ModalitySpec(), READER)
     expected = 10 * np.log10((0.1 + 0.01) / 2)  # -12.6 dB, not the dB mean -15
     np.testing.assert_allclose(res.data[0], expected, atol=1e-4)
     assert res.attrs["orbit_state"] == ["ascending", "descending"]
-    lin = load_s1(items, GRID, ModalitySpec(options={"units": "linear"}), GDAL)
+    lin = load_s1(items, GRID, ModalitySpec(options={"units": "linear"}), READER)
     np.testing.assert_allclose(lin.data[0], 0.055, rtol=1e-5)
-    asc = load_s1(items, GRID, ModalitySpec(options={"orbit": "ascending"}), GDAL)
+    asc = load_s1(items, GRID, ModalitySpec(options={"orbit": "ascending"}), READER)
     np.testing.assert_allclose(asc.data[0], -10.0, atol=1e-4)
-    ts = load_s1(items, GRID, ModalitySpec(mode="timeseries"), GDAL)
+    ts = load_s1(items, GRID, ModalitySpec(mode="timeseries"), READER)
     assert ts.data.shape == (2, 1, 30, 30) and [t.day for t in ts.times] == [1, 13]
 
 
@@ -175,7 +171,7 @@ def test_alexandria_dtm_holes_filled_and_ndsm_matches_hag() -> None:
         raw_dtm = ds.read(1)
     with rasterio.open(folder / "hag.tif") as ds:
         hag = ds.read(1)
-    res = load_elevation([dsm, dtm], grid, ModalitySpec(), GDAL)
+    res = load_elevation([dsm, dtm], grid, ModalitySpec(), READER)
     layers = dict(zip(res.bands, res.data, strict=True))
     assert set(res.bands) == {f"elevation:{k}" for k in ("dsm", "dtm", "ndsm", "slope", "aspect")}
     holes = raw_dtm == -9999
@@ -198,7 +194,7 @@ def test_alexandria_dtm_holes_filled_and_ndsm_matches_hag() -> None:
 @pytest.mark.parametrize("mode", ["composite", "timeseries"])
 def test_missing_band_keys_are_nan_not_dropped(tmp_path: Path, mode: str) -> None:
     items = [_l2a(tmp_path, 1, 2000, slice(0, 10))]
-    res = load_s2(items, GRID, ModalitySpec(bands=["s2:B04", "s2:B03"], mode=mode), GDAL)
+    res = load_s2(items, GRID, ModalitySpec(bands=["s2:B04", "s2:B03"], mode=mode), READER)
     assert res.bands == ["s2:B04", "s2:B03"]
     assert np.isnan(res.data).any() and not res.valid.any()
 
@@ -210,7 +206,7 @@ def test_s2_l1c_typed_options_reach_s2cloudless() -> None:
         (465_200, 5_079_300, 466_150, 5_080_250), 10, crs="EPSG:32633", aoi_crs="EPSG:32633"
     )
     items = [_slovenia_s2("2015-08-20")]  # the cloudy date
-    default = load_s2(items, inner, ModalitySpec(mode="timeseries"), GDAL)
+    default = load_s2(items, inner, ModalitySpec(mode="timeseries"), RasterioReader())
     options = {"cloud_threshold": 0.95, "cloud_dilation": 0, "shadow_search_px": 0}
-    loose = load_s2(items, inner, modality_spec("s2-l1c", {"options": options}), GDAL)
+    loose = load_s2(items, inner, modality_spec("s2-l1c", {"options": options}), RasterioReader())
     assert loose.attrs["valid_fraction"][0] > default.attrs["valid_fraction"][0] + 0.05

@@ -11,10 +11,10 @@ import shapely
 
 from eo_fusion.catalogs.local import local_item
 from eo_fusion.config import ModalitySpec
-from eo_fusion.gdal import GDALOptions
 from eo_fusion.grid import grid_from_aoi
 from eo_fusion.sources.lidar import grid_points_max, read_points
 from eo_fusion.sources.osm import load_osm, osm_features, write_geoparquet
+from eo_fusion.sources.reader import RasterioReader
 from eo_fusion.stack import build_stack, modality_array
 
 DATA = Path(__file__).resolve().parents[2] / "catalogs" / "sample" / "data"
@@ -95,7 +95,7 @@ def test_osm_monaco_channels_and_geoparquet(tmp_path: Path) -> None:
     item = local_item("monaco", "osm", {}, WHEN)
     item = item.__class__(**{**item.__dict__, "other_assets": {"pbf": str(pbf)}})
     grid = grid_from_aoi((7.418, 43.728, 7.428, 43.736), 10.0)
-    res = load_osm([item], grid, ModalitySpec(), GDALOptions())
+    res = load_osm([item], grid, ModalitySpec(), RasterioReader())
     assert res.bands[:4] == ["osm:buildings", "osm:roads_major", "osm:roads_minor", "osm:water"]
     layers = dict(zip(res.bands, res.data, strict=True))
     assert ((res.data >= 0) & (res.data <= 1)).all()

@@ -340,11 +340,13 @@ REGISTRY: tuple[ModalityDef, ...] = (
         band_family="s2",
         aliases=(S2_ALIASES,),
         place_by_wavelength=True,
+        # Preferred collection first (a catalog given by URL gets the first that it lists):
+        # Earth Search's Collection 1 reprocessing before its older, mixed-baseline collection.
         collections=(
-            ("sentinel-2-l2a", "s2-l2a"),
             ("sentinel-2-c1-l2a", "s2-l2a"),
-            ("sentinel-2-l1c", "s2-l1c"),
+            ("sentinel-2-l2a", "s2-l2a"),
             ("sentinel-2-c1-l1c", "s2-l1c"),
+            ("sentinel-2-l1c", "s2-l1c"),
             ("sentinel-2-pre-c1-l2a", "s2-l2a"),  # Earth Search v1: L2A before Collection 1
         ),
         aggregates=True,

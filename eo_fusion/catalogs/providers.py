@@ -66,7 +66,12 @@ class CatalogSpec(StrictModel):
     def url_policy(self) -> URLPolicy:
         """The URL policy for this catalog's asset hrefs."""
         if self.local:
-            return URLPolicy.for_local()
+            # A local catalog may use loopback hosts, http and file paths; when its YAML lists
+            # allowed_schemes, only those (a local API serving over http need not allow file).
+            local = URLPolicy.for_local()
+            if "allowed_schemes" not in self.model_fields_set:
+                return local
+            return URLPolicy(frozenset(self.allowed_schemes), tuple(self.allowed_hosts), True)
         return URLPolicy(frozenset(self.allowed_schemes), tuple(self.allowed_hosts), False)
 
     def collections_for(self, modality: str) -> list[str]:

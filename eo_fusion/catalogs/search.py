@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
@@ -34,6 +34,8 @@ import pystac
 from shapely.geometry import box, shape
 from shapely.geometry.base import BaseGeometry
 
+from eo_fusion.catalogs import diagnostics
+from eo_fusion.catalogs.diagnostics import SkippedItem, drop_feature_problems, screen_item
 from eo_fusion.catalogs.items import NormalizedItem
 from eo_fusion.catalogs.normalize import guess_modality, normalize_item
 from eo_fusion.catalogs.providers import CatalogSpec, load_catalog_spec
@@ -226,6 +228,9 @@ class SearchResult:
         catalog: the catalog spec searched.
         pages: result pages read (0 for local catalogs).
         truncated: the page cap stopped the search before the API ran out of results.
+        skipped: items (or assets) left out, each with the reason (unknown collection, null
+            geometry, asset without href, not normalisable); each was logged once as a
+            warning. For the run report.
     """
 
     items: pystac.ItemCollection
@@ -234,6 +239,8 @@ class SearchResult:
     pages: int = 0
     truncated: bool = False
     signer: Callable[[str], str] | None = None
+    skipped: list[SkippedItem] = field(default_factory=list)
+    source: Catalog | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -244,7 +251,11 @@ class SearchResult:
         policy = self.catalog.url_policy()
         out = []
         for item in self.items:
-            n = normalize_item(item, modality=self.query.modality, sign=self.signer)
+            try:
+                n = normalize_item(item, modality=self.query.modality, sign=self.signer)
+            except CatalogError as e:
+                self.skipped.append(diagnostics.skip(item.id, item.collection_id, str(e)))
+                continue
             for b in n.bands.values():
                 check_url(b.href, policy, what=f"item {n.id} asset '{b.asset_key}'")
             out.append(n)
@@ -258,7 +269,10 @@ class SearchResult:
         rows = []
         for item in self.items:
             # Unsigned: a summary table needs no signed URLs (no token requests).
-            n = normalize_item(item, modality=self.query.modality)
+            try:
+                n = normalize_item(item, modality=self.query.modality)
+            except CatalogError:
+                continue  # listed in .skipped by .normalized
             rows.append(
                 {
                     "id": item.id,
@@ -275,6 +289,29 @@ class SearchResult:
         cols = ["id", "collection", "modality", "datetime", "cloud_cover", "bands", "unplaced",
                 "aoi_share", "geometry"]  # fmt: skip
         return gpd.GeoDataFrame(rows, columns=cols, geometry="geometry", crs="EPSG:4326")
+
+    def explain_empty(self) -> list[str]:
+        """Likely causes of an empty result, as sentences ([] when items were found).
+
+        Checks the query itself (swapped coordinates, reversed or future dates), then asks the
+        catalog: how many items the cloud limit removed, whether the AOI and dates lie inside
+        the collections' extents. Catalog look-ups that fail are left out, never raised.
+        """
+        if len(self):
+            return []
+        return diagnostics.explain_empty(self.query, self.source, self.skipped)
+
+    def require_items(self) -> SearchResult:
+        """``self`` when it holds items, else :class:`EmptySearchError` with the likely causes."""
+        if len(self):
+            return self
+        causes = self.explain_empty()
+        what = self.query.modality or ",".join(self.query.collections) or "items"
+        because = "; ".join(causes) if causes else "no cause detected: the catalog has no match"
+        raise EmptySearchError(
+            f"search for {what} in catalog '{self.catalog.name}' found 0 items: {because}",
+            fix="fix the AOI/dates/max_cloud named above, or drop the modality from the job",
+        )
 
     def __repr__(self) -> str:
         more = " (truncated by the page cap)" if self.truncated else ""
@@ -347,6 +384,8 @@ class Catalog:
             colls = tuple(collections)
         elif modality and self.spec.modalities:
             colls = tuple(self.spec.collections_for(modality))
+        elif modality and self.spec.kind == "stac-api":
+            colls = self._api_collections_for(modality)  # catalog given by URL: ask the API
         else:
             colls = ()  # ad-hoc catalog: items are matched by their own modality (below)
         if max_items is not None and max_items < 1:
@@ -363,18 +402,71 @@ class Catalog:
             modality=modality,
             properties=dict(properties or {}),
         )
-        if self.spec.kind == "stac-api":
-            items, pages, truncated = _api_search(self.spec, query)
+        skipped: list[SkippedItem] = []
+        if diagnostics.query_cannot_match(query):
+            items, pages, truncated = [], 0, False  # reversed dates / |lat| > 90: not sent
+        elif self.spec.kind == "stac-api":
+            items, pages, truncated = _api_search(self.spec, query, skipped)
         else:
-            items, pages, truncated = self._local_search(query), 0, False
-        return SearchResult(
+            items, pages, truncated = self._local_search(query, skipped), 0, False
+        result = SearchResult(
             items=pystac.ItemCollection(items),
             query=query,
             catalog=self.spec,
             pages=pages,
             truncated=truncated,
             signer=_signer(self.spec),
+            skipped=skipped,
+            source=self,
         )
+        if not items:
+            log.warning(
+                "search %s in catalog %s: 0 items. Likely causes: %s",
+                modality or ",".join(colls) or "items",
+                self.spec.name,
+                "; ".join(result.explain_empty()) or "none detected",
+            )
+        return result
+
+    # -- what empty-result diagnostics ask --------------------------------------------------------
+
+    def count_matches(self, query: SearchQuery, limit: int = 1000) -> int:
+        """How many items match ``query`` (at most ``limit``; one API page for STAC APIs)."""
+        if self.spec.kind == "stac-api":
+            probe = replace(query, max_items=min(limit, self.spec.page_size))
+            return len(_api_search(self.spec, probe, [])[0])
+        return len(self._local_search(replace(query, max_items=limit), []))
+
+    def collection_extents(
+        self, collections: Sequence[str], modality: str | None = None
+    ) -> list[diagnostics.Extent]:
+        """Spatial bboxes and time span of the collections (local: of their items)."""
+        if self.spec.kind == "stac-api":
+            client = open_client(self.spec)
+            return [diagnostics.extent_of_collection(client.get_collection(c)) for c in collections]
+        probe = SearchQuery(collections=tuple(collections), modality=modality)
+        found = [it for it in self.all_items() if _modality_ok(it, probe) and probe.matches(it)]
+        return [diagnostics.extent_of_items(found)] if found else []
+
+    def _api_collections_for(self, modality: str) -> tuple[str, ...]:
+        """The API's collection for ``modality`` (by the registry's collection ids), so that a
+        catalog given only by URL filters on the server, not on the client."""
+        try:
+            ids = [c.id for c in open_client(self.spec).get_collections()]
+        except Exception as e:  # a listing failure must not stop the search itself
+            log.info("catalog %s: cannot list collections (%s)", self.spec.name, e)
+            return ()
+        chosen = diagnostics.collection_for_modality(ids, modality)
+        if not chosen:
+            log.warning(
+                "catalog %s lists no collection the registry knows for %s; filtering every "
+                "collection's items on the client (pass collections= to choose)",
+                self.spec.name,
+                modality,
+            )
+            return ()
+        log.info("catalog %s: modality %s -> collection %s", self.spec.name, modality, chosen)
+        return (chosen,)
 
     # -- local ------------------------------------------------------------------------------------
 
@@ -384,8 +476,14 @@ class Catalog:
             self._local_items = _load_local_items(self.spec)
         return self._local_items
 
-    def _local_search(self, query: SearchQuery) -> list[pystac.Item]:
-        found = [it for it in self.all_items() if _modality_ok(it, query) and query.matches(it)]
+    def _local_search(self, query: SearchQuery, skipped: list[SkippedItem]) -> list[pystac.Item]:
+        found = [
+            it
+            for it in self.all_items()
+            if screen_item(it, query.modality, query.collections, skipped)
+            and _modality_ok(it, query)
+            and query.matches(it)
+        ]
         found.sort(key=lambda i: (_item_interval(i) or (datetime.min.replace(tzinfo=UTC),))[0])
         return found[: query.max_items] if query.max_items else found
 
@@ -410,6 +508,7 @@ def _load_local_items(spec: CatalogSpec) -> list[pystac.Item]:
 
         items = []
         for d in sga.stac_table_to_items(pq.read_table(path)):
+            drop_feature_problems(d, [])  # assets without href: warned about here
             for a in d.get("assets", {}).values():
                 if "://" not in a["href"] and not Path(a["href"]).is_absolute():
                     a["href"] = str((path.parent / a["href"]).resolve())
@@ -493,7 +592,9 @@ def _api_policy(spec: CatalogSpec) -> Any:
     return URLPolicy(frozenset({"https"}), tuple(spec.allowed_hosts), False)
 
 
-def _api_search(spec: CatalogSpec, query: SearchQuery) -> tuple[list[pystac.Item], int, bool]:
+def _api_search(
+    spec: CatalogSpec, query: SearchQuery, skipped: list[SkippedItem]
+) -> tuple[list[pystac.Item], int, bool]:
     from pystac_client import ConformanceClasses
 
     client = open_client(spec)
@@ -536,7 +637,9 @@ def _api_search(spec: CatalogSpec, query: SearchQuery) -> tuple[list[pystac.Item
                 if k in seen_ids:
                     continue  # an item repeated across pages is kept once
                 seen_ids.add(k)
-                it = pystac.Item.from_dict(f, preserve_dict=False)
+                it = drop_feature_problems(f, skipped)
+                if it is None or not screen_item(it, query.modality, query.collections, skipped):
+                    continue
                 if _modality_ok(it, query) and query.matches(it):
                     items.append(it)
             if query.max_items and len(items) >= query.max_items:
@@ -610,8 +713,15 @@ def open_catalog(name_or_path: str | Path | None = None) -> Catalog:
     return Catalog(load_catalog_spec(target))
 
 
+class EmptySearchError(SearchError):
+    """A search that a job needs found nothing (exit code 2: the query is what to change)."""
+
+    exit_code = 2
+
+
 __all__ = [
     "Catalog",
+    "EmptySearchError",
     "SearchQuery",
     "SearchResult",
     "aoi_share",

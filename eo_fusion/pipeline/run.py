@@ -124,6 +124,7 @@ def search_inputs(
 ) -> dict[str, list[NormalizedItem]]:
     """Search the job's catalog for every modality over the AOI and time window."""
     from eo_fusion.catalogs import open_catalog
+    from eo_fusion.modalities import search_properties
 
     catalog = open_catalog(job.catalog)
     dt = window_text(window) if any(window) else None
@@ -134,7 +135,9 @@ def search_inputs(
             kwargs["max_cloud"] = spec.max_cloud
         if spec.collections:
             kwargs["collections"] = spec.collections
-        result = catalog.search(modality, **kwargs)
+        kwargs["properties"] = search_properties(modality, spec.options)  # S1 orbit filters
+        # Zero items is an error naming the modality and the likely causes (exit 2).
+        result = catalog.search(modality, **kwargs).require_items()
         out[modality] = list(result.normalized)
         log.info("search %s: %d item(s)", modality, len(out[modality]))
     return out

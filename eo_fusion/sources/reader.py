@@ -16,7 +16,7 @@ All reads run inside ``GDALOptions.env()`` so the settings hold in whichever das
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,6 +73,10 @@ class ReadSpec:
     resampling: Resampling | None = None
     sar_db_input: bool = False
     sar_db_output: bool = False
+    #: Applied to the full-resolution source window after scale/offset, before warping:
+    #: ``f(values (band, y, x), rows, cols) -> values`` (S1 amplitude DN -> sigma0, whose LUT
+    #: is in source pixel coordinates). Overviews are not used when it is set.
+    calibrate: Callable[[np.ndarray, slice, slice], np.ndarray] | None = None
 
 
 def _crs_of(ds: rasterio.DatasetReader, asset: BandAsset) -> CRS:
@@ -170,7 +174,7 @@ def read_assets(
                 indexes = [a.band_index for a in assets]
                 ovr = None
                 # dB values must not be read from overviews (they were averaged in dB when built).
-                if rr.read_shrink > 1 and not spec.sar_db_input:
+                if rr.read_shrink > 1 and not spec.sar_db_input and spec.calibrate is None:
                     ovr = _pick_overview(ds.overviews(indexes[0]), rr.read_shrink)
                 if ovr is None:
                     data, src_read_gbox = _read_window(ds, indexes, src_gbox, rr.roi_src)
@@ -190,6 +194,8 @@ def read_assets(
                         file_nodata = ods.nodata
                         rr = orr
                 phys = _to_physical(data, assets, file_nodata)
+                if spec.calibrate is not None:  # source pixel space (ovr is None here)
+                    phys = spec.calibrate(phys, *rr.roi_src)
                 if spec.sar_db_input:
                     phys = db_to_linear(phys)
                 if (

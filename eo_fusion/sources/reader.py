@@ -41,6 +41,7 @@ from eo_fusion.coreg.resampling import (
 from eo_fusion.errors import ReadError
 from eo_fusion.gdal import GDALOptions
 from eo_fusion.grid import grid_crs
+from eo_fusion.sources.gcps import GCPGeoref, gcp_georef, gcp_window, warp_gcps
 
 __all__ = ["ReadSpec", "gdal_path", "read_assets", "source_geobox"]
 
@@ -158,6 +159,10 @@ def read_assets(
             with _sidecar_env(path):
                 ds = _open(path)
             with ds:
+                georef = gcp_georef(ds)
+                if georef is not None:  # radar-geometry file: warp with its GCPs (gcps.py)
+                    _read_gcp_file(ds, assets, gbox, spec, gdal, out, georef)
+                    return _finish(out, spec)
                 src_gbox = source_geobox(ds, asset0)
                 rr = _roi(src_gbox, gbox)
                 if (
@@ -212,11 +217,44 @@ def read_assets(
             f"failed: {e}",
             fix="check that the file exists and is reachable, or raise GDALOptions timeouts",
         ) from e
+    return _finish(out, spec)
+
+
+def _finish(out: np.ndarray, spec: ReadSpec) -> np.ndarray:
     if spec.sar_db_output:
         out[...] = linear_to_db(out)
     if is_categorical(spec.kind):
         np.round(out, out=out)  # NaN stays NaN
     return out
+
+
+def _read_gcp_file(
+    ds: rasterio.DatasetReader,
+    assets: Sequence[BandAsset],
+    gbox: GeoBox,
+    spec: ReadSpec,
+    gdal: GDALOptions,
+    out: np.ndarray,
+    georef: GCPGeoref,
+) -> None:
+    """Bands of a GCP-georeferenced file onto ``gbox``: full-resolution window, physical
+    values (and ``spec.calibrate``), then the exact GCP (thin-plate-spline) warp."""
+    found = gcp_window(ds, georef, gbox)
+    if found is None:
+        return  # no overlap: all no data
+    window, ratio = found
+    rows, cols = window
+    data = ds.read(
+        [a.band_index for a in assets],
+        window=Window(cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start),
+    )
+    phys = _to_physical(data, assets, ds.nodata)
+    if spec.calibrate is not None:
+        phys = spec.calibrate(phys, rows, cols)
+    if spec.sar_db_input:
+        phys = db_to_linear(phys)
+    rule = spec.resampling if spec.resampling is not None else resampling_for(spec.kind, ratio)
+    warp_gcps(phys, georef, window, out, gbox, rule, gdal.num_threads)
 
 
 _GEOTIFF = (".tif", ".tiff")

@@ -160,3 +160,72 @@ def test_orbit_options_are_search_filters_and_reader_filters(tmp_path: Path):
     assert load_s1([item], GRID, modality_spec("s1-grd", {"options": {"relative_orbit": 22}}), GDAL)
     with pytest.raises(ConfigError, match="calibration"):
         modality_spec("s1-rtc", {"options": {"calibration": "none"}})
+
+
+# ------------------------------------------------------------------------------------------------
+# GCP-georeferenced files (radar geometry): warped with the GCPs, not an approximate affine
+# ------------------------------------------------------------------------------------------------
+
+
+def _gcp_file(path: Path, n_rows: int = 120, n_cols: int = 160, theta_deg: float = 12.0,
+              res: float = 1000.0):  # fmt: skip
+    """A file in "radar geometry": pixel (row, col) sits on a rotated UTM 32N grid (``res`` m;
+    1 km: a 160 km x 120 km footprint, the size of an IW scene, so lon/lat curve), its
+    georeferencing given only as a 7 x 9 grid of lon/lat GCPs. Band 1 holds the column number,
+    band 2 the row: bilinear values tell exactly where in the source a target pixel was
+    sampled."""
+    from pyproj import Transformer
+    from rasterio.control import GroundControlPoint
+    from rasterio.crs import CRS
+
+    th = np.deg2rad(theta_deg)
+    truth = Affine(
+        res * np.cos(th), res * np.sin(th), 500_000, res * np.sin(th), -res * np.cos(th), 5_100_000
+    )
+    to_ll = Transformer.from_crs("EPSG:32632", "EPSG:4326", always_xy=True)
+    gcps = []
+    for r in np.linspace(0, n_rows, 7):
+        for c in np.linspace(0, n_cols, 9):
+            x, y = truth * (c, r)
+            lon, lat = to_ll.transform(x, y)
+            gcps.append(GroundControlPoint(row=r, col=c, x=lon, y=lat, z=0.0))
+    rows, cols = np.mgrid[0:n_rows, 0:n_cols]
+    with rasterio.open(path, "w", driver="GTiff", count=2, height=n_rows, width=n_cols,
+                       dtype="float32") as ds:  # fmt: skip
+        ds.write(cols.astype(np.float32), 1)
+        ds.write(rows.astype(np.float32), 2)
+        ds.gcps = (gcps, CRS.from_epsg(4326))
+    return path, truth
+
+
+def test_gcp_file_is_warped_with_its_gcps(tmp_path: Path):
+    from eo_fusion.sources.reader import ReadSpec, read_assets
+
+    path, truth = _gcp_file(tmp_path / "grd.tif")
+    with rasterio.open(path) as ds:
+        assert ds.transform.is_identity and len(ds.gcps[0]) == 63
+    target = GeoBox((40, 50), Affine(1000, 0, 535_353.0, 0, -1000, 5_049_003.0), "EPSG:32632")
+    item = local_item("S1_GCP", "s1-grd", {"s1:VV": (path, 1), "s1:VH": (path, 2)},
+                      datetime(2024, 6, 3, tzinfo=UTC), units="linear",
+                      crs="EPSG:4326")  # fmt: skip
+    got_c, got_r = read_assets(
+        [item.bands["s1:VV"], item.bands["s1:VH"]], target, ReadSpec(kind="sar")
+    )
+    # Where each target pixel centre lies in the source: the inverse of the true geometry.
+    ty, tx = np.mgrid[0:40, 0:50] + 0.5
+    x, y = target.transform * (tx, ty)
+    c, r = ~truth * (x, y)
+    ok = np.isfinite(got_c) & np.isfinite(got_r)
+    assert ok.mean() > 0.95
+    err = np.hypot(got_c - (c - 0.5), got_r - (r - 0.5))[ok]
+    assert err.max() < 0.01, f"max tracing error {err.max():.4f} px"
+    # The affine fitted to the same GCPs (what from_gcps, or an item's proj:transform, gives) is
+    # off by far more than that over a scene: the exact GCP warp is what makes the difference.
+    from pyproj import Transformer
+    from rasterio.transform import from_gcps
+
+    with rasterio.open(path) as ds:
+        fit = from_gcps(ds.gcps[0])
+    lon, lat = Transformer.from_crs("EPSG:32632", "EPSG:4326", always_xy=True).transform(x, y)
+    cf, rf = ~fit * (lon, lat)
+    assert np.hypot(cf - c, rf - r).max() > 0.3  # 0.39 px here, 0.003 px for the GCP warp

@@ -403,6 +403,7 @@ class Catalog:
             properties=dict(properties or {}),
         )
         skipped: list[SkippedItem] = []
+        items: list[pystac.Item]
         if diagnostics.query_cannot_match(query):
             items, pages, truncated = [], 0, False  # reversed dates / |lat| > 90: not sent
         elif self.spec.kind == "stac-api":

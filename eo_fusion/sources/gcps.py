@@ -25,6 +25,8 @@ from rasterio.control import GroundControlPoint
 from rasterio.enums import Resampling
 from rasterio.transform import GCPTransformer
 
+from eo_fusion.grid import grid_crs
+
 __all__ = ["GCPGeoref", "gcp_georef", "gcp_window", "warp_gcps"]
 
 #: Extra source pixels around the window: resampling kernels plus the TPS round trip.
@@ -60,8 +62,8 @@ def gcp_window(
     ys = np.linspace(0, ny, min(ny, 32) + 1)
     xs = np.linspace(0, nx, min(nx, 32) + 1)
     gx, gy = np.meshgrid(xs, ys)
-    wx, wy = gbox.transform * (gx.ravel(), gy.ravel())
-    to_gcp = Transformer.from_crs(gbox.crs.to_wkt(), georef.crs_wkt, always_xy=True)
+    wx, wy = gbox.transform * (gx.ravel(), gy.ravel())  # type: ignore[operator]
+    to_gcp = Transformer.from_crs(grid_crs(gbox).to_wkt(), georef.crs_wkt, always_xy=True)
     lon, lat = to_gcp.transform(np.asarray(wx), np.asarray(wy))
     with GCPTransformer(list(georef.gcps), tps=True) as t:
         rows, cols = t.rowcol(lon, lat, op=np.asarray)  # fractional line/pixel
@@ -111,7 +113,7 @@ def warp_gcps(
         gcps=shifted,
         src_crs=georef.crs_wkt,
         dst_transform=dst_gbox.transform,
-        dst_crs=dst_gbox.crs.to_wkt(),
+        dst_crs=grid_crs(dst_gbox).to_wkt(),
         src_nodata=np.nan,
         dst_nodata=np.nan,
         resampling=rule,

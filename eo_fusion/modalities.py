@@ -219,10 +219,10 @@ LandsatFlag = Literal["dilated_cloud", "cirrus", "cloud", "cloud_shadow", "snow"
 class LandsatOptions(_CoregOptions):
     """Landsat Collection 2 Level-2 masks and date selection (docs/stacks.md, Landsat)."""
 
-    mask: tuple[LandsatFlag, ...] = Field(
-        ("dilated_cloud", "cirrus", "cloud", "cloud_shadow"),
-        description="QA_PIXEL flags whose pixels are masked (fill is always masked); "
-        "`[]` masks fill only",
+    mask: list[LandsatFlag] = Field(
+        default_factory=lambda: ["dilated_cloud", "cirrus", "cloud", "cloud_shadow"],
+        description="QA_PIXEL flags whose pixels are masked (fill is always masked); default "
+        "`[dilated_cloud, cirrus, cloud, cloud_shadow]`, `[]` masks fill only",
     )
     min_valid_fraction: float = Field(
         0.0, ge=0, le=1, description="drop dates with a smaller clear fraction of the tile"

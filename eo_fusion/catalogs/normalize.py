@@ -356,18 +356,7 @@ def normalize_item(
     Raises:
         CatalogError: the modality cannot be determined or the item has no datetime.
     """
-    if not isinstance(item, pystac.Item):
-        raw = dict(item)
-        dropped = drop_assets_without_href(raw)
-        if dropped:
-            log.warning("item %s: asset(s) without 'href' skipped: %s", raw.get("id", "?"), dropped)
-        try:
-            item = pystac.Item.from_dict(raw, preserve_dict=True)
-        except pystac.STACError as e:
-            raise CatalogError(
-                f"item {raw.get('id', '?')}: not a valid STAC item ({e})",
-                fix="give the item a datetime or start_datetime/end_datetime",
-            ) from e
+    item = _as_item(item)
     modality = modality or guess_modality(item)
     if modality not in MODALITIES:
         raise CatalogError(
@@ -426,6 +415,23 @@ def normalize_item(
         unplaced_assets=tuple(unplaced),
         other_assets=other,
     )
+
+
+def _as_item(item: pystac.Item | Mapping[str, Any]) -> pystac.Item:
+    """A pystac Item from an Item or its dict (assets without ``href`` dropped, with a warning)."""
+    if isinstance(item, pystac.Item):
+        return item
+    raw = dict(item)
+    dropped = drop_assets_without_href(raw)
+    if dropped:
+        log.warning("item %s: asset(s) without 'href' skipped: %s", raw.get("id", "?"), dropped)
+    try:
+        return pystac.Item.from_dict(raw, preserve_dict=True)
+    except pystac.STACError as e:
+        raise CatalogError(
+            f"item {raw.get('id', '?')}: not a valid STAC item ({e})",
+            fix="give the item a datetime or start_datetime/end_datetime",
+        ) from e
 
 
 def drop_assets_without_href(raw: dict[str, Any]) -> list[str]:

@@ -593,6 +593,28 @@ def _api_policy(spec: CatalogSpec) -> Any:
     return URLPolicy(frozenset({"https"}), tuple(spec.allowed_hosts), False)
 
 
+def _page_items(
+    feats: list[dict[str, Any]],
+    keys: list[tuple[str | None, str]],
+    seen_ids: set[tuple[str | None, str]],
+    query: SearchQuery,
+    skipped: list[SkippedItem],
+) -> list[pystac.Item]:
+    """The items of one page that match ``query``; broken ones go to ``skipped``. An item
+    repeated across pages is kept once."""
+    out = []
+    for f, k in zip(feats, keys, strict=True):
+        if k in seen_ids:
+            continue
+        seen_ids.add(k)
+        it = drop_feature_problems(f, skipped)
+        if it is None or not screen_item(it, query.modality, query.collections, skipped):
+            continue
+        if _modality_ok(it, query) and query.matches(it):
+            out.append(it)
+    return out
+
+
 def _api_search(
     spec: CatalogSpec, query: SearchQuery, skipped: list[SkippedItem]
 ) -> tuple[list[pystac.Item], int, bool]:
@@ -634,15 +656,7 @@ def _api_search(
                     "(paging loop)",
                     fix="report the API's broken paging; narrow the search meanwhile",
                 )
-            for f, k in zip(feats, keys, strict=True):
-                if k in seen_ids:
-                    continue  # an item repeated across pages is kept once
-                seen_ids.add(k)
-                it = drop_feature_problems(f, skipped)
-                if it is None or not screen_item(it, query.modality, query.collections, skipped):
-                    continue
-                if _modality_ok(it, query) and query.matches(it):
-                    items.append(it)
+            items += _page_items(feats, keys, seen_ids, query, skipped)
             if query.max_items and len(items) >= query.max_items:
                 items = items[: query.max_items]
                 break

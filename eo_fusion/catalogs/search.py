@@ -305,13 +305,10 @@ class SearchResult:
         """``self`` when it holds items, else :class:`EmptySearchError` with the likely causes."""
         if len(self):
             return self
-        causes = self.explain_empty()
         what = self.query.modality or ",".join(self.query.collections) or "items"
-        because = "; ".join(causes) if causes else "no cause detected: the catalog has no match"
-        raise EmptySearchError(
-            f"search for {what} in catalog '{self.catalog.name}' found 0 items: {because}",
-            fix="fix the AOI/dates/max_cloud named above, or drop the modality from the job",
-        )
+        err = empty_search_error({what: self}, f"catalog '{self.catalog.name}'")
+        assert err is not None
+        raise err
 
     def __repr__(self) -> str:
         more = " (truncated by the page cap)" if self.truncated else ""
@@ -729,9 +726,26 @@ def open_catalog(name_or_path: str | Path | None = None) -> Catalog:
 
 
 class EmptySearchError(SearchError):
-    """A search that a job needs found nothing (exit code 2: the query is what to change)."""
+    """A search that a job needs found nothing; the message names the modality and the likely
+    causes (exit code 1, like every job that cannot run on the data it was given)."""
 
-    exit_code = 2
+
+def empty_search_error(
+    results: Mapping[str, SearchResult], who: str, where: str = ""
+) -> EmptySearchError | None:
+    """One error for every modality in ``results`` that found nothing (``None``: all found
+    items), e.g. ``who`` = "job x: the catalog 'sample'", ``where`` = "over the AOI in ..."."""
+    empty = {m: r for m, r in results.items() if not len(r)}
+    if not empty:
+        return None
+    parts = [
+        f"{m} ({'; '.join(r.explain_empty()) or 'no cause detected'})" for m, r in empty.items()
+    ]
+    return EmptySearchError(
+        f"{who} has no items for {', '.join(parts)}" + (f" {where}" if where else ""),
+        fix="fix what the causes name (AOI lon/lat order, dates, max_cloud), check the time "
+        "window (and --run-date for last_days), or drop the modality",
+    )
 
 
 __all__ = [
@@ -740,6 +754,7 @@ __all__ = [
     "SearchQuery",
     "SearchResult",
     "aoi_share",
+    "empty_search_error",
     "open_catalog",
     "parse_datetime_range",
 ]

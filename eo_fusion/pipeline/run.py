@@ -124,11 +124,13 @@ def search_inputs(
 ) -> dict[str, list[NormalizedItem]]:
     """Search the job's catalog for every modality over the AOI and time window."""
     from eo_fusion.catalogs import open_catalog
+    from eo_fusion.catalogs.search import empty_search_error
     from eo_fusion.modalities import search_properties
 
     catalog = open_catalog(job.catalog)
     dt = window_text(window) if any(window) else None
     out: dict[str, list[NormalizedItem]] = {}
+    results = {}
     for modality, spec in job.modalities.items():
         kwargs: dict[str, Any] = {"intersects": aoi.to_crs("EPSG:4326").json, "datetime": dt}
         if spec.max_cloud is not None:
@@ -136,10 +138,16 @@ def search_inputs(
         if spec.collections:
             kwargs["collections"] = spec.collections
         kwargs["properties"] = search_properties(modality, spec.options)  # S1 orbit filters
-        # Zero items is an error naming the modality and the likely causes (exit 2).
-        result = catalog.search(modality, **kwargs).require_items()
+        results[modality] = result = catalog.search(modality, **kwargs)
         out[modality] = list(result.normalized)
         log.info("search %s: %d item(s)", modality, len(out[modality]))
+    # Zero items for a modality: one error naming each such modality and its likely causes.
+    who, where = (
+        f"job {job.name}: the catalog {job.catalog!r}",
+        f"over the AOI in {dt or 'any time'}",
+    )
+    if (err := empty_search_error(results, who, where)) is not None:
+        raise err
     return out
 
 

@@ -214,13 +214,19 @@ class S1Options(_CoregOptions):
 
 #: QA_PIXEL flags a Landsat mask can use (bit numbers in :mod:`eo_fusion.sources.landsat`).
 LandsatFlag = Literal["dilated_cloud", "cirrus", "cloud", "cloud_shadow", "snow", "water"]
+_LANDSAT_DEFAULT_MASK: tuple[LandsatFlag, ...] = (
+    "dilated_cloud",
+    "cirrus",
+    "cloud",
+    "cloud_shadow",
+)
 
 
 class LandsatOptions(_CoregOptions):
     """Landsat Collection 2 Level-2 masks and date selection (docs/stacks.md, Landsat)."""
 
     mask: list[LandsatFlag] = Field(
-        default_factory=lambda: ["dilated_cloud", "cirrus", "cloud", "cloud_shadow"],
+        default_factory=lambda: list(_LANDSAT_DEFAULT_MASK),
         description="QA_PIXEL flags whose pixels are masked (fill is always masked); default "
         "`[dilated_cloud, cirrus, cloud, cloud_shadow]`, `[]` masks fill only",
     )

@@ -214,15 +214,24 @@ def _band_dicts(asset: pystac.Asset) -> list[dict[str, Any]]:
     return bands
 
 
-def _family_aliases(modality: str, item: pystac.Item) -> tuple[Mapping[str, str], ...]:
+def _family_aliases(modality: str, item: pystac.Item | None) -> tuple[Mapping[str, str], ...]:
     mdef = find_modality(modality)
-    return mdef.aliases_for(item.properties, item.id) if mdef else ()
+    if mdef is None:
+        return ()
+    return mdef.aliases_for(item.properties, item.id) if item is not None else mdef.aliases
 
 
 def _place(
-    names: Iterable[str | None], modality: str, wavelength_um: Any, item: pystac.Item
+    names: Iterable[str | None],
+    modality: str,
+    wavelength_um: Any,
+    item: pystac.Item | None = None,
 ) -> str | None:
-    """Registry key for a band, from its candidate names, then its centre wavelength."""
+    """Registry key for a band, from its candidate names, then its centre wavelength.
+
+    ``item`` (its platform/instruments/id) picks the sensor's alias table for families whose
+    band names depend on the sensor (Landsat); without it only the family's common tables.
+    """
     candidates = [n for n in names if n]
     for name in candidates:
         if name in REGISTRY:

@@ -65,10 +65,15 @@ class SkippedItem:
 def skip(
     item_id: str, collection: str | None, reason: str, asset: str | None = None
 ) -> SkippedItem:
-    """A :class:`SkippedItem`, logged once as a warning."""
-    s = SkippedItem(str(item_id), collection, reason, asset)
-    log.warning("skipped %s", s)
-    return s
+    """A :class:`SkippedItem` (the search that owns the list logs it, once: diagnostic probes
+    that search again must not repeat the warning)."""
+    return SkippedItem(str(item_id), collection, reason, asset)
+
+
+def warn_skipped(skipped: Sequence[SkippedItem]) -> None:
+    """One warning per skipped item or asset."""
+    for s in skipped:
+        log.warning("skipped %s", s)
 
 
 def drop_feature_problems(
@@ -281,7 +286,7 @@ def _catalog_causes(query: SearchQuery, source: Catalog) -> list[str]:
                 f"the cloud limit removed everything: {n} item(s) match without "
                 f"max_cloud={query.max_cloud:g}% (items without eo:cloud_cover never pass it)"
             )
-    if query.collections:
+    if query.collections or (query.modality and source.spec.kind != "stac-api"):
         try:
             extents = source.collection_extents(query.collections, query.modality)
         except Exception as e:

@@ -153,6 +153,13 @@ def aoi_share(item_geometry: Mapping[str, Any], aoi: BaseGeometry | None) -> flo
     )
 
 
+def _same(value: Any, wanted: Any) -> bool:
+    """Property equality; strings case-insensitively (``DESCENDING`` is ``descending``)."""
+    if isinstance(value, str) and isinstance(wanted, str):
+        return value.strip().lower() == wanted.strip().lower()
+    return bool(value == wanted)
+
+
 @dataclass(frozen=True)
 class SearchQuery:
     """What to look for; all filters are ANDed. Coordinates in EPSG:4326 (lon, lat)."""
@@ -193,7 +200,7 @@ class SearchQuery:
             cc = item.properties.get("eo:cloud_cover")
             if not isinstance(cc, int | float) or cc > self.max_cloud:
                 return False
-        return all(item.properties.get(k) == v for k, v in self.properties.items())
+        return all(_same(item.properties.get(k), v) for k, v in self.properties.items())
 
     def cql2(self) -> dict[str, Any] | None:
         """The property filters as CQL2-JSON (``None`` when there are none)."""
@@ -254,7 +261,9 @@ class SearchResult:
             try:
                 n = normalize_item(item, modality=self.query.modality, sign=self.signer)
             except CatalogError as e:
-                self.skipped.append(diagnostics.skip(item.id, item.collection_id, str(e)))
+                s = diagnostics.skip(item.id, item.collection_id, str(e))
+                diagnostics.warn_skipped([s])
+                self.skipped.append(s)
                 continue
             for b in n.bands.values():
                 check_url(b.href, policy, what=f"item {n.id} asset '{b.asset_key}'")
@@ -407,6 +416,7 @@ class Catalog:
             items, pages, truncated = _api_search(self.spec, query, skipped)
         else:
             items, pages, truncated = self._local_search(query, skipped), 0, False
+        diagnostics.warn_skipped(skipped)
         result = SearchResult(
             items=pystac.ItemCollection(items),
             query=query,

@@ -155,11 +155,14 @@ def test_unknown_and_broken_items_never_abort_a_search(caplog):
     assert len(result.to_geodataframe()) == len(normalized)
 
 
-def test_empty_api_search_names_the_cloud_filter_and_the_extent():
+def test_empty_api_search_names_the_cloud_filter_and_the_extent(caplog):
     state = _State()
     with serve_handler(lambda: _handler(state)) as (url, _):
         cat = _api(url, modalities={"landsat-c2-l2": ["landsat-c2-l2"]})
-        res = cat.search("landsat-c2-l2", bbox=(13, 45, 14, 46), max_cloud=1)
+        with caplog.at_level(logging.WARNING):
+            res = cat.search("landsat-c2-l2", bbox=(13, 45, 14, 46), max_cloud=1)
+        # The cloud-limit probe searches again: the skipped item is still warned about once.
+        assert sum("skipped item LC08_nogeom" in r.message for r in caplog.records) == 1
         causes = res.explain_empty()
         assert len(res) == 0
         assert any("cloud limit removed everything: 2 item(s)" in c for c in causes), causes

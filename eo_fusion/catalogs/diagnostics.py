@@ -108,6 +108,8 @@ def screen_item(
     Without a modality every item is kept (``SearchResult.normalized`` skips those it cannot
     normalise).
     """
+    if collections and item.collection_id not in collections:
+        return False  # not asked for (a local catalog holds every collection): no match
     if item.geometry is None:
         skipped.append(skip(item.id, item.collection_id, "null geometry"))
         return False
@@ -123,7 +125,7 @@ def screen_item(
         )
         return False
     if collections and modality and own is not None and own != modality:
-        skipped.append(skip(item.id, item.collection_id, f"is a {own} item, not {modality}"))
+        skipped.append(skip(item.id, item.collection_id, f"its modality is {own}, not {modality}"))
         return False
     return True
 

@@ -280,8 +280,12 @@ class SearchResult:
             # Unsigned: a summary table needs no signed URLs (no token requests).
             try:
                 n = normalize_item(item, modality=self.query.modality)
-            except CatalogError:
-                continue  # listed in .skipped by .normalized
+            except CatalogError as e:
+                if not any(s.id == item.id for s in self.skipped):
+                    s = diagnostics.skip(item.id, item.collection_id, str(e))
+                    diagnostics.warn_skipped([s])
+                    self.skipped.append(s)
+                continue
             rows.append(
                 {
                     "id": item.id,

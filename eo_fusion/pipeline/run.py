@@ -120,9 +120,18 @@ def aoi_of(spec: AOISpec) -> Geometry:
 
 
 def search_inputs(
-    job: JobSpec, aoi: Geometry, window: tuple[date | None, date | None]
+    job: JobSpec,
+    aoi: Geometry,
+    window: tuple[date | None, date | None],
+    *,
+    require: bool = False,
 ) -> dict[str, list[NormalizedItem]]:
-    """Search the job's catalog for every modality over the AOI and time window."""
+    """Search the job's catalog for every modality over the AOI and time window.
+
+    With ``require`` (the map job), a modality that found nothing raises one
+    :class:`~eo_fusion.catalogs.search.EmptySearchError` naming every such modality and the
+    likely causes (swapped coordinates, reversed dates, the cloud limit, ...).
+    """
     from eo_fusion.catalogs import open_catalog
     from eo_fusion.catalogs.search import empty_search_error
     from eo_fusion.modalities import search_properties
@@ -146,7 +155,7 @@ def search_inputs(
         f"job {job.name}: the catalog {job.catalog!r}",
         f"over the AOI in {dt or 'any time'}",
     )
-    if (err := empty_search_error(results, who, where)) is not None:
+    if require and (err := empty_search_error(results, who, where)) is not None:
         raise err
     return out
 
@@ -250,7 +259,7 @@ def run_job(
         pred = predictor
     if items is None:
         progress.phase("search")
-        items = search_inputs(job, aoi, window)
+        items = search_inputs(job, aoi, window, require=True)
         empty = [m for m in job.modalities if not items.get(m)]
         if empty:  # every tile would fail the same way: say so once, before starting a cluster
             raise JobError(

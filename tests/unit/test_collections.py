@@ -70,7 +70,7 @@ def _job(tmp_path: Path, **time) -> Path:
 def test_map_job_refuses_a_modality_with_zero_items(tmp_path: Path):
     job = load_job(_job(tmp_path))
     with pytest.raises(EmptySearchError, match=r"the catalog 'sample' has no items for ") as e:
-        search_inputs(job, aoi_of(job.aoi), (date(2015, 9, 30), date(2015, 7, 1)))
+        search_inputs(job, aoi_of(job.aoi), (date(2015, 9, 30), date(2015, 7, 1)), require=True)
     for modality in ("s2-l1c", "dem"):  # every empty modality is named, with its causes
         assert f"{modality} (the date range is reversed" in str(e.value)
     assert "over the AOI in 2015-09-30/2015-07-01" in str(e.value)

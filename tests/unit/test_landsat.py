@@ -211,3 +211,14 @@ def test_options_are_typed():
         modality_spec("landsat-c2-l2", {"options": {"mask": ["clouds"]}})
     with pytest.raises(BandError, match="landsat"):
         load_landsat([], GRID, ModalitySpec(bands=["s2:B04"]), GDAL)
+
+
+def test_registry_wires_the_reader_and_options():
+    from eo_fusion.modalities import coreg_role, get_modality
+    from eo_fusion.stack import loader_for
+
+    assert loader_for("landsat-c2-l2") is load_landsat
+    assert coreg_role("landsat-c2-l2") == "optical"
+    mdef = get_modality("landsat-c2-l2")
+    assert mdef.cloud_cover and mdef.aggregates
+    assert modality_spec("landsat-c2-l2", {"max_cloud": 20}).max_cloud == 20

@@ -400,6 +400,9 @@ def normalize_item(
         for _, b in cands:
             if b.asset_key not in used:
                 other.setdefault(b.asset_key, item.assets[b.asset_key].get_absolute_href() or "")
+    if sign is not None:
+        # The S1 calibration annotations are read like bands (Planetary Computer needs a token).
+        other = {k: sign(v) if _is_annotation(k) else v for k, v in other.items()}
     bbox = tuple(float(v) for v in (item.bbox or ()))
     if len(bbox) != 4:
         raise CatalogError(f"item {item.id} has no 2D bbox", fix="add a bbox to the item")
@@ -424,6 +427,13 @@ def normalize_item(
         unplaced_assets=tuple(unplaced),
         other_assets=other,
     )
+
+
+def _is_annotation(key: str) -> bool:
+    """A Sentinel-1 calibration annotation asset (``schema-calibration-vv``), read by the S1
+    reader; other metadata assets are never fetched."""
+    k = key.lower()
+    return "calibration" in k and "noise" not in k
 
 
 def _as_item(item: pystac.Item | Mapping[str, Any]) -> pystac.Item:

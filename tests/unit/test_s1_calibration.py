@@ -136,8 +136,13 @@ def test_refused_without_a_readable_annotation(tmp_path: Path):
 
 
 def test_provider_items_name_their_annotations():
-    pc = normalize_item(json.loads((FIX / "planetary-computer__sentinel-1-grd.json").read_text()))
+    raw = json.loads((FIX / "planetary-computer__sentinel-1-grd.json").read_text())
+    pc = normalize_item(raw)
     assert pc.bands["s1:VV"].spec.units == "amplitude"
+    # The annotation is signed like the bands (PC blobs need a token); other metadata is not.
+    signed = normalize_item(raw, sign=lambda h: h + "?sig=x")
+    assert signed.other_assets["schema-calibration-vv"].endswith("?sig=x")
+    assert not signed.other_assets["safe-manifest"].endswith("?sig=x")
     assert annotation_key(pc, pc.bands["s1:VV"]) == "schema-calibration-vv"
     assert annotation_key(pc, pc.bands["s1:VH"]) is None  # this item lists only the VV one
     cdse = normalize_item(json.loads((FIX / "cdse__sentinel-1-grd.json").read_text()))

@@ -149,7 +149,9 @@ def search_inputs(
         kwargs["properties"] = search_properties(modality, spec.options)  # S1 orbit filters
         results[modality] = result = catalog.search(modality, **kwargs)
         out[modality] = list(result.normalized)
-        log.info("search %s: %d item(s)", modality, len(out[modality]))
+        log.info(
+            "search %s: %d item(s), %d skipped", modality, len(out[modality]), len(result.skipped)
+        )
     # Zero items for a modality: one error naming each such modality and its likely causes.
     who, where = (
         f"job {job.name}: the catalog {job.catalog!r}",

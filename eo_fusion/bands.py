@@ -8,9 +8,11 @@ spectrum-aware model consumes these keys (and their wavelengths), never position
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal
 
-BandKind = Literal["reflectance", "sar", "elevation", "categorical", "osm", "index", "aerial"]
+BandKind = Literal[
+    "reflectance", "sar", "elevation", "categorical", "osm", "index", "aerial", "temperature"
+]
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,52 @@ _AERIAL_TABLE: dict[str, tuple[float, float, str]] = {
     "nir": (845.0, 74.0, "Near infrared"),
 }
 
+#: Landsat Collection 2 Level-2 bands per sensor: band number -> (lower, upper band edge in nm,
+#: common name). Edges from USGS, "What are the band designations for the Landsat satellites?"
+#: (usgs.gov FAQ) and the Landsat 4-7 / 8-9 Collection 2 Level-2 Science Product Guides
+#: (LSDS-1618, LSDS-1619). The centre is the midpoint of the edges; the registry stores it and the
+#: full width, so the spectral model places each band by wavelength (TM B4 830 nm is a broad NIR,
+#: OLI B5 865 nm a narrow one). Surface temperature bands are listed separately (thermal IR).
+_LANDSAT_SR: dict[str, dict[str, tuple[float, float, str]]] = {
+    "TM": {  # Landsat 4-5 Thematic Mapper
+        "B1": (450.0, 520.0, "blue"),
+        "B2": (520.0, 600.0, "green"),
+        "B3": (630.0, 690.0, "red"),
+        "B4": (760.0, 900.0, "nir08"),
+        "B5": (1550.0, 1750.0, "swir16"),
+        "B7": (2080.0, 2350.0, "swir22"),
+    },
+    "ETM": {  # Landsat 7 Enhanced Thematic Mapper Plus
+        "B1": (450.0, 520.0, "blue"),
+        "B2": (520.0, 600.0, "green"),
+        "B3": (630.0, 690.0, "red"),
+        "B4": (770.0, 900.0, "nir08"),
+        "B5": (1550.0, 1750.0, "swir16"),
+        "B7": (2090.0, 2350.0, "swir22"),
+    },
+    "OLI": {  # Landsat 8-9 Operational Land Imager (OLI, OLI-2)
+        "B1": (430.0, 450.0, "coastal"),
+        "B2": (450.0, 510.0, "blue"),
+        "B3": (530.0, 590.0, "green"),
+        "B4": (640.0, 670.0, "red"),
+        "B5": (850.0, 880.0, "nir08"),
+        "B6": (1570.0, 1650.0, "swir16"),
+        "B7": (2110.0, 2290.0, "swir22"),
+    },
+}
+#: Surface temperature band per sensor: (band, lower/upper edge in nm, common name). Not given a
+#: ``wavelength_nm`` in the registry: the spectral model has no thermal range and would blend it
+#: into SWIR 2; without one the model refuses it by name instead (kind ``temperature``).
+_LANDSAT_ST: dict[str, tuple[str, float, float, str]] = {
+    "TM": ("B6", 10400.0, 12500.0, "lwir"),
+    "ETM": ("B6", 10400.0, 12500.0, "lwir"),
+    "OLI": ("B10", 10600.0, 11190.0, "lwir11"),  # TIRS / TIRS-2 band 10
+}
+#: Collection 2 Level-2 encodings (Science Product Guides, "Scale factors"): SR reflectance =
+#: DN * 2.75e-5 - 0.2; ST kelvin = DN * 0.00341802 + 149.0; 0 = fill for both.
+LANDSAT_SR_SCALE, LANDSAT_SR_OFFSET = 2.75e-5, -0.2
+LANDSAT_ST_SCALE, LANDSAT_ST_OFFSET = 0.00341802, 149.0
+
 #: OSM layers rasterised by the OSM source (``osm:landuse_<value>`` accepts any landuse tag value).
 _OSM_LAYERS = ("buildings", "roads_major", "roads_minor", "water")
 _OSM_LANDUSE = (
@@ -120,6 +168,42 @@ _OSM_LANDUSE = (
     "orchard",
     "vineyard",
 )
+
+
+def _add_landsat(reg: dict[str, BandSpec]) -> None:
+    for sensor, table in _LANDSAT_SR.items():
+        for band, (lo, hi, common) in table.items():
+            key = f"landsat:{sensor}_{band}"
+            reg[key] = BandSpec(
+                key=key,
+                kind="reflectance",
+                wavelength_nm=(lo + hi) / 2,
+                bandwidth_nm=hi - lo,
+                units="reflectance",
+                scale=LANDSAT_SR_SCALE,
+                offset=LANDSAT_SR_OFFSET,
+                nodata=0,
+                resolution_m=30.0,
+                description=f"Landsat {sensor} {band} ({common}) surface reflectance",
+            )
+    for sensor, (band, lo, hi, _common) in _LANDSAT_ST.items():
+        key = f"landsat:{sensor}_{band}"
+        reg[key] = BandSpec(
+            key=key,
+            kind="temperature",
+            units="K",
+            scale=LANDSAT_ST_SCALE,
+            offset=LANDSAT_ST_OFFSET,
+            nodata=0,
+            resolution_m=30.0,  # delivered resampled to 30 m (native 60-120 m)
+            description=f"Landsat {sensor} {band} surface temperature ({lo / 1000:g}-"
+            f"{hi / 1000:g} um)",
+        )
+    # Bit-packed quality flags; never scaled, never interpolated. 1 = fill in QA_PIXEL.
+    reg["landsat:QA_PIXEL"] = BandSpec(
+        "landsat:QA_PIXEL", "categorical", units="bit index", nodata=1, resolution_m=30.0,
+        description="Landsat Collection 2 pixel quality bits (QA_PIXEL)",
+    )  # fmt: skip
 
 
 def _build_registry() -> dict[str, BandSpec]:
@@ -138,6 +222,7 @@ def _build_registry() -> dict[str, BandSpec]:
             resolution_m=res,
             description=desc,
         )
+    _add_landsat(reg)
     reg["s2:SCL"] = BandSpec(
         "s2:SCL", "categorical", nodata=0, resolution_m=20.0, description="Scene classification"
     )
@@ -286,6 +371,57 @@ LABEL_ALIASES: dict[str, str] = {
     "lulc": "label:landcover",
     "data": "label:landcover",
 }
+
+
+def _landsat_aliases() -> dict[str, dict[str, str]]:
+    """Per sensor: every provider spelling of a band -> registry key. Earth Search v1 and
+    Planetary Computer use common-name asset keys (``red``, ``nir08``, ``lwir11``, ``qa_pixel``);
+    band names are ``OLI_B4``/``TIRS_B10`` (Earth Search), ``OLI-SR_B4``/``TM-ST_B6`` (Planetary
+    Computer, stactools-landsat) or the USGS file suffixes ``SR_B4``/``ST_B10``/``QA_PIXEL``."""
+    out: dict[str, dict[str, str]] = {}
+    for sensor, table in _LANDSAT_SR.items():
+        # ("qa" is the ST uncertainty band ST_QA, not QA_PIXEL: deliberately absent.)
+        t: dict[str, str] = {"qa_pixel": "landsat:QA_PIXEL"}
+        st_band, _, _, st_common = _LANDSAT_ST[sensor]
+        bands = [(b, c, "SR") for b, (_, _, c) in table.items()] + [(st_band, st_common, "ST")]
+        thermal = "TIRS" if sensor == "OLI" else sensor
+        for band, common, product in bands:
+            key = f"landsat:{sensor}_{band}"
+            inst = thermal if product == "ST" else sensor
+            for name in (common, band, f"{product}_{band}", f"{inst}_{band}",
+                         f"{sensor}-{product}_{band}", f"{inst}-{product}_{band}"):  # fmt: skip
+                t[name.lower()] = key
+        out[sensor] = t
+    return out
+
+
+#: Landsat alias tables per sensor (``TM``, ``ETM``, ``OLI``); pick one with :func:`landsat_sensor`.
+LANDSAT_ALIASES: dict[str, dict[str, str]] = _landsat_aliases()
+
+_LANDSAT_PLATFORMS = {
+    "landsat-4": "TM", "landsat-5": "TM", "landsat-7": "ETM",
+    "landsat-8": "OLI", "landsat-9": "OLI",
+}  # fmt: skip
+_LANDSAT_ID_PREFIX = {"LT04": "TM", "LT05": "TM", "LE07": "ETM", "LC08": "OLI", "LC09": "OLI"}
+
+
+def landsat_sensor(properties: dict[str, Any], item_id: str = "") -> str | None:
+    """``TM``, ``ETM`` or ``OLI`` from a Landsat item's ``platform``/``instruments``/id, else None.
+
+    Band numbers mean different wavelengths on each sensor (TM B4 is NIR, OLI B4 red), so an
+    item's bands can only be placed once its sensor is known.
+    """
+    platform = str(properties.get("platform") or "").lower().replace("_", "-")
+    if platform in _LANDSAT_PLATFORMS:
+        return _LANDSAT_PLATFORMS[platform]
+    inst = {str(i).lower() for i in properties.get("instruments") or ()}
+    if inst & {"oli", "oli-2", "oli2", "oli_tirs"}:
+        return "OLI"
+    if inst & {"etm", "etm+"}:
+        return "ETM"
+    if "tm" in inst:
+        return "TM"
+    return _LANDSAT_ID_PREFIX.get(item_id[:4].upper())
 
 
 def band_for_wavelength(center_nm: float, tolerance_nm: float = 15.0) -> str | None:

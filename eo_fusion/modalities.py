@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Self
 
@@ -31,8 +31,10 @@ from eo_fusion.bands import (
     AERIAL_ALIASES,
     ELEVATION_ALIASES,
     LABEL_ALIASES,
+    LANDSAT_ALIASES,
     S2_ALIASES,
     SAR_ALIASES,
+    landsat_sensor,
 )
 from eo_fusion.errors import ConfigError
 
@@ -44,6 +46,7 @@ __all__ = [
     "AerialOptions",
     "CoregRole",
     "ElevationOptions",
+    "LandsatOptions",
     "ModalityDef",
     "ModalityOptions",
     "NoOptions",
@@ -54,6 +57,7 @@ __all__ = [
     "find_modality",
     "get_modality",
     "modality_names",
+    "search_properties",
 ]
 
 #: How co-registration treats a modality: the reference candidates, SAR (measured with the SAR
@@ -182,7 +186,22 @@ class S1Options(_CoregOptions):
     speckle: Literal["none", "lee"] = Field("none", description="speckle filter")
     speckle_window: int = Field(5, ge=3, description="speckle filter window edge (odd pixels)")
     orbit: Literal["any", "ascending", "descending"] = Field(
-        "any", description="keep only acquisitions of this orbit direction"
+        "any",
+        description="keep only acquisitions of this orbit direction (sent to the catalog as "
+        "a `sat:orbit_state` filter)",
+    )
+    relative_orbit: int | None = Field(
+        None,
+        ge=1,
+        le=175,
+        description="keep only this relative orbit (track; `sat:relative_orbit` filter)",
+    )
+    calibration: Literal["annotation", "none"] = Field(
+        "annotation",
+        description="GRD amplitude DN: `annotation` calibrates to sigma0 = DN^2 / A^2 with the "
+        "product's calibration annotation (refused when it cannot be read); `none` keeps "
+        "uncalibrated power DN^2 (relative values only)",
+        json_schema_extra=_only("s1-grd"),
     )
 
     @field_validator("speckle_window")
@@ -191,6 +210,29 @@ class S1Options(_CoregOptions):
         if value % 2 == 0:
             raise ValueError(f"speckle_window {value} is even; use an odd size")
         return value
+
+
+#: QA_PIXEL flags a Landsat mask can use (bit numbers in :mod:`eo_fusion.sources.landsat`).
+LandsatFlag = Literal["dilated_cloud", "cirrus", "cloud", "cloud_shadow", "snow", "water"]
+_LANDSAT_DEFAULT_MASK: tuple[LandsatFlag, ...] = (
+    "dilated_cloud",
+    "cirrus",
+    "cloud",
+    "cloud_shadow",
+)
+
+
+class LandsatOptions(_CoregOptions):
+    """Landsat Collection 2 Level-2 masks and date selection (docs/stacks.md, Landsat)."""
+
+    mask: list[LandsatFlag] = Field(
+        default_factory=lambda: list(_LANDSAT_DEFAULT_MASK),
+        description="QA_PIXEL flags whose pixels are masked (fill is always masked); default "
+        "`[dilated_cloud, cirrus, cloud, cloud_shadow]`, `[]` masks fill only",
+    )
+    min_valid_fraction: float = Field(
+        0.0, ge=0, le=1, description="drop dates with a smaller clear fraction of the tile"
+    )
 
 
 class AerialOptions(_CoregOptions):
@@ -252,6 +294,9 @@ class ModalityDef:
         place_by_wavelength: unplaced bands may be placed by their centre wavelength.
         single_band_keys: modality name -> key of an unnamed single-band asset (``dem``).
         collections: (STAC collection id prefix, modality name) pairs that identify items.
+        sensor_of: item (properties, id) -> sensor name, for families whose band names mean
+            different bands on different sensors (Landsat TM/ETM+/OLI).
+        sensor_aliases: sensor name -> alias table, tried before ``aliases``.
         modes: the ``mode`` values its reader implements.
         aggregates: its reader implements ``aggregate`` (time series only).
         cloud_cover: its items carry ``eo:cloud_cover`` (so ``max_cloud`` can apply; items
@@ -269,9 +314,19 @@ class ModalityDef:
     place_by_wavelength: bool = False
     single_band_keys: Mapping[str, str] = field(default_factory=dict)
     collections: tuple[tuple[str, str], ...] = ()
+    sensor_of: Callable[[dict[str, Any], str], str | None] | None = None
+    sensor_aliases: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     modes: tuple[str, ...] = _MODES_ALL
     aggregates: bool = False
     cloud_cover: bool = False
+
+    def aliases_for(
+        self, properties: dict[str, Any], item_id: str
+    ) -> tuple[Mapping[str, str], ...]:
+        """Alias tables for one item: its sensor's table first (when the family has sensors)."""
+        sensor = self.sensor_of(properties, item_id) if self.sensor_of else None
+        table = self.sensor_aliases.get(sensor) if sensor else None
+        return (table, *self.aliases) if table else self.aliases
 
     def load_function(self) -> Loader:
         """The reader, imported on first use (readers pull in scipy, geopandas, ...)."""
@@ -291,13 +346,30 @@ REGISTRY: tuple[ModalityDef, ...] = (
         band_family="s2",
         aliases=(S2_ALIASES,),
         place_by_wavelength=True,
+        # Preferred collection first (a catalog given by URL gets the first that it lists):
+        # Earth Search's Collection 1 reprocessing before its older, mixed-baseline collection.
         collections=(
-            ("sentinel-2-l2a", "s2-l2a"),
             ("sentinel-2-c1-l2a", "s2-l2a"),
-            ("sentinel-2-l1c", "s2-l1c"),
+            ("sentinel-2-l2a", "s2-l2a"),
             ("sentinel-2-c1-l1c", "s2-l1c"),
+            ("sentinel-2-l1c", "s2-l1c"),
             ("sentinel-2-pre-c1-l2a", "s2-l2a"),  # Earth Search v1: L2A before Collection 1
         ),
+        aggregates=True,
+        cloud_cover=True,
+    ),
+    ModalityDef(
+        family="landsat",
+        names=("landsat-c2-l2",),
+        description="Landsat 4-9 Collection 2 Level-2 surface reflectance and temperature",
+        loader="eo_fusion.sources.landsat:load_landsat",
+        coreg_role="optical",
+        options=LandsatOptions,
+        band_family="landsat",
+        aliases=(),
+        collections=(("landsat-c2-l2", "landsat-c2-l2"), ("landsat-c2l2", "landsat-c2-l2")),
+        sensor_of=landsat_sensor,
+        sensor_aliases=LANDSAT_ALIASES,
         aggregates=True,
         cloud_cover=True,
     ),
@@ -408,6 +480,24 @@ def coreg_role(name: str) -> CoregRole:
     """Co-registration role of modality ``name`` (``none`` for names the registry lacks)."""
     found = _BY_NAME.get(name)
     return found.coreg_role if found else "none"
+
+
+def search_properties(name: str, options: ModalityOptions | Mapping[str, Any]) -> dict[str, Any]:
+    """STAC property filters implied by a modality's options (sent to the catalog's search).
+
+    Sentinel-1 ``orbit`` -> ``sat:orbit_state``, ``relative_orbit`` -> ``sat:relative_orbit``
+    (STAC ``sat`` extension); other families have none.
+    """
+    mdef = find_modality(name)
+    if mdef is None or mdef.family != "s1":
+        return {}
+    opts = S1Options.of(options)
+    out: dict[str, Any] = {}
+    if opts.orbit != "any":
+        out["sat:orbit_state"] = opts.orbit
+    if opts.relative_orbit is not None:
+        out["sat:relative_orbit"] = opts.relative_orbit
+    return out
 
 
 def option_owners(key: str) -> list[str]:

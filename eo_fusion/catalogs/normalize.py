@@ -44,6 +44,18 @@ MODALITY_PROPERTY = "eo_fusion:modality"
 #: Asset keys that are derived products duplicating real bands (true-colour composites, previews).
 _DERIVED_KEYS = {"visual", "tci", "tci_10m", "preview", "rendered_preview", "thumbnail"}
 
+#: Asset keys that are pixel data whatever their roles say (Landsat ``qa_pixel`` has only the
+#: roles cloud/cloud-shadow/snow-ice/water-mask on Earth Search and Planetary Computer).
+_MASK_ASSET_KEYS = {"qa_pixel"}
+
+#: Landsat Collection 2 Level-2 product ids: LC08_L2SP_..., LT05_L2SR_...
+_LANDSAT_L2_ID = re.compile(r"^L[CTE]0\d_L2S[PR]_", re.IGNORECASE)
+
+#: Vertical datum of elevation collections whose items do not declare one (provider docs:
+#: Copernicus DEM GLO-30/GLO-90 heights are orthometric, EGM2008 geoid; NASADEM EGM96).
+VERTICAL_DATUMS: tuple[tuple[str, str], ...] = (("cop-dem", "EGM2008"), ("nasadem", "EGM96"))
+VERTICAL_DATUM_PROPERTY = "eo_fusion:vertical_datum"
+
 # Baseline in a product id: S2A_MSIL2A_20220126T..._N0400_R... -> "04.00".
 _PB_IN_ID = re.compile(r"_N(\d{2})(\d{2})_")
 
@@ -72,6 +84,8 @@ def guess_modality(item: pystac.Item) -> str | None:
         return "s2-l1c"
     if props.get("sar:product_type") == "GRD" or "sar:polarizations" in props:
         return "s1-rtc" if "rtc" in coll else "s1-grd"
+    if _LANDSAT_L2_ID.match(item.id) or props.get("landsat:correction") in ("L2SP", "L2SR"):
+        return "landsat-c2-l2"
     return None
 
 
@@ -200,23 +214,30 @@ def _band_dicts(asset: pystac.Asset) -> list[dict[str, Any]]:
     return bands
 
 
-def _family_aliases(modality: str) -> tuple[Mapping[str, str], ...]:
+def _family_aliases(modality: str, item: pystac.Item | None) -> tuple[Mapping[str, str], ...]:
     mdef = find_modality(modality)
-    return mdef.aliases if mdef else ()
+    if mdef is None:
+        return ()
+    return mdef.aliases_for(item.properties, item.id) if item is not None else mdef.aliases
 
 
-def place_band(names: Iterable[str | None], modality: str, wavelength_um: Any) -> str | None:
-    """Registry key for a band of ``modality``, or ``None`` if it has no place in the registry.
+def place_band(
+    names: Iterable[str | None],
+    modality: str,
+    wavelength_um: Any,
+    item: pystac.Item | None = None,
+) -> str | None:
+    """Registry key for a band, from its candidate names, then its centre wavelength.
 
-    Tries the candidate names in order (registry keys, then the modality family's aliases, case
-    insensitive), then, for Sentinel-2, the centre wavelength in micrometres (STAC ``eo:bands``).
+    ``item`` (its platform/instruments/id) picks the sensor's alias table for families whose
+    band names depend on the sensor (Landsat); without it only the family's common tables.
     The catalog builder uses the same rules, so a band is placed alike on the way in and out.
     """
     candidates = [n for n in names if n]
     for name in candidates:
         if name in REGISTRY:
             return name
-    for table in _family_aliases(modality):
+    for table in _family_aliases(modality, item):
         for name in candidates:
             key = table.get(name.lower())
             if key:
@@ -258,6 +279,8 @@ def _is_data_asset(key: str, asset: pystac.Asset) -> bool:
     roles = set(asset.roles or [])
     if key.lower() in _DERIVED_KEYS:
         return False
+    if key.lower() in _MASK_ASSET_KEYS:
+        return True
     media = (asset.media_type or "").lower()
     # Roles without "data" (thumbnail, overview, metadata, tiles, visual...) are not pixel bands.
     if roles and "data" not in roles:
@@ -275,6 +298,8 @@ _UNIT_ALIASES = {
     "db": "dB",
     "decibel": "dB",
     "decibels": "dB",
+    "kelvin": "K",
+    "k": "K",
 }
 
 
@@ -341,15 +366,7 @@ def normalize_item(
     Raises:
         CatalogError: the modality cannot be determined or the item has no datetime.
     """
-    if not isinstance(item, pystac.Item):
-        raw = dict(item)
-        try:
-            item = pystac.Item.from_dict(raw, preserve_dict=True)
-        except pystac.STACError as e:
-            raise CatalogError(
-                f"item {raw.get('id', '?')}: not a valid STAC item ({e})",
-                fix="give the item a datetime or start_datetime/end_datetime",
-            ) from e
+    item = _as_item(item)
     modality = modality or guess_modality(item)
     if modality not in MODALITIES:
         raise CatalogError(
@@ -384,6 +401,9 @@ def normalize_item(
         for _, b in cands:
             if b.asset_key not in used:
                 other.setdefault(b.asset_key, item.assets[b.asset_key].get_absolute_href() or "")
+    if sign is not None:
+        # The S1 calibration annotations are read like bands (Planetary Computer needs a token).
+        other = {k: sign(v) if _is_annotation(k) else v for k, v in other.items()}
     bbox = tuple(float(v) for v in (item.bbox or ()))
     if len(bbox) != 4:
         raise CatalogError(f"item {item.id} has no 2D bbox", fix="add a bbox to the item")
@@ -404,10 +424,69 @@ def normalize_item(
         bbox=bbox,  # type: ignore[arg-type]
         geometry=dict(geometry),
         bands=bands,
-        properties=dict(item.properties),
+        properties=_normalized_properties(item),
         unplaced_assets=tuple(unplaced),
         other_assets=other,
     )
+
+
+def _is_annotation(key: str) -> bool:
+    """A Sentinel-1 calibration annotation asset (``schema-calibration-vv``), read by the S1
+    reader; other metadata assets are never fetched."""
+    k = key.lower()
+    return "calibration" in k and "noise" not in k
+
+
+def _as_item(item: pystac.Item | Mapping[str, Any]) -> pystac.Item:
+    """A pystac Item from an Item or its dict (assets without ``href`` dropped, with a warning)."""
+    if isinstance(item, pystac.Item):
+        return item
+    raw = dict(item)
+    dropped = drop_assets_without_href(raw)
+    if dropped:
+        log.warning("item %s: asset(s) without 'href' skipped: %s", raw.get("id", "?"), dropped)
+    try:
+        return pystac.Item.from_dict(raw, preserve_dict=True)
+    except pystac.STACError as e:
+        raise CatalogError(
+            f"item {raw.get('id', '?')}: not a valid STAC item ({e})",
+            fix="give the item a datetime or start_datetime/end_datetime",
+        ) from e
+
+
+def drop_assets_without_href(raw: dict[str, Any]) -> list[str]:
+    """Remove (in place) the assets of an item dict that have no string ``href``; their keys.
+
+    pystac refuses such an item outright; one broken asset must not lose the whole item.
+    """
+    assets = raw.get("assets")
+    if not isinstance(assets, dict):
+        return []
+    bad = [
+        k
+        for k, a in assets.items()
+        if not (isinstance(a, dict) and isinstance(a.get("href"), str) and a["href"])
+    ]
+    if bad:
+        raw["assets"] = {k: a for k, a in assets.items() if k not in bad}
+    return bad
+
+
+def _normalized_properties(item: pystac.Item) -> dict[str, Any]:
+    """The item's properties, with the values other modules filter on in one spelling.
+
+    ``sat:orbit_state`` lower-cased (PC/CDSE write ``descending``, some catalogs ``DESCENDING``);
+    the vertical datum of elevation collections that do not declare one.
+    """
+    props = dict(item.properties)
+    orbit = props.get("sat:orbit_state")
+    if isinstance(orbit, str):
+        props["sat:orbit_state"] = orbit.strip().lower()
+    coll = (item.collection_id or "").lower()
+    for prefix, datum in VERTICAL_DATUMS:
+        if coll.startswith(prefix):
+            props.setdefault(VERTICAL_DATUM_PROPERTY, datum)
+    return props
 
 
 def _place_asset(
@@ -434,7 +513,7 @@ def _place_asset(
             # are deliberately unplaced bands (e.g. other months of a multi-date file).
             reg_key = meta.get("name") if meta.get("name") in REGISTRY else None
         else:
-            reg_key = place_band(names, modality, meta.get("center_wavelength"))
+            reg_key = place_band(names, modality, meta.get("center_wavelength"), item)
         if reg_key is None and single:
             reg_key = _single_band_key(modality)
         if reg_key is None:

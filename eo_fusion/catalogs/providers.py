@@ -82,7 +82,13 @@ class CatalogSpec(StrictModel):
         else:
             roots = catalog_roots(self.path) if self.path is not None else ()
         if self.local:
-            return URLPolicy.for_local(roots)
+            # A local catalog may use loopback hosts, http and file paths; when its YAML lists
+            # allowed_schemes, only those (a local API serving over http need not allow file).
+            if "allowed_schemes" not in self.model_fields_set:
+                return URLPolicy.for_local(roots)
+            return URLPolicy(
+                frozenset(self.allowed_schemes), tuple(self.allowed_hosts), True, roots
+            )
         return URLPolicy(frozenset(self.allowed_schemes), tuple(self.allowed_hosts), False, roots)
 
     def collections_for(self, modality: str) -> list[str]:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
@@ -40,6 +40,8 @@ import pystac
 from shapely.geometry import box, shape
 from shapely.geometry.base import BaseGeometry
 
+from eo_fusion.catalogs import diagnostics
+from eo_fusion.catalogs.diagnostics import SkippedItem, drop_feature_problems, screen_item
 from eo_fusion.catalogs.items import NormalizedItem
 from eo_fusion.catalogs.normalize import guess_modality, normalize_item
 from eo_fusion.catalogs.providers import CatalogSpec, load_catalog_spec
@@ -172,6 +174,13 @@ def aoi_share(item_geometry: Mapping[str, Any], aoi: BaseGeometry | None) -> flo
     )
 
 
+def _same(value: Any, wanted: Any) -> bool:
+    """Property equality; strings case-insensitively (``DESCENDING`` is ``descending``)."""
+    if isinstance(value, str) and isinstance(wanted, str):
+        return value.strip().lower() == wanted.strip().lower()
+    return bool(value == wanted)
+
+
 @dataclass(frozen=True)
 class SearchQuery:
     """What to look for; all filters are ANDed. Coordinates in EPSG:4326 (lon, lat)."""
@@ -212,7 +221,7 @@ class SearchQuery:
             cc = item.properties.get("eo:cloud_cover")
             if not isinstance(cc, int | float) or cc > self.max_cloud:
                 return False
-        return all(item.properties.get(k) == v for k, v in self.properties.items())
+        return all(_same(item.properties.get(k), v) for k, v in self.properties.items())
 
     def cql2(self) -> dict[str, Any] | None:
         """The property filters as CQL2-JSON (``None`` when there are none)."""
@@ -247,6 +256,9 @@ class SearchResult:
         catalog: the catalog spec searched.
         pages: result pages read (0 for local catalogs).
         truncated: the page cap stopped the search before the API ran out of results.
+        skipped: items (or assets) left out, each with the reason (unknown collection, null
+            geometry, asset without href, not normalisable); each was logged once as a
+            warning. For the run report.
     """
 
     items: pystac.ItemCollection
@@ -255,6 +267,8 @@ class SearchResult:
     pages: int = 0
     truncated: bool = False
     signer: Callable[[str], str] | None = None
+    skipped: list[SkippedItem] = field(default_factory=list)
+    source: Catalog | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -265,7 +279,13 @@ class SearchResult:
         policy = self.catalog.url_policy()
         out = []
         for item in self.items:
-            n = normalize_item(item, modality=self.query.modality, sign=self.signer)
+            try:
+                n = normalize_item(item, modality=self.query.modality, sign=self.signer)
+            except CatalogError as e:
+                s = diagnostics.skip(item.id, item.collection_id, str(e))
+                diagnostics.warn_skipped([s])
+                self.skipped.append(s)
+                continue
             for b in n.bands.values():
                 check_url(b.href, policy, what=f"item {n.id} asset '{b.asset_key}'")
             out.append(n)
@@ -279,7 +299,14 @@ class SearchResult:
         rows = []
         for item in self.items:
             # Unsigned: a summary table needs no signed URLs (no token requests).
-            n = normalize_item(item, modality=self.query.modality)
+            try:
+                n = normalize_item(item, modality=self.query.modality)
+            except CatalogError as e:
+                if not any(s.id == item.id for s in self.skipped):
+                    s = diagnostics.skip(item.id, item.collection_id, str(e))
+                    diagnostics.warn_skipped([s])
+                    self.skipped.append(s)
+                continue
             rows.append(
                 {
                     "id": item.id,
@@ -296,6 +323,26 @@ class SearchResult:
         cols = ["id", "collection", "modality", "datetime", "cloud_cover", "bands", "unplaced",
                 "aoi_share", "geometry"]  # fmt: skip
         return gpd.GeoDataFrame(rows, columns=cols, geometry="geometry", crs="EPSG:4326")
+
+    def explain_empty(self) -> list[str]:
+        """Likely causes of an empty result, as sentences ([] when items were found).
+
+        Checks the query itself (swapped coordinates, reversed or future dates), then asks the
+        catalog: how many items the cloud limit removed, whether the AOI and dates lie inside
+        the collections' extents. Catalog look-ups that fail are left out, never raised.
+        """
+        if len(self):
+            return []
+        return diagnostics.explain_empty(self.query, self.source, self.skipped)
+
+    def require_items(self) -> SearchResult:
+        """``self`` when it holds items, else :class:`EmptySearchError` with the likely causes."""
+        if len(self):
+            return self
+        what = self.query.modality or ",".join(self.query.collections) or "items"
+        err = empty_search_error({what: self}, f"catalog '{self.catalog.name}'")
+        assert err is not None
+        raise err
 
     def __repr__(self) -> str:
         more = " (truncated by the page cap)" if self.truncated else ""
@@ -368,6 +415,8 @@ class Catalog:
             colls = tuple(collections)
         elif modality and self.spec.modalities:
             colls = tuple(self.spec.collections_for(modality))
+        elif modality and self.spec.kind == "stac-api":
+            colls = self._api_collections_for(modality)  # catalog given by URL: ask the API
         else:
             colls = ()  # ad-hoc catalog: items are matched by their own modality (below)
         if max_items is not None and max_items < 1:
@@ -384,18 +433,73 @@ class Catalog:
             modality=modality,
             properties=dict(properties or {}),
         )
-        if self.spec.kind == "stac-api":
-            items, pages, truncated = _api_search(self.spec, query)
+        skipped: list[SkippedItem] = []
+        items: list[pystac.Item]
+        if diagnostics.query_cannot_match(query):
+            items, pages, truncated = [], 0, False  # reversed dates / |lat| > 90: not sent
+        elif self.spec.kind == "stac-api":
+            items, pages, truncated = _api_search(self.spec, query, skipped)
         else:
-            items, pages, truncated = self._local_search(query), 0, False
-        return SearchResult(
+            items, pages, truncated = self._local_search(query, skipped), 0, False
+        diagnostics.warn_skipped(skipped)
+        result = SearchResult(
             items=pystac.ItemCollection(items),
             query=query,
             catalog=self.spec,
             pages=pages,
             truncated=truncated,
             signer=_signer(self.spec),
+            skipped=skipped,
+            source=self,
         )
+        if not items:
+            log.warning(
+                "search %s in catalog %s: 0 items. Likely causes: %s",
+                modality or ",".join(colls) or "items",
+                self.spec.name,
+                "; ".join(result.explain_empty()) or "none detected",
+            )
+        return result
+
+    # -- what empty-result diagnostics ask --------------------------------------------------------
+
+    def count_matches(self, query: SearchQuery, limit: int = 1000) -> int:
+        """How many items match ``query`` (at most ``limit``; one API page for STAC APIs)."""
+        if self.spec.kind == "stac-api":
+            probe = replace(query, max_items=min(limit, self.spec.page_size))
+            return len(_api_search(self.spec, probe, [])[0])
+        return len(self._local_search(replace(query, max_items=limit), []))
+
+    def collection_extents(
+        self, collections: Sequence[str], modality: str | None = None
+    ) -> list[diagnostics.Extent]:
+        """Spatial bboxes and time span of the collections (local: of their items)."""
+        if self.spec.kind == "stac-api":
+            client = open_client(self.spec)
+            return [diagnostics.extent_of_collection(client.get_collection(c)) for c in collections]
+        probe = SearchQuery(collections=tuple(collections), modality=modality)
+        found = [it for it in self.all_items() if _modality_ok(it, probe) and probe.matches(it)]
+        return [diagnostics.extent_of_items(found)] if found else []
+
+    def _api_collections_for(self, modality: str) -> tuple[str, ...]:
+        """The API's collection for ``modality`` (by the registry's collection ids), so that a
+        catalog given only by URL filters on the server, not on the client."""
+        try:
+            ids = [c.id for c in open_client(self.spec).get_collections()]
+        except Exception as e:  # a listing failure must not stop the search itself
+            log.info("catalog %s: cannot list collections (%s)", self.spec.name, e)
+            return ()
+        chosen = diagnostics.collection_for_modality(ids, modality)
+        if not chosen:
+            log.warning(
+                "catalog %s lists no collection the registry knows for %s; filtering every "
+                "collection's items on the client (pass collections= to choose)",
+                self.spec.name,
+                modality,
+            )
+            return ()
+        log.info("catalog %s: modality %s -> collection %s", self.spec.name, modality, chosen)
+        return (chosen,)
 
     # -- local ------------------------------------------------------------------------------------
 
@@ -405,8 +509,14 @@ class Catalog:
             self._local_items = _load_local_items(self.spec)
         return self._local_items
 
-    def _local_search(self, query: SearchQuery) -> list[pystac.Item]:
-        found = [it for it in self.all_items() if _modality_ok(it, query) and query.matches(it)]
+    def _local_search(self, query: SearchQuery, skipped: list[SkippedItem]) -> list[pystac.Item]:
+        found = [
+            it
+            for it in self.all_items()
+            if screen_item(it, query.modality, query.collections, skipped)
+            and _modality_ok(it, query)
+            and query.matches(it)
+        ]
         found.sort(key=lambda i: (_item_interval(i) or (datetime.min.replace(tzinfo=UTC),))[0])
         return found[: query.max_items] if query.max_items else found
 
@@ -431,6 +541,7 @@ def _load_local_items(spec: CatalogSpec) -> list[pystac.Item]:
 
         items = []
         for d in sga.stac_table_to_items(pq.read_table(path)):
+            drop_feature_problems(d, [])  # assets without href: warned about here
             for a in d.get("assets", {}).values():
                 if "://" not in a["href"] and not Path(a["href"]).is_absolute():
                     a["href"] = str((path.parent / a["href"]).resolve())
@@ -586,7 +697,31 @@ def _search_error(spec: CatalogSpec, e: BaseException, where: str) -> EOFusionEr
     )
 
 
-def _api_search(spec: CatalogSpec, query: SearchQuery) -> tuple[list[pystac.Item], int, bool]:
+def _page_items(
+    feats: list[dict[str, Any]],
+    keys: list[tuple[Any, Any]],
+    seen_ids: set[tuple[Any, Any]],
+    query: SearchQuery,
+    skipped: list[SkippedItem],
+) -> list[pystac.Item]:
+    """The items of one page that match ``query``; broken ones go to ``skipped``. An item
+    repeated across pages is kept once."""
+    out = []
+    for f, k in zip(feats, keys, strict=True):
+        if k in seen_ids:
+            continue
+        seen_ids.add(k)
+        it = drop_feature_problems(f, skipped)
+        if it is None or not screen_item(it, query.modality, query.collections, skipped):
+            continue
+        if _modality_ok(it, query) and query.matches(it):
+            out.append(it)
+    return out
+
+
+def _api_search(
+    spec: CatalogSpec, query: SearchQuery, skipped: list[SkippedItem]
+) -> tuple[list[pystac.Item], int, bool]:
     from pystac_client import ConformanceClasses
 
     io = _stac_io(spec)
@@ -611,7 +746,7 @@ def _api_search(spec: CatalogSpec, query: SearchQuery) -> tuple[list[pystac.Item
             kwargs["query"] = query.query_ext()
         # else: client-side only (below)
     search = client.search(**{k: v for k, v in kwargs.items() if v is not None})
-    pager = _Pager(spec, query)
+    pager = _Pager(spec, query, skipped)
     try:
         for page in search.pages_as_dicts():
             if not pager.take(page):
@@ -629,8 +764,8 @@ class _Pager:
     """Collects result pages: de-duplicates items, enforces the caps, detects paging loops and
     checks each ``next`` link before pystac-client follows it."""
 
-    def __init__(self, spec: CatalogSpec, query: SearchQuery) -> None:
-        self.spec, self.query = spec, query
+    def __init__(self, spec: CatalogSpec, query: SearchQuery, skipped: list[SkippedItem]) -> None:
+        self.spec, self.query, self.skipped = spec, query, skipped
         self.items: list[pystac.Item] = []
         self.pages = 0
         self.truncated = False
@@ -675,13 +810,7 @@ class _Pager:
                 "(paging loop)",
                 fix="report the API's broken paging; narrow the search meanwhile",
             )
-        for f, k in zip(feats, keys, strict=True):
-            if k in self._seen_ids:
-                continue  # an item repeated across pages is kept once
-            self._seen_ids.add(k)
-            it = pystac.Item.from_dict(f, preserve_dict=False)
-            if _modality_ok(it, self.query) and self.query.matches(it):
-                self.items.append(it)
+        self.items += _page_items(feats, keys, self._seen_ids, self.query, self.skipped)
 
     def _check_next(self, nxt: dict[str, Any]) -> None:
         name = self.spec.name
@@ -761,18 +890,19 @@ def open_catalog(
 # ------------------------------------------------------------------------------------------------
 
 
-def search_modalities(
+def search_modality_results(
     catalog: Catalog,
     modalities: Mapping[str, ModalitySpec],
     *,
     aoi: Geometry,
     window: tuple[date | None, date | None],
-) -> dict[str, list[NormalizedItem]]:
+) -> dict[str, SearchResult]:
     """Search ``catalog`` once per modality over an AOI and a time window.
 
     The one search rule of map jobs, ``eo-fusion stack``, the API and training scenes: items
     intersecting the AOI polygon (not only its bounding box), acquired within the window's days,
-    with each modality's ``max_cloud`` and ``collections``.
+    with each modality's ``max_cloud``, ``collections`` and registry search properties (e.g. the
+    S1 orbit filters).
 
     Args:
         catalog: the catalog.
@@ -782,29 +912,69 @@ def search_modalities(
             first (``TimeSpec.resolve(run_date)``).
 
     Returns:
-        modality -> normalised items, in the catalog's order (possibly empty).
+        modality -> its :class:`SearchResult` (items in the catalog's order, skipped items,
+        truncation and the diagnostics of an empty result).
     """
+    from eo_fusion.modalities import search_properties
+
     intersects = aoi.to_crs("EPSG:4326").json
     when = window_text(window) if any(window) else None
-    out: dict[str, list[NormalizedItem]] = {}
+    out: dict[str, SearchResult] = {}
     for modality, spec in modalities.items():
-        result = catalog.search(
+        out[modality] = result = catalog.search(
             modality,
             intersects=intersects,
             datetime=when,
             max_cloud=spec.max_cloud,
             collections=spec.collections or None,
+            properties=search_properties(modality, spec.options),
         )
-        out[modality] = list(result.normalized)
-        log.info("search %s: %d item(s)", modality, len(out[modality]))
+        log.info("search %s: %d item(s), %d skipped", modality, len(result), len(result.skipped))
     return out
+
+
+def search_modalities(
+    catalog: Catalog,
+    modalities: Mapping[str, ModalitySpec],
+    *,
+    aoi: Geometry,
+    window: tuple[date | None, date | None],
+) -> dict[str, list[NormalizedItem]]:
+    """Normalised items per modality of :func:`search_modality_results` (possibly empty)."""
+    results = search_modality_results(catalog, modalities, aoi=aoi, window=window)
+    return {m: list(r.normalized) for m, r in results.items()}
+
+
+class EmptySearchError(SearchError):
+    """A search that a job needs found nothing; the message names the modality and the likely
+    causes (exit code 1, like every job that cannot run on the data it was given)."""
+
+
+def empty_search_error(
+    results: Mapping[str, SearchResult], who: str, where: str = ""
+) -> EmptySearchError | None:
+    """One error for every modality in ``results`` that found nothing (``None``: all found
+    items), e.g. ``who`` = "job x: the catalog 'sample'", ``where`` = "over the AOI in ..."."""
+    empty = {m: r for m, r in results.items() if not len(r)}
+    if not empty:
+        return None
+    parts = [
+        f"{m} ({'; '.join(r.explain_empty()) or 'no cause detected'})" for m, r in empty.items()
+    ]
+    return EmptySearchError(
+        f"{who} has no items for {', '.join(parts)}" + (f" {where}" if where else ""),
+        fix="fix what the causes name (AOI lon/lat order, dates, max_cloud), check the time "
+        "window (and --run-date for last_days), or drop the modality",
+    )
 
 
 __all__ = [
     "Catalog",
+    "EmptySearchError",
     "SearchQuery",
     "SearchResult",
     "aoi_share",
+    "empty_search_error",
     "open_catalog",
     "parse_datetime_range",
     "search_modalities",

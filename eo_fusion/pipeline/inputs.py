@@ -8,35 +8,29 @@ it too).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-
 from eo_fusion.catalogs.items import NormalizedItem
 from eo_fusion.config import JobSpec, window_text
-from eo_fusion.errors import JobError
 from eo_fusion.pipeline.plan import JobArea
 
 
-def search_job(job: JobSpec, area: JobArea) -> dict[str, list[NormalizedItem]]:
-    """Items of every modality of ``job`` over ``area`` (``plan.job_area(job, run_date)``)."""
+def search_job(
+    job: JobSpec, area: JobArea, *, require: bool = False
+) -> dict[str, list[NormalizedItem]]:
+    """Items of every modality of ``job`` over ``area`` (``plan.job_area(job, run_date)``).
+
+    With ``require`` (the map job: every tile would fail alike), a modality that found nothing
+    raises one :class:`~eo_fusion.catalogs.search.EmptySearchError` naming every such modality
+    and the likely causes it can detect (swapped coordinates, reversed dates, the cloud limit,
+    an AOI outside the collections), before any cluster starts.
+    """
     from eo_fusion.catalogs import open_catalog
-    from eo_fusion.catalogs.search import search_modalities
+    from eo_fusion.catalogs.search import empty_search_error, search_modality_results
 
     catalog = open_catalog(job.catalog)
-    return search_modalities(catalog, job.modalities, aoi=area.aoi, window=area.window)
-
-
-def require_items(
-    job: JobSpec, area: JobArea, items: Mapping[str, Sequence[NormalizedItem]]
-) -> None:
-    """Refuse a search that found nothing for some modality (every tile would fail alike).
-
-    Raises:
-        JobError: names the modalities, the catalog and the window.
-    """
-    empty = [m for m in job.modalities if not items.get(m)]
-    if empty:
-        raise JobError(
-            f"job {job.name}: the catalog {job.catalog!r} has no items for "
-            f"{', '.join(empty)} over the AOI in {window_text(area.window)}",
-            fix="check the time window (and --run-date for last_days), the AOI and max_cloud",
-        )
+    results = search_modality_results(catalog, job.modalities, aoi=area.aoi, window=area.window)
+    if require:
+        who = f"job {job.name}: the catalog {job.catalog!r}"
+        where = f"over the AOI in {window_text(area.window)}"
+        if (err := empty_search_error(results, who, where)) is not None:
+            raise err
+    return {m: list(r.normalized) for m, r in results.items()}

@@ -27,7 +27,7 @@ from eo_fusion.config import JobSpec
 from eo_fusion.logs import get_logger
 from eo_fusion.pipeline.assemble import assemble
 from eo_fusion.pipeline.execute import Predictor, TileOutcome, dask_client, execute_tasks
-from eo_fusion.pipeline.inputs import require_items, search_job
+from eo_fusion.pipeline.inputs import search_job
 from eo_fusion.pipeline.manifest import RunManifest, open_manifest, provenance, run_lock
 from eo_fusion.pipeline.plan import RunPlan, TileTask, describe_plan, job_area, plan_run
 from eo_fusion.pipeline.progress import ProgressHook
@@ -115,8 +115,7 @@ def run_job(
     pred = predictor or _model_predictor(job)
     if items is None:
         progress.phase("search")
-        items = search_job(job, area)
-        require_items(job, area, items)  # say it once, before starting a cluster
+        items = search_job(job, area, require=True)  # say it once, before starting a cluster
     plan = plan_run(job, run_date, items, area=area)
     log.info("plan: %s", describe_plan(plan.tasks))
     plan.run_dir.mkdir(parents=True, exist_ok=True)

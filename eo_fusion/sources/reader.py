@@ -36,7 +36,7 @@ runs them.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -56,6 +56,7 @@ from eo_fusion.catalogs.safety import redact_url
 from eo_fusion.errors import ReadError
 from eo_fusion.gdal import GDALOptions
 from eo_fusion.sources.budget import check_read_budget, watch_gdal_io
+from eo_fusion.sources.gcps import GCPGeoref, gcp_georef, gcp_window, warp_gcps
 from eo_fusion.sources.remote import read_with_retries, resolve_redirects
 from eo_fusion.sources.resample import (
     db_to_linear,
@@ -97,6 +98,10 @@ class ReadSpec:
     resampling: Resampling | None = None
     sar_db_input: bool = False
     sar_db_output: bool = False
+    #: Applied to the full-resolution source window after scale/offset, before warping:
+    #: ``f(values (band, y, x), rows, cols) -> values`` (S1 amplitude DN -> sigma0, whose LUT
+    #: is in source pixel coordinates). Overviews are not used when it is set.
+    calibrate: Callable[[np.ndarray, slice, slice], np.ndarray] | None = None
 
 
 @runtime_checkable
@@ -274,6 +279,10 @@ class RasterioReader:
         with _sidecar_env(path):
             ds = _open(path)
         with ds:
+            georef = gcp_georef(ds)
+            if georef is not None:  # radar-geometry file: warp with its GCPs (gcps.py)
+                _read_gcp_file(ds, assets, gbox, spec, self.gdal, out, georef, what)
+                return
             src_gbox = source_geobox(ds, assets[0])
             rr = source_roi(src_gbox, gbox)
             if roi_is_empty(rr):
@@ -282,7 +291,7 @@ class RasterioReader:
             indexes = [a.band_index for a in assets]
             # dB values must not be read from overviews (they were averaged in dB when built).
             ovr = None
-            if rr.read_shrink > 1 and not spec.sar_db_input:
+            if rr.read_shrink > 1 and not spec.sar_db_input and spec.calibrate is None:
                 ovr = _pick_overview(ds.overviews(indexes[0]), rr.read_shrink)
             if ovr is None:
                 data, read_gbox = _read_window(ds, indexes, src_gbox, rr.roi_src, what, self.gdal)
@@ -292,6 +301,9 @@ class RasterioReader:
                     path, ovr, indexes, src_gbox, gbox, what, self.gdal
                 )
         phys = to_physical(data, assets, nodata)
+        if spec.calibrate is not None:  # source pixel space (never an overview)
+            rows, cols = rr.roi_src
+            phys = spec.calibrate(phys, slice(rows.start, rows.stop), slice(cols.start, cols.stop))
         if spec.sar_db_input:
             phys = db_to_linear(phys)
         place(phys, read_gbox, out, gbox, rr, rule, self.gdal.num_threads)
@@ -326,6 +338,45 @@ def _read_overview(
         orr = source_roi(ogbox, gbox)
         data, read_gbox = _read_window(ods, indexes, ogbox, orr.roi_src, what, gdal)
         return data, ods.nodata, read_gbox, orr
+
+
+def _read_gcp_file(
+    ds: rasterio.DatasetReader,
+    assets: Sequence[BandAsset],
+    gbox: GeoBox,
+    spec: ReadSpec,
+    gdal: GDALOptions,
+    out: np.ndarray,
+    georef: GCPGeoref,
+    what: str,
+) -> None:
+    """Bands of a GCP-georeferenced file onto ``gbox``: full-resolution window, physical
+    values (and ``spec.calibrate``), then the exact GCP (thin-plate-spline) warp."""
+    found = gcp_window(ds, georef, gbox)
+    if found is None:
+        return  # no overlap: all no data
+    window, ratio = found
+    rows, cols = window
+    check_read_budget(
+        what=what,
+        width=cols.stop - cols.start,
+        height=rows.stop - rows.start,
+        bands=len(assets),
+        dtype=ds.dtypes[assets[0].band_index - 1],
+        max_pixels=gdal.max_read_pixels,
+        max_bytes=gdal.max_read_bytes,
+    )
+    data = ds.read(
+        [a.band_index for a in assets],
+        window=Window(cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start),
+    )
+    phys = to_physical(data, assets, ds.nodata)
+    if spec.calibrate is not None:
+        phys = spec.calibrate(phys, rows, cols)
+    if spec.sar_db_input:
+        phys = db_to_linear(phys)
+    rule = rule_for(spec, ratio)
+    warp_gcps(phys, georef, window, out, gbox, rule, gdal.num_threads)
 
 
 _GEOTIFF = (".tif", ".tiff")

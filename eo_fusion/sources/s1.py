@@ -5,9 +5,16 @@ linear power: dB inputs (``BandSpec.units == "dB"``) are converted first and the
 converted to the requested output units (``options.units``: ``dB``, the default, or ``linear``).
 Averaging dB values would average logarithms, biasing backscatter low.
 
+Stored values: dB (``BandSpec.units == "dB"``), linear power (``linear``: Planetary Computer
+``sentinel-1-rtc`` gamma0), or *amplitude DN* (``amplitude``: every GRD collection). Amplitude is
+never taken for power: it is calibrated to sigma0 = DN^2 / A^2 with the product's calibration
+annotation in source pixel space (:mod:`eo_fusion.sources.s1_calibration`), or refused with an
+error naming the item and asset when the annotation cannot be read (``calibration: none`` keeps
+uncalibrated DN^2 instead). The attribute ``backscatter`` says which each acquisition is.
+
 Options: :class:`eo_fusion.modalities.S1Options` (``units``, ``speckle``, ``speckle_window``,
-``orbit``); defaults live there. The orbit direction and date of each acquisition are kept in the
-attributes ``orbit_state`` and ``dates``.
+``orbit``, ``relative_orbit``, ``calibration``); defaults live there. The orbit direction and
+date of each acquisition are kept in the attributes ``orbit_state`` and ``dates``.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from eo_fusion.sources.common import (
 )
 from eo_fusion.sources.reader import Reader, ReadSpec
 from eo_fusion.sources.resample import linear_to_db
+from eo_fusion.sources.s1_calibration import AmplitudeCalibration, calibration_for
 
 __all__ = ["lee_filter", "load_s1"]
 
@@ -59,6 +67,45 @@ def lee_filter(power: np.ndarray, size: int = 5, looks: float = 4.4) -> np.ndarr
     return np.where(valid, out, np.nan).astype(np.float32)
 
 
+def _select_orbit(items: list[NormalizedItem], opts: S1Options) -> list[NormalizedItem]:
+    """Items of the requested orbit direction and relative orbit (the search already asked the
+    catalog for them; local catalogs and hand-made item lists are filtered here)."""
+    if opts.orbit != "any":
+        items = [
+            i for i in items if str(i.properties.get("sat:orbit_state", "")).lower() == opts.orbit
+        ]
+    if opts.relative_orbit is not None:
+        items = [i for i in items if i.properties.get("sat:relative_orbit") == opts.relative_orbit]
+    return items
+
+
+def _calibrations(
+    items: list[NormalizedItem], keys: list[str], opts: S1Options
+) -> dict[str, AmplitudeCalibration]:
+    """href -> calibration for every band stored as amplitude DN (GRD); refused (ReadError
+    naming item and asset) when its annotation cannot be read, unless ``calibration: none``."""
+    return {
+        b.href: calibration_for(it, b, opts.calibration)
+        for it in items
+        for k in keys
+        if (b := it.bands.get(k)) is not None and b.spec.units == "amplitude"
+    }
+
+
+def _radiometry(items: list[NormalizedItem], cal: dict[str, AmplitudeCalibration]) -> str:
+    """What one acquisition's values are: sigma0 / gamma0 (RTC) / uncalibrated DN^2."""
+    kinds = set()
+    for it in items:
+        for b in it.bands.values():
+            if b.href in cal:
+                kinds.add("sigma0" if cal[b.href].lut is not None else "uncalibrated DN^2")
+            elif it.modality == "s1-rtc":
+                kinds.add("gamma0 (terrain-flattened)")
+            else:
+                kinds.add(f"as stored ({b.spec.units})")
+    return "+".join(sorted(kinds))
+
+
 def _keys(items: list[NormalizedItem], mspec: ModalitySpec) -> list[str]:
     if mspec.bands:
         bad = [b for b in mspec.bands if not b.startswith("s1:")]
@@ -74,13 +121,17 @@ def load_s1(
     """Read Sentinel-1 items onto ``gbox``: composite (linear mean) or time series."""
     opts = S1Options.of(mspec.options)
     out_units: str = opts.units
-    orbit = opts.orbit
-    if orbit != "any":
-        items = [i for i in items if str(i.properties.get("sat:orbit_state", "")).lower() == orbit]
+    items = _select_orbit(items, opts)
     keys = _keys(items, mspec)
+    cal = _calibrations(items, keys, opts)
 
     def spec_for(asset):
-        return ReadSpec(kind="sar", sar_db_input=asset.spec.units == "dB", sar_db_output=False)
+        return ReadSpec(
+            kind="sar",
+            sar_db_input=asset.spec.units == "dB",
+            sar_db_output=False,
+            calibrate=cal.get(asset.href),
+        )
 
     lee = opts.speckle == "lee"
     win = opts.speckle_window
@@ -97,6 +148,7 @@ def load_s1(
         "orbit_state": orbits,
         "mode": mspec.mode,
         "speckle": opts.speckle,
+        "backscatter": [_radiometry(d.items, cal) for d in days],
         "valid_fraction": [float(np.all(np.isfinite(d), axis=0).mean()) for d in lin],
     }
     conv = linear_to_db if out_units == "dB" else (lambda a: a.astype(np.float32))

@@ -20,8 +20,9 @@ def test_every_name_has_one_definition_and_normalisation_uses_them():
     assert set(MODALITIES) == set(names)
     assert {
         "s2-l2a", "s2-l1c", "s1-grd", "s1-rtc", "dem", "dsm", "dtm",
-        "aerial", "lidar", "osm", "labels", "ndvi",
+        "aerial", "lidar", "osm", "labels", "ndvi", "landsat-c2-l2",
     } == set(names)  # fmt: skip
+    assert reg.get_modality("landsat-c2-l2").family == "landsat"
     assert reg.get_modality("s2-l1c").family == "s2"
     assert reg.get_modality("dtm").family == "elevation"
     assert reg.find_modality("landsat") is None

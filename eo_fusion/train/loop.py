@@ -43,6 +43,26 @@ from eo_fusion.train.pretrain import lr_at
 log = logging.getLogger(__name__)
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Differentiable all-reduce (sum): the gradient of a sum over processes is summed too."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        import torch.distributed as dist
+
+        out = x.clone()
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        import torch.distributed as dist
+
+        out = grad.clone()
+        dist.all_reduce(out)
+        return out
+
+
 class GlobalBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d whose training statistics cover the batch of every process (any backend)."""
 
@@ -51,12 +71,10 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
 
         if not (self.training and dist.is_available() and dist.is_initialized()):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
         xf = x.float()
         c = xf.shape[1]
         n = torch.tensor([xf.numel() / c], dtype=xf.dtype, device=xf.device)
-        packed = all_reduce(torch.cat([xf.sum((0, 2, 3)), (xf * xf).sum((0, 2, 3)), n]))
+        packed = _AllReduceSum.apply(torch.cat([xf.sum((0, 2, 3)), (xf * xf).sum((0, 2, 3)), n]))
         total = packed[-1]
         mean = packed[:c] / total
         var = (packed[c : 2 * c] / total - mean * mean).clamp(min=0)
@@ -172,7 +190,7 @@ def _wrap(net: nn.Module, opts: LoopOptions, dist: DistInfo) -> nn.Module:
         global_batchnorm(net)
         ids = [opts.device.index] if opts.device.type == "cuda" else None
         net = nn.parallel.DistributedDataParallel(
-            net, device_ids=ids, broadcast_buffers=False, find_unused_parameters=True
+            net, device_ids=ids, find_unused_parameters=True
         )
     if opts.compile:
         net = torch.compile(net)  # type: ignore[assignment]

@@ -23,7 +23,8 @@ import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+import dataclasses
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,7 @@ class ChipRecord:
     state: str = "pending"
     sha256: str | None = None
     valid: float | None = None
-    dates: dict[str, list[str]] = field(default_factory=dict)
+    dates: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     error: str | None = None
 
 
@@ -82,8 +83,8 @@ class ChipManifest:
     classes: list[dict[str, Any]]
     fields: dict[str, dict[str, Any]]
     chips: dict[str, ChipRecord]
-    dropped: dict[str, int] = field(default_factory=dict)
-    inputs: dict[str, list[str]] = field(default_factory=dict)
+    dropped: dict[str, int] = dataclasses.field(default_factory=dict)
+    inputs: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     version: int = CHIP_MANIFEST_VERSION
 
     def save(self, run_dir: Path) -> None:
@@ -217,8 +218,11 @@ def run_chip_tasks(
                 log.warning("chip %s failed: %s", out["id"], out["error"])
                 continue
             rec.sha256, rec.valid, rec.dates, rec.error = (
-                out["sha256"], round(out["valid"], 4), out["dates"], None,
-            )  # fmt: skip
+                out["sha256"],
+                round(out["valid"], 4),
+                out["dates"],
+                None,
+            )
             rec.state = "done" if out["valid"] >= MIN_VALID else "empty"
         manifest.save(run_dir)
         log.info("chips: %d/%d built", min(start + wave_size, len(tasks)), len(tasks))

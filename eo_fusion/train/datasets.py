@@ -109,15 +109,22 @@ class ChipDataset(Dataset[dict[str, Any]]):
             mean = np.array([self.stats[mod][k][0] for k in self.inputs[mod]], np.float32)
             std = np.array([self.stats[mod][k][1] for k in self.inputs[mod]], np.float32)
             vals = (vals - mean[:, None, None]) / std[:, None, None]
-        return vals, np.isfinite(vals).any(axis=-3)
+        return vals, np.asarray(np.isfinite(vals).any(axis=-3))
 
     def _load(self, chip_id: str) -> dict[str, Any]:
         if self._cache is not None and chip_id in self._cache:
             return self._cache[chip_id]
         ds = open_chip(self.run_dir, chip_id)
         rec = self.manifest.chips[chip_id]
-        sample: dict[str, Any] = {"id": chip_id, "split": rec.split, "inputs": {}, "valid": {},
-                                  "keys": dict(self.inputs), "dates": {}, "doy": {}}  # fmt: skip
+        sample: dict[str, Any] = {
+            "id": chip_id,
+            "split": rec.split,
+            "inputs": {},
+            "valid": {},
+            "keys": dict(self.inputs),
+            "dates": {},
+            "doy": {},
+        }
         for mod in self.inputs:
             vals, valid = self._modality(ds, mod)
             sample["inputs"][mod] = torch.from_numpy(vals)
@@ -140,8 +147,11 @@ class ChipDataset(Dataset[dict[str, Any]]):
 def collate_chips(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Batch :class:`ChipDataset` samples: tensors stacked, keys/ids as lists."""
     first = samples[0]
-    out: dict[str, Any] = {"id": [s["id"] for s in samples], "split": [s["split"] for s in samples],
-                           "keys": first["keys"]}  # fmt: skip
+    out: dict[str, Any] = {
+        "id": [s["id"] for s in samples],
+        "split": [s["split"] for s in samples],
+        "keys": first["keys"],
+    }
     for group in ("inputs", "valid", "dates", "doy"):
         out[group] = {m: torch.stack([s[group][m] for s in samples]) for m in first[group]}
     out["mask"] = torch.stack([s["mask"] for s in samples])

@@ -35,8 +35,9 @@ class LabelsSpec(StrictModel):
     national crop codes or EuroCrops HCAT codes) into the model's classes.
     """
 
-    path: ConfigPath = Field(description="label file: vector (.gpkg, .parquet, .geojson, .shp, "
-                             ".fgb) or raster (.tif)")  # fmt: skip
+    path: ConfigPath = Field(
+        description="label file: vector (.gpkg, .parquet, .geojson, .shp, .fgb) or raster (.tif)"
+    )
     layer: str | None = Field(None, description="layer of a multi-layer vector file")
     class_column: str | None = Field(
         None, description="column with the class of each polygon (vector labels; required there)"
@@ -53,11 +54,13 @@ class LabelsSpec(StrictModel):
     mapping_from: str = Field("from", description="CSV column holding the source codes")
     mapping_to: str = Field("to", description="CSV column holding the model classes")
     unmapped: Literal["drop", "error"] = Field(
-        "drop", description="source codes absent from the mapping: drop those fields (logged "
-        "and counted in the report) or stop with an error"
-    )  # fmt: skip
+        "drop",
+        description="source codes absent from the mapping: drop those fields (logged "
+        "and counted in the report) or stop with an error",
+    )
     ignore: list[int | str] = Field(
-        default_factory=lambda: [0], description="class values that mean 'no label'"
+        default_factory=lambda: list[int | str]([0]),
+        description="class values that mean 'no label'",
     )
     classes: dict[int, str] = Field(
         default_factory=dict,
@@ -89,9 +92,11 @@ class ChipGridSpec(StrictModel):
     resolution: float = Field(10.0, gt=0, description="pixel size in CRS units (metres for UTM)")
     crs: str = Field("auto", description="'auto' = UTM zone of the AOI centroid, or any CRS")
     halo: int = Field(
-        8, ge=0, description="context pixels read around each chip and cropped away (as the map "
-        "job's tile halo: chip pixels equal the map job's pixels)"
-    )  # fmt: skip
+        8,
+        ge=0,
+        description="context pixels read around each chip and cropped away (as the map "
+        "job's tile halo: chip pixels equal the map job's pixels)",
+    )
 
 
 class SamplingSpec(StrictModel):
@@ -145,7 +150,9 @@ class TrainingSpec(StrictModel):
     inputs: dict[str, list[str]] | None = Field(
         None, description="modality -> band keys; default: every band of every modality"
     )
-    mode: Literal["frozen", "partial", "full"] = Field("full", description="which encoder parts train")
+    mode: Literal["frozen", "partial", "full"] = Field(
+        "full", description="which encoder parts train"
+    )
     trainable_blocks: int = Field(2, ge=0, description="blocks trained in `partial` mode")
     size: str = Field("nano", description="encoder size without a pretrained model")
     patch_size: int = Field(4, ge=1, description="patch edge (px) without a pretrained model")

@@ -25,7 +25,7 @@ from eo_fusion.train.job import LabelsSpec
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ClassInfo", "Fields", "read_fields", "rasterize_fields", "read_mapping"]
+__all__ = ["ClassInfo", "Fields", "rasterize_fields", "read_fields", "read_mapping"]
 
 
 @dataclass(frozen=True)
@@ -151,7 +151,9 @@ def read_fields(spec: LabelsSpec, crs: Any) -> Fields:
         else None
     )
     ignore = {_as_key(v) for v in spec.ignore}
-    keep, values, dropped = [], [], {}
+    keep: list[int] = []
+    values: list[str] = []
+    dropped: dict[str, int] = {}
     for i, v in enumerate(source):
         target = v if mapping is None else mapping.get(v)
         if target is None and spec.unmapped == "error":

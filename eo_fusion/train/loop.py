@@ -93,7 +93,7 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
 
 def global_batchnorm(module: nn.Module) -> nn.Module:
     """Swap every BatchNorm2d for :class:`GlobalBatchNorm2d` in place (same state dict)."""
-    for name, child in module.named_children():
+    for child in module.children():
         if isinstance(child, nn.BatchNorm2d) and not isinstance(child, GlobalBatchNorm2d):
             child.__class__ = GlobalBatchNorm2d
         else:
@@ -148,8 +148,10 @@ def _save_checkpoint(folder: Path, net: nn.Module, opt: torch.optim.Optimizer, m
     tmp = folder.with_name(f".{folder.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()},
-              str(tmp / "weights.safetensors"))  # fmt: skip
+    save_file(
+        {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()},
+        str(tmp / "weights.safetensors"),
+    )
     flat = {
         f"{i}.{k}": (v if torch.is_tensor(v) else torch.tensor(v)).contiguous().cpu()
         for i, st in opt.state_dict()["state"].items()
@@ -189,9 +191,7 @@ def _wrap(net: nn.Module, opts: LoopOptions, dist: DistInfo) -> nn.Module:
     if dist.world > 1:
         global_batchnorm(net)
         ids = [opts.device.index] if opts.device.type == "cuda" else None
-        net = nn.parallel.DistributedDataParallel(
-            net, device_ids=ids, find_unused_parameters=True
-        )
+        net = nn.parallel.DistributedDataParallel(net, device_ids=ids, find_unused_parameters=True)
     if opts.compile:
         net = torch.compile(net)  # type: ignore[assignment]
     return net
@@ -204,7 +204,7 @@ def fit(
     opts: LoopOptions,
     out: Path,
     *,
-    dist: DistInfo = DistInfo(),  # noqa: B008 - frozen dataclass, safe as a default
+    dist: DistInfo = DistInfo(),
     weight: torch.Tensor | None = None,
     on_step: Callable[[int, float], None] | None = None,
 ) -> list[list[float]]:

@@ -22,7 +22,7 @@ from eo_fusion.catalogs.items import NormalizedItem
 from eo_fusion.config import AOISpec, JobSpec, portable_dump
 from eo_fusion.errors import BadInputError
 from eo_fusion.files import sha256_file
-from eo_fusion.grid import aoi_geometry, grid_from_aoi
+from eo_fusion.grid import aoi_geometry, grid_crs, grid_from_aoi
 from eo_fusion.train.chips import ChipManifest, ChipRecord, ChipTask, chip_grids
 from eo_fusion.train.job import TrainJobSpec
 from eo_fusion.train.labels import Fields, rasterize_fields, read_fields
@@ -47,9 +47,15 @@ class TrainPlan:
 
 def as_map_job(job: TrainJobSpec, aoi: Geometry) -> JobSpec:
     """The map job with this job's catalog, AOI, window and modalities (for the shared search)."""
-    spec = AOISpec(wkt=aoi.geom.wkt, crs=str(aoi.crs))
-    return JobSpec(
-        name=job.name, catalog=job.catalog, aoi=spec, time=job.time, modalities=job.modalities
+    spec = AOISpec.model_validate({"wkt": aoi.geom.wkt, "crs": str(aoi.crs)})
+    return JobSpec.model_validate(
+        {
+            "name": job.name,
+            "catalog": job.catalog,
+            "aoi": spec,
+            "time": job.time,
+            "modalities": job.modalities,
+        }
     )
 
 
@@ -68,8 +74,9 @@ def store_hash(job: TrainJobSpec, window: tuple[date | None, date | None]) -> st
     """sha256 of what the chips depend on: data, grid, labels (and the label file's bytes),
     sampling and split; training options are left out so that they reuse the same chips."""
     dump = portable_dump(job)
-    keep = {k: dump[k] for k in ("catalog", "aoi", "grid", "modalities", "labels", "sampling",
-                                  "split")}  # fmt: skip
+    keep = {
+        k: dump[k] for k in ("catalog", "aoi", "grid", "modalities", "labels", "sampling", "split")
+    }
     keep["window"] = [d.isoformat() if d else None for d in window]
     keep["labels_sha256"] = sha256_file(Path(job.labels.path))
     if job.labels.mapping:
@@ -87,7 +94,7 @@ def plan_training(job: TrainJobSpec, run_date: date | None = None) -> TrainPlan:
     aoi = job_aoi(job, native)
     grid = grid_from_aoi(aoi, job.grid.resolution, job.grid.crs)
     fields = Fields(native.frame.to_crs(grid.crs), native.classes, native.dropped)
-    clip = aoi.to_crs(grid.crs).geom
+    clip = aoi.to_crs(grid_crs(grid)).geom
     fields.frame = fields.frame[fields.frame.intersects(clip)].reset_index(drop=True)
     if not len(fields.frame):
         raise BadInputError(
@@ -97,13 +104,13 @@ def plan_training(job: TrainJobSpec, run_date: date | None = None) -> TrainPlan:
     fields.frame["field"] = np.arange(len(fields.frame))
     raster = rasterize_fields(fields, grid)
     res = job.grid.resolution
-    block = max(1, int(round(job.split.block_size / res)))
+    block = max(1, round(job.split.block_size / res))
     chips, block_split, field_split = sample_chips(
         raster,
         fields.frame["cls"].to_numpy(),
         size=job.sampling.chip_size,
         block=block,
-        margin=int(math.ceil(job.split.buffer / res / 2)),
+        margin=math.ceil(job.split.buffer / res / 2),
         per_class=job.sampling.chips_per_class,
         max_per_field=job.sampling.max_per_polygon,
         min_labelled=job.sampling.min_labelled,
@@ -118,9 +125,16 @@ def plan_training(job: TrainJobSpec, run_date: date | None = None) -> TrainPlan:
     digest = store_hash(job, window)
     return TrainPlan(
         run_dir=Path(job.out) / f"{job.name}-{digest[:12]}",
-        store_hash=digest, grid=grid, aoi=aoi, window=window, fields=fields,
-        field_raster=raster, chips=chips, block_split=block_split, field_split=field_split,
-    )  # fmt: skip
+        store_hash=digest,
+        grid=grid,
+        aoi=aoi,
+        window=window,
+        fields=fields,
+        field_raster=raster,
+        chips=chips,
+        block_split=block_split,
+        field_split=field_split,
+    )
 
 
 def new_manifest(plan: TrainPlan, chip_size: int) -> ChipManifest:
@@ -129,10 +143,15 @@ def new_manifest(plan: TrainPlan, chip_size: int) -> ChipManifest:
     g = plan.grid
     return ChipManifest(
         store_hash=plan.store_hash,
-        grid={"crs": g.crs.to_wkt() if g.crs else None, "transform": list(g.transform)[:6],
-              "shape": list(g.shape.yx)},  # fmt: skip
+        grid={
+            "crs": g.crs.to_wkt() if g.crs else None,
+            "transform": list(g.transform)[:6],
+            "shape": list(g.shape.yx),
+        },
         chip_size=chip_size,
-        classes=[{"index": i, "id": c.id, "name": c.name} for i, c in enumerate(plan.fields.classes)],
+        classes=[
+            {"index": i, "id": c.id, "name": c.name} for i, c in enumerate(plan.fields.classes)
+        ],
         fields={
             str(int(f)): {"field_id": str(fid), "cls": int(c), "split": str(plan.field_split[f])}
             for f, fid, c in zip(frame["field"], frame["field_id"], frame["cls"], strict=True)
@@ -163,9 +182,18 @@ def chip_tasks(
         mine = (f >= 0) & (split_of[np.maximum(f, 0)] == p.split)
         label = np.where(mine, cls[np.maximum(f, 0)], -1)
         out.append(
-            ChipTask(p.id, core, padded, job.grid.halo, items_for_tile(padded, items),
-                     dict(job.modalities), label, f, str(plan.run_dir / "chips.zarr"))
-        )  # fmt: skip
+            ChipTask(
+                p.id,
+                core,
+                padded,
+                job.grid.halo,
+                items_for_tile(padded, items),
+                dict(job.modalities),
+                label,
+                f,
+                str(plan.run_dir / "chips.zarr"),
+            )
+        )
     return out
 
 

@@ -31,8 +31,9 @@ def render_markdown(r: Mapping[str, Any]) -> str:
     tr = r["training"]
     lines += [
         f"* Run folder: `{r['run_dir']}` (finished {r['finished']})",
-        f"* Task: {tr['trained_as']}; chips: " + ", ".join(f"{k} {v}" for k, v in r["chips"].items()),
-        f"* Fields per split: " + ", ".join(f"{k} {v}" for k, v in r["fields"].items()),
+        f"* Task: {tr['trained_as']}; chips: "
+        + ", ".join(f"{k} {v}" for k, v in r["chips"].items()),
+        "* Fields per split: " + ", ".join(f"{k} {v}" for k, v in r["fields"].items()),
         f"* Device: {tr.get('name')} ({tr.get('device')}), precision {tr.get('precision')}, "
         f"{tr.get('processes')} process(es), {tr.get('samples_per_s')} samples/s, "
         f"{tr.get('seconds')} s",
@@ -42,14 +43,19 @@ def render_markdown(r: Mapping[str, Any]) -> str:
     for split, m in r["metrics"].items():
         unit = "fields" if tr["trained_as"] == "parcel" else "pixels"
         lines += [
-            f"## {split} ({m['n_pixels']} {unit})", "",
-            f"OA {_pct(m['oa'])} %, mIoU {_pct(m['miou'])} %, macro F1 {_pct(m['f1_macro'])} %", "",
-            "| class | name | IoU % | F1 % | reference |", "|---:|---|---:|---:|---:|",
-        ]  # fmt: skip
+            f"## {split} ({m['n_pixels']} {unit})",
+            "",
+            f"OA {_pct(m['oa'])} %, mIoU {_pct(m['miou'])} %, macro F1 {_pct(m['f1_macro'])} %",
+            "",
+            "| class | name | IoU % | F1 % | reference |",
+            "|---:|---|---:|---:|---:|",
+        ]
         for c in r["classes"]:
             pc = m["per_class"].get(str(c["id"]), {})
-            lines.append(f"| {c['id']} | {c['name']} | {_pct(pc.get('iou'))} | "
-                         f"{_pct(pc.get('f1'))} | {pc.get('n_ref', 0)} |")  # fmt: skip
+            lines.append(
+                f"| {c['id']} | {c['name']} | {_pct(pc.get('iou'))} | "
+                f"{_pct(pc.get('f1'))} | {pc.get('n_ref', 0)} |"
+            )
         lines.append("")
     lines += ["## Notes", ""] + [f"* {n}" for n in r.get("notes", [])]
     return "\n".join(lines) + "\n"

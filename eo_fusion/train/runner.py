@@ -68,7 +68,9 @@ class TrainSummary:
 # -- chip store --------------------------------------------------------------------------------
 
 
-def build_chip_store(job: TrainJobSpec, plan: TrainPlan, *, force: bool = False) -> tuple[ChipManifest, int]:
+def build_chip_store(
+    job: TrainJobSpec, plan: TrainPlan, *, force: bool = False
+) -> tuple[ChipManifest, int]:
     """Build (or resume) the chip store of ``plan``; returns the manifest and reused chip count."""
     run_dir = plan.run_dir
     if force:
@@ -80,7 +82,7 @@ def build_chip_store(job: TrainJobSpec, plan: TrainPlan, *, force: bool = False)
         manifest = new_manifest(plan, job.sampling.chip_size)
         reused = 0
         if old is not None and old.store_hash == plan.store_hash:
-            for cid, rec in manifest.chips.items():
+            for cid in list(manifest.chips):
                 if old.verified(cid, run_dir):
                     manifest.chips[cid] = old.chips[cid]
                     reused += 1
@@ -93,8 +95,10 @@ def build_chip_store(job: TrainJobSpec, plan: TrainPlan, *, force: bool = False)
         manifest.save(run_dir)
     failed = [k for k, r in manifest.chips.items() if r.state == "failed"]
     if failed and not manifest.usable("train"):
-        raise JobError(f"every chip failed, e.g. {manifest.chips[failed[0]].error}",
-                       fix="check the catalog and modalities (eo-fusion stack on the AOI)")  # fmt: skip
+        raise JobError(
+            f"every chip failed, e.g. {manifest.chips[failed[0]].error}",
+            fix="check the catalog and modalities (eo-fusion stack on the AOI)",
+        )
     return manifest, reused
 
 
@@ -188,7 +192,7 @@ def train_on_store(
     run_dir: Path,
     manifest: ChipManifest,
     *,
-    dist: DistInfo = DistInfo(),  # noqa: B008 - frozen dataclass
+    dist: DistInfo = DistInfo(),
     on_step: Callable[[int, float], None] | None = None,
 ) -> tuple[ck.LoadedModel, dict[str, Any], list[list[float]]]:
     """Fine-tune on the train chips and score the val/test chips; returns model, metrics, curve."""
@@ -205,12 +209,30 @@ def train_on_store(
     net, cfg, take = build_net(job, data, n_classes, base)
     device = resolve_device(t.device, local_rank=dist.local_rank)
     dtype = autocast_dtype(device, t.precision)
-    opts = LoopOptions(t.steps, t.batch_size, t.lr, t.warmup_steps, t.weight_decay,
-                       t.checkpoint_every, t.seed, resume_key(job, manifest.store_hash), device,
-                       dtype, t.compile)  # fmt: skip
+    opts = LoopOptions(
+        t.steps,
+        t.batch_size,
+        t.lr,
+        t.warmup_steps,
+        t.weight_decay,
+        t.checkpoint_every,
+        t.seed,
+        resume_key(job, manifest.store_hash),
+        device,
+        dtype,
+        t.compile,
+    )
     t0 = time.perf_counter()
-    curve = fit(net, task, _forward(data), opts, run_dir / "train", dist=dist,
-                weight=_class_weights(task, n_classes, t.class_weights), on_step=on_step)  # fmt: skip
+    curve = fit(
+        net,
+        task,
+        _forward(data),
+        opts,
+        run_dir / "train",
+        dist=dist,
+        weight=_class_weights(task, n_classes, t.class_weights),
+        on_step=on_step,
+    )
     seconds = time.perf_counter() - t0
     ids = [int(c["id"]) for c in manifest.classes]
     metrics: dict[str, Any] = {}
@@ -222,9 +244,14 @@ def train_on_store(
                 _predictor(net, arrays, device, dtype), n_classes
             )
             metrics[split] = task_scores(cm, ids)
-    run_info = {"seconds": round(seconds, 2), "samples_per_s": round(
-        (t.steps - (curve[0][0] - 1 if curve else 0)) * t.batch_size / max(seconds, 1e-9), 2),
-        "processes": dist.world, **describe_device(device, dtype)}  # fmt: skip
+    run_info = {
+        "seconds": round(seconds, 2),
+        "samples_per_s": round(
+            (t.steps - (curve[0][0] - 1 if curve else 0)) * t.batch_size / max(seconds, 1e-9), 2
+        ),
+        "processes": dist.world,
+        **describe_device(device, dtype),
+    }
     model = _model_card(
         job, manifest, net, cfg, take, stats, data, raw.inputs, metrics, run_info, base
     )
@@ -237,22 +264,32 @@ def _model_card(job, manifest, net, cfg, take, stats, data, inputs, metrics, run
     head = "crops" if data.temporal else "landcover"
     card: dict[str, Any] = copy.deepcopy(base.card) if base is not None else {}
     card.update(name=job.name, tasks={}, normalization=stats)
-    card["architecture"] = {"encoder": cfg.to_dict(), "mae": False,
-                            head: {"n_classes": len(manifest.classes), "take": list(take),
-                                   "channels": t.channels}}  # fmt: skip
-    card.setdefault("inference", {}).update(window=job.sampling.chip_size,
-                                             stride=job.sampling.chip_size // 2)  # fmt: skip
+    card["architecture"] = {
+        "encoder": cfg.to_dict(),
+        "mae": False,
+        head: {"n_classes": len(manifest.classes), "take": list(take), "channels": t.channels},
+    }
+    card.setdefault("inference", {}).update(
+        window=job.sampling.chip_size, stride=job.sampling.chip_size // 2
+    )
     card["tasks"][head] = {
         "inputs": {m: list(keys) for m, keys in inputs.items()},
         "optional": list(job.optional_inputs),
         "mode": "timeseries" if data.temporal else "composite",
-        "classes": [{"id": int(c["id"]), "name": c["name"], "color": PALETTE[i % len(PALETTE)]}
-                    for i, c in enumerate(manifest.classes)],  # fmt: skip
+        "classes": [
+            {"id": int(c["id"]), "name": c["name"], "color": PALETTE[i % len(PALETTE)]}
+            for i, c in enumerate(manifest.classes)
+        ],
         "ignore_index": 0,
         "metrics": {"holdout": metrics.get("val", {}), **metrics},
-        "training": {"job": portable_dump(job), "job_sha256": spec_hash(job), "trained_as": t.task,
-                     "pretrained": base.card.get("name") if base is not None else None,
-                     "chip_store": manifest.store_hash, **run_info},  # fmt: skip
+        "training": {
+            "job": portable_dump(job),
+            "job_sha256": spec_hash(job),
+            "trained_as": t.task,
+            "pretrained": base.card.get("name") if base is not None else None,
+            "chip_store": manifest.store_hash,
+            **run_info,
+        },
     }
     model = ck.LoadedModel(card=card, encoder=base.encoder if base is not None else net.encoder)
     setattr(model, head, net.cpu())

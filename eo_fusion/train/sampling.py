@@ -191,9 +191,13 @@ def sample_chips(
             for f in rng.permutation(mine) if mine else []:
                 pix = order[starts[f] : starts[f + 1]]
                 cand = _field_candidates(
-                    pix, layout, split, block_split, labelled,
+                    pix,
+                    layout,
+                    split,
+                    block_split,
+                    labelled,
                     (max_per_field, min_labelled, rng),
-                )  # fmt: skip
+                )
                 per_field.append((int(f), cand))
             taken = 0
             for rnd in range(max_per_field):

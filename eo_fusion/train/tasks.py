@@ -52,8 +52,10 @@ class ChipArrays:
 def chip_arrays(ds: ChipDataset) -> ChipArrays:
     """Stack a :class:`ChipDataset` into arrays; time series and composites cannot be mixed."""
     if not len(ds):
-        raise BadInputError(f"no usable chips in split {ds.split!r} of {ds.run_dir}",
-                            fix="draw more chips (sampling.chips_per_class) or more blocks")  # fmt: skip
+        raise BadInputError(
+            f"no usable chips in split {ds.split!r} of {ds.run_dir}",
+            fix="draw more chips (sampling.chips_per_class) or more blocks",
+        )
     xs, labels, fields = [], [], []
     for i in range(len(ds)):
         s = ds[i]
@@ -95,8 +97,9 @@ class SegmentationTask:
     def batch(self, samples: Sequence[int], step: int, seed: int, offset: int) -> dict[str, Any]:
         xs, ys = [], []
         for j, i in enumerate(samples):
-            x, y = augment([self.data.x[i], self.data.label[i][None]],
-                           sample_rng(seed, step, offset + j))  # fmt: skip
+            x, y = augment(
+                [self.data.x[i], self.data.label[i][None]], sample_rng(seed, step, offset + j)
+            )
             xs.append(x)
             ys.append(y[0])
         return {"x": torch.from_numpy(np.stack(xs)), "y": torch.from_numpy(np.stack(ys))}
@@ -129,7 +132,9 @@ class ParcelTask:
         for i in range(len(data.ids)):
             on = data.label[i] >= 0
             f, n = np.unique(data.field[i][on], return_counts=True)
-            self.samples += [(i, int(k)) for k, c in zip(f, n, strict=True) if c >= MIN_PARCEL_PIXELS]
+            self.samples += [
+                (i, int(k)) for k, c in zip(f, n, strict=True) if c >= MIN_PARCEL_PIXELS
+            ]
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -145,12 +150,17 @@ class ParcelTask:
         xs, ms, ys = [], [], []
         for j, s in enumerate(samples):
             i, f = self.samples[s]
-            x, m = augment([self.data.x[i], self._mask(i, f)[None]], sample_rng(seed, step, offset + j))
+            x, m = augment(
+                [self.data.x[i], self._mask(i, f)[None]], sample_rng(seed, step, offset + j)
+            )
             xs.append(x)
             ms.append(m[0])
             ys.append(self.field_cls[f])
-        return {"x": torch.from_numpy(np.stack(xs)), "m": torch.from_numpy(np.stack(ms)),
-                "y": torch.tensor(ys, dtype=torch.int64)}  # fmt: skip
+        return {
+            "x": torch.from_numpy(np.stack(xs)),
+            "m": torch.from_numpy(np.stack(ms)),
+            "y": torch.tensor(ys, dtype=torch.int64),
+        }
 
     @staticmethod
     def pooled(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -25,10 +25,39 @@ from eo_fusion.models.heads import LandCoverModel
 from eo_fusion.train.loop import LoopOptions, fit
 from eo_fusion.train.tasks import ChipArrays, SegmentationTask
 
-KEYS = [f"s2:{b}" for b in ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A",
-                             "B09", "B10", "B11", "B12")]  # fmt: skip
-RANGES = ("coastal", "blue", "green", "red", "red_edge_1", "red_edge_2", "red_edge_3",
-          "nir_broad", "nir_narrow", "water_vapour", "cirrus", "swir_1", "swir_2")  # fmt: skip
+KEYS = [
+    f"s2:{b}"
+    for b in (
+        "B01",
+        "B02",
+        "B03",
+        "B04",
+        "B05",
+        "B06",
+        "B07",
+        "B08",
+        "B8A",
+        "B09",
+        "B10",
+        "B11",
+        "B12",
+    )
+]
+RANGES = (
+    "coastal",
+    "blue",
+    "green",
+    "red",
+    "red_edge_1",
+    "red_edge_2",
+    "red_edge_3",
+    "nir_broad",
+    "nir_narrow",
+    "water_vapour",
+    "cirrus",
+    "swir_1",
+    "swir_2",
+)
 
 
 def chips(n: int = 8, size: int = 16) -> ChipArrays:
@@ -48,19 +77,36 @@ def main() -> None:
     torch.set_num_threads(1)
     dist = init_distributed("cpu")
     torch.manual_seed(0)
-    net = LandCoverModel(SpectralViT(EncoderConfig("nano", 4, 16, RANGES)), 3,
-                         feature_blocks(4, 4), 16)  # fmt: skip
-    opts = LoopOptions(steps=args.steps, batch_size=4, lr=1e-3, warmup_steps=0, weight_decay=0.0,
-                       checkpoint_every=2, seed=7, resume_key="worker", device=resolve_device("cpu"),
-                       dtype=None)  # fmt: skip
+    net = LandCoverModel(
+        SpectralViT(EncoderConfig("nano", 4, 16, RANGES)), 3, feature_blocks(4, 4), 16
+    )
+    opts = LoopOptions(
+        steps=args.steps,
+        batch_size=4,
+        lr=1e-3,
+        warmup_steps=0,
+        weight_decay=0.0,
+        checkpoint_every=2,
+        seed=7,
+        resume_key="worker",
+        device=resolve_device("cpu"),
+        dtype=None,
+    )
 
     def on_step(step: int, loss: float) -> None:
         if args.die_at and step == args.die_at:
             sys.stdout.flush()
             os._exit(137)
 
-    curve = fit(net, SegmentationTask(chips()), lambda m, x: m(x, KEYS), opts, args.out,
-                dist=dist, on_step=on_step)  # fmt: skip
+    curve = fit(
+        net,
+        SegmentationTask(chips()),
+        lambda m, x: m(x, KEYS),
+        opts,
+        args.out,
+        dist=dist,
+        on_step=on_step,
+    )
     if dist.is_main:
         (args.out / "curve.json").write_text(json.dumps(curve))
     if dist.world > 1:

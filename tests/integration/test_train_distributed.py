@@ -61,9 +61,21 @@ def single(tmp_path_factory) -> np.ndarray:
 
 def test_two_gloo_processes_follow_the_single_process_curve(single, tmp_path):
     port = _free_port()
-    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-          "--master_addr", "127.0.0.1", "--master_port", str(port), str(WORKER),
-          str(tmp_path)])  # fmt: skip
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(port),
+            str(WORKER),
+            str(tmp_path),
+        ]
+    )
     ddp = _curve(tmp_path)
     assert ddp[:, 0].tolist() == single[:, 0].tolist() == [1, 2, 3, 4, 5, 6]
     np.testing.assert_allclose(ddp[:, 1], single[:, 1], rtol=1e-4)

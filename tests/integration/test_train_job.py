@@ -30,8 +30,13 @@ def _job(repo_root: Path, tmp: Path, **over) -> Path:
     cfg["labels"]["path"] = str(repo_root / "catalogs/sample/data/slovenia/LULC.gpkg")
     cfg["sampling"] = {"chip_size": CHIP, "chips_per_class": PER_CLASS, "max_per_polygon": CAP}
     cfg["split"] = {"block_size": BLOCK, "buffer": BUFFER, "val_fraction": 0.25}
-    cfg["training"] |= {"steps": 4, "batch_size": 4, "checkpoint_every": 2, "threads": 1,
-                        "device": "cpu"}  # fmt: skip
+    cfg["training"] |= {
+        "steps": 4,
+        "batch_size": 4,
+        "checkpoint_every": 2,
+        "threads": 1,
+        "device": "cpu",
+    }
     cfg["out"] = str(tmp / "out")
     for k, v in over.items():
         cfg[k] = v
@@ -177,7 +182,9 @@ def test_chip_dataset_samples(trained):
 
 # Lightning 2.6's own pytree helper (lightning/pytorch/utilities/_pytree.py) builds a LeafSpec,
 # which torch 2.14 deprecates; the warning is inside Lightning, not in eo-fusion's code.
-@pytest.mark.filterwarnings("ignore:`isinstance\\(treespec, LeafSpec\\)` is deprecated:FutureWarning")
+@pytest.mark.filterwarnings(
+    "ignore:`isinstance\\(treespec, LeafSpec\\)` is deprecated:FutureWarning"
+)
 def test_lightning_datamodule_and_torchgeo_trainer(trained, tmp_path):
     import lightning.pytorch as pl
     import torch
@@ -193,12 +200,24 @@ def test_lightning_datamodule_and_torchgeo_trainer(trained, tmp_path):
     sample = train[0]
     assert sample["image"].dtype == torch.float32 and sample["mask"].dtype == torch.int64
     assert torch.isfinite(sample["image"]).all() and int(sample["mask"].min()) >= 0
-    task = SemanticSegmentationTask(model="fcn", in_channels=train.in_channels,
-                                    num_classes=train.num_classes, num_filters=8,
-                                    ignore_index=train.ignore_index, lr=1e-2)  # fmt: skip
-    trainer = pl.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False,
-                         limit_val_batches=1, default_root_dir=tmp_path)  # fmt: skip
+    task = SemanticSegmentationTask(
+        model="fcn",
+        in_channels=train.in_channels,
+        num_classes=train.num_classes,
+        num_filters=8,
+        ignore_index=train.ignore_index,
+        lr=1e-2,
+    )
+    trainer = pl.Trainer(
+        max_steps=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=1,
+        default_root_dir=tmp_path,
+    )
     before = [p.detach().clone() for p in task.parameters()]
     trainer.fit(task, datamodule=dm)
     assert trainer.global_step == 2

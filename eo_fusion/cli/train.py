@@ -26,8 +26,9 @@ def train_command(
 
     Chips are drawn per class (capped per field) inside spatial blocks, built with the map job's
     stacking code on dask into OUT/<job>-<hash>/chips.zarr (resumable: chips.json), split by
-    blocks so that no field is on both sides, then the model is fine-tuned (resuming from
-    train/last) and scored on the held-out blocks: report.json / report.md, model/.
+    blocks so that no field is on both sides, then the model is fine-tuned and scored on the
+    held-out blocks: OUT/<job>-<hash>/train-<hash>/ holds model/, report.json, report.md,
+    loss.csv and last/ (a rerun resumes from it).
     Run under torchrun for data-parallel training (gloo on CPUs, NCCL on GPUs).
 
     Example: eo-fusion train pipelines/train_landuse_sample.yaml

@@ -18,12 +18,12 @@ are) with the items whose footprint intersects it, crops the halo away and write
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
-import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any

@@ -30,7 +30,8 @@ def render_markdown(r: Mapping[str, Any]) -> str:
         lines += [r["job"]["description"], ""]
     tr = r["training"]
     lines += [
-        f"* Run folder: `{r['run_dir']}` (finished {r['finished']})",
+        f"* Training folder: `{r['train_dir']}` (chips: `{r['run_dir']}`)",
+        f"* Finished: {r['finished']}",
         f"* Task: {tr['trained_as']}; chips: "
         + ", ".join(f"{k} {v}" for k, v in r["chips"].items()),
         "* Fields per split: " + ", ".join(f"{k} {v}" for k, v in r["fields"].items()),
@@ -62,7 +63,7 @@ def render_markdown(r: Mapping[str, Any]) -> str:
 
 
 def write_train_report(
-    run_dir: Path,
+    out: Path,
     job: TrainJobSpec,
     plan_counts: Mapping[str, Any],
     manifest: ChipManifest,
@@ -78,7 +79,8 @@ def write_train_report(
         states[rec.state] = states.get(rec.state, 0) + 1
     report = {
         "job": {"name": job.name, "description": job.description},
-        "run_dir": str(run_dir),
+        "run_dir": str(out.parent),
+        "train_dir": str(out),
         "finished": finished,
         "chips": {s: len(manifest.usable(s)) for s in ("train", "val", "test")},
         "chip_states": states,
@@ -88,7 +90,7 @@ def write_train_report(
         "classes": [{"id": c["id"], "name": c["name"]} for c in manifest.classes],
         "metrics": dict(metrics),
         "training": head["training"] | {"job": None},
-        "model": str(Path(run_dir) / "model"),
+        "model": str(out / "model"),
         "notes": [
             "Metrics are computed on chips of held-out spatial blocks only; no field has "
             "labelled pixels on both sides of the split.",
@@ -96,7 +98,7 @@ def write_train_report(
             f"({states.get('empty', 0)} such chips).",
         ],
     }
-    atomic_write_text(run_dir / "report.json", json.dumps(report, indent=1, default=str) + "\n")
-    md = run_dir / "report.md"
+    atomic_write_text(out / "report.json", json.dumps(report, indent=1, default=str) + "\n")
+    md = out / "report.md"
     atomic_write_text(md, render_markdown(report))
     return md

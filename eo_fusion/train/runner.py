@@ -2,7 +2,8 @@
 
 The run folder ``<out>/<job name>-<12 hex>`` (the hash covers data, grid, labels, sampling and
 split, so changing only training options reuses the chips) holds ``chips.zarr`` + ``chips.json``
-(see :mod:`eo_fusion.train.chips`), ``train/last`` (resumable checkpoint) and ``train/loss.csv``,
+(see :mod:`eo_fusion.train.chips`) and one ``train-<12 hex>/`` folder per set of training
+options (the hash covers them and the chips): ``last/`` (resumable checkpoint), ``loss.csv``,
 ``model/`` (safetensors + model card, usable by the map job) and ``report.json``/``report.md``.
 
 Under ``torchrun`` every process plans the same chips; rank 0 builds the chip store while the
@@ -57,6 +58,7 @@ class TrainSummary:
     """What a training job produced (paths, counts, metrics)."""
 
     run_dir: Path
+    train_dir: Path | None = None
     chips: dict[str, int] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     model: Path | None = None
@@ -187,6 +189,11 @@ def _class_weights(task, n: int, kind: str) -> torch.Tensor | None:  # type: ign
     return torch.tensor(w / w.mean(), dtype=torch.float32)
 
 
+def train_dir(job: TrainJobSpec, run_dir: Path, manifest: ChipManifest) -> Path:
+    """``<run>/train-<12 hex>``: one folder per set of training options over the same chips."""
+    return run_dir / f"train-{resume_key(job, manifest.store_hash)[:12]}"
+
+
 def train_on_store(
     job: TrainJobSpec,
     run_dir: Path,
@@ -228,7 +235,7 @@ def train_on_store(
         task,
         _forward(data),
         opts,
-        run_dir / "train",
+        train_dir(job, run_dir, manifest),
         dist=dist,
         weight=_class_weights(task, n_classes, t.class_weights),
         on_step=on_step,
@@ -317,13 +324,15 @@ def run_train_job(
         assert loaded is not None
         manifest, reused = loaded, 0
     summary = TrainSummary(plan.run_dir, reused_chips=reused)
+    out = train_dir(job, plan.run_dir, manifest)
+    summary.train_dir = out
     summary.chips = {s: len(manifest.usable(s)) for s in ("train", "val", "test")}
     model, metrics, curve = train_on_store(job, plan.run_dir, manifest, dist=dist, on_step=on_step)
     summary.metrics, summary.curve = metrics, curve
     if dist.is_main:
-        write_curve(curve, plan.run_dir / "train" / "loss.csv")
-        summary.model = ck.save(model, plan.run_dir / "model")
+        write_curve(curve, out / "loss.csv")
+        summary.model = ck.save(model, out / "model")
         summary.report = write_train_report(
-            plan.run_dir, job, describe(plan), manifest, metrics, model.card, finished=utc_now()
+            out, job, describe(plan), manifest, metrics, model.card, finished=utc_now()
         )
     return summary

@@ -112,9 +112,15 @@ def test_sampling_is_balanced_and_capped(trained):
     assert len({cls for _, cls in per_class}) >= 4  # every well-represented class is drawn
 
 
+def _train_dir(run_dir: Path) -> Path:
+    (out,) = run_dir.glob("train-*")  # one set of training options so far
+    return out
+
+
 def test_report_metrics_and_model_card(trained):
     _, run_dir = trained
-    report = json.loads((run_dir / "report.json").read_text())
+    out = _train_dir(run_dir)
+    report = json.loads((out / "report.json").read_text())
     val = report["metrics"]["val"]
     assert 0 <= val["oa"] <= 1 and 0 <= val["miou"] <= 1 and 0 <= val["f1_macro"] <= 1
     assert set(val["per_class"]) == {"1", "2", "3", "4", "8"}
@@ -124,10 +130,10 @@ def test_report_metrics_and_model_card(trained):
     assert val["n_pixels"] == n_val
     assert np.asarray(val["confusion"]).sum() == n_val
     assert report["training"]["device"] == "cpu" and report["training"]["processes"] == 1
-    assert "mIoU" in (run_dir / "report.md").read_text()
-    loss = (run_dir / "train" / "loss.csv").read_text().splitlines()
+    assert "mIoU" in (out / "report.md").read_text()
+    loss = (out / "loss.csv").read_text().splitlines()
     assert loss[0] == "step,loss,seconds" and len(loss) == 5
-    model = ck.load(run_dir / "model")
+    model = ck.load(out / "model")
     task = model.task("landcover")
     assert [c["id"] for c in task["classes"]] == [1, 2, 3, 4, 8]
     assert task["inputs"]["s2-l1c"][0] == "s2:B01"
@@ -136,13 +142,44 @@ def test_report_metrics_and_model_card(trained):
 
 def test_rerun_reuses_chips_and_checkpoint(trained, capsys):
     job, run_dir = trained
-    before = (run_dir / "train" / "loss.csv").read_text()
+    before = (_train_dir(run_dir) / "loss.csv").read_text()
     assert main(["train", str(job)]) == 0
     out = capsys.readouterr().out
     m = ChipManifest.load(run_dir)
     assert m is not None
     assert f"({len(m.chips)} reused)" in out
-    assert (run_dir / "train" / "loss.csv").read_text() == before  # nothing retrained
+    assert (_train_dir(run_dir) / "loss.csv").read_text() == before  # nothing retrained
+
+
+def test_parcel_task_on_the_same_chips_scores_each_field_once(trained):
+    from eo_fusion.train.job import load_train_job
+    from eo_fusion.train.runner import run_train_job
+    from eo_fusion.train.tasks import MIN_PARCEL_PIXELS
+
+    job_path, run_dir = trained
+    job = load_train_job(job_path)
+    job = job.model_copy(
+        update={"training": job.training.model_copy(update={"task": "parcel", "steps": 3})}
+    )
+    summary = run_train_job(job)
+    assert summary.run_dir == run_dir and summary.train_dir is not None
+    m = ChipManifest.load(run_dir)
+    assert m is not None
+    assert summary.reused_chips == len(m.chips)  # training options do not rebuild chips
+    assert len(list(run_dir.glob("train-*"))) == 2  # the segmentation run is kept
+    scored = set()
+    for cid in m.usable("val"):
+        ds = open_chip(run_dir, cid)
+        lab, fld = ds["label"].values, ds["field"].values
+        f, n = np.unique(fld[lab >= 0], return_counts=True)
+        scored |= {int(k) for k, c in zip(f, n, strict=True) if c >= MIN_PARCEL_PIXELS}
+    val = summary.metrics["val"]
+    assert val["n_pixels"] == len(scored)  # one vote per field, whatever its chip count
+    true_per_class = np.asarray(val["confusion"]).sum(axis=1)
+    expected = np.bincount([int(m.fields[str(f)]["cls"]) for f in scored], minlength=5)
+    assert true_per_class.tolist() == expected.tolist()
+    report = json.loads((summary.train_dir / "report.json").read_text())
+    assert report["training"]["trained_as"] == "parcel"
 
 
 def test_bad_job_exits_2_naming_the_key(repo_root, tmp_path, capsys):

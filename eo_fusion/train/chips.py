@@ -23,7 +23,8 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+import shutil
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,7 @@ class ChipRecord:
     valid: float | None = None
     dates: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     error: str | None = None
+    labels: list[int] | None = None  # scene (multi-label) chips: class indices present
 
 
 @dataclass
@@ -247,10 +249,52 @@ def open_chip(run_dir: Path, chip_id: str) -> xr.Dataset:
     return open_stack_zarr(path, chip_id).load()
 
 
+def build_store(
+    run_dir: Path,
+    fresh: ChipManifest,
+    make_tasks: Callable[[set[str]], list[ChipTask]],
+    *,
+    force: bool = False,
+    workers: int = 2,
+    wave_size: int = 16,
+) -> tuple[ChipManifest, int]:
+    """Build or resume a chip store: chips whose group still has its recorded sha256 are kept,
+    the others built (``make_tasks(ids)``); returns the manifest and the number reused.
+
+    The run folder is locked (the map job's run lock) while the store is written.
+    """
+    from eo_fusion.pipeline.manifest import run_lock
+
+    if force:
+        shutil.rmtree(run_dir / STORE, ignore_errors=True)
+        (run_dir / MANIFEST).unlink(missing_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(run_dir):
+        old = ChipManifest.load(run_dir)
+        manifest, reused = fresh, 0
+        if old is not None and old.store_hash == fresh.store_hash:
+            for cid in list(manifest.chips):
+                if old.verified(cid, run_dir):
+                    manifest.chips[cid] = old.chips[cid]
+                    reused += 1
+        remove_stale(run_dir, list(manifest.chips))
+        todo = {k for k, r in manifest.chips.items() if r.state == "pending"}
+        if todo:
+            run_chip_tasks(
+                make_tasks(todo), manifest, run_dir, workers=workers, wave_size=wave_size
+            )
+        manifest.save(run_dir)
+    failed = [k for k, r in manifest.chips.items() if r.state == "failed"]
+    if failed and not manifest.usable("train"):
+        raise JobError(
+            f"every chip failed, e.g. {manifest.chips[failed[0]].error}",
+            fix="check the catalog and modalities (eo-fusion stack on the AOI)",
+        )
+    return manifest, reused
+
+
 def remove_stale(run_dir: Path, keep: Sequence[str]) -> None:
     """Delete chip groups (and temporary groups) that the manifest does not list."""
-    import shutil
-
     store = Path(run_dir) / STORE
     if not store.is_dir():
         return

@@ -3,7 +3,8 @@
 * :class:`ChipDataset` — one sample per built chip of a split: per modality the input array
   (``(C, H, W)`` composite or ``(T, C, H, W)`` time series, float32 physical units, NaN = no
   data), its validity mask, band keys and dates, plus the label raster (class index, -1 = no
-  label) and the field raster. Time series are aligned on the union of the store's dates (a
+  label) and the field raster; scene chips (multi-label jobs) add ``labels``, a multi-hot
+  vector over the classes. Time series are aligned on the union of the store's dates (a
   date a chip lacks is NaN), so samples of one store batch together. Optional standardisation
   with per-band ``(mean, std)``.
 * :class:`TorchGeoChipDataset` — TorchGeo's sample convention: ``image`` ``(C, H, W)`` float
@@ -136,6 +137,10 @@ class ChipDataset(Dataset[dict[str, Any]]):
                 sample["doy"][mod] = torch.tensor(t.day_of_year.values, dtype=torch.float32)
         sample["mask"] = torch.from_numpy(np.asarray(ds["label"].values, dtype=np.int64))
         sample["field"] = torch.from_numpy(np.asarray(ds["field"].values, dtype=np.int64))
+        if rec.labels is not None:  # scene chips: multi-hot classes
+            hot = torch.zeros(len(self.classes), dtype=torch.float32)
+            hot[list(rec.labels)] = 1.0
+            sample["labels"] = hot
         if self._cache is not None:
             self._cache[chip_id] = sample
         return sample
@@ -156,6 +161,8 @@ def collate_chips(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         out[group] = {m: torch.stack([s[group][m] for s in samples]) for m in first[group]}
     out["mask"] = torch.stack([s["mask"] for s in samples])
     out["field"] = torch.stack([s["field"] for s in samples])
+    if "labels" in first:
+        out["labels"] = torch.stack([s["labels"] for s in samples])
     return out
 
 

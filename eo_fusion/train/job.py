@@ -86,6 +86,18 @@ class LabelsSpec(StrictModel):
         return Path(self.path).suffix.lower() in RASTER_SUFFIXES
 
 
+class SceneLabelsSpec(StrictModel):
+    """Scene labels (multi-label): each item of ``modality`` found over the AOI and window is one
+    chip (centred on the item), labelled with the class names listed in its STAC property
+    ``property`` (BigEarthNet's CORINE labels: ``bigearthnet:labels``)."""
+
+    modality: str = Field(description="modality whose items carry the labels (e.g. s2-l2a)")
+    property: str = Field("bigearthnet:labels", description="STAC property with the label list")
+    classes: list[str] | None = Field(
+        None, description="class names in model order; default: every name found, sorted"
+    )
+
+
 class ChipGridSpec(StrictModel):
     """The grid chips are cut from (anchored on multiples of the resolution, like the map job)."""
 
@@ -140,9 +152,10 @@ class SplitSpec(StrictModel):
 class TrainingSpec(StrictModel):
     """The model and its optimisation (the encoder/decoder are the fine-tuning code's)."""
 
-    task: Literal["segmentation", "parcel"] = Field(
+    task: Literal["segmentation", "parcel", "multilabel"] = Field(
         "segmentation",
-        description="per-pixel classes, or one class per field (pixels pooled inside it)",
+        description="per-pixel classes, one class per field (pixels pooled inside it), or "
+        "multi-label scene classes (needs `scene_labels`)",
     )
     pretrained: str | None = Field(
         "bundled", description="'bundled' model, a checkpoint folder, or null = random init"
@@ -190,7 +203,10 @@ class TrainJobSpec(StrictModel):
     optional_inputs: list[str] = Field(
         default_factory=list, description="modalities that may be absent when mapping"
     )
-    labels: LabelsSpec
+    labels: LabelsSpec | None = Field(None, description="field polygons or a class raster")
+    scene_labels: SceneLabelsSpec | None = Field(
+        None, description="multi-label scene classes from item properties (instead of `labels`)"
+    )
     sampling: SamplingSpec = Field(default_factory=dict, validate_default=True)  # type: ignore[arg-type]
     split: SplitSpec = Field(default_factory=dict, validate_default=True)  # type: ignore[arg-type]
     training: TrainingSpec = Field(default_factory=dict, validate_default=True)  # type: ignore[arg-type]
@@ -200,6 +216,14 @@ class TrainJobSpec(StrictModel):
 
     @model_validator(mode="after")
     def _chip_fits_block(self) -> TrainJobSpec:
+        if (self.labels is None) == (self.scene_labels is None):
+            raise ValueError("give exactly one of `labels` (fields) or `scene_labels` (scenes)")
+        if (self.scene_labels is not None) != (self.training.task == "multilabel"):
+            raise ValueError("training.task multilabel goes with `scene_labels`, and only with it")
+        if self.scene_labels is not None:
+            if self.aoi is None:
+                raise ValueError("scene labels need an `aoi` (there is no labels' extent)")
+            return self
         res = self.grid.resolution
         need = self.sampling.chip_size * res + self.split.buffer
         if need > self.split.block_size:

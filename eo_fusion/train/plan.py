@@ -7,6 +7,7 @@ catalog, AOI, window and modalities), and chips get their items with the map job
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -59,13 +60,15 @@ def as_map_job(job: TrainJobSpec, aoi: Geometry) -> JobSpec:
     )
 
 
-def job_aoi(job: TrainJobSpec, fields: Fields) -> Geometry:
+def job_aoi(job: TrainJobSpec, fields: Fields | None) -> Geometry:
     """The job's AOI, or the bounding box of the labels."""
     if job.aoi is not None:
         a = job.aoi
         if a.bbox is not None:
             return aoi_geometry(tuple(a.bbox), a.crs)
         return aoi_geometry(Path(a.geojson) if a.geojson else str(a.wkt), a.crs)
+    if fields is None:
+        raise BadInputError("the job has no AOI and no field labels", fix="give `aoi:`")
     minx, miny, maxx, maxy = fields.frame.total_bounds
     return aoi_geometry((minx, miny, maxx, maxy), fields.frame.crs)
 
@@ -74,22 +77,22 @@ def store_hash(job: TrainJobSpec, window: tuple[date | None, date | None]) -> st
     """sha256 of what the chips depend on: data, grid, labels (and the label file's bytes),
     sampling and split; training options are left out so that they reuse the same chips."""
     dump = portable_dump(job)
-    keep = {
-        k: dump[k] for k in ("catalog", "aoi", "grid", "modalities", "labels", "sampling", "split")
-    }
+    names = ("catalog", "aoi", "grid", "modalities", "labels", "scene_labels", "sampling", "split")
+    keep = {k: dump[k] for k in names}
     keep["window"] = [d.isoformat() if d else None for d in window]
-    keep["labels_sha256"] = sha256_file(Path(job.labels.path))
-    if job.labels.mapping:
-        keep["mapping_sha256"] = sha256_file(Path(job.labels.mapping))
+    if job.labels is not None:
+        keep["labels_sha256"] = sha256_file(Path(job.labels.path))
+        if job.labels.mapping:
+            keep["mapping_sha256"] = sha256_file(Path(job.labels.mapping))
     payload = json.dumps(keep, sort_keys=True, default=str)
-    import hashlib
-
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
 def plan_training(job: TrainJobSpec, run_date: date | None = None) -> TrainPlan:
     """Read the labels, choose the grid and the chips (no pixels read)."""
     window = job.time.resolve(run_date or datetime.now(UTC).date())
+    if job.labels is None:
+        raise BadInputError("this job has no field labels", fix="give `labels:`")
     native = read_fields(job.labels, None)
     aoi = job_aoi(job, native)
     grid = grid_from_aoi(aoi, job.grid.resolution, job.grid.crs)

@@ -23,6 +23,40 @@ def _pct(v: float | None) -> str:
     return "n/a" if v is None else f"{100 * v:.1f}"
 
 
+def _class_section(split: str, m: Mapping[str, Any], r: Mapping[str, Any]) -> list[str]:
+    unit = "fields" if r["training"]["trained_as"] == "parcel" else "pixels"
+    lines = [
+        f"## {split} ({m['n_pixels']} {unit})",
+        "",
+        f"OA {_pct(m['oa'])} %, mIoU {_pct(m['miou'])} %, macro F1 {_pct(m['f1_macro'])} %",
+        "",
+        "| class | name | IoU % | F1 % | reference |",
+        "|---:|---|---:|---:|---:|",
+    ]
+    for c in r["classes"]:
+        pc = m["per_class"].get(str(c["id"]), {})
+        lines.append(
+            f"| {c['id']} | {c['name']} | {_pct(pc.get('iou'))} | "
+            f"{_pct(pc.get('f1'))} | {pc.get('n_ref', 0)} |"
+        )
+    return [*lines, ""]
+
+
+def _scene_section(split: str, m: Mapping[str, Any]) -> list[str]:
+    lines = [
+        f"## {split} ({m['n_samples']} scenes)",
+        "",
+        f"mAP {_pct(m['map'])} %, micro AP {_pct(m['ap_micro'])} %, F1 at 0.5: macro "
+        f"{_pct(m['f1_macro'])} %, micro {_pct(m['f1_micro'])} %",
+        "",
+        "| class | AP % | F1 % | positives |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, pc in m["per_class"].items():
+        lines.append(f"| {name} | {_pct(pc['ap'])} | {_pct(pc['f1'])} | {pc['n_ref']} |")
+    return [*lines, ""]
+
+
 def render_markdown(r: Mapping[str, Any]) -> str:
     """The human-readable report page."""
     lines = [f"# Training report: {r['job']['name']}", ""]
@@ -42,22 +76,7 @@ def render_markdown(r: Mapping[str, Any]) -> str:
         "",
     ]
     for split, m in r["metrics"].items():
-        unit = "fields" if tr["trained_as"] == "parcel" else "pixels"
-        lines += [
-            f"## {split} ({m['n_pixels']} {unit})",
-            "",
-            f"OA {_pct(m['oa'])} %, mIoU {_pct(m['miou'])} %, macro F1 {_pct(m['f1_macro'])} %",
-            "",
-            "| class | name | IoU % | F1 % | reference |",
-            "|---:|---|---:|---:|---:|",
-        ]
-        for c in r["classes"]:
-            pc = m["per_class"].get(str(c["id"]), {})
-            lines.append(
-                f"| {c['id']} | {c['name']} | {_pct(pc.get('iou'))} | "
-                f"{_pct(pc.get('f1'))} | {pc.get('n_ref', 0)} |"
-            )
-        lines.append("")
+        lines += _scene_section(split, m) if "map" in m else _class_section(split, m, r)
     lines += ["## Notes", ""] + [f"* {n}" for n in r.get("notes", [])]
     return "\n".join(lines) + "\n"
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,13 +33,13 @@ from eo_fusion.devices import (
     init_distributed,
     resolve_device,
 )
-from eo_fusion.errors import BadInputError, JobError
+from eo_fusion.errors import BadInputError
 from eo_fusion.models import checkpoint as ck
 from eo_fusion.models.encoder import EncoderConfig, SpectralViT, feature_blocks
 from eo_fusion.models.heads import CropModel, LandCoverModel
 from eo_fusion.models.spectral import ALL_RANGES, native_range, resolve_band
-from eo_fusion.pipeline.manifest import run_lock, utc_now
-from eo_fusion.train.chips import ChipManifest, remove_stale, run_chip_tasks
+from eo_fusion.pipeline.manifest import utc_now
+from eo_fusion.train.chips import ChipManifest, ChipTask, build_store
 from eo_fusion.train.datasets import ChipDataset, chip_stats
 from eo_fusion.train.finetune import PALETTE, _set_trainable
 from eo_fusion.train.job import TrainJobSpec
@@ -48,7 +47,22 @@ from eo_fusion.train.loop import LoopOptions, fit, write_curve
 from eo_fusion.train.plan import TrainPlan, chip_tasks, describe, new_manifest, plan_training
 from eo_fusion.train.plan import search_items as plan_search
 from eo_fusion.train.report import write_train_report
-from eo_fusion.train.tasks import ChipArrays, chip_arrays, make_task, task_scores
+from eo_fusion.train.scenes import (
+    ScenePlan,
+    describe_scenes,
+    plan_scenes,
+    scene_manifest,
+    scene_tasks,
+)
+from eo_fusion.train.tasks import (
+    ChipArrays,
+    MultiLabelTask,
+    SceneModel,
+    chip_arrays,
+    make_task,
+    multilabel_scores,
+    task_scores,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,38 +84,33 @@ class TrainSummary:
 # -- chip store --------------------------------------------------------------------------------
 
 
+def _build(job: TrainJobSpec, plan: Any, force: bool) -> tuple[ChipManifest, int]:
+    if isinstance(plan, TrainPlan):
+        return build_chip_store(job, plan, force=force)
+    fresh = scene_manifest(plan, job.sampling.chip_size)
+    return build_store(
+        plan.run_dir,
+        fresh,
+        lambda ids: scene_tasks(plan, job, ids),
+        force=force,
+        workers=job.workers,
+        wave_size=job.wave_size,
+    )
+
+
 def build_chip_store(
     job: TrainJobSpec, plan: TrainPlan, *, force: bool = False
 ) -> tuple[ChipManifest, int]:
     """Build (or resume) the chip store of ``plan``; returns the manifest and reused chip count."""
-    run_dir = plan.run_dir
-    if force:
-        shutil.rmtree(run_dir / "chips.zarr", ignore_errors=True)
-        (run_dir / "chips.json").unlink(missing_ok=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with run_lock(run_dir):
-        old = ChipManifest.load(run_dir)
-        manifest = new_manifest(plan, job.sampling.chip_size)
-        reused = 0
-        if old is not None and old.store_hash == plan.store_hash:
-            for cid in list(manifest.chips):
-                if old.verified(cid, run_dir):
-                    manifest.chips[cid] = old.chips[cid]
-                    reused += 1
-        remove_stale(run_dir, list(manifest.chips))
-        todo = [p for p in plan.chips if manifest.chips[p.id].state == "pending"]
-        if todo:
-            items = plan_search(job, plan)
-            tasks = chip_tasks(plan, job, items, todo)
-            run_chip_tasks(tasks, manifest, run_dir, workers=job.workers, wave_size=job.wave_size)
-        manifest.save(run_dir)
-    failed = [k for k, r in manifest.chips.items() if r.state == "failed"]
-    if failed and not manifest.usable("train"):
-        raise JobError(
-            f"every chip failed, e.g. {manifest.chips[failed[0]].error}",
-            fix="check the catalog and modalities (eo-fusion stack on the AOI)",
-        )
-    return manifest, reused
+
+    def make_tasks(ids: set[str]) -> list[ChipTask]:
+        todo = [p for p in plan.chips if p.id in ids]
+        return chip_tasks(plan, job, plan_search(job, plan), todo)
+
+    fresh = new_manifest(plan, job.sampling.chip_size)
+    return build_store(
+        plan.run_dir, fresh, make_tasks, force=force, workers=job.workers, wave_size=job.wave_size
+    )
 
 
 # -- model ------------------------------------------------------------------------------------
@@ -153,13 +162,14 @@ def _forward(data: ChipArrays) -> Callable[[torch.nn.Module, torch.Tensor], torc
     return run
 
 
-def _predictor(net: torch.nn.Module, data: ChipArrays, device: torch.device, dtype):  # type: ignore[no-untyped-def]
+def _predictor(net: torch.nn.Module, data: ChipArrays, device: torch.device, dtype, sigmoid=False):  # type: ignore[no-untyped-def]
     run = _forward(data)
 
     def predict(x: np.ndarray) -> np.ndarray:
         with torch.no_grad(), autocast(device, dtype):
-            logits = run(net, torch.from_numpy(x).to(device))
-        return torch.softmax(logits.float(), dim=1).cpu().numpy()
+            logits = run(net, torch.from_numpy(x).to(device)).float()
+        probs = torch.sigmoid(logits) if sigmoid else torch.softmax(logits, dim=1)
+        return probs.cpu().numpy()
 
     return predict
 
@@ -194,6 +204,73 @@ def train_dir(job: TrainJobSpec, run_dir: Path, manifest: ChipManifest) -> Path:
     return run_dir / f"train-{resume_key(job, manifest.store_hash)[:12]}"
 
 
+@dataclass
+class _Setup:
+    """The inputs of one training run, shared by every task."""
+
+    base: ck.LoadedModel | None
+    inputs: dict[str, list[str]]
+    stats: dict[str, dict[str, list[float]]]
+    data: ChipArrays
+    device: torch.device
+    dtype: torch.dtype | None
+
+
+def _setup(job: TrainJobSpec, run_dir: Path, dist: DistInfo) -> _Setup:
+    t = job.training
+    torch.set_num_threads(t.threads)
+    torch.manual_seed(t.seed)
+    base = _base_model(job)
+    raw = ChipDataset(run_dir, "train", inputs=t.inputs)
+    stats = _stats(raw, base)
+    data = chip_arrays(ChipDataset(run_dir, "train", inputs=raw.inputs, stats=stats))
+    device = resolve_device(t.device, local_rank=dist.local_rank)
+    return _Setup(base, raw.inputs, stats, data, device, autocast_dtype(device, t.precision))
+
+
+def _held_out(run_dir: Path, s: _Setup) -> dict[str, ChipArrays]:
+    out = {}
+    for split in ("val", "test"):
+        chips = ChipDataset(run_dir, split, inputs=s.inputs, stats=s.stats)
+        if len(chips):
+            out[split] = chip_arrays(chips)
+    return out
+
+
+def _targets(manifest: ChipManifest, ids: list[str]) -> np.ndarray:
+    hot = np.zeros((len(ids), len(manifest.classes)), dtype=np.float32)
+    for i, cid in enumerate(ids):
+        hot[i, manifest.chips[cid].labels or []] = 1.0
+    return hot
+
+
+def _task_and_net(job: TrainJobSpec, s: _Setup, manifest: ChipManifest):  # type: ignore[no-untyped-def]
+    n = len(manifest.classes)
+    net, cfg, take = build_net(job, s.data, n, s.base)
+    if job.training.task == "multilabel":
+        net = SceneModel(net.encoder, n)
+        return MultiLabelTask(s.data, _targets(manifest, s.data.ids)), net, cfg, take
+    field_cls = {int(k): int(v["cls"]) for k, v in manifest.fields.items()}
+    return make_task(job.training.task, s.data, field_cls), net, cfg, take
+
+
+def _evaluate(job: TrainJobSpec, s: _Setup, net, run_dir: Path, manifest: ChipManifest):  # type: ignore[no-untyped-def]
+    metrics: dict[str, Any] = {}
+    ids = [int(c["id"]) for c in manifest.classes]
+    field_cls = {int(k): int(v["cls"]) for k, v in manifest.fields.items()}
+    for split, arrays in _held_out(run_dir, s).items():
+        predict = _predictor(net, arrays, s.device, s.dtype, job.training.task == "multilabel")
+        if job.training.task == "multilabel":
+            names = [c["name"] for c in manifest.classes]
+            truth = _targets(manifest, arrays.ids)
+            probs = np.stack([predict(arrays.x[i : i + 1])[0] for i in range(len(arrays.ids))])
+            metrics[split] = multilabel_scores(truth, probs, names)
+        else:
+            cm = make_task(job.training.task, arrays, field_cls).evaluate(predict, len(ids))
+            metrics[split] = task_scores(cm, ids)
+    return metrics
+
+
 def train_on_store(
     job: TrainJobSpec,
     run_dir: Path,
@@ -204,18 +281,8 @@ def train_on_store(
 ) -> tuple[ck.LoadedModel, dict[str, Any], list[list[float]]]:
     """Fine-tune on the train chips and score the val/test chips; returns model, metrics, curve."""
     t = job.training
-    torch.set_num_threads(t.threads)
-    torch.manual_seed(t.seed)
-    base = _base_model(job)
-    raw = ChipDataset(run_dir, "train", inputs=t.inputs)
-    stats = _stats(raw, base)
-    data = chip_arrays(ChipDataset(run_dir, "train", inputs=raw.inputs, stats=stats))
-    field_cls = {int(k): int(v["cls"]) for k, v in manifest.fields.items()}
-    task = make_task(t.task, data, field_cls)
-    n_classes = len(manifest.classes)
-    net, cfg, take = build_net(job, data, n_classes, base)
-    device = resolve_device(t.device, local_rank=dist.local_rank)
-    dtype = autocast_dtype(device, t.precision)
+    s = _setup(job, run_dir, dist)
+    task, net, cfg, take = _task_and_net(job, s, manifest)
     opts = LoopOptions(
         t.steps,
         t.batch_size,
@@ -225,50 +292,44 @@ def train_on_store(
         t.checkpoint_every,
         t.seed,
         resume_key(job, manifest.store_hash),
-        device,
-        dtype,
+        s.device,
+        s.dtype,
         t.compile,
     )
     t0 = time.perf_counter()
+    weight = _class_weights(task, len(manifest.classes), t.class_weights)
+    if t.task == "multilabel":
+        weight = None
     curve = fit(
         net,
         task,
-        _forward(data),
+        _forward(s.data),
         opts,
         train_dir(job, run_dir, manifest),
         dist=dist,
-        weight=_class_weights(task, n_classes, t.class_weights),
+        weight=weight,
         on_step=on_step,
     )
     seconds = time.perf_counter() - t0
-    ids = [int(c["id"]) for c in manifest.classes]
-    metrics: dict[str, Any] = {}
-    for split in ("val", "test"):
-        chips = ChipDataset(run_dir, split, inputs=raw.inputs, stats=stats)
-        if len(chips):
-            arrays = chip_arrays(chips)
-            cm = make_task(t.task, arrays, field_cls).evaluate(
-                _predictor(net, arrays, device, dtype), n_classes
-            )
-            metrics[split] = task_scores(cm, ids)
+    metrics = _evaluate(job, s, net, run_dir, manifest) if dist.is_main else {}
+    trained = t.steps - (curve[0][0] - 1 if curve else 0)
     run_info = {
         "seconds": round(seconds, 2),
-        "samples_per_s": round(
-            (t.steps - (curve[0][0] - 1 if curve else 0)) * t.batch_size / max(seconds, 1e-9), 2
-        ),
         "processes": dist.world,
-        **describe_device(device, dtype),
+        "samples_per_s": round(trained * t.batch_size / max(seconds, 1e-9), 2),
+        **describe_device(s.device, s.dtype),
     }
-    model = _model_card(
-        job, manifest, net, cfg, take, stats, data, raw.inputs, metrics, run_info, base
-    )
+    model = _model_card(job, manifest, net, cfg, take, s, metrics, run_info)
     return model, metrics, curve
 
 
-def _model_card(job, manifest, net, cfg, take, stats, data, inputs, metrics, run_info, base):  # type: ignore[no-untyped-def]
-    """A model card in the fine-tuning format (the map job can run the head)."""
+def _model_card(job, manifest, net, cfg, take, s, metrics, run_info):  # type: ignore[no-untyped-def]
+    """A model card in the fine-tuning format (the map job can run the dense heads)."""
     t = job.training
+    base, stats, data, inputs = s.base, s.stats, s.data, s.inputs
     head = "crops" if data.temporal else "landcover"
+    if t.task == "multilabel":
+        head = "scene"
     card: dict[str, Any] = copy.deepcopy(base.card) if base is not None else {}
     card.update(name=job.name, tasks={}, normalization=stats)
     card["architecture"] = {
@@ -282,13 +343,15 @@ def _model_card(job, manifest, net, cfg, take, stats, data, inputs, metrics, run
     card["tasks"][head] = {
         "inputs": {m: list(keys) for m, keys in inputs.items()},
         "optional": list(job.optional_inputs),
-        "mode": "timeseries" if data.temporal else "composite",
+        "mode": "scene" if head == "scene" else "timeseries" if data.temporal else "composite",
         "classes": [
             {"id": int(c["id"]), "name": c["name"], "color": PALETTE[i % len(PALETTE)]}
             for i, c in enumerate(manifest.classes)
         ],
         "ignore_index": 0,
-        "metrics": {"holdout": metrics.get("val", {}), **metrics},
+        "metrics": dict(metrics)
+        if head == "scene"
+        else {"holdout": metrics.get("val", {}), **metrics},
         "training": {
             "job": portable_dump(job),
             "job_sha256": spec_hash(job),
@@ -298,9 +361,29 @@ def _model_card(job, manifest, net, cfg, take, stats, data, inputs, metrics, run
             **run_info,
         },
     }
+    if head == "scene":  # not a map-job head: the encoder is the fine-tuned one, head saved apart
+        card["tasks"][head]["head_file"] = SCENE_HEAD
+        model = ck.LoadedModel(card=card, encoder=net.encoder.cpu())
+        model.scene = net.cpu()  # type: ignore[attr-defined]
+        return model
     model = ck.LoadedModel(card=card, encoder=base.encoder if base is not None else net.encoder)
     setattr(model, head, net.cpu())
     return model
+
+
+SCENE_HEAD = "scene_head.safetensors"
+
+
+def save_model(model: ck.LoadedModel, folder: Path) -> Path:
+    """``ck.save``, plus the scene head's weights for multi-label models."""
+    from safetensors.torch import save_file
+
+    ck.save(model, folder)
+    scene = getattr(model, "scene", None)
+    if scene is not None:
+        state = {k: v.contiguous() for k, v in scene.head.state_dict().items()}
+        save_file(state, str(folder / SCENE_HEAD))
+    return folder
 
 
 def run_train_job(
@@ -312,9 +395,10 @@ def run_train_job(
 ) -> TrainSummary:
     """Run a training job end to end (see the module docstring)."""
     dist = init_distributed(job.training.device)
-    plan = plan_training(job, run_date)
+    plan: TrainPlan | ScenePlan
+    plan = plan_training(job, run_date) if job.scene_labels is None else plan_scenes(job, run_date)
     if dist.is_main:
-        manifest, reused = build_chip_store(job, plan, force=force)
+        manifest, reused = _build(job, plan, force)
     if dist.world > 1:
         import torch.distributed as tdist
 
@@ -331,8 +415,9 @@ def run_train_job(
     summary.metrics, summary.curve = metrics, curve
     if dist.is_main:
         write_curve(curve, out / "loss.csv")
-        summary.model = ck.save(model, out / "model")
+        summary.model = save_model(model, out / "model")
+        counts = describe(plan) if isinstance(plan, TrainPlan) else describe_scenes(plan)
         summary.report = write_train_report(
-            out, job, describe(plan), manifest, metrics, model.card, finished=utc_now()
+            out, job, counts, manifest, metrics, model.card, finished=utc_now()
         )
     return summary

@@ -191,6 +191,91 @@ class ParcelTask:
         return confusion(truth, pred, n_classes)
 
 
+class SceneModel(torch.nn.Module):
+    """Multi-label scene classifier: encoder tokens, mean-pooled, then a linear layer.
+
+    ``(B, C, H, W)`` -> logits ``(B, K)`` (independent sigmoid per class).
+    """
+
+    def __init__(self, encoder: torch.nn.Module, n_classes: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = torch.nn.Linear(int(encoder.dim), n_classes)
+
+    def forward(self, x: torch.Tensor, keys: Sequence[str]) -> torch.Tensor:
+        out, _ = self.encoder(torch.nan_to_num(x), keys)
+        return self.head(out.mean(dim=1))
+
+
+class MultiLabelTask:
+    """Multi-label scene classes; samples are chips with a multi-hot target."""
+
+    name = "multilabel"
+
+    def __init__(self, data: ChipArrays, targets: np.ndarray) -> None:
+        self.data = data
+        self.targets = targets.astype(np.float32)
+
+    def __len__(self) -> int:
+        return len(self.data.ids)
+
+    def class_counts(self, n_classes: int) -> np.ndarray:
+        return self.targets.sum(axis=0).astype(np.float64)
+
+    def batch(self, samples: Sequence[int], step: int, seed: int, offset: int) -> dict[str, Any]:
+        xs = [
+            augment([self.data.x[i]], sample_rng(seed, step, offset + j))[0]
+            for j, i in enumerate(samples)
+        ]
+        return {
+            "x": torch.from_numpy(np.stack(xs)),
+            "y": torch.from_numpy(self.targets[list(samples)]),
+        }
+
+    def loss(self, logits: torch.Tensor, batch: dict[str, Any], weight: torch.Tensor | None):
+        # Class weights do not apply to independent binary targets; every (chip, class) counts 1.
+        y = batch["y"].to(logits.device)
+        per = F.binary_cross_entropy_with_logits(logits.float(), y, reduction="sum")
+        return per, torch.tensor(float(y.numel())).to(per)
+
+    def scores(self, predict) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+        probs = np.stack([predict(self.data.x[i : i + 1])[0] for i in range(len(self))])
+        return multilabel_scores(self.targets, probs)
+
+
+def multilabel_scores(
+    truth: np.ndarray, probs: np.ndarray, names: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """mAP (macro over classes with a positive), micro AP, F1 at 0.5 (macro, micro), per class."""
+    from sklearn.metrics import average_precision_score, f1_score
+
+    t = (np.asarray(truth) > 0.5).astype(int)
+    pred = (np.asarray(probs) >= 0.5).astype(int)
+    present = t.sum(axis=0) > 0
+    ap = [
+        float(average_precision_score(t[:, k], probs[:, k])) if present[k] else None
+        for k in range(t.shape[1])
+    ]
+    f1 = f1_score(t, pred, average=None, zero_division=0)
+    names = list(names) if names is not None else [str(k) for k in range(t.shape[1])]
+    kept = [a for a in ap if a is not None]
+    return {
+        "map": float(np.mean(kept)) if kept else None,
+        "ap_micro": float(average_precision_score(t.ravel(), probs.ravel())) if t.any() else None,
+        "f1_macro": float(np.mean(f1[present])) if present.any() else None,
+        "f1_micro": float(f1_score(t, pred, average="micro", zero_division=0)),
+        "n_samples": len(t),
+        "per_class": {
+            n: {
+                "ap": ap[k],
+                "f1": float(f1[k]) if present[k] else None,
+                "n_ref": int(t[:, k].sum()),
+            }
+            for k, n in enumerate(names)
+        },
+    }
+
+
 def make_task(kind: str, data: ChipArrays, field_cls: dict[int, int]):  # type: ignore[no-untyped-def]
     """The task object for ``segmentation`` or ``parcel``."""
     return SegmentationTask(data) if kind == "segmentation" else ParcelTask(data, field_cls)

@@ -51,7 +51,9 @@ def train_command(
     val = summary.metrics.get("val")
     chips = ", ".join(f"{k} {v}" for k, v in summary.chips.items())
     typer.echo(f"chips: {chips} ({summary.reused_chips} reused)")
-    if val:
+    if val and "map" in val:
+        typer.echo(f"val: mAP {100 * (val['map'] or 0):.1f} % over {val['n_samples']} scene(s)")
+    elif val:
         typer.echo(
             f"val: OA {100 * val['oa']:.1f} %, mIoU {100 * (val['miou'] or 0):.1f} %, "
             f"macro F1 {100 * (val['f1_macro'] or 0):.1f} %"

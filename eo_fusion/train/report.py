@@ -68,7 +68,8 @@ def render_markdown(r: Mapping[str, Any]) -> str:
         f"* Finished: {r['finished']}",
         f"* Task: {tr['trained_as']}; chips: "
         + ", ".join(f"{k} {v}" for k, v in r["chips"].items()),
-        "* Fields per split: " + ", ".join(f"{k} {v}" for k, v in r["fields"].items()),
+        "* Fields (scene jobs: spatial groups) per split: "
+        + ", ".join(f"{k} {v}" for k, v in r["fields"].items()),
         f"* Device: {tr.get('name')} ({tr.get('device')}), precision {tr.get('precision')}, "
         f"{tr.get('processes')} process(es), {tr.get('samples_per_s')} samples/s, "
         f"{tr.get('seconds')} s",

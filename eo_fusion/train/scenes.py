@@ -25,7 +25,7 @@ from odc.geo.geobox import GeoBox
 
 from eo_fusion.catalogs.items import NormalizedItem
 from eo_fusion.errors import BadInputError
-from eo_fusion.grid import grid_from_aoi, utm_crs_for
+from eo_fusion.grid import grid_crs, grid_from_aoi, utm_crs_for
 from eo_fusion.train.chips import ChipManifest, ChipRecord, ChipTask
 from eo_fusion.train.job import TrainJobSpec
 from eo_fusion.train.plan import as_map_job, job_aoi, store_hash
@@ -87,7 +87,7 @@ def _groups(chips: list[tuple[GeoBox, str]], buffer: float) -> list[int]:
     for i, (gi, _) in enumerate(chips):
         a = gi.extent.geom
         for j in range(i + 1, len(chips)):
-            b = chips[j][0].extent.to_crs(gi.crs).geom
+            b = chips[j][0].extent.to_crs(grid_crs(gi)).geom
             if a.distance(b) <= buffer:
                 parent[root(j)] = root(i)
     roots = sorted({root(i) for i in range(len(chips))})

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from eo_fusion.errors import BadInputError
+from eo_fusion.models.encoder import SpectralViT
 from eo_fusion.train.datasets import ChipDataset
 from eo_fusion.train.metrics import confusion, scores
 from eo_fusion.train.pretrain import augment
@@ -197,10 +198,10 @@ class SceneModel(torch.nn.Module):
     ``(B, C, H, W)`` -> logits ``(B, K)`` (independent sigmoid per class).
     """
 
-    def __init__(self, encoder: torch.nn.Module, n_classes: int) -> None:
+    def __init__(self, encoder: SpectralViT, n_classes: int) -> None:
         super().__init__()
         self.encoder = encoder
-        self.head = torch.nn.Linear(int(encoder.dim), n_classes)
+        self.head = torch.nn.Linear(encoder.dim, n_classes)
 
     def forward(self, x: torch.Tensor, keys: Sequence[str]) -> torch.Tensor:
         out, _ = self.encoder(torch.nan_to_num(x), keys)

@@ -142,6 +142,27 @@ def _field_candidates(
     return out
 
 
+def _round_robin(
+    per_field: list[tuple[int, list[tuple[int, int, tuple[int, int]]]]],
+    chips: dict[tuple[int, int], ChipPlan],
+    split: str,
+    cls: int,
+    per_class: int,
+    max_per_field: int,
+) -> None:
+    """Take the fields' candidates in turns (first chips of every field, then second ...)."""
+    taken = 0
+    for rnd in range(max_per_field):
+        for f, cand in per_field:
+            if taken >= per_class or rnd >= len(cand):
+                continue
+            r, c, blk = cand[rnd]
+            if (r, c) in chips:
+                continue
+            chips[(r, c)] = ChipPlan(f"r{r:05d}_c{c:05d}", r, c, split, blk, f, cls)
+            taken += 1
+
+
 def sample_chips(
     fields: np.ndarray,
     field_cls: np.ndarray,
@@ -199,14 +220,5 @@ def sample_chips(
                     (max_per_field, min_labelled, rng),
                 )
                 per_field.append((int(f), cand))
-            taken = 0
-            for rnd in range(max_per_field):
-                for f, cand in per_field:
-                    if taken >= per_class or rnd >= len(cand):
-                        continue
-                    r, c, blk = cand[rnd]
-                    if (r, c) in chips:
-                        continue
-                    chips[(r, c)] = ChipPlan(f"r{r:05d}_c{c:05d}", r, c, split, blk, f, cls)
-                    taken += 1
+            _round_robin(per_field, chips, split, cls, per_class, max_per_field)
     return sorted(chips.values(), key=lambda p: p.id), block_split, fsplit

@@ -323,6 +323,23 @@ def train_on_store(
     return model, metrics, curve
 
 
+def _classes(manifest: ChipManifest, base: ck.LoadedModel | None) -> list[dict[str, Any]]:
+    """Class id, name and colour (the pretrained card's colour for a class of the same name)."""
+    known = {
+        str(c["name"]).lower(): c.get("color")
+        for sec in (base.card.get("tasks", {}).values() if base is not None else [])
+        for c in sec.get("classes", [])
+    }
+    return [
+        {
+            "id": int(c["id"]),
+            "name": c["name"],
+            "color": known.get(str(c["name"]).lower()) or PALETTE[i % len(PALETTE)],
+        }
+        for i, c in enumerate(manifest.classes)
+    ]
+
+
 def _model_card(job, manifest, net, cfg, take, s, metrics, run_info):  # type: ignore[no-untyped-def]
     """A model card in the fine-tuning format (the map job can run the dense heads)."""
     t = job.training
@@ -344,10 +361,7 @@ def _model_card(job, manifest, net, cfg, take, s, metrics, run_info):  # type: i
         "inputs": {m: list(keys) for m, keys in inputs.items()},
         "optional": list(job.optional_inputs),
         "mode": "scene" if head == "scene" else "timeseries" if data.temporal else "composite",
-        "classes": [
-            {"id": int(c["id"]), "name": c["name"], "color": PALETTE[i % len(PALETTE)]}
-            for i, c in enumerate(manifest.classes)
-        ],
+        "classes": _classes(manifest, base),
         "ignore_index": 0,
         "metrics": dict(metrics)
         if head == "scene"

@@ -261,3 +261,30 @@ def test_lightning_datamodule_and_torchgeo_trainer(trained, tmp_path):
     assert any(not torch.equal(a, b) for a, b in zip(before, task.parameters(), strict=True))
     (scores,) = trainer.validate(task, datamodule=dm, verbose=False)
     assert np.isfinite(scores["val_loss"]) and 0 <= scores["val_MulticlassAccuracy"] <= 1
+
+
+def test_map_job_runs_the_trained_model(trained, repo_root, tmp_path):
+    """Labels -> training job -> model -> map job: the product carries the trained classes."""
+    from eo_fusion import api
+
+    _, run_dir = trained
+    cfg = yaml.safe_load((repo_root / "pipelines" / "sample_landcover.yaml").read_text())
+    cfg["aoi"]["geojson"] = str(repo_root / "catalogs/sample/data/slovenia/bbox.geojson")
+    cfg["modalities"] = {"s2-l1c": cfg["modalities"]["s2-l1c"]}
+    cfg["model"] = {"task": "landcover", "checkpoint": str(_train_dir(run_dir) / "model")}
+    cfg["output"] = {"dir": str(tmp_path / "map")}
+    job = tmp_path / "map.yaml"
+    job.write_text(yaml.safe_dump(cfg))
+    assert main(["map", str(job)]) == 0
+    (cog,) = (tmp_path / "map").rglob("*_classes.tif")
+    product = api.open_product(cog)
+    names = {c["value"]: c["name"] for c in product.classes}
+    assert names == {
+        1: "cultivated land",
+        2: "forest",
+        3: "grassland",
+        4: "schrubland",
+        8: "artificial surface",
+    }
+    values = set(np.unique(product.read().values).tolist())
+    assert values <= {1, 2, 3, 4, 8, 255} and len(values - {255}) >= 2

@@ -112,8 +112,13 @@ def test_sampling_is_balanced_and_capped(trained):
     assert len({cls for _, cls in per_class}) >= 4  # every well-represented class is drawn
 
 
-def _train_dir(run_dir: Path) -> Path:
-    (out,) = run_dir.glob("train-*")  # one set of training options so far
+def _train_dir(run_dir: Path, task: str = "segmentation") -> Path:
+    """The training folder of ``task`` (one per set of training options)."""
+    (out,) = [
+        d
+        for d in run_dir.glob("train-*")
+        if json.loads((d / "report.json").read_text())["training"]["trained_as"] == task
+    ]
     return out
 
 
@@ -288,3 +293,22 @@ def test_map_job_runs_the_trained_model(trained, repo_root, tmp_path):
     }
     values = set(np.unique(product.read().values).tolist())
     assert values <= {1, 2, 3, 4, 8, 255} and len(values - {255}) >= 2
+
+
+def test_time_series_job_trains_the_temporal_model(repo_root, tmp_path):
+    from eo_fusion.train.datasets import ChipDataset
+
+    job = _job(repo_root, tmp_path)
+    cfg = yaml.safe_load(job.read_text())
+    cfg["modalities"] = {"s2-l1c": {"mode": "timeseries"}}
+    cfg["grid"]["halo"] = 0
+    cfg["sampling"] |= {"chips_per_class": 1, "max_per_polygon": 1}
+    cfg["training"] |= {"steps": 2, "batch_size": 2}
+    job.write_text(yaml.safe_dump(cfg))
+    assert main(["train", str(job)]) == 0
+    (run_dir,) = (tmp_path / "out").iterdir()
+    sample = ChipDataset(run_dir, "train")[0]
+    assert tuple(sample["inputs"]["s2-l1c"].shape) == (5, 13, CHIP, CHIP)  # 5 dates
+    assert sample["doy"]["s2-l1c"].tolist() == [192.0, 212.0, 232.0, 242.0, 252.0]
+    model = ck.load(_train_dir(run_dir) / "model")
+    assert model.task("crops")["mode"] == "timeseries"

@@ -93,3 +93,55 @@ def test_resume_of_a_killed_run_continues_the_same_curve(single, tmp_path):
     resumed = _curve(tmp_path)
     assert resumed[:, 0].tolist() == [1, 2, 3, 4, 5, 6]
     np.testing.assert_allclose(resumed[:, 1], single[:, 1], rtol=1e-6)
+
+
+def test_torchrun_training_job_matches_one_process(repo_root, tmp_path):
+    """`torchrun -m eo_fusion train` (2 gloo processes) on the chips of a one-process run."""
+    import shutil
+
+    import yaml
+
+    cfg = yaml.safe_load((repo_root / "pipelines" / "train_landuse_sample.yaml").read_text())
+    cfg["labels"]["path"] = str(repo_root / "catalogs/sample/data/slovenia/LULC.gpkg")
+    cfg["sampling"] |= {"chip_size": 16, "chips_per_class": 2, "max_per_polygon": 1}
+    cfg["training"] |= {
+        "steps": 4,
+        "batch_size": 4,
+        "threads": 1,
+        "device": "cpu",
+        "pretrained": None,
+        "checkpoint_every": 2,
+    }
+    runs = {}
+    for name in ("one", "two"):
+        cfg["out"] = str(tmp_path / name)
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
+    _run([sys.executable, "-m", "eo_fusion", "train", str(tmp_path / "one.yaml")])
+    (one,) = (tmp_path / "one").iterdir()
+    two = tmp_path / "two" / one.name  # the same chips: the store hash ignores `out`
+    shutil.copytree(one, two, ignore=shutil.ignore_patterns("train-*"))
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(_free_port()),
+            "-m",
+            "eo_fusion",
+            "train",
+            str(tmp_path / "two.yaml"),
+        ]
+    )
+    for name, run in (("one", one), ("two", two)):
+        (train_dir,) = run.glob("train-*")
+        rows = (train_dir / "loss.csv").read_text().splitlines()[1:]
+        runs[name] = np.array([float(r.split(",")[1]) for r in rows])
+        report = json.loads((train_dir / "report.json").read_text())
+        assert report["training"]["processes"] == (1 if name == "one" else 2)
+    assert len(runs["one"]) == 4
+    np.testing.assert_allclose(runs["two"], runs["one"], rtol=1e-4)

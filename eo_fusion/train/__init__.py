@@ -1,2 +1,7 @@
 """Training: datasets over ModalityStacks, pretraining and fine-tuning loops, metrics, benchmark
-dataset adapters, and the bundled-model build (``python -m eo_fusion.train.bundle``)."""
+dataset adapters, and the bundled-model build (``python -m eo_fusion.train.bundle``).
+
+Training jobs (``eo-fusion train``, docs/training.md): ``job`` (spec) -> ``labels`` (label files,
+mapping tables) -> ``sampling`` (blocks, split, chips; pure) -> ``plan`` / ``scenes`` (what to
+build) -> ``chips`` (the Zarr chip store and its manifest) -> ``datasets`` (torch, Lightning,
+TorchGeo) -> ``tasks`` + ``loop`` (device, precision, DDP, resume) -> ``runner`` + ``report``."""

@@ -409,6 +409,7 @@ def run_train_job(
 ) -> TrainSummary:
     """Run a training job end to end (see the module docstring)."""
     dist = init_distributed(job.training.device)
+    resolve_device(job.training.device, local_rank=dist.local_rank)  # fail before any work
     plan: TrainPlan | ScenePlan
     plan = plan_training(job, run_date) if job.scene_labels is None else plan_scenes(job, run_date)
     if dist.is_main:

@@ -49,6 +49,7 @@ __all__ = [
     "ModalitySpec",
     "Product",
     "describe_stack",
+    "embed_stack",
     "grid",
     "load_model",
     "modality_array",
@@ -386,3 +387,14 @@ def open_product(source: Any) -> Product:
             report = json.loads(candidate.read_text())
             break
     return Product(cog=cog, item=item, report=report)
+
+
+def embed_stack(stack: xr.Dataset, model: LoadedModel | None = None, **kwargs: Any) -> xr.DataArray:
+    """Per-patch embeddings ``(dim, y, x)`` of a computed stack (the in-memory ``eo-fusion embed``).
+
+    ``model`` defaults to the bundled model; keyword arguments go to
+    :func:`eo_fusion.embed.embed_stack` (``inputs``, ``offset``, ``device``, ``precision``).
+    """
+    from eo_fusion.embed import embed_stack
+
+    return embed_stack(stack, model if model is not None else load_model(), **kwargs)

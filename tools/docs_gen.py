@@ -24,6 +24,8 @@ SPEC_MODULES: list[tuple[str, str]] = [
     ("Catalog definitions (`catalogs/*.yaml`)", "eo_fusion.catalogs.providers:CatalogSpec"),
     ("Pretraining (`eo-fusion pretrain`)", "eo_fusion.models.config:PretrainSpec"),
     ("Fine-tuning (`eo-fusion finetune`)", "eo_fusion.models.config:FinetuneSpec"),
+    ("Training jobs (`eo-fusion train`)", "eo_fusion.train.job:TrainJobSpec"),
+    ("Embedding jobs (`eo-fusion embed`)", "eo_fusion.embed:EmbedJobSpec"),
 ]
 
 

@@ -8,15 +8,29 @@ it too).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from eo_fusion.catalogs.items import NormalizedItem
 from eo_fusion.config import JobSpec, window_text
-from eo_fusion.pipeline.plan import JobArea
+from eo_fusion.pipeline.plan import JobArea, Window
+
+if TYPE_CHECKING:
+    from odc.geo import Geometry
 
 
 def search_job(
     job: JobSpec, area: JobArea, *, require: bool = False
 ) -> dict[str, list[NormalizedItem]]:
-    """Items of every modality of ``job`` over ``area`` (``plan.job_area(job, run_date)``).
+    """Items of every modality of ``job`` over ``area`` (``plan.job_area(job, run_date)``);
+    see :func:`search_window` for ``require``."""
+    return search_window(job, area.aoi, area.window, require=require)
+
+
+def search_window(
+    job: JobSpec, aoi: Geometry, window: Window, *, require: bool = False
+) -> dict[str, list[NormalizedItem]]:
+    """Items of every modality of ``job`` over ``aoi`` (any CRS) within ``window`` (resolved
+    first and last day, inclusive); training and embedding jobs, which plan their own AOI, use it.
 
     With ``require`` (the map job: every tile would fail alike), a modality that found nothing
     raises one :class:`~eo_fusion.catalogs.search.EmptySearchError` naming every such modality
@@ -27,10 +41,10 @@ def search_job(
     from eo_fusion.catalogs.search import empty_search_error, search_modality_results
 
     catalog = open_catalog(job.catalog)
-    results = search_modality_results(catalog, job.modalities, aoi=area.aoi, window=area.window)
+    results = search_modality_results(catalog, job.modalities, aoi=aoi, window=window)
     if require:
         who = f"job {job.name}: the catalog {job.catalog!r}"
-        where = f"over the AOI in {window_text(area.window)}"
+        where = f"over the AOI in {window_text(window)}"
         if (err := empty_search_error(results, who, where)) is not None:
             raise err
     return {m: list(r.normalized) for m, r in results.items()}

@@ -15,7 +15,8 @@ from eo_fusion.catalogs.normalize import VERTICAL_DATUM_PROPERTY, normalize_item
 from eo_fusion.catalogs.providers import load_catalog_spec
 from eo_fusion.catalogs.search import EmptySearchError
 from eo_fusion.config import load_job
-from eo_fusion.pipeline.run import aoi_of, search_inputs
+from eo_fusion.pipeline.inputs import search_window
+from eo_fusion.pipeline.plan import job_aoi
 
 REPO = Path(__file__).resolve().parents[2]
 FIX = REPO / "tests/fixtures/stac"
@@ -70,7 +71,7 @@ def _job(tmp_path: Path, **time) -> Path:
 def test_map_job_refuses_a_modality_with_zero_items(tmp_path: Path):
     job = load_job(_job(tmp_path))
     with pytest.raises(EmptySearchError, match=r"the catalog 'sample' has no items for ") as e:
-        search_inputs(job, aoi_of(job.aoi), (date(2015, 9, 30), date(2015, 7, 1)), require=True)
+        search_window(job, job_aoi(job.aoi), (date(2015, 9, 30), date(2015, 7, 1)), require=True)
     for modality in ("s2-l1c", "dem"):  # every empty modality is named, with its causes
         assert f"{modality} (the date range is reversed" in str(e.value)
     assert "over the AOI in 2015-09-30/2015-07-01" in str(e.value)

@@ -46,6 +46,7 @@ _END = r"(?=$|[_\-. ])"
 _S2_TOKEN = re.compile(_SEP + r"(B(?:0?[1-9]|1[0-2]|8A)|SCL)(?:_(?:10|20|60)m)?" + _END, re.I)
 _POL_TOKEN = re.compile(_SEP + r"(VV|VH|HH|HV)" + _END, re.I)
 _ELEV_TOKEN = re.compile(_SEP + r"(ndsm|hag|dtm|dem|dsm|srtm|elevation)" + _END, re.I)
+_ELEV_PRIORITY = ("ndsm", "hag", "dtm", "dem", "dsm", "srtm", "elevation")
 _LABEL_TOKEN = re.compile(_SEP + r"(lulc|landcover|land_cover|worldcover)" + _END, re.I)
 _NDVI_TOKEN = re.compile(_SEP + r"(ndvi)" + _END, re.I)
 
@@ -173,10 +174,10 @@ def _keys_from_name(stem: str, info: RasterInfo) -> list[str | None]:
         for pattern, key in ((_LABEL_TOKEN, "label:landcover"), (_NDVI_TOKEN, "index:ndvi")):
             if pattern.search(stem):
                 return [key]
-        m = _ELEV_TOKEN.search(stem)
-        if m:
-            token = m.group(1).lower()
-            return [ELEVATION_ALIASES.get(token, "elevation:dem")]
+        tokens = {t.lower() for t in _ELEV_TOKEN.findall(stem)}
+        for token in _ELEV_PRIORITY:  # Copernicus_DSM_..._DEM is the DEM product
+            if token in tokens:
+                return [ELEVATION_ALIASES.get(token, "elevation:dem")]
         return [None]
     s2ish = bool(re.search(r"S2[AB]?_|MSIL|SENTINEL-?2|L1C|L2A", upper))
     if s2ish and info.count == 13:

@@ -230,7 +230,8 @@ def _group(stem: str, count: int) -> tuple[str, str]:
         for pattern in (_S2_TOKEN, _POL_TOKEN):
             m = pattern.search(stem)
             if m:
-                rest = (stem[: m.start()] + stem[m.end() :]).strip("_-. ")
+                cut = max(0, m.start() - 1)  # the token and the separator before it
+                rest = (stem[:cut] + stem[m.end() :]).strip("_-. ")
                 return (rest or stem), m.group(1).upper()
     return stem, "data"
 
@@ -296,6 +297,12 @@ def _choose_keys(
 
 
 def _check_family(mod: str, keys: Sequence[str | None], where: str, *, explicit: bool) -> None:
+    if mod in ("lidar", "osm"):
+        raise BadInputError(
+            f"{where}: a raster cannot be modality {mod}",
+            fix=f"{mod} items are built from "
+            + ("LAS/LAZ files" if mod == "lidar" else "OSM extracts (.osm.pbf, .osm, .osm.bz2)"),
+        )
     mdef = get_modality(mod)
     wrong = [k for k in keys if k and k.split(":", 1)[0] != mdef.band_family]
     if wrong:
@@ -304,12 +311,6 @@ def _check_family(mod: str, keys: Sequence[str | None], where: str, *, explicit:
             f"{where}: {origin} ({', '.join(wrong)}) do not belong to modality {mod} "
             f"(its keys are {mdef.band_family}:...)",
             fix="make --modality and --bands agree, or leave one out so it is inferred",
-        )
-    if mod in ("lidar", "osm"):
-        raise BadInputError(
-            f"{where}: a raster cannot be modality {mod}",
-            fix=f"{mod} items are built from "
-            + ("LAS/LAZ files" if mod == "lidar" else "OSM extracts (.osm.pbf, .osm, .osm.bz2)"),
         )
 
 

@@ -183,8 +183,9 @@ def _item_time(group: Sequence[_File], item_id: str, notes: list[str]) -> When:
             "layer, valid 1970-01-01 .. 2099-12-31 (pass --datetime to set it)"
         )
         return _STATIC_SPAN
+    seen = "".join(f"; {n}" for f in group for n in f.notes if "time" in n or "date" in n)
     raise BadInputError(
-        f"{group[0].path}: no acquisition time in its tags or its name",
+        f"{group[0].path}: no acquisition time in its tags or its name{seen}",
         fix="pass --datetime (e.g. 2021-06-01 or 2021-06-01T10:30:00Z)",
     )
 

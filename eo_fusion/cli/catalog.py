@@ -17,7 +17,7 @@ from eo_fusion.cli import app
 from eo_fusion.errors import BadInputError
 
 if TYPE_CHECKING:
-    from eo_fusion.catalogs.build import BuildOptions
+    from eo_fusion.catalogs.build import BuildOptions, BuildPlan
 
 catalog_app = typer.Typer(
     help="Build and serve local STAC catalogs.\n\nExample: eo-fusion catalog serve catalogs/sample",
@@ -130,7 +130,7 @@ def build_command(
     if sample:
         _build_sample(console, paths, out, modality, when, bands, units, crs, replace)
         return
-    from eo_fusion.catalogs.build import build_catalog, plan_build
+    from eo_fusion.catalogs.build import plan_build
 
     if not paths:
         raise BadInputError("no input files given", fix="pass files or folders, or --sample")
@@ -141,6 +141,14 @@ def build_command(
         plan = plan_build(paths, opts)
     for note in plan.notes:
         console.print(f"[yellow]warning:[/yellow] {note}")
+    _write_catalog(console, plan, out, catalog_id, replace)
+
+
+def _write_catalog(
+    console: Console, plan: BuildPlan, out: Path, catalog_id: str | None, replace: bool
+) -> None:
+    from eo_fusion.catalogs.build import build_catalog
+
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console
     ) as bar:

@@ -190,6 +190,7 @@ def _parse(path: Path) -> OSMExtract:
         .with_areas()
         .with_filter(osmium.filter.EntityFilter(kinds))
     )
+    obj: Any
     try:
         for obj in fp:
             if obj.is_area():

@@ -71,6 +71,7 @@ def osm_nodes_bbox(path: Path) -> list[float]:
 
     x0 = y0 = float("inf")
     x1 = y1 = float("-inf")
+    node: Any
     for node in osmium.FileProcessor(str(path), osmium.osm.NODE):
         if node.location.valid():
             x0, x1 = min(x0, node.location.lon), max(x1, node.location.lon)

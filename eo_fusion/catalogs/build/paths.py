@@ -172,7 +172,7 @@ def _safe_id(text: str) -> str:
 def _item_time(group: Sequence[_File], item_id: str, notes: list[str]) -> When:
     whens = {(f.when.start, f.when.end) for f in group if f.when is not None}
     first = next((f.when for f in group if f.when is not None), None)
-    if len(whens) > 1:
+    if len(whens) > 1 and first is not None:
         notes.append(f"item {item_id}: its files give different times; using {first.source}")
     if first is not None:
         return first

@@ -66,8 +66,9 @@ def parse_time_text(text: str) -> When | None:
     if re.match(r"^\d{4}:\d{2}:\d{2}", text):
         text = text.replace(":", "-", 2)
     if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        y, m, d = (int(v) for v in text.split("-"))
         try:
-            return _day(*(int(v) for v in text.split("-")), source=text)  # type: ignore[misc]
+            return _day(y, m, d, text)
         except ValueError:
             return None
     try:

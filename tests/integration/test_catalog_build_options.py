@@ -107,8 +107,8 @@ def test_options_that_work(tmp_path: Path) -> None:
     assert main(["catalog", "build", str(DSM), "--out", str(out), "--datetime",
                  "2018-03-01/2018-03-31", "--units", "ft"]) == 0  # fmt: skip
     item = _item(out)
-    assert item.collection_id == "dsm"
-    rb = item.assets["data"].extra_fields["raster:bands"][0]
+    assert item.collection_id == "dsm" and item.id == "alexandria"  # dsm.tif: the folder names it
+    rb = item.assets["dsm"].extra_fields["raster:bands"][0]
     assert rb["unit"] == "m" and rb["scale"] == pytest.approx(0.3048)
     assert item.properties["start_datetime"] == "2018-03-01T00:00:00Z"
     assert item.properties["end_datetime"] == "2018-03-31T23:59:59Z"
@@ -198,3 +198,60 @@ def test_naming_conventions(name: str, expect: tuple) -> None:
     key, asset_key, group = expect
     assert inf.band_keys == (key,) and inf.asset_key == asset_key
     assert inf.group == (group or name)
+
+
+BEN = "S2A_MSIL2A_20170613T101031_87_48"
+
+
+def _ben(band: str) -> Path:
+    return DATA / "bigearthnet" / "s2" / BEN / f"{BEN}_{band}.tif"
+
+
+def test_safe_layout_one_item_finest_band_aux_skipped(tmp_path: Path) -> None:
+    """A SAFE-style L2A granule: R10m/R20m folders, a band at two resolutions, AOT/TCI."""
+    safe = tmp_path / "S2A_MSIL2A_20170613T101031_N0205_R022_T33UUP_20170613T101031.SAFE"
+    img = safe / "GRANULE" / "L2A_T33UUP_A010281_20170613T101031" / "IMG_DATA"
+    for res, files in {
+        "R10m": {"B04_10m": "B04", "B02_10m": "B02", "AOT_10m": "B03", "TCI_10m": None},
+        "R20m": {"B04_20m": "B05", "B05_20m": "B05", "SCL_20m": "B06"},
+    }.items():
+        (img / res).mkdir(parents=True)
+        for name, src in files.items():
+            dst = img / res / f"T33UUP_20170613T101031_{name}.tif"
+            if src is None:  # a true-colour preview: 3-band uint8
+                with rasterio.open(NAIP) as s:
+                    prof = s.profile | {"count": 3}
+                    with rasterio.open(dst, "w", **prof) as d:
+                        d.write(s.read([1, 2, 3]))
+            else:
+                shutil.copy(_ben(src), dst)
+    out = tmp_path / "stac"
+    assert main(["catalog", "build", str(safe), "--out", str(out)]) == 0
+    item = _item(out)
+    assert item.id == "T33UUP_20170613T101031" and item.collection_id == "s2-l2a"
+    assert sorted(item.assets) == ["B02", "B04", "B05", "SCL"]  # no AOT, TCI; B04 once
+    assert item.assets["B04"].extra_fields["gsd"] == 10.0
+    assert item.properties["s2:processing_baseline"] == "02.05"  # from the SAFE name
+    assert item.assets["B04"].extra_fields["raster:bands"][0]["offset"] == 0.0
+
+
+def test_earth_search_download_layout(tmp_path: Path) -> None:
+    """Assets saved under their Earth Search keys in a folder named by the item id."""
+    folder = tmp_path / "S2B_33UUP_20230601_0_L2A"
+    folder.mkdir()
+    for key, src in {"red": "B04", "nir08": "B8A", "scl": "B05"}.items():
+        shutil.copy(_ben(src), folder / f"{key}.tif")
+    out = tmp_path / "stac"
+    assert main(["catalog", "build", str(folder), "--out", str(out)]) == 0
+    item = _item(out)
+    assert item.id == "S2B_33UUP_20230601_0_L2A" and item.collection_id == "s2-l2a"
+    names = {k: a.extra_fields["eo:bands"][0]["name"] for k, a in item.assets.items()}
+    assert names == {"red": "s2:B04", "nir08": "s2:B8A", "scl": "s2:SCL"}
+    assert item.properties["start_datetime"] == "2023-06-01T00:00:00Z"
+
+
+def test_a_file_mixing_modalities_is_refused(capsys, tmp_path: Path) -> None:
+    togo = DATA / "togo" / "98-togo_2019-02-06_2020-02-01.tif"
+    assert main(["catalog", "build", str(togo), "--out", str(tmp_path)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "bands of several modalities in one file" in err and "--bands" in err

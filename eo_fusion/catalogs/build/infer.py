@@ -54,6 +54,10 @@ _NDVI_TOKEN = re.compile(_SEP + r"(ndvi)" + _END, re.I)
 S2_ORDER_13 = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10",
                "B11", "B12")  # fmt: skip
 S2_ORDER_12 = tuple(b for b in S2_ORDER_13 if b != "B10")
+_COMMON_RGBN = frozenset({"red", "green", "blue", "nir", "alpha"})
+#: Sentinel-2 auxiliary layers and previews, not bands: skipped when the files are inferred.
+AUX_TOKEN = re.compile(_SEP + r"(AOT|WVP|TCI|PVI|CLDPRB|SNWPRB|MSK_\w+|QA60|preview|thumbnail)"
+                       + _END, re.I)  # fmt: skip
 _AERIAL_RGBN = ("aerial:red", "aerial:green", "aerial:blue", "aerial:nir")
 
 #: Alias tables tried on band names, in order; generic names (``data``, ``map``) left out:
@@ -160,6 +164,12 @@ def _keys_from_metadata(info: RasterInfo) -> list[str | None]:
     colours = {"red": "aerial:red", "green": "aerial:green", "blue": "aerial:blue"}
     if not any(keys) and {"red", "green", "blue"} <= set(info.colorinterp):
         keys = [colours.get(c) for c in info.colorinterp]
+    descs = {str(d).strip().lower() for d in info.descriptions if d}
+    if info.dtype == "uint8" and descs and descs <= _COMMON_RGBN:
+        # "Red, Green, Blue, NIR" on 8-bit data is an aerial image, not Sentinel-2 DN
+        keys = [
+            AERIAL_ALIASES.get(str(d).strip().lower()) if d else None for d in info.descriptions
+        ]
     return keys
 
 
@@ -171,6 +181,8 @@ def _keys_from_name(stem: str, info: RasterInfo) -> list[str | None]:
             m = pattern.search(stem)
             if m:
                 return [table.get(m.group(1).lower())]
+        if resolve_or_none(stem):  # the name is the band: red.tif, nir08.tif, B04.tif, vv.tif
+            return [resolve_or_none(stem)]
         for pattern, key in ((_LABEL_TOKEN, "label:landcover"), (_NDVI_TOKEN, "index:ndvi")):
             if pattern.search(stem):
                 return [key]
@@ -225,14 +237,17 @@ def _modality_of(keys: Sequence[str | None], stem: str, info: RasterInfo, where:
 
 
 def _group(stem: str, count: int) -> tuple[str, str]:
-    """(acquisition key, asset key) of a file: the stem without its band token."""
+    """(acquisition key, asset key) of a file: the stem without its band token; ``""`` when
+    the name is the band alone (``B04.tif``, ``red.tif``: the folder names the acquisition)."""
+    if count == 1 and resolve_or_none(stem):
+        return "", stem
     if count == 1:
         for pattern in (_S2_TOKEN, _POL_TOKEN):
             m = pattern.search(stem)
             if m:
                 cut = max(0, m.start() - 1)  # the token and the separator before it
                 rest = (stem[:cut] + stem[m.end() :]).strip("_-. ")
-                return (rest or stem), m.group(1).upper()
+                return rest, m.group(1).upper()
     return stem, "data"
 
 
@@ -259,10 +274,11 @@ def infer_raster(
             other, or a file mixes modalities.
     """
     keys = _choose_keys(stem, info, where, modality, band_keys)
-    mod = modality or _modality_of(keys, stem, info, where)
+    hints = f"{where} {stem}"  # the folders too: S2A_MSIL2A_..._N0400_....SAFE/.../B04_10m.jp2
+    mod = modality or _modality_of(keys, hints, info, where)
     _check_family(mod, keys, where, explicit=bool(modality or band_keys))
     group, asset_key = _group(stem, info.count)
-    enc = _encoding(mod, info, keys, stem, units, where)
+    enc = _encoding(mod, info, keys, hints, units, where)
     return Inference(modality=mod, band_keys=tuple(keys), group=group, asset_key=asset_key, **enc)
 
 

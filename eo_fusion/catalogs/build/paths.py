@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from eo_fusion.catalogs.build.infer import Inference, infer_raster
+from eo_fusion.catalogs.build.infer import AUX_TOKEN, Inference, infer_raster
 from eo_fusion.catalogs.build.items import RASTER_SUFFIXES
 from eo_fusion.catalogs.build.las import LAS_SUFFIXES
 from eo_fusion.catalogs.build.osm import is_osm_extract, osm_header
@@ -74,6 +74,7 @@ class _File:
     inference: Inference
     when: When | None
     notes: list[str] = field(default_factory=list)
+    res: float = float("inf")  # ground resolution (m) of a raster
 
 
 def _is_input(path: Path) -> bool:
@@ -126,6 +127,7 @@ def _read_file(path: Path, opts: BuildOptions) -> _File:
     notes: list[str] = []
     tags: dict[str, str] = {}
     when = None
+    res = float("inf")
     if path.suffix.lower() in LAS_SUFFIXES:
         inf = _fixed_kind(path, "lidar", opts)
     elif is_osm_extract(path):
@@ -134,7 +136,7 @@ def _read_file(path: Path, opts: BuildOptions) -> _File:
         when = When(stamp, stamp, "replication timestamp of the extract") if stamp else None
     else:
         info = read_raster(path, opts.crs)
-        tags = info.tags
+        tags, res = info.tags, info.res
         inf = infer_raster(
             path.stem, info, where=str(path), modality=opts.modality,
             band_keys=opts.band_keys, units=opts.units,
@@ -147,9 +149,10 @@ def _read_file(path: Path, opts: BuildOptions) -> _File:
             time_in_tags(tags, str(path), notes)
             or when
             or time_in_name(path.name, notes)
+            or time_in_name(path.parent.name, notes)  # Earth Search downloads: <item id>/red.tif
             or file_written_time(tags, str(path), notes)
         )
-    return _File(path, inf, when, notes)
+    return _File(path, inf, when, notes, res)
 
 
 def _groups(files: Sequence[_File]) -> list[list[_File]]:
@@ -160,7 +163,11 @@ def _groups(files: Sequence[_File]) -> list[list[_File]]:
         if inf.asset_key in ("data", "pointcloud", "pbf", "osm"):
             key: tuple[Any, ...] = ("file", f.path)
         else:
-            key = ("bands", f.path.parent, inf.group, inf.modality)
+            # SAFE keeps the resolutions of one granule in sibling folders R10m/R20m/R60m
+            folder = f.path.parent
+            if re.fullmatch(r"R\d+m", folder.name):
+                folder = folder.parent
+            key = ("bands", folder, inf.group or folder.name, inf.modality)
         out.setdefault(key, []).append(f)
     return list(out.values())
 
@@ -191,18 +198,18 @@ def _item_time(group: Sequence[_File], item_id: str, notes: list[str]) -> When:
 
 
 def _spec(group: Sequence[_File], item_id: str, opts: BuildOptions, notes: list[str]) -> ItemSpec:
-    keys_seen: dict[str, Path] = {}
+    keys_seen: dict[tuple[str | None, ...], Path] = {}
     assets = []
     props: dict[str, Any] = {}
-    for f in sorted(group, key=lambda f: f.inference.asset_key):
+    # Finest first: a band delivered at several resolutions (SAFE L2A: B04 at 10, 20, 60 m)
+    # keeps its finest file; the others are noted.
+    for f in sorted(group, key=lambda f: (f.res, f.inference.asset_key)):
         inf = f.inference
-        if inf.asset_key in keys_seen:
-            raise BadInputError(
-                f"{f.path} and {keys_seen[inf.asset_key]}: two files for band "
-                f"{inf.asset_key} of one acquisition",
-                fix="keep one of them, or build them separately",
-            )
-        keys_seen[inf.asset_key] = f.path
+        if inf.band_keys in keys_seen:
+            notes.append(f"{f.path}: {', '.join(map(str, inf.band_keys))} also in the finer "
+                         f"{keys_seen[inf.band_keys].name}: left out")  # fmt: skip
+            continue
+        keys_seen[inf.band_keys] = f.path
         props.update(inf.properties)
         keys = inf.band_keys if inf.band_keys else None
         assets.append(AssetSpec(
@@ -219,7 +226,7 @@ def _spec(group: Sequence[_File], item_id: str, opts: BuildOptions, notes: list[
 
 def _ids(groups: Sequence[Sequence[_File]]) -> list[str]:
     """Item ids: the acquisition name; made unique with the folder name, then a number."""
-    base = [_safe_id(g[0].inference.group) for g in groups]
+    base = [_safe_id(g[0].inference.group or g[0].path.parent.name) for g in groups]
     ids = [
         _safe_id(f"{g[0].path.parent.name}-{b}") if base.count(b) > 1 else b
         for g, b in zip(groups, base, strict=True)
@@ -248,6 +255,9 @@ def plan_build(paths: Iterable[Path], opts: BuildOptions | None = None) -> Build
     read: list[_File] = []
     problems: list[str] = []
     for path in files:
+        if opts.band_keys is None and opts.modality is None and AUX_TOKEN.search(path.stem):
+            ignored.append(path)  # AOT, WVP, TCI, previews: not bands
+            continue
         try:
             read.append(_read_file(path, opts))
         except BadInputError as e:

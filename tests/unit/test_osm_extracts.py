@@ -260,3 +260,26 @@ def test_unreadable_extracts_are_named(tmp_path: Path) -> None:
         read_extract(other)
     with pytest.raises(ReadError, match="not found"):
         read_extract(tmp_path / "missing.osm.pbf")
+
+
+def test_catalog_build_reads_compressed_xml_extracts(tmp_path: Path) -> None:
+    """``catalog build`` on an ``.osm.gz``: an osm item the OSM reader loads."""
+    from eo_fusion.catalogs import open_catalog
+    from eo_fusion.cli import main
+
+    (tmp_path / "data").mkdir()
+    _convert(MONACO, tmp_path / "data" / "monaco.osm.gz")
+    out = tmp_path / "stac"
+    assert main(["catalog", "build", str(tmp_path / "data"), "--out", str(out)]) == 0
+    n = open_catalog(out, roots=[tmp_path / "data"]).search("osm").normalized[0]
+    nodes = shapely.MultiPoint(
+        [
+            (o.location.lon, o.location.lat)
+            for o in osmium.FileProcessor(str(MONACO), osmium.osm.NODE)
+        ]
+    )
+    x0, y0, x1, y1 = nodes.bounds
+    assert n.bbox == pytest.approx((x0, y0, x1, y1), abs=1e-6)  # no header bbox: the nodes'
+    grid = grid_from_aoi((7.418, 43.728, 7.428, 43.736), 10.0)
+    res = load_osm([n], grid, ModalitySpec(), GDALOptions())
+    assert res.data[res.bands.index("osm:buildings")].sum() > 100

@@ -5,8 +5,8 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -15,6 +15,9 @@ from rich.table import Table
 
 from eo_fusion.cli import app
 from eo_fusion.errors import BadInputError
+
+if TYPE_CHECKING:
+    from eo_fusion.catalogs.build import BuildOptions, BuildPlan
 
 catalog_app = typer.Typer(
     help="List the named catalogs; build and serve local STAC catalogs.\n\n"
@@ -107,56 +110,109 @@ def list_command() -> None:
 @catalog_app.command("build")
 def build_command(
     paths: list[Path] = typer.Argument(
-        None, help="files or folders (GeoTIFF, JPEG+world, LAS, PBF)"
+        None, help="files or folders (GeoTIFF/COG, JPEG/PNG+world file, JP2, LAS/LAZ, OSM)"
     ),
-    out: Path = typer.Option(..., "--out", "-o", help="output folder for the static catalog"),
-    modality: str = typer.Option(None, "--modality", "-m", help="modality of all inputs"),
-    when: str = typer.Option(None, "--datetime", "-d", help="acquisition time (ISO 8601)"),
+    out: Path = typer.Option(None, "--out", "-o", help="output folder for the static catalog"),
+    modality: str = typer.Option(
+        None, "--modality", "-m", help="modality of all inputs (default: inferred per file)"
+    ),
+    when: str = typer.Option(
+        None, "--datetime", "-d", help="acquisition time of all inputs: ISO time, date or a/b"
+    ),
     bands: str = typer.Option(
-        None, "--bands", help="registry key per band, comma-separated; '-' leaves a band unplaced"
+        None,
+        "--bands",
+        help="per band, comma-separated: registry key (s1:VV) or band name (VV, B04); '-' skips",
     ),
     units: str = typer.Option(None, "--units", help="physical units of the bands (dB, m, ...)"),
     crs: str = typer.Option(
         None, "--crs", help="CRS of files that declare none: EPSG:n, WKT or a .wkt/.prj file"
     ),
-    catalog_id: str = typer.Option("local", "--id", help="catalog id"),
+    catalog_id: str = typer.Option(
+        None, "--id", help="catalog id (default: the existing catalog's, else 'local')"
+    ),
+    replace: bool = typer.Option(
+        False, "--replace", help="replace the catalog in --out instead of adding to it"
+    ),
 ) -> None:
-    """Build a static STAC catalog + stac-geoparquet from local files.
+    """Build (or add to) a static STAC catalog + stac-geoparquet from local files.
 
-    Example: eo-fusion catalog build scenes/ --out stac/ --modality s2-l2a --datetime 2021-06-01
+    Modality, band keys and units are inferred from each file (band descriptions, units and
+    tags, names such as _B04/_VV/dem/MSIL2A, layout); per-band files of one acquisition become
+    one item. A build into a folder with a catalog adds to it (--replace starts afresh).
+
+    Example: eo-fusion catalog build scenes/ --out stac/
 
     (The embedded sample catalog is rebuilt by the maintainer target `make sample-catalog`.)
     """
-    from eo_fusion.catalogs.builder import build_catalog, specs_from_paths
-
     console = Console(stderr=True)
+    from eo_fusion.catalogs.build import plan_build
+
     if not paths:
         raise BadInputError("no input files given", fix="pass files or folders")
-    dt = None
-    if when:
-        try:
-            dt = datetime.fromisoformat(when.replace("Z", "+00:00"))
-        except ValueError as e:
-            raise BadInputError(
-                f"--datetime '{when}' is not ISO 8601", fix="e.g. 2021-06-01"
-            ) from e
-        dt = dt if dt.tzinfo else dt.replace(tzinfo=UTC)
-    keys = [k.strip() for k in bands.split(",")] if bands else None
-    if crs and Path(crs).is_file():  # a .wkt/.prj file
-        crs = Path(crs).read_text(encoding="utf-8").strip()
-    specs = specs_from_paths(
-        paths, modality=modality, when=dt, band_keys=keys, units=units, crs=crs
-    )
+    if out is None:
+        raise BadInputError("--out is missing", fix="name the folder for the catalog: --out stac/")
+    opts = _build_options(modality, when, bands, units, crs)
+    with console.status("reading files"):
+        plan = plan_build(paths, opts)
+    for note in plan.notes:
+        console.print(f"[yellow]warning:[/yellow] {note}")
+    _write_catalog(console, plan, out, catalog_id, replace)
+
+
+def _write_catalog(
+    console: Console, plan: BuildPlan, out: Path, catalog_id: str | None, replace: bool
+) -> None:
+    from eo_fusion.catalogs.build import build_catalog
+
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console
     ) as bar:
-        task = bar.add_task("reading files", total=len(specs))
+        task = bar.add_task("writing items", total=len(plan.specs))
         result = build_catalog(
-            specs, out, catalog_id=catalog_id, progress=lambda: bar.advance(task)
-        )
+            plan.specs, out, catalog_id=catalog_id, replace=replace,
+            progress=lambda: bar.advance(task),
+        )  # fmt: skip
     console.print(
-        f"wrote {result.n_items} items in {len(result.collections)} collections to "
-        f"{result.catalog_json} and {result.geoparquet}"
+        f"wrote {result.n_items} items in {len(result.collections)} collections "
+        f"({', '.join(result.collections)}) to {result.catalog_json} and {result.geoparquet}: "
+        f"{len(result.added)} new, {len(result.replaced)} replaced, {len(result.kept)} kept"
+    )
+
+
+def _build_options(
+    modality: str | None, when: str | None, bands: str | None, units: str | None, crs: str | None
+) -> BuildOptions:
+    """The build options, checked against each other before any file is read."""
+    from eo_fusion.catalogs.build import BuildOptions
+    from eo_fusion.catalogs.build.infer import normalise_units, resolve_band_option
+    from eo_fusion.catalogs.build.raster import parse_crs
+    from eo_fusion.catalogs.build.times import parse_option
+    from eo_fusion.modalities import get_modality
+
+    mdef = get_modality(modality) if modality else None
+    keys = tuple(resolve_band_option(k) for k in bands.split(",")) if bands is not None else None
+    if keys is not None and not any(keys):
+        raise BadInputError(f"--bands '{bands}' places no band", fix="name at least one band")
+    if mdef is not None and keys:
+        wrong = [k for k in keys if k and k.split(":", 1)[0] != mdef.band_family]
+        if wrong:
+            raise BadInputError(
+                f"--bands {', '.join(wrong)} are not bands of --modality {modality}",
+                fix=f"use {mdef.band_family}:... keys, or leave --modality out (it is inferred)",
+            )
+    if crs and Path(crs).is_file():  # a .wkt/.prj file
+        crs = Path(crs).read_text(encoding="utf-8").strip()
+    if crs:
+        parse_crs(crs, "--crs")
+    if units is not None and normalise_units(units) is None:
+        raise BadInputError("--units is empty", fix="e.g. --units dB")
+    return BuildOptions(
+        modality=modality,
+        when=parse_option(when) if when else None,
+        band_keys=keys,
+        units=normalise_units(units),
+        crs=crs,
     )
 
 

@@ -137,7 +137,13 @@ def test_cli_build_multiband_with_declared_keys(sample_dir, tmp_path):
     assert {k: b.band_index for k, b in n.bands.items()} == {
         "aerial:red": 1, "aerial:green": 2, "aerial:blue": 3,
     }  # fmt: skip
-    assert main(["catalog", "build", str(tif), "--out", str(tmp_path / "x")]) == 2
+    # Issue 11: without options a NAIP-style 4-band uint8 file is inferred as aerial R, G, B, NIR
+    # (before, this exited 2 with "cannot tell the modality").
+    assert main(["catalog", "build", str(tif), "--out", str(tmp_path / "x")]) == 0
+    n = open_catalog(tmp_path / "x", roots=[sample_dir]).search("aerial").normalized[0]
+    assert {k: b.band_index for k, b in n.bands.items()} == {
+        "aerial:red": 1, "aerial:green": 2, "aerial:blue": 3, "aerial:nir": 4,
+    }  # fmt: skip
 
 
 def test_osm_header_bbox_contains_the_nodes(sample_dir):
@@ -155,12 +161,18 @@ def test_osm_header_bbox_contains_the_nodes(sample_dir):
 
 
 def test_specs_need_a_datetime(sample_dir):
-    from eo_fusion.catalogs.builder import build_item
+    from eo_fusion.catalogs.builder import AssetSpec, ItemSpec, build_item
     from eo_fusion.errors import BadInputError
 
+    # A static layer without any time gets an open span from specs_from_paths (noted); a spec
+    # without one is still refused by build_item.
     spec = specs_from_paths([sample_dir / "data" / "alexandria" / "dsm.tif"], modality="dsm")[0]
+    assert spec.datetime is None and spec.start is not None and spec.end is not None
+    bare = ItemSpec(
+        "dsm", "dsm", (AssetSpec("dsm", sample_dir / "data" / "alexandria" / "dsm.tif"),)
+    )
     with pytest.raises(BadInputError, match="dsm"):
-        build_item(spec)
+        build_item(bare)
 
 
 def test_cli_search_intersects_uses_every_feature(tmp_path):

@@ -17,14 +17,14 @@ import numpy as np
 import osmium
 import pytest
 import shapely
-from eo_fusion.sources.local import local_item
 from pyproj import Transformer
 
+from eo_fusion.catalogs.local import local_item
 from eo_fusion.config import ModalitySpec
 from eo_fusion.errors import ReadError
-from eo_fusion.gdal import GDALOptions
 from eo_fusion.grid import grid_from_aoi
 from eo_fusion.sources.osm import MAJOR_ROADS, MINOR_ROADS, load_osm, osm_features, read_extract
+from eo_fusion.sources.reader import RasterioReader
 
 DATA = Path(__file__).resolve().parents[2] / "catalogs" / "sample" / "data" / "osm"
 MONACO = DATA / "monaco.osm.pbf"
@@ -105,7 +105,7 @@ def test_hand_made_extract_rasterised_without_broken_features(tmp_path: Path) ->
     item = local_item("broken", "osm", {}, WHEN)
     item = item.__class__(**{**item.__dict__, "other_assets": {"osm": str(path)}})
     grid = grid_from_aoi((0.0, 0.0, 0.01, 0.01), 10.0)
-    res = load_osm([item], grid, ModalitySpec(), GDALOptions())
+    res = load_osm([item], grid, ModalitySpec(), RasterioReader())
     layers = dict(zip(res.bands, res.data, strict=True))
     assert res.attrs["dropped_ways"] == 2 and res.attrs["dropped_relations"] == 2
     assert layers["osm:roads_major"].max() == 0  # the road missing a node is not drawn
@@ -245,7 +245,7 @@ def test_clipped_extract_drops_broken_ways_and_draws_nothing_outside(tmp_path: P
     # The stack attrs carry the counts.
     item = local_item("clip", "osm", {}, WHEN)
     item = item.__class__(**{**item.__dict__, "other_assets": {"osm": str(clipped)}})
-    res = load_osm([item], grid_from_aoi(box, 10.0), ModalitySpec(), GDALOptions())
+    res = load_osm([item], grid_from_aoi(box, 10.0), ModalitySpec(), RasterioReader())
     assert res.attrs["dropped_ways"] == feats.attrs["dropped_ways"]
 
 
@@ -281,5 +281,5 @@ def test_catalog_build_reads_compressed_xml_extracts(tmp_path: Path) -> None:
     x0, y0, x1, y1 = nodes.bounds
     assert n.bbox == pytest.approx((x0, y0, x1, y1), abs=1e-6)  # no header bbox: the nodes'
     grid = grid_from_aoi((7.418, 43.728, 7.428, 43.736), 10.0)
-    res = load_osm([n], grid, ModalitySpec(), GDALOptions())
+    res = load_osm([n], grid, ModalitySpec(), RasterioReader())
     assert res.data[res.bands.index("osm:buildings")].sum() > 100

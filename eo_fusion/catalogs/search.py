@@ -629,6 +629,7 @@ def search_modalities(
     *,
     aoi: Geometry,
     window: tuple[date | None, date | None],
+    on_result: Callable[[str, SearchResult], None] | None = None,
 ) -> dict[str, list[NormalizedItem]]:
     """Search ``catalog`` once per modality over an AOI and a time window.
 
@@ -642,6 +643,7 @@ def search_modalities(
         aoi: the AOI (any CRS; searched as EPSG:4326 GeoJSON).
         window: (first day, last day), inclusive; ``None`` = open. Resolve relative windows
             first (``TimeSpec.resolve(run_date)``).
+        on_result: called with each modality's :class:`SearchResult` (pages, truncation).
 
     Returns:
         modality -> normalised items, in the catalog's order (possibly empty).
@@ -659,6 +661,8 @@ def search_modalities(
         )
         out[modality] = list(result.normalized)
         log.info("search %s: %d item(s)", modality, len(out[modality]))
+        if on_result is not None:
+            on_result(modality, result)
     return out
 
 

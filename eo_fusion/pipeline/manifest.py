@@ -113,15 +113,17 @@ class RunManifest:
 
     # -- persistence ---------------------------------------------------------------------------
 
-    def save(self, run_dir: Path) -> None:
+    def save(self, run_dir: Path, needed_bytes: int | None = None) -> None:
         """Write ``manifest.json`` atomically.
+
+        ``needed_bytes``: what the run still writes (named if the disk is full).
 
         Raises:
             StorageError: the disk is full, read-only or not writable (names the file).
         """
         payload = asdict(self)
         path = Path(run_dir) / MANIFEST_NAME
-        with storage_errors(path):
+        with storage_errors(path, needed_bytes):
             atomic_write_text(path, json.dumps(payload, indent=1) + "\n")
 
     @classmethod
@@ -250,28 +252,36 @@ def quarantine(run_dir: Path) -> Path | None:
 
 
 def _sidecar_record(task: TileTask, run_dir: Path) -> TileRecord | None:
-    """A ``done`` record from the tile's sidecar, if the tile file has the sidecar's sha256."""
-    side = (Path(run_dir) / task.output_relpath).with_suffix(".json")
+    """The record of a tile file found on disk, from its sidecar ``tiles/<id>.json``.
+
+    ``done`` with the sidecar's sha256; a file that does not match it (or has no readable
+    sidecar) gets no checksum, so :meth:`RunManifest.verified` refuses it and it is recomputed.
+    ``None`` when there is no tile file.
+    """
+    tile = Path(run_dir) / task.output_relpath
+    if not tile.is_file():
+        return None
     try:
-        data = json.loads(side.read_text(encoding="utf-8"))
-        sha, output = str(data["sha256"]), str(data["output"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    tile = Path(run_dir) / output
-    if output != task.output_relpath or not tile.is_file() or sha256_file(tile) != sha:
-        return None
+        data = json.loads(tile.with_suffix(".json").read_text(encoding="utf-8"))
+        sha = str(data["sha256"]) if data.get("output") == task.output_relpath else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        data, sha = {}, None
+    ok = sha is not None and sha256_file(tile) == sha
     return TileRecord(
         state="done",
         inputs=task.input_ids(),
-        output=output,
-        sha256=sha,
-        fingerprint=data.get("fingerprint") or None,
-        input_report=data.get("input_report"),
+        output=task.output_relpath,
+        sha256=sha if ok else None,
+        fingerprint=(data.get("fingerprint") or None) if ok else None,
+        input_report=data.get("input_report") if ok else None,
     )
 
 
 def rebuild_tiles(tasks: Sequence[TileTask], run_dir: Path) -> dict[str, TileRecord]:
-    """Tile records rebuilt from the sidecars ``tiles/<id>.json`` whose tile files verify."""
+    """Tile records rebuilt from the tile files and their sidecars (``--reset``).
+
+    Only files whose sha256 is the sidecar's keep a checksum (and can be reused).
+    """
     out = {}
     for t in tasks:
         rec = _sidecar_record(t, run_dir)

@@ -316,13 +316,14 @@ def _execute(
     if not todo:
         return []
     last_save = [time.monotonic()]
+    need = bytes_needed(plan, len(todo), len(predictor.classes))
 
     def on_outcome(outcome: TileOutcome) -> None:
         manifest.record(outcome, plan.tile_parts.get(outcome.tile_id))
         # Rewriting the manifest after every tile is O(tiles²) on big jobs: save at most once a
         # second (a tile finished since then is recomputed after a crash).
         if not outcome.ok or time.monotonic() - last_save[0] >= MANIFEST_SAVE_S:
-            manifest.save(plan.run_dir)
+            manifest.save(plan.run_dir, need)
             last_save[0] = time.monotonic()
         progress.tile_done(outcome)
         if not outcome.ok:
@@ -340,7 +341,7 @@ def _execute(
             retries=plan.retries,
             on_failure=plan.on_failure,
             on_outcome=on_outcome,
-            needed_bytes=bytes_needed(plan, len(todo), len(predictor.classes)),
+            needed_bytes=need,
         )
     manifest.save(plan.run_dir)
     return outcomes

@@ -62,8 +62,10 @@ if __name__ == "__main__":  # python _synthetic_job.py OUT_DIR DELAY_S
     print(json.dumps({"run_dir": str(s.run_dir), "ok": s.ok}))
 
 
-def local_item(item_id: str, bbox_utm: tuple[float, float, float, float], asset: Path,
-               *, props: dict | None = None, href: str | None = None) -> NormalizedItem:  # fmt: skip
+def local_item(
+    item_id: str, bbox_utm: tuple[float, float, float, float], asset: Path, *,
+    props: dict | None = None, href: str | None = None,
+) -> NormalizedItem:  # fmt: skip
     """An S2 item whose B04 band is the file ``asset`` (or ``href``), over a UTM 33N box.
 
     The synthetic predictor never reads it; these items exist so that planning fingerprints

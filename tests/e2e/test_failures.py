@@ -172,11 +172,10 @@ class DiskFillingPredictor(SyntheticPredictor):
                 while True:
                     f.write(b"\0" * 65536)
                     f.flush()
-            with contextlib.suppress(OSError):  # the last bytes, page by page
-                with open(path, "ab") as f:
-                    while True:
-                        f.write(b"\0" * 512)
-                        f.flush()
+            with contextlib.suppress(OSError), open(path, "ab") as f:  # the last bytes
+                while True:
+                    f.write(b"\0" * 512)
+                    f.flush()
         return super().predict(task)
 
 

@@ -22,6 +22,7 @@ the results are plain values that travel in the :class:`~eo_fusion.pipeline.plan
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import subprocess
@@ -58,8 +59,13 @@ __all__ = [
 ]
 
 
+@functools.cache
 def code_version() -> str:
-    """Package version plus the git commit of the source tree when there is one."""
+    """Package version plus the git commit of the source tree when there is one.
+
+    Read once per process: the code that runs is the code imported at start, whatever the
+    checkout holds later (an edit while a notebook runs does not change the loaded modules).
+    """
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         if (PROJECT_ROOT / ".git").exists():
             rev = subprocess.run(

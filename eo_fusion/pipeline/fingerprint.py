@@ -300,9 +300,10 @@ def head_request(url: str) -> Mapping[str, str]:
 def _http_print(
     href: str, url: str, policy: URLPolicy | None, head: Callable[[str], Mapping[str, str]]
 ) -> AssetPrint:
+    if policy is None:  # never probe a URL no policy has been asked about
+        return AssetPrint(href=href, kind="href", note="not probed: no URL policy given")
     try:
-        if policy is not None:
-            check_url(url, policy, what="asset")
+        check_url(url, policy, what="asset")
         headers = head(url)
     except EOFusionError:
         raise
@@ -326,6 +327,8 @@ def asset_print(
     hashes: dict[tuple[str, int, int], str] | None = None,
 ) -> AssetPrint:
     """Fingerprint of one asset file (local: size, mtime, sha256; HTTP(S): one HEAD).
+
+    HTTP(S) URLs are probed only with a ``policy`` (the catalog's), which must allow them.
 
     Raises:
         UnsafeURLError: ``policy`` refuses the URL.

@@ -83,7 +83,7 @@ def _valid_any(ds: xr.Dataset, name: str) -> np.ndarray | None:
     if var is None:
         return None
     v = np.asarray(var.values, dtype=bool)
-    return v.any(axis=0) if v.ndim == 3 else v
+    return np.asarray(v.any(axis=0)) if v.ndim == 3 else v
 
 
 def _skipped(task: TileTask, ds: xr.Dataset, name: str) -> dict[str, str]:

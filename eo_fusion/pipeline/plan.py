@@ -360,7 +360,8 @@ def plan_run(
         items: search results per modality (``eo_fusion.pipeline.inputs.search_job``).
         area: ``job_area(job, run_date)`` when the caller has it already (it searched with it).
         model: the predictor's provenance (model card and weights sha256), fingerprinted.
-        policy: the catalog's URL policy, applied before any HEAD request for an asset.
+        policy: the catalog's URL policy, applied before any HEAD request for an asset;
+            without one HTTP(S) assets are fingerprinted by href only (``run_job`` passes it).
         head: the HEAD request used to fingerprint HTTP(S) assets (tests replace it).
         search: modality -> what the search did (``eo_fusion.pipeline.inputs.search_job``).
 

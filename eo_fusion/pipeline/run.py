@@ -190,12 +190,16 @@ def _verify(pred: Predictor) -> None:
 def _policy(job: JobSpec) -> URLPolicy | None:
     """The catalog's URL policy (applied before fingerprinting HEAD requests)."""
     from eo_fusion.catalogs import open_catalog
+    from eo_fusion.errors import EOFusionError
 
     try:
-        return open_catalog(job.catalog).url_policy()
-    except Exception as e:  # items given without a usable catalog: HEADs follow no policy
-        log.debug("no URL policy from catalog %r (%s)", job.catalog, e)
-        return None
+        return open_catalog(job.catalog).spec.url_policy()
+    except (EOFusionError, OSError) as e:  # items given without a usable catalog (tests, API)
+        log.warning(
+            "catalog %r cannot be opened (%s): asset HEAD requests follow the default URL "
+            "policy (public HTTPS hosts only)", job.catalog, e,
+        )  # fmt: skip
+        return URLPolicy()
 
 
 def _strict_error(plan: RunPlan, problems: Sequence[str]) -> JobError:

@@ -66,8 +66,9 @@ def test_checkpoint_edited_in_place_recomputes_and_a_forged_one_fails_first(tmp_
     assert RunManifest.load(first.run_dir).tiles["r000_c000"].state == "done"  # untouched
 
 
-def test_report_tells_the_truth_about_the_sample_inputs_and_strict_fails(tmp_path, capsys,
-                                                                          map_checkpoint):  # fmt: skip
+def test_sample_report_tells_the_truth_about_inputs_and_strict_fails(
+    tmp_path, capsys, map_checkpoint
+):
     job_file = _job_file(tmp_path, SAMPLE_JOB, map_checkpoint, tile_size=128, halo=16)
     s = run_job(load_job(job_file))
     assert s.ok

@@ -57,10 +57,16 @@ def test_signing_tokens_do_not_change_the_print():
         heads.append(url)
         return {"ETag": '"abc"', "Content-Length": "10", "Last-Modified": "Mon, 01 Jun 2020"}
 
-    a = asset_print("https://x.blob.core.windows.net/c/B04.tif?sv=1&sig=AAA", head=head)
-    b = asset_print("https://x.blob.core.windows.net/c/B04.tif?sv=1&sig=BBB", head=head)
+    pol = URLPolicy(allowed_hosts=("blob.core.windows.net",))
+    a = asset_print("https://x.blob.core.windows.net/c/B04.tif?sv=1&sig=AAA", head=head, policy=pol)
+    b = asset_print("https://x.blob.core.windows.net/c/B04.tif?sv=1&sig=BBB", head=head, policy=pol)
     assert a == b and a.etag == '"abc"' and "AAA" not in a.href
     assert heads[0].endswith("sig=AAA")  # the real URL is what is probed
+    with pytest.raises(UnsafeURLError, match="not one of the catalog's hosts"):
+        asset_print("https://evil.example.com/B04.tif", head=head, policy=pol)
+    assert len(heads) == 2  # the refused host was never asked
+    unprobed = asset_print("https://x.blob.core.windows.net/c/B04.tif", head=head)
+    assert unprobed.kind == "href" and "no URL policy" in unprobed.note and len(heads) == 2
     s3 = asset_print("s3://bucket/B04.tif")
     assert s3.kind == "href" and s3.note
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import os
 import re
 import shutil
@@ -15,7 +16,7 @@ import pytest
 from _synthetic_job import read_product, synthetic_job
 
 from eo_fusion.errors import JobError, LockError
-from eo_fusion.files import StorageError
+from eo_fusion.files import StorageError, storage_errors
 from eo_fusion.pipeline.legend import NODATA_CLASS
 from eo_fusion.pipeline.manifest import MANIFEST_NAME, RunManifest, run_lock
 from eo_fusion.pipeline.plan import TileTask, run_id_for
@@ -203,3 +204,25 @@ def test_read_only_output_is_named(tmp_path, tmpfs):
     subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
     with pytest.raises(StorageError, match=r"cannot write .*tmpfs.*read-only"):
         run_job(_quick(tmpfs / "out"), predictor=SyntheticPredictor(), items={})
+
+
+@dataclasses.dataclass(frozen=True)
+class UnwritablePredictor(SyntheticPredictor):
+    """Raises what writing a tile raises when its folder is not writable (on one tile)."""
+
+    on: str = "r000_c000"
+
+    def predict(self, task: TileTask) -> np.ndarray:
+        if task.tile_id == self.on:
+            with storage_errors(Path("/run/tiles") / f"{task.tile_id}.tif", 2**20):
+                raise OSError(errno.EACCES, "Permission denied", f"/run/tiles/{task.tile_id}.tif")
+        return super().predict(task)
+
+
+def test_unwritable_tile_stops_the_run_even_with_on_failure_continue(tmp_path):
+    s = run_job(_quick(tmp_path / "out", wave_size=1), predictor=UnwritablePredictor(), items={})
+    assert not s.ok and s.products == {} and s.tiles_failed == 1
+    assert s.tiles_done == 0  # one tile in flight (wave_size 1): the others never submitted
+    rec = RunManifest.load(s.run_dir).tiles["r000_c000"]
+    assert rec.attempts == 1 and "permission denied" in rec.error  # not retried
+    assert "cannot be written" in s.problem and "/run/tiles/r000_c000.tif" in s.problem

@@ -429,7 +429,7 @@ def changes(
             earlier manifest's provenance and from the plan (explain asset-level changes).
     """
     if not old_parts:
-        return ["no fingerprint recorded"]
+        return ["the earlier inputs are not recorded"]
     out = []
     if old_parts.get("aoi") != new_parts["aoi"]:
         out.append("AOI content")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import json
 import os
 import re
 import shutil
@@ -226,3 +227,29 @@ def test_unwritable_tile_stops_the_run_even_with_on_failure_continue(tmp_path):
     rec = RunManifest.load(s.run_dir).tiles["r000_c000"]
     assert rec.attempts == 1 and "permission denied" in rec.error  # not retried
     assert "cannot be written" in s.problem and "/run/tiles/r000_c000.tif" in s.problem
+
+
+def test_truncated_search_is_reported_and_fatal_with_strict(tmp_path, monkeypatch):
+    import eo_fusion.pipeline.run as run_mod
+
+    def truncated_search(job, area, info):  # what search_job records when the page cap hits
+        info["s2-l2a"] = {"items": 500, "pages": 5, "truncated": True, "unplaced": {}}
+        return {}
+
+    monkeypatch.setattr(run_mod, "search_job", truncated_search)
+    s = run_job(_quick(tmp_path / "lenient"), predictor=SyntheticPredictor())
+    assert s.ok and s.input_issues == [
+        "s2-l2a: the search was truncated by the page cap after 5 page(s) (500 item(s) kept; "
+        "the catalog holds more)"
+    ]
+    report = json.loads((s.run_dir / "report.json").read_text())
+    assert report["inputs"]["search"]["s2-l2a"]["truncated"] is True
+    assert "truncated by the page cap" in (s.run_dir / "report.md").read_text()
+    (item_json,) = (s.run_dir / "stac").glob("*-classes/*.json")
+    assert json.loads(item_json.read_text())["properties"]["eo_fusion:input_issues"] == (
+        s.input_issues
+    )
+    with pytest.raises(JobError, match=r"\(strict\): 1 input problem.*truncated") as info:
+        run_job(_quick(tmp_path / "strict", strict=True), predictor=SyntheticPredictor())
+    assert "strict: false" in str(info.value)
+    assert not (tmp_path / "strict").exists()  # refused before the run folder or a cluster

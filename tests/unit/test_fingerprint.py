@@ -97,5 +97,5 @@ def test_changes_names_what_changed():
         "item Y no longer read",
         "item Z new",
     ]
-    assert changes(None, new, {}, new_items) == ["no fingerprint recorded"]
+    assert changes(None, new, {}, new_items) == ["the earlier inputs are not recorded"]
     assert digest({"a": 1, "b": [1, 2]}) == digest({"b": [1, 2], "a": 1})

@@ -110,3 +110,41 @@ def test_clean_inputs_have_no_issues(tmp_path):
     sy, sx = task.tile.core_in_padded
     out = tile_input_report(task, ds).crop(sy, sx).summary(np.ones((h, w), bool)[sy, sx])
     assert issues(out) == [] and out["partial_share"] == 0.0
+
+
+def test_void_values_under_another_declared_nodata_are_found_through_the_reader(tmp_path):
+    # A real DEM file whose voids are -32768 while its item declares -9999 (a common mix-up).
+    import rasterio
+
+    from eo_fusion.stack import build_stack
+
+    task = _task(tmp_path)
+    grid = task.tile.padded
+    h, w = grid.shape.yx
+    elev = np.full((h, w), 412.0, np.float32)
+    elev[5:9, 10:20] = -32768.0  # 40 voids
+    elev[0, 0] = -9999.0  # a declared-nodata pixel: becomes no data, not a problem
+    path = tmp_path / "dem.tif"
+    profile = {"driver": "GTiff", "width": w, "height": h, "count": 1, "dtype": "float32",
+               "crs": CRS, "transform": grid.transform, "nodata": -9999.0}  # fmt: skip
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(elev[None])
+    item = dataclasses.replace(
+        _item("D", "dem", "elevation:dem", 1, nodata=-9999.0),
+        bands={"elevation:dem": dataclasses.replace(
+            _item("D", "dem", "elevation:dem", 1, nodata=-9999.0).bands["elevation:dem"],
+            href=str(path))},
+    )  # fmt: skip
+    task = dataclasses.replace(
+        task, items={"dem": (item,)}, modalities={"dem": task.modalities["dem"]}
+    )
+    ds = build_stack(grid, {"dem": [item]}, {"dem": task.modalities["dem"]})
+    sy, sx = task.tile.core_in_padded
+    out = tile_input_report(task, ds).crop(sy, sx).summary(np.ones((h, w), bool)[sy, sx])
+    assert out["nodata_mismatch"] == [
+        {"modality": "dem", "band": "elevation:dem", "value": -32768.0, "pixels": 40,
+         "declared": -9999.0}
+    ]  # fmt: skip
+    # The declared-nodata pixel (and the neighbours the reader's resampling reaches) count as
+    # partial inputs, not as voids.
+    assert 1 <= out["missing_pixels"]["dem"] <= 4

@@ -555,6 +555,12 @@ class JobSpec(StrictModel):
         "continue", description="stop at the first failed tile, or finish the others"
     )
     retries: int = Field(2, ge=0, description="retries per tile for transient errors")
+    strict: bool = Field(
+        False,
+        description="fail the run (exit 1, no products) when the inputs are not what they "
+        "seem: a truncated search, skipped items, dates without clear optical pixels, pixels "
+        "mapped from partial inputs, or nodata values that disagree with the data",
+    )
 
 
 def load_job(path: Path) -> JobSpec:

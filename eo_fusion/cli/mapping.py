@@ -100,6 +100,12 @@ def map_command(
     force: bool = typer.Option(
         False, "--force", help="Recompute every tile, even those an earlier attempt finished."
     ),
+    reset: bool = typer.Option(
+        False,
+        "--reset",
+        help="Set the run's manifest.json aside and rebuild it from the tile files whose "
+        "checksums verify (recovers a corrupt manifest without recomputing those tiles).",
+    ),
     scheduler: str | None = typer.Option(
         None, "--scheduler", help="Address of an existing dask scheduler (tcp://host:8786)."
     ),
@@ -114,8 +120,10 @@ def map_command(
 ) -> None:
     """Run a mapping job: search, tile, stack + predict on dask, write COG + STAC + QA report.
 
-    Re-running the same job resumes it: tiles whose outputs verify are skipped. A changed job file
-    writes a new run folder. Exit code 1 if any tile failed (see the summary and the manifest).
+    Re-running the same job resumes it: tiles whose outputs verify and whose inputs (AOI file,
+    items, asset files, model, code version) are unchanged are reused; the others are recomputed
+    and the log says why. A changed job file writes a new run folder. Exit code 1 if any tile
+    failed, no tile succeeded, or `strict: true` found input problems (nothing is published then).
 
     Example: eo-fusion map pipelines/sample_landcover.yaml
     """
@@ -129,6 +137,7 @@ def map_command(
         summary = run_job(
             job,
             force=force,
+            reset=reset,
             scheduler=scheduler,
             run_date=when,
             workers=workers,
@@ -141,13 +150,25 @@ def map_command(
     if not _quiet() and not _json_logs():
         _print_summary(summary)
     if not summary.ok:
-        first = summary.failures[0] if summary.failures else None
-        raise JobError(
-            f"job {job.name}: {summary.tiles_failed} of {summary.tiles_total} tile(s) failed"
-            + (f", first {first.tile_id}: {first.error}" if first else ""),
-            fix=f"see {summary.run_dir / 'manifest.json'}; rerun the same command to retry "
-            "only the failed tiles",
+        raise _failure(job.name, summary)
+
+
+def _failure(name: str, summary: RunSummary) -> JobError:
+    """The error a failed run exits with: tile failures first, else why nothing was published."""
+    first = summary.failures[0] if summary.failures else None
+    if first is None and summary.problem:
+        return JobError(
+            f"job {name}: {summary.problem}",
+            fix=f"see {summary.run_dir / 'manifest.json'} and the log above",
         )
+    unpublished = f"; nothing published: {summary.problem}" if summary.problem else ""
+    return JobError(
+        f"job {name}: {summary.tiles_failed} of {summary.tiles_total} tile(s) failed"
+        + (f", first {first.tile_id}: {first.error}" if first else "")
+        + unpublished,
+        fix=f"see {summary.run_dir / 'manifest.json'}; rerun the same command to retry "
+        "only the failed tiles",
+    )
 
 
 def _log_summary(summary: RunSummary) -> None:
@@ -165,6 +186,8 @@ def _log_summary(summary: RunSummary) -> None:
             "tiles_total": summary.tiles_total,
             "tiles_done": summary.tiles_done,
             "tiles_failed": summary.tiles_failed,
+            "recomputed": summary.recomputed,
+            "input_issues": summary.input_issues,
             "products": {k: str(v) for k, v in summary.products.items()},
         },
     )
@@ -176,6 +199,10 @@ def _print_summary(summary: RunSummary) -> None:
     table.add_column("value", overflow="fold")
     table.add_row("tiles", f"{summary.tiles_done}/{summary.tiles_total} done")
     table.add_row("reused", str(summary.tiles_reused))
+    for why, tiles in summary.recomputed.items():
+        table.add_row("recomputed", f"{len(tiles)} tile(s): {why}")
+    if summary.input_issues:
+        table.add_row("input problems", f"{len(summary.input_issues)} (see the report)")
     table.add_row("failed", str(summary.tiles_failed))
     for f in summary.failures[:10]:
         table.add_row(f"  {f.tile_id}", f"{f.error} ({f.attempts} attempt(s))")

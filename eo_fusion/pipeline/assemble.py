@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from odc.geo.geobox import GeoBox
 
 from eo_fusion import __version__
-from eo_fusion.files import sha256_file
+from eo_fusion.files import PARTIAL_TAG, sha256_file
 from eo_fusion.pipeline.legend import ClassInfo
 from eo_fusion.pipeline.manifest import RunManifest
 from eo_fusion.pipeline.mosaic import MosaicLayer, layers_for, mosaic_to_gtiff
@@ -81,7 +81,7 @@ def _write_layer(
     }
     blocksize = cog_blocksize(plan.blocksize, plan.grid)
     dst = plan.run_dir / f"{plan.job_name}_{layer.name}.tif"
-    tmp = plan.run_dir / f".{plan.job_name}_{layer.name}.mosaic.tif"
+    tmp = plan.run_dir / f".{plan.job_name}_{layer.name}.mosaic{PARTIAL_TAG}.tif"
     try:
         mosaic_to_gtiff(tmp, plan.grid, windows, layer, blocksize=blocksize)
         write_cog(tmp, dst, kind=layer.name, classes=classes, blocksize=blocksize, tags=tags)
@@ -124,7 +124,10 @@ def _write_stac(
     manifest: RunManifest,
     products: Sequence[ProductFile],
     classes: Sequence[ClassInfo],
+    input_issues: Sequence[str],
 ) -> list[Path]:
+    # What the pixels came from (fingerprints in "inputs") and what was wrong with it.
+    prov = {**manifest.provenance, "input_issues": list(input_issues)}
     items = build_items(
         products,
         run_id=plan.run_id,
@@ -132,7 +135,7 @@ def _write_stac(
         footprint=plan.footprint,
         window=plan.time_range,
         classes=classes,
-        provenance=manifest.provenance,
+        provenance=prov,
         base_dir=plan.run_dir,
     )
     collection = build_collection(
@@ -152,6 +155,8 @@ def assemble(
     *,
     reused: int = 0,
     notes: Sequence[str] = (),
+    recomputed: Mapping[str, Sequence[str]] | None = None,
+    input_issues: Sequence[str] = (),
 ) -> Assembled:
     """Write the run's COGs, STAC collection and (if planned) QA report into ``plan.run_dir``.
 
@@ -161,6 +166,8 @@ def assemble(
         classes: the predictor's legend.
         reused: tiles taken over from an earlier attempt (for the report).
         notes: extra lines for the report's notes.
+        recomputed: why tiles were computed in this attempt -> tile ids (for the report).
+        input_issues: the run's input problems (report and STAC ``eo_fusion:input_issues``).
 
     Raises:
         ProductError: a COG or STAC document does not validate, or a tile file does not fit.
@@ -172,7 +179,7 @@ def assemble(
         title = f"{plan.job_name} ({plan.run_id})"
         write_quicklook(cogs["classes"], quicklook, classes, title)
     products = _product_files(cogs, quicklook)
-    stac = _write_stac(plan, manifest, products, classes)
+    stac = _write_stac(plan, manifest, products, classes, input_issues)
     if not plan.report:
         return Assembled(products=cogs, stac=stac)
     report = qa_report(
@@ -183,5 +190,7 @@ def assemble(
         stac_documents=len(stac),
         reused=reused,
         notes=notes,
+        recomputed=recomputed or {},
+        input_issues=input_issues,
     )
     return Assembled(products=cogs, stac=stac, report=write_report(plan.run_dir, report, quicklook))

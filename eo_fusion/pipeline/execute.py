@@ -11,11 +11,18 @@
   worker with exponential backoff, up to ``retries`` times; other errors (bad input, model
   errors) fail at once. A failed tile comes back as an outcome with its error, never as an
   exception that would stop the other tiles, unless ``on_failure="stop"``.
+* **Storage**: a tile whose file cannot be written (disk full, read-only, permission denied)
+  fails with a :class:`~eo_fusion.files.StorageError` naming the path and is *fatal*: no further
+  tiles are submitted, whatever ``on_failure`` says (every one of them would fail the same way).
+* **Sidecars**: next to each tile file the worker writes ``tiles/<id>.json`` (sha256,
+  fingerprint, inputs, input report), from which ``--reset`` rebuilds a lost or corrupt manifest.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import json
 import logging
 import time
 import traceback
@@ -28,11 +35,18 @@ import numpy as np
 
 from eo_fusion.config import DaskSpec
 from eo_fusion.errors import BadInputError, JobError, ReadError
-from eo_fusion.files import sha256_file
+from eo_fusion.files import (
+    STORAGE_ERRNOS,
+    StorageError,
+    atomic_write_text,
+    sha256_file,
+    storage_errors,
+)
 from eo_fusion.logs import get_logger
-from eo_fusion.pipeline.legend import ClassInfo
+from eo_fusion.pipeline.input_checks import InputReport
+from eo_fusion.pipeline.legend import NODATA_CLASS, ClassInfo
 from eo_fusion.pipeline.plan import TileTask
-from eo_fusion.pipeline.tiles import crop_core, finish_tile, write_tile
+from eo_fusion.pipeline.tiles import TileArrays, crop_core, finish_tile, write_tile
 
 log = get_logger(__name__)
 
@@ -54,6 +68,14 @@ class Predictor(Protocol):
         ...
 
 
+class ReportingPredictor(Predictor, Protocol):
+    """A predictor that also says what it found about the tile's inputs (the model does)."""
+
+    def predict_with_report(self, task: TileTask) -> tuple[np.ndarray, InputReport]:
+        """Probabilities as :meth:`Predictor.predict` and the tile's input report."""
+        ...
+
+
 @dataclass
 class TileOutcome:
     """What a worker reports back for one tile (small: no pixel arrays).
@@ -69,6 +91,9 @@ class TileOutcome:
         seconds: wall time of all attempts.
         inputs: modality -> item ids the tile read.
         worker: address of the dask worker that ran it (``None`` outside a worker).
+        fingerprint: the task's input fingerprint (recorded with the output).
+        input_report: what the worker found about the inputs (``InputReport.to_dict``).
+        fatal: the run cannot go on (the run folder cannot be written): stop submitting tiles.
     """
 
     tile_id: str
@@ -81,6 +106,9 @@ class TileOutcome:
     seconds: float = 0.0
     inputs: dict[str, list[str]] = field(default_factory=dict)
     worker: str | None = None
+    fingerprint: str = ""
+    input_report: dict[str, Any] | None = None
+    fatal: bool = False
 
 
 def _worker_address() -> str | None:
@@ -102,8 +130,10 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 
 def is_transient(exc: BaseException) -> bool:
     """Whether a tile error may go away on retry (I/O and network); bad input never does."""
-    if isinstance(exc, BadInputError):
+    if isinstance(exc, BadInputError | StorageError):
         return False
+    if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:
+        return False  # a full or read-only disk, or a permission, does not heal in seconds
     return isinstance(exc, TRANSIENT_ERRORS)
 
 
@@ -113,12 +143,62 @@ def _short(text: str, limit: int = 600) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def sidecar_path(run_dir: Path, task_relpath: str) -> Path:
+    """``tiles/<id>.json`` beside ``tiles/<id>.tif``."""
+    return (Path(run_dir) / task_relpath).with_suffix(".json")
+
+
+def _predict(predictor: Predictor, task: TileTask) -> tuple[np.ndarray, InputReport | None]:
+    with_report = getattr(predictor, "predict_with_report", None)
+    if with_report is not None:
+        probs, report = with_report(task)
+        return np.asarray(probs, dtype=np.float32), report
+    return np.asarray(predictor.predict(task), dtype=np.float32), None
+
+
+def _report_dict(report: InputReport | None, arrays: TileArrays) -> dict[str, Any] | None:
+    if report is None:
+        return None
+    return report.summary(arrays.classes != NODATA_CLASS)
+
+
+def _attempt(task: TileTask, predictor: Predictor, run_dir: str, needed: int) -> TileOutcome:
+    """One try at a tile: predict, finish, write the tile file and its sidecar."""
+    probs, report = _predict(predictor, task)
+    sy, sx = task.tile.core_in_padded
+    arrays = finish_tile(crop_core(probs, task), task, predictor.classes)
+    checked = _report_dict(report.crop(sy, sx) if report else None, arrays)
+    path = Path(run_dir) / task.output_relpath
+    with storage_errors(path, needed):
+        write_tile(path, arrays, task.tile.core)
+        sha = sha256_file(path)
+        side = {
+            "tile": task.tile_id,
+            "output": task.output_relpath,
+            "sha256": sha,
+            "fingerprint": task.fingerprint,
+            "inputs": task.input_ids(),
+            "input_report": checked,
+        }
+        atomic_write_text(sidecar_path(Path(run_dir), task.output_relpath), json.dumps(side))
+    return TileOutcome(
+        tile_id=task.tile_id,
+        ok=True,
+        output=task.output_relpath,
+        sha256=sha,
+        inputs=task.input_ids(),
+        fingerprint=task.fingerprint,
+        input_report=checked,
+    )
+
+
 def compute_tile(
     task: TileTask,
     predictor: Predictor,
     run_dir: str,
     retries: int = 2,
     backoff_s: float = 0.5,
+    needed_bytes: int = 0,
 ) -> TileOutcome:
     """Predict one tile, crop its halo, write its products file; runs on a dask worker.
 
@@ -129,6 +209,7 @@ def compute_tile(
             ``run_dir/task.output_relpath``.
         retries: extra attempts for transient errors.
         backoff_s: delay before the first retry; doubled for each further retry (capped at 30 s).
+        needed_bytes: the run's remaining bytes to write (named when the disk is full).
 
     Returns:
         An outcome; errors are reported in it rather than raised.
@@ -138,34 +219,28 @@ def compute_tile(
     while True:
         attempts += 1
         try:
-            probs = np.asarray(predictor.predict(task), dtype=np.float32)
-            arrays = finish_tile(crop_core(probs, task), task, predictor.classes)
-            path = Path(run_dir) / task.output_relpath
-            write_tile(path, arrays, task.tile.core)
-            return TileOutcome(
-                tile_id=task.tile_id,
-                ok=True,
-                output=task.output_relpath,
-                sha256=sha256_file(path),
-                attempts=attempts,
-                seconds=time.perf_counter() - start,
-                inputs=task.input_ids(),
-                worker=_worker_address(),
-            )
+            outcome = _attempt(task, predictor, run_dir, needed_bytes)
         except Exception as e:
             if is_transient(e) and attempts <= retries:
                 time.sleep(min(backoff_s * 2 ** (attempts - 1), 30.0))
                 continue
-            return TileOutcome(
+            outcome = TileOutcome(
                 tile_id=task.tile_id,
                 ok=False,
                 error=_short(f"{type(e).__name__}: {e}"),
                 traceback=traceback.format_exc(),
-                attempts=attempts,
-                seconds=time.perf_counter() - start,
                 inputs=task.input_ids(),
-                worker=_worker_address(),
+                fatal=isinstance(e, StorageError) or _storage_errno(e),
             )
+        outcome.attempts = attempts
+        outcome.seconds = time.perf_counter() - start
+        outcome.worker = _worker_address()
+        return outcome
+
+
+def _storage_errno(e: BaseException) -> bool:
+    # An unwrapped disk-full or read-only error (e.g. from a temporary file): stop the run too.
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EROFS)
 
 
 @contextlib.contextmanager
@@ -234,6 +309,7 @@ def execute_tasks(
     on_failure: str = "continue",
     on_outcome: Callable[[TileOutcome], None] | None = None,
     backoff_s: float = 0.5,
+    needed_bytes: int = 0,
 ) -> list[TileOutcome]:
     """Run ``tasks`` on ``client`` with at most ``wave_size`` tiles in flight.
 
@@ -245,9 +321,10 @@ def execute_tasks(
         wave_size: maximum tiles submitted but not yet finished.
         retries: per-tile retries for transient errors.
         on_failure: ``"stop"`` cancels the remaining tiles after the first failure;
-            ``"continue"`` finishes them.
+            ``"continue"`` finishes them. A fatal outcome (storage) always stops.
         on_outcome: called in the client for every finished tile (e.g. to update the manifest).
         backoff_s: first retry delay in seconds.
+        needed_bytes: estimate of the bytes the run still writes (for disk-full messages).
 
     Returns:
         One outcome per finished tile, in completion order (with ``stop``, tiles not started are
@@ -263,7 +340,7 @@ def execute_tasks(
         task = next(pending, None)
         if task is not None:
             key = f"tile-{Path(run_dir).name}-{task.tile_id}"
-            args = (task, predictor, str(run_dir), retries, backoff_s)
+            args = (task, predictor, str(run_dir), retries, backoff_s, needed_bytes)
             fut = client.submit(compute_tile, *args, key=key, pure=False)
             by_key[fut.key] = task
             ac.add(fut)
@@ -276,7 +353,7 @@ def execute_tasks(
         outcomes.append(outcome)
         if on_outcome:
             on_outcome(outcome)
-        if not outcome.ok and on_failure == "stop":
+        if not outcome.ok and (on_failure == "stop" or outcome.fatal):
             for other in list(ac.futures):
                 other.cancel()
             ac.clear()

@@ -13,9 +13,10 @@ GDAL options), so tasks are self-contained when pickled to dask workers on other
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from datetime import time as dtime
@@ -28,10 +29,18 @@ from odc.geo import Geometry
 from odc.geo.geobox import GeoBox
 
 from eo_fusion.catalogs.items import NormalizedItem
+from eo_fusion.catalogs.safety import URLPolicy
 from eo_fusion.config import AOISpec, DaskSpec, JobSpec, ModalitySpec, ModelRef, spec_hash
 from eo_fusion.errors import JobError
 from eo_fusion.gdal import GDALOptions
 from eo_fusion.grid import Tile, aoi_geometry, grid_crs, grid_from_aoi, make_tiles
+from eo_fusion.pipeline.fingerprint import (
+    InputPrints,
+    code_version,
+    digest,
+    head_request,
+    input_prints,
+)
 
 Window = tuple[date | None, date | None]
 
@@ -57,6 +66,9 @@ class TileTask:
         output: what to write besides the class map.
         gdal: GDAL settings applied inside the worker around every read.
         threads: compute threads the tile may use (torch intra-op threads).
+        fingerprint: sha256 of everything the tile reads (AOI, items and assets, model, code;
+            see :mod:`eo_fusion.pipeline.fingerprint`); a resume reuses the tile's output only
+            when it matches the recorded one.
     """
 
     tile: Tile
@@ -67,6 +79,7 @@ class TileTask:
     output: OutputOptions = field(default_factory=OutputOptions)
     gdal: GDALOptions = field(default_factory=GDALOptions)
     threads: int = 1
+    fingerprint: str = ""
 
     @property
     def tile_id(self) -> str:
@@ -129,6 +142,12 @@ class RunPlan:
         dask: where tiles run (LocalCluster sizing or a scheduler address).
         retries: per-tile retries for transient errors.
         on_failure: ``stop`` at the first failed tile or ``continue`` with the others.
+        prints: fingerprints of the AOI, every item read, the model and the code.
+        tile_parts: tile id -> its fingerprint components (``InputPrints.tile_parts``).
+        search: modality -> what the search did (``items``, ``pages``, ``truncated``).
+        skipped_items: modality -> item id -> why no tile reads it.
+        strict: input problems (truncated search, skipped items, dates without clear pixels,
+            partial inputs, nodata that disagrees with the data) fail the run.
     """
 
     job_name: str
@@ -155,6 +174,11 @@ class RunPlan:
     dask: DaskSpec
     retries: int
     on_failure: Literal["stop", "continue"]
+    prints: InputPrints | None = None
+    tile_parts: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    search: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    skipped_items: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    strict: bool = False
 
 
 def job_aoi(spec: AOISpec) -> Geometry:
@@ -286,12 +310,47 @@ def _inputs(tasks: Sequence[TileTask]) -> dict[str, tuple[str, ...]]:
     return {m: tuple(sorted(v)) for m, v in sorted(ids.items())}
 
 
+def _skipped(
+    items: Mapping[str, Sequence[NormalizedItem]], tasks: Sequence[TileTask]
+) -> dict[str, dict[str, str]]:
+    """modality -> item id -> why: items the search found that no tile reads."""
+    read = {(m, it.id) for t in tasks for m, its in t.items.items() for it in its}
+    out: dict[str, dict[str, str]] = {}
+    for m, its in items.items():
+        for it in its:
+            if (m, it.id) not in read:
+                out.setdefault(m, {})[it.id] = "its footprint touches no tile of the AOI"
+    return out
+
+
+def fingerprint_tasks(
+    tasks: Sequence[TileTask], prints: InputPrints
+) -> tuple[list[TileTask], dict[str, dict[str, Any]]]:
+    """The tasks with their fingerprints set, and each tile's fingerprint components."""
+    parts = {t.tile_id: prints.tile_parts(t.items) for t in tasks}
+    out = [dataclasses.replace(t, fingerprint=digest(parts[t.tile_id])) for t in tasks]
+    return out, parts
+
+
+def _read_items(tasks: Sequence[TileTask]) -> dict[str, list[NormalizedItem]]:
+    seen: dict[str, dict[str, NormalizedItem]] = {}
+    for t in tasks:
+        for m, its in t.items.items():
+            for it in its:
+                seen.setdefault(m, {}).setdefault(it.id, it)
+    return {m: list(v.values()) for m, v in seen.items()}
+
+
 def plan_run(
     job: JobSpec,
     run_date: date,
     items: Mapping[str, Sequence[NormalizedItem]],
     *,
     area: JobArea | None = None,
+    model: Mapping[str, Any] | None = None,
+    policy: URLPolicy | None = None,
+    head: Callable[[str], Mapping[str, str]] = head_request,
+    search: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> RunPlan:
     """The plan of one run of ``job`` on ``run_date`` over the searched ``items``.
 
@@ -300,9 +359,16 @@ def plan_run(
         run_date: the date a relative window (``time.last_days``) ends on.
         items: search results per modality (``eo_fusion.pipeline.inputs.search_job``).
         area: ``job_area(job, run_date)`` when the caller has it already (it searched with it).
+        model: the predictor's provenance (model card and weights sha256), fingerprinted.
+        policy: the catalog's URL policy, applied before any HEAD request for an asset;
+            without one HTTP(S) assets are fingerprinted by href only (``run_job`` passes it).
+        head: the HEAD request used to fingerprint HTTP(S) assets (tests replace it).
+        search: modality -> what the search did (``eo_fusion.pipeline.inputs.search_job``).
 
     Raises:
         JobError: no tile of the grid touches the AOI.
+        EOFusionError: the AOI file cannot be read.
+        UnsafeURLError: an asset URL is refused by ``policy``.
     """
     area = area or job_area(job, run_date)
     tasks = plan_tasks(job, area.tiles, items, area.aoi, threads=1)
@@ -312,6 +378,11 @@ def plan_run(
             "touches the AOI",
             fix="check the AOI and its CRS",
         )
+    prints = input_prints(
+        job.aoi, _read_items(tasks), model=model or {}, code_version=code_version(),
+        policy=policy, head=head,
+    )  # fmt: skip
+    tasks, parts = fingerprint_tasks(tasks, prints)
     config_hash = spec_hash(job)
     run_id = run_id_for(job, area.window, config_hash=config_hash)
     aoi = tasks[0].aoi  # already in the grid CRS
@@ -340,7 +411,26 @@ def plan_run(
         dask=job.dask,
         retries=job.retries,
         on_failure=job.on_failure,
+        prints=prints,
+        tile_parts=parts,
+        search=dict(search or {}),
+        skipped_items=_skipped(items, tasks),
+        strict=job.strict,
     )
+
+
+def tile_bytes(plan: RunPlan, n_classes: int) -> int:
+    """Upper bound of one tile file's size in bytes (uncompressed uint8 layers of the core)."""
+    layers = 1 + int(plan.output.confidence) + (n_classes if plan.output.probabilities else 0)
+    return plan.tile_size * plan.tile_size * layers + 64 * 1024
+
+
+def bytes_needed(plan: RunPlan, tiles: int, n_classes: int) -> int:
+    """Rough upper bound of the bytes a run still writes: ``tiles`` tile files and the products
+    (uncompressed layers of the grid plus a third for overviews, and the mosaic's temporary)."""
+    layers = 1 + int(plan.output.confidence) + (n_classes if plan.output.probabilities else 0)
+    h, w = plan.grid.shape.yx
+    return tiles * tile_bytes(plan, n_classes) + int(h * w * layers * (4 / 3 + 1))
 
 
 def describe_plan(tasks: Sequence[TileTask]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import numpy as np
 from eo_fusion.config import ModelRef
 from eo_fusion.errors import CheckpointError
 from eo_fusion.files import sha256_file
+from eo_fusion.pipeline.input_checks import InputReport, tile_input_report
 from eo_fusion.pipeline.legend import ClassInfo
 from eo_fusion.pipeline.plan import TileTask
 
@@ -106,6 +107,11 @@ class ModelPredictor:
 
     def predict(self, task: TileTask) -> np.ndarray:
         """Build the padded tile's stack and return ``(class, y, x)`` probabilities on it."""
+        return self.predict_with_report(task)[0]
+
+    def predict_with_report(self, task: TileTask) -> tuple[np.ndarray, InputReport]:
+        """:meth:`predict`, plus what the tile's stack held (skipped items, cloudy dates, partial
+        inputs, void values; see :mod:`eo_fusion.pipeline.input_checks`)."""
         import torch  # returns only once fully imported (safe from several worker threads)
 
         from eo_fusion.models import predict
@@ -119,7 +125,37 @@ class ModelPredictor:
             task.tile.padded, dict(task.items), dict(task.modalities), gdal=task.gdal
         )
         probs = predict(stack, model, task=self.task, batch_size=self.batch_size)
-        return np.asarray(probs.transpose("class", "y", "x").values, dtype=np.float32)
+        out = np.asarray(probs.transpose("class", "y", "x").values, dtype=np.float32)
+        return out, tile_input_report(task, stack)
+
+    def verify(self) -> None:
+        """Load the model once in this process and check its weights against the card.
+
+        Called by ``run_job`` before any worker starts, so a forged or mismatched checkpoint
+        fails once, with the checkpoint's name, instead of in every tile.
+
+        Raises:
+            CheckpointError: the card changed since it was read, the weights' sha256 is not
+                the card's, or they do not load.
+        """
+        from eo_fusion.models.checkpoint import CARD, read_card
+
+        folder = Path(self.folder)
+        if sha256_file(folder / CARD) != self.card_sha256:
+            raise CheckpointError(
+                f"model card {folder / CARD} changed while the run was starting",
+                fix="rerun once the checkpoint is no longer being written",
+            )
+        weights = folder / read_card(folder)["weights"]["file"]
+        # Hashed here even when a copy is cached: the file on disk is what the run cites.
+        actual = sha256_file(weights) if weights.is_file() else "missing"
+        if actual != self.weights_sha256:
+            raise CheckpointError(
+                f"weights {weights} do not match the sha256 in {folder / CARD} "
+                f"({actual[:12]}… ≠ {self.weights_sha256[:12]}…)",
+                fix="the file is corrupt or was replaced; restore it or regenerate the checkpoint",
+            )
+        _model(self.folder, self.weights_sha256)
 
     def provenance(self) -> dict[str, Any]:
         """Model identity for STAC and the report."""

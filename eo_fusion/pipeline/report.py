@@ -168,12 +168,88 @@ def render_markdown(report: Mapping[str, Any], quicklook_name: str | None) -> st
         for f in r["failures"]:
             lines.append(f"| {f['tile']} | {f['attempts']} | {f['error']} |")
         lines.append("")
+    lines += _resume_md(r.get("resume", {}))
+    lines += _inputs_md(r.get("inputs", {}))
+    lines += _sources_md(r["provenance"].get("inputs", {}))
     lines += ["## Products", "", "| file | sha256 |", "|---|---|"]
     for name, sha in r["products"].items():
         lines.append(f"| `{name}` | `{sha}` |")
     lines += ["", "## Notes", ""]
     lines += [f"* {n}" for n in r.get("notes", [])]
     return "\n".join(lines) + "\n"
+
+
+def _resume_md(resume: Mapping[str, Any]) -> list[str]:
+    if not resume:
+        return []
+    lines = [
+        "## Resume",
+        "",
+        f"* Reused from an earlier attempt: {resume.get('reused', 0)} tile(s)",
+    ]
+    for why, tiles in resume.get("recomputed", {}).items():
+        shown = ", ".join(tiles[:12]) + (f" … (+{len(tiles) - 12})" if len(tiles) > 12 else "")
+        lines.append(f"* Recomputed {len(tiles)} tile(s): {why} — {shown}")
+    return [*lines, ""]
+
+
+def _inputs_md(inputs: Mapping[str, Any]) -> list[str]:
+    if not inputs:
+        return []
+    share = inputs.get("partial_share")
+    lines = [
+        "## Inputs",
+        "",
+        f"* Mapped pixels from partial inputs (some modality without a valid value): "
+        f"{inputs.get('partial_pixels', 0)} of {inputs.get('mapped_pixels', 0)}"
+        + (f" ({100 * share:.2f}%)" if share is not None else ""),
+    ]
+    for m, s in sorted(inputs.get("search", {}).items()):
+        cut = " — **truncated by the page cap**" if s.get("truncated") else ""
+        lines.append(f"* Search {m}: {s.get('items')} item(s), {s.get('pages')} page(s){cut}")
+    days = inputs.get("dates_without_clear", {})
+    for m, d in sorted(days.items()):
+        lines.append(f"* {m}: dates without clear pixels: {', '.join(d)}")
+    problems = inputs.get("issues", [])
+    lines.append(
+        f"* Strict mode: {'on' if inputs.get('strict') else 'off'}; "
+        f"{len(problems)} input problem(s)" + (":" if problems else "")
+    )
+    lines += [f"  * {p}" for p in problems[:50]]
+    if len(problems) > 50:
+        lines.append(f"  * … (+{len(problems) - 50}, see report.json)")
+    return [*lines, ""]
+
+
+def _sources_md(inputs: Mapping[str, Any]) -> list[str]:
+    """What the pixels came from: the fingerprinted items and asset files."""
+    if not inputs:
+        return []
+    aoi = inputs.get("aoi", {})
+    lines = [
+        "## What the pixels came from",
+        "",
+        f"* AOI {aoi.get('source')}: sha256 `{aoi.get('sha256')}`",
+        f"* Inputs fingerprint (AOI, items, assets, model, code): `{inputs.get('digest')}`",
+        "",
+        "| modality | item | item sha256 | asset files |",
+        "|---|---|---|---|",
+    ]
+    for m, items in sorted(inputs.get("items", {}).items()):
+        for item_id, p in sorted(items.items()):
+            assets = ", ".join(
+                f"{k} ({a.get('kind')}: {_asset_id(a)})" for k, a in p.get("assets", {}).items()
+            )
+            lines.append(f"| {m} | {item_id} | `{p.get('item_sha256', '')[:16]}` | {assets} |")
+    return [*lines, ""]
+
+
+def _asset_id(a: Mapping[str, Any]) -> str:
+    if a.get("sha256"):
+        return f"sha256 {a['sha256'][:12]}…, {a.get('size')} B"
+    if a.get("etag") or a.get("last_modified"):
+        return f"ETag {a.get('etag')}, Last-Modified {a.get('last_modified')}, {a.get('size')} B"
+    return a.get("note") or "href only"
 
 
 def write_report(run_dir: Path, report: Mapping[str, Any], quicklook: Path | None) -> Path:
@@ -209,6 +285,8 @@ def qa_report(
     stac_documents: int,
     reused: int = 0,
     notes: Sequence[str] = (),
+    recomputed: Mapping[str, Sequence[str]] | None = None,
+    input_issues: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The QA report of an assembled run (``report.json``'s content).
 
@@ -220,6 +298,8 @@ def qa_report(
         stac_documents: STAC documents written and validated.
         reused: tiles taken over from an earlier attempt.
         notes: lines put before the automatic notes.
+        recomputed: why tiles were computed in this attempt -> tile ids.
+        input_issues: the run's input problems, one line each.
     """
     files = {p.kind: p for p in products}
     conf = files.get("confidence")
@@ -251,8 +331,47 @@ def qa_report(
             "cog": "passed",  # at write time: write_cog publishes only COGs that validate
             "stac": f"passed ({stac_documents} documents)",
         },
+        "resume": {
+            "reused": reused,
+            "recomputed": {k: list(v) for k, v in (recomputed or {}).items()},
+        },
+        "inputs": inputs_section(plan, manifest, input_issues),
         "provenance": manifest.provenance,
         "notes": [*notes, *auto_notes(plan, manifest.provenance, ha)],
+    }
+
+
+def inputs_section(
+    plan: RunPlan, manifest: RunManifest, input_issues: Sequence[str]
+) -> dict[str, Any]:
+    """The truth about the inputs: per run (search, skipped items, totals) and per tile."""
+    per_tile = {
+        t.tile_id: rec.input_report
+        for t in plan.tasks
+        if (rec := manifest.tiles.get(t.tile_id)) and rec.state == "done" and rec.input_report
+    }
+    mapped = sum(r.get("mapped_pixels", 0) for r in per_tile.values())
+    partial = sum(r.get("partial_pixels", 0) for r in per_tile.values())
+    days: dict[str, set[str]] = {}
+    for r in per_tile.values():
+        for m, d in r.get("dates_without_clear", {}).items():
+            days.setdefault(m, set()).update(d)
+    return {
+        "strict": plan.strict,
+        "search": {m: dict(v) for m, v in plan.search.items()},
+        "skipped_items": {m: dict(v) for m, v in plan.skipped_items.items()},
+        "checked_tiles": len(per_tile),
+        "mapped_pixels": mapped,
+        "partial_pixels": partial,
+        "partial_share": round(partial / mapped, 6) if mapped else None,
+        "dates_without_clear": {m: sorted(d) for m, d in sorted(days.items())},
+        "nodata_mismatch": [
+            {"tile": tid, **rec}
+            for tid, r in per_tile.items()
+            for rec in r.get("nodata_mismatch", [])
+        ],
+        "issues": list(input_issues),
+        "per_tile": per_tile,
     }
 
 

@@ -2,15 +2,19 @@
 
 Run folder layout (``<output.dir>/<run-id>/``)::
 
-    manifest.json            tile states, inputs, outputs, sha256, errors; provenance
+    manifest.json            tile states, inputs, fingerprints, outputs, sha256, errors; provenance
     .lock                    present while a process writes the run
     tiles/r000_c000.tif      per-tile products (core only, halo cropped)
+    tiles/r000_c000.json     the tile's sidecar: sha256, fingerprint, input report (--reset)
     <job>_classes.tif, ...   products (see eo_fusion.pipeline.assemble)
 
 The run id is ``<job name>-<hash>`` of the job config and the resolved time window, so rerunning
 the same job resumes the same run, while a changed job (or another run date of a ``last_days``
-job) writes a new one. Only planning (:func:`~eo_fusion.pipeline.plan.plan_run`) reads the job;
-the stages after it work from the frozen :class:`~eo_fusion.pipeline.plan.RunPlan`.
+job) writes a new one. Within a run, a tile is reused only when its file verifies and the
+fingerprint of what it reads (AOI content, items and asset files, model, code version; see
+:mod:`~eo_fusion.pipeline.fingerprint`) is unchanged: editing an input in place recomputes
+exactly the tiles that read it. Only planning (:func:`~eo_fusion.pipeline.plan.plan_run`) reads
+the job; the stages after it work from the frozen :class:`~eo_fusion.pipeline.plan.RunPlan`.
 """
 
 from __future__ import annotations
@@ -23,13 +27,25 @@ from pathlib import Path
 from typing import Any
 
 from eo_fusion.catalogs.items import NormalizedItem
+from eo_fusion.catalogs.safety import URLPolicy
 from eo_fusion.config import JobSpec
+from eo_fusion.errors import JobError
+from eo_fusion.files import remove_stale_partials, storage_errors
 from eo_fusion.logs import get_logger
 from eo_fusion.pipeline.assemble import assemble
 from eo_fusion.pipeline.execute import Predictor, TileOutcome, dask_client, execute_tasks
-from eo_fusion.pipeline.inputs import search_job
+from eo_fusion.pipeline.fingerprint import changes, flat_items
+from eo_fusion.pipeline.input_checks import issues
+from eo_fusion.pipeline.inputs import search_issues, search_job
 from eo_fusion.pipeline.manifest import RunManifest, open_manifest, provenance, run_lock
-from eo_fusion.pipeline.plan import RunPlan, TileTask, describe_plan, job_area, plan_run
+from eo_fusion.pipeline.plan import (
+    RunPlan,
+    TileTask,
+    bytes_needed,
+    describe_plan,
+    job_area,
+    plan_run,
+)
 from eo_fusion.pipeline.progress import ProgressHook
 
 log = get_logger(__name__)
@@ -54,6 +70,9 @@ class RunSummary:
         stac: STAC JSON files written.
         report: the Markdown report (``None`` if not written).
         seconds: wall time.
+        recomputed: why tiles were computed -> those tiles (``new``, ``inputs changed (...)``).
+        input_issues: problems with the inputs (search, items, clouds, partial inputs, nodata).
+        problem: why nothing was published although no tile failed (or none succeeded).
     """
 
     run_id: str
@@ -67,17 +86,21 @@ class RunSummary:
     stac: list[Path] = field(default_factory=list)
     report: Path | None = None
     seconds: float = 0.0
+    recomputed: dict[str, list[str]] = field(default_factory=dict)
+    input_issues: list[str] = field(default_factory=list)
+    problem: str | None = None
 
     @property
     def ok(self) -> bool:
         """True when every tile succeeded and the products were written."""
-        return self.tiles_failed == 0 and "classes" in self.products
+        return self.tiles_failed == 0 and self.problem is None and "classes" in self.products
 
 
 def run_job(
     job: JobSpec,
     *,
     force: bool = False,
+    reset: bool = False,
     scheduler: Any = None,
     run_date: date | None = None,
     predictor: Predictor | None = None,
@@ -88,9 +111,16 @@ def run_job(
 ) -> RunSummary:
     """Run a mapping job end to end; resumes an earlier attempt of the same run.
 
+    A tile is reused only when its output verifies and its input fingerprint (AOI content,
+    items and asset files, model, code version) is the recorded one; the others are computed
+    and the summary, log and report say why. The model is verified once, before the cluster.
+
     Args:
         job: the validated job.
-        force: recompute every tile even if an earlier attempt's output verifies.
+        force: recompute every tile even if an earlier attempt's output verifies (an
+            unreadable manifest is set aside).
+        reset: set the manifest aside and rebuild it from the tile files whose checksums
+            verify (recovers a corrupt ``manifest.json`` without recomputing those tiles).
         scheduler: an existing cluster (overrides ``job.dask.scheduler``): an address
             (``tcp://host:8786``), a connected ``distributed.Client`` or a cluster object with
             ``get_client()`` (Dask Gateway, dask-jobqueue, dask-kubernetes).
@@ -102,43 +132,140 @@ def run_job(
         notes: lines added to the report's notes.
 
     Returns:
-        The run summary; ``summary.ok`` is False when any tile failed.
+        The run summary; ``summary.ok`` is False when any tile failed, no tile succeeded, or
+        ``strict`` found input problems (then nothing is published).
 
     Raises:
         LockError: another process is writing the same run.
-        JobError: no items for a modality, or no tile touches the AOI.
+        JobError: no items for a modality, no tile touches the AOI, an unreadable manifest
+            (without ``reset``/``force``), or (``strict``) a truncated search.
+        CheckpointError: the model or its card does not verify.
+        StorageError: the run folder cannot be written (disk full, read-only, permissions).
     """
     t0 = time.perf_counter()
     progress = progress or ProgressHook()
     run_date = run_date or datetime.now(UTC).date()
     area = job_area(job, run_date)
     pred = predictor or _model_predictor(job)
+    _verify(pred)  # once, here: a forged or mismatched model fails before any worker starts
+    search: dict[str, dict[str, Any]] = {}
     if items is None:
         progress.phase("search")
-        items = search_job(job, area, require=True)  # say it once, before starting a cluster
-    plan = plan_run(job, run_date, items, area=area)
+        items = search_job(job, area, search, require=True)  # said once, before a cluster
+    plan = plan_run(
+        job, run_date, items, area=area, model=pred.provenance(), policy=_policy(job),
+        search=search,
+    )  # fmt: skip
     log.info("plan: %s", describe_plan(plan.tasks))
-    plan.run_dir.mkdir(parents=True, exist_ok=True)
+    if plan.strict and search_issues(plan.search):
+        raise _strict_error(plan, search_issues(plan.search))
+    with storage_errors(plan.run_dir):
+        plan.run_dir.mkdir(parents=True, exist_ok=True)
     summary = RunSummary(run_id=plan.run_id, run_dir=plan.run_dir, tiles_total=len(plan.tasks))
     with run_lock(plan.run_dir):
-        manifest, todo = _start(plan, pred, force)
-        summary.tiles_reused = len(plan.tasks) - len(todo)
+        manifest, todo = _start(plan, pred, force, reset, summary)
         progress.start(len(plan.tasks), summary.tiles_reused)
         outcomes = _execute(plan, todo, pred, manifest, scheduler, workers, progress)
         summary.failures = [o for o in outcomes if not o.ok]
         summary.tiles_failed = len(summary.failures)
         summary.tiles_done = sum(manifest.tiles[t.tile_id].state == "done" for t in plan.tasks)
-        if not (summary.tiles_failed and plan.on_failure == "stop"):
+        summary.input_issues = run_input_issues(plan, manifest)
+        summary.problem = _why_not_publish(plan, summary, outcomes)
+        if summary.problem is None:
             progress.phase("products")
             _assemble(plan, manifest, pred, summary, notes)
+        else:
+            log.error("run %s: nothing published: %s", plan.run_id, summary.problem)
     summary.seconds = time.perf_counter() - t0
     return summary
 
 
-def _start(plan: RunPlan, predictor: Predictor, force: bool) -> tuple[RunManifest, list[TileTask]]:
-    """Open the manifest, mark the tiles to compute and record the provenance (run locked)."""
-    manifest = open_manifest(plan)
-    todo = manifest.tiles_to_run(plan.tasks, plan.run_dir, force=force)
+def _verify(pred: Predictor) -> None:
+    verify = getattr(pred, "verify", None)
+    if verify is not None:
+        verify()
+
+
+def _policy(job: JobSpec) -> URLPolicy | None:
+    """The catalog's URL policy (applied before fingerprinting HEAD requests)."""
+    from eo_fusion.catalogs import open_catalog
+    from eo_fusion.errors import EOFusionError
+
+    try:
+        return open_catalog(job.catalog).spec.url_policy()
+    except (EOFusionError, OSError) as e:  # items given without a usable catalog (tests, API)
+        log.warning(
+            "catalog %r cannot be opened (%s): asset HEAD requests follow the default URL "
+            "policy (public HTTPS hosts only)", job.catalog, e,
+        )  # fmt: skip
+        return URLPolicy()
+
+
+def _strict_error(plan: RunPlan, problems: Sequence[str]) -> JobError:
+    shown = "; ".join(problems[:5]) + (f"; … (+{len(problems) - 5})" if len(problems) > 5 else "")
+    return JobError(
+        f"job {plan.job_name} (strict): {len(problems)} input problem(s): {shown}",
+        fix="fix the inputs (search window, max_cloud, catalog, nodata), or set strict: false "
+        "to publish with these problems listed in the report",
+    )
+
+
+def _why_not_publish(
+    plan: RunPlan, summary: RunSummary, outcomes: Sequence[TileOutcome]
+) -> str | None:
+    """Why the products must not be written (``None``: write them)."""
+    if summary.tiles_failed and plan.on_failure == "stop":
+        return "a tile failed and on_failure is stop"
+    fatal = next((o for o in outcomes if o.fatal), None)
+    if fatal is not None:
+        return f"the run folder cannot be written: {fatal.error}"
+    if summary.tiles_done == 0:
+        return f"no tile succeeded ({summary.tiles_failed} failed): no product or STAC Item"
+    if plan.strict and summary.input_issues:
+        return str(_strict_error(plan, summary.input_issues))
+    return None
+
+
+def run_input_issues(plan: RunPlan, manifest: RunManifest) -> list[str]:
+    """Every input problem of the run: the search's, skipped items, then each tile's."""
+    out = search_issues(plan.search)
+    for m, ids in sorted(plan.skipped_items.items()):
+        out += [f"{m} item {i} skipped: {why}" for i, why in sorted(ids.items())]
+    for t in plan.tasks:
+        rec = manifest.tiles.get(t.tile_id)
+        if rec is not None and rec.state == "done" and rec.input_report:
+            out += [f"tile {t.tile_id}: {line}" for line in issues(rec.input_report)]
+    return out
+
+
+def _explain(plan: RunPlan, manifest: RunManifest, old_prov: Mapping[str, Any],
+             todo: Sequence[tuple[TileTask, str]]) -> dict[str, list[str]]:  # fmt: skip
+    """Why each tile is computed, grouped: reason -> tile ids (inputs changed: which ones)."""
+    old_items = flat_items(old_prov.get("inputs", {}).get("items", {}))
+    new_items = flat_items(plan.prints.to_dict()["items"]) if plan.prints else {}
+    out: dict[str, list[str]] = {}
+    for task, why in todo:
+        if why == "inputs changed":
+            rec = manifest.tiles[task.tile_id]
+            what = changes(rec.parts, plan.tile_parts[task.tile_id], old_items, new_items)
+            why = f"inputs changed ({'; '.join(what)})"
+        out.setdefault(why, []).append(task.tile_id)
+    return out
+
+
+def _start(
+    plan: RunPlan, predictor: Predictor, force: bool, reset: bool, summary: RunSummary
+) -> tuple[RunManifest, list[TileTask]]:
+    """Open the manifest, clear stale temporaries, mark the tiles to compute, record the
+    provenance (run locked)."""
+    removed = remove_stale_partials(plan.run_dir)
+    if removed:
+        log.info("removed %d stale temporary file(s) of a killed run", len(removed))
+    manifest = open_manifest(plan, reset=reset, force=force)
+    old_prov = dict(manifest.provenance)
+    todo = manifest.resume(plan.tasks, plan.run_dir, force=force)
+    summary.recomputed = _explain(plan, manifest, old_prov, todo)
+    summary.tiles_reused = len(plan.tasks) - len(todo)
     manifest.provenance = provenance(plan, predictor.provenance())
     manifest.save(plan.run_dir)
     log.info(
@@ -146,9 +273,11 @@ def _start(plan: RunPlan, predictor: Predictor, force: bool) -> tuple[RunManifes
         plan.run_id,
         len(plan.tasks),
         len(todo),
-        len(plan.tasks) - len(todo),
+        summary.tiles_reused,
     )
-    return manifest, todo
+    for why, tiles in summary.recomputed.items():
+        log.info("recomputed %d tile(s): %s", len(tiles), why)
+    return manifest, [t for t, _ in todo]
 
 
 def _assemble(
@@ -159,7 +288,12 @@ def _assemble(
     notes: Sequence[str],
 ) -> None:
     """Write the products and report, then record them in the summary and the manifest."""
-    built = assemble(plan, manifest, predictor.classes, reused=summary.tiles_reused, notes=notes)
+    need = bytes_needed(plan, 0, len(predictor.classes))
+    with storage_errors(plan.run_dir, need):
+        built = assemble(
+            plan, manifest, predictor.classes, reused=summary.tiles_reused, notes=notes,
+            recomputed=summary.recomputed, input_issues=summary.input_issues,
+        )  # fmt: skip
     summary.products, summary.stac, summary.report = built.products, built.stac, built.report
     manifest.products = {k: str(p.relative_to(plan.run_dir)) for k, p in built.products.items()}
     manifest.save(plan.run_dir)
@@ -185,13 +319,14 @@ def _execute(
     if not todo:
         return []
     last_save = [time.monotonic()]
+    need = bytes_needed(plan, len(todo), len(predictor.classes))
 
     def on_outcome(outcome: TileOutcome) -> None:
-        manifest.record(outcome)
+        manifest.record(outcome, plan.tile_parts.get(outcome.tile_id))
         # Rewriting the manifest after every tile is O(tiles²) on big jobs: save at most once a
         # second (a tile finished since then is recomputed after a crash).
         if not outcome.ok or time.monotonic() - last_save[0] >= MANIFEST_SAVE_S:
-            manifest.save(plan.run_dir)
+            manifest.save(plan.run_dir, need)
             last_save[0] = time.monotonic()
         progress.tile_done(outcome)
         if not outcome.ok:
@@ -209,6 +344,7 @@ def _execute(
             retries=plan.retries,
             on_failure=plan.on_failure,
             on_outcome=on_outcome,
+            needed_bytes=need,
         )
     manifest.save(plan.run_dir)
     return outcomes

@@ -118,3 +118,43 @@ def test_relative_time_window_resolves_against_run_date():
     assert TimeSpec().to_stac_datetime(date(2026, 1, 1)) is None
     with pytest.raises(ValueError, match="after end"):
         TimeSpec(start="2015-09-30", end="2015-07-01")
+
+
+def test_reset_rebuilds_from_sidecars_and_sets_the_old_manifest_aside(tmp_path):
+    from types import SimpleNamespace
+
+    from eo_fusion.pipeline.manifest import open_manifest
+
+    tiles = tmp_path / "tiles"
+    tiles.mkdir()
+    tasks = []
+    for i, body in enumerate((b"good", b"bad", b"nosidecar")):
+        tid = f"r000_c00{i}"
+        (tiles / f"{tid}.tif").write_bytes(body)
+        if body != b"nosidecar":
+            sha = sha256_file(tiles / f"{tid}.tif") if body == b"good" else "0" * 64
+            side = {"output": f"tiles/{tid}.tif", "sha256": sha, "fingerprint": "f" * 64}
+            (tiles / f"{tid}.json").write_text(json.dumps(side))
+        tasks.append(SimpleNamespace(tile_id=tid, output_relpath=f"tiles/{tid}.tif",
+                                     input_ids=lambda: {}, fingerprint="f" * 64))  # fmt: skip
+    tasks.append(SimpleNamespace(tile_id="r001_c000", output_relpath="tiles/r001_c000.tif",
+                                 input_ids=lambda: {}, fingerprint="f" * 64))  # fmt: skip
+    plan = SimpleNamespace(run_dir=tmp_path, tasks=tasks, run_id="j-1", job_name="j",
+                           config_hash="c" * 64, run_hash="r" * 64)  # fmt: skip
+    (tmp_path / MANIFEST_NAME).write_text("not json")
+    with pytest.raises(JobError, match="--reset"):
+        open_manifest(plan)
+    m = open_manifest(plan, reset=True)
+    (aside,) = tmp_path.glob(f"{MANIFEST_NAME}.corrupt-*")
+    assert aside.read_text() == "not json"
+    reasons = {t.tile_id: m.why_rerun(t, tmp_path) for t in tasks}
+    assert reasons == {
+        "r000_c000": None,  # its file has the sidecar's sha256: reused
+        "r000_c001": "output missing or its checksum does not match",
+        "r000_c002": "output missing or its checksum does not match",
+        "r001_c000": "new",
+    }
+    # A verified file whose inputs changed is not reused either.
+    moved = SimpleNamespace(**{**vars(tasks[0]), "fingerprint": "e" * 64})
+    assert m.why_rerun(moved, tmp_path) == "inputs changed"
+    assert m.why_rerun(tasks[0], tmp_path, force=True) == "--force"

@@ -35,7 +35,7 @@ from eo_fusion.config import JobSpec, ModalitySpec, load_job
 from eo_fusion.errors import BadInputError, GridError
 from eo_fusion.gdal import GDALOptions
 from eo_fusion.grid import Tile, grid_crs, grid_from_aoi, make_tiles
-from eo_fusion.models import LoadedModel, load_model, predict
+from eo_fusion.models import LoadedModel, embed, import_smarties, load_model, predict
 from eo_fusion.stack import build_stack, modality_array
 
 __all__ = [
@@ -43,7 +43,9 @@ __all__ = [
     "ModalitySpec",
     "Product",
     "describe_stack",
+    "embed",
     "grid",
+    "import_smarties",
     "load_model",
     "modality_array",
     "open_catalog",

@@ -160,8 +160,12 @@ def main(src: Path, out: Path) -> None:
         cases[name] = {"bands": keys, "sensor": sensor, "projection_idx": proj_idx}
 
     out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(out / "vit.safetensors"))
-    save_file({k: v.contiguous() for k, v in mae.state_dict().items()}, str(out / "mae.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in vit.state_dict().items()}, str(out / "vit.safetensors")
+    )
+    save_file(
+        {k: v.contiguous() for k, v in mae.state_dict().items()}, str(out / "mae.safetensors")
+    )
     save_file(tensors, str(out / "cases.safetensors"))
     meta = {
         "reference": "gsumbul/SMARTIES @ fc0df04415384f1cfce97f8db3c2cc320bf87d52 (Apache-2.0)",

@@ -47,7 +47,7 @@ def reconstruction_figure(model: ck.LoadedModel, scenes: list[Scene], path: Path
     from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone
 
     assert model.mae is not None
-    stats = model.card["normalization"]
+    stats = model.card.normalization
     rgb = ["s2:B04", "s2:B03", "s2:B02"]
     picks: list[tuple[Scene, str]] = []
     for sc in scenes:
@@ -55,7 +55,7 @@ def reconstruction_figure(model: ck.LoadedModel, scenes: list[Scene], path: Path
             if all(k in keys for k in rgb) and len(picks) < 3:
                 picks.append((sc, mod))
                 break
-    size = model.card["inference"]["window"] * 2
+    size = model.card.window * 2
     p = model.encoder.cfg.patch_size
     fig = Figure(figsize=(9, 3 * len(picks)))
     axes = fig.subplots(len(picks), 3, squeeze=False)
@@ -68,7 +68,7 @@ def reconstruction_figure(model: ck.LoadedModel, scenes: list[Scene], path: Path
         win = crop(arr, max(0, (h - size) // 2), max(0, (w - size) // 2), size)
         x = torch.from_numpy(win[None])
         keys = sc.keys[mod]
-        per_patch = model.card["training"]["pretrain"]["spec"].get("target_norm") == "patch"
+        per_patch = model.card.training["pretrain"]["spec"].get("target_norm") == "patch"
         with torch.inference_mode():
             out = model.mae(x, keys, generator=gen)
         idx = [keys.index(k) for k in rgb]
@@ -133,11 +133,12 @@ def main(argv: list[str] | None = None) -> int:
     crops = finetune(crop_spec, crop_scenes, pretrained, progress=progress)
     ck.save(crops, crop_spec.out)
     bundled = merge_tasks([lc, crops], "eo-fusion-sample")
-    bundled.card["training"]["baselines"] = {
-        "landcover_random_init": rnd.card["tasks"]["landcover"]["metrics"]["holdout"],
+    baselines = {
+        "landcover_random_init": rnd.card.task("landcover").metrics["holdout"],
         "landcover_random_forest": rf,
     }
-    bundled.card["training"]["data_statement"] = DATA_STATEMENT
+    training = {**bundled.card.training, "baselines": baselines, "data_statement": DATA_STATEMENT}
+    bundled.card = bundled.card.updated(training=training)
     ck.save(bundled, args.out, dtype=torch.float16)
     DOCS.mkdir(exist_ok=True)
     shutil.copy(Path(pre_spec.out) / "loss.png", DOCS / "model_pretrain_loss.png")
@@ -177,13 +178,13 @@ def write_docs(
     out: Path,
 ) -> None:
     """Write docs/model.md from the measured numbers."""
-    lc = bundled.card["tasks"]["landcover"]
-    lm = lc["metrics"]["holdout"]
-    rm = rnd.card["tasks"]["landcover"]["metrics"]["holdout"]
-    cm = crops.card["tasks"]["crops"]["metrics"]["holdout"]
-    pre = pretrained.card["training"]["pretrain"]
-    enc = bundled.card["architecture"]["encoder"]
-    names = {str(c["id"]): c["name"] for c in lc["classes"]}
+    lc = bundled.card.task("landcover")
+    lm = lc.metrics["holdout"]
+    rm = rnd.card.task("landcover").metrics["holdout"]
+    cm = crops.card.task("crops").metrics["holdout"]
+    pre = pretrained.card.training["pretrain"]
+    enc = bundled.card.encoder
+    names = {str(c.id): c.name for c in lc.classes}
     rows = [
         (
             "pretrained + fine-tuned (bundled)",
@@ -211,9 +212,9 @@ def write_docs(
         f"{_pct(rm['per_class'][c]['iou'])} | {_pct(rf['per_class'][c]['iou'])} |"
         for c, v in lm["per_class"].items()
     )
-    hold = lc["training"]["holdout"]
+    hold = lc.training["holdout"]
     curve = np.loadtxt(
-        Path(pretrained.card["training"]["pretrain"]["spec"]["out"]) / "loss.csv",
+        Path(pretrained.card.training["pretrain"]["spec"]["out"]) / "loss.csv",
         delimiter=",",
         skiprows=1,
         usecols=1,
@@ -225,13 +226,13 @@ def write_docs(
         if quick
         else "",
         statement=DATA_STATEMENT,
-        size=enc["size"],
-        patch=enc["patch_size"],
-        window=bundled.card["inference"]["window"],
-        ranges=", ".join(enc["ranges"]),
-        n_params=bundled.card["weights"]["n_parameters"],
+        size=enc.size,
+        patch=enc.patch_size,
+        window=bundled.card.window,
+        ranges=", ".join(enc.ranges),
+        n_params=bundled.card.weights.n_parameters if bundled.card.weights else 0,
         mb=(Path(out) / ck.WEIGHTS).stat().st_size / 1e6,
-        sha=bundled.card["weights"]["sha256"],
+        sha=bundled.card.weights.sha256 if bundled.card.weights else "",
         table=table,
         per_class=per_class,
         train_px=hold["train_pixels"],
@@ -242,8 +243,8 @@ def write_docs(
         scenes=scene_list,
         n_scenes=len(pre["scenes"]),
         seconds=seconds,
-        lc_inputs=json.dumps(lc["inputs"]),
-        crop_inputs=json.dumps(bundled.card["tasks"]["crops"]["inputs"]),
+        lc_inputs=json.dumps(lc.inputs),
+        crop_inputs=json.dumps(bundled.card.task("crops").inputs),
     )
     (DOCS / "model.md").write_text(text, encoding="utf-8")
 

@@ -12,7 +12,7 @@ from eo_fusion.errors import BadInputError, BandError
 from eo_fusion.models import checkpoint as ck
 from eo_fusion.models.encoder import EncoderConfig, SpectralViT, feature_blocks, sincos_2d
 from eo_fusion.models.heads import CropModel, LandCoverModel
-from eo_fusion.models.mae import MAE, norm_pix_loss, patchify, unpatchify
+from eo_fusion.models.mae import MAE, norm_pix_loss, patch_loss, patchify, unpatchify
 from eo_fusion.models.predict import predict
 from eo_fusion.models.spectral import ALL_RANGES
 from eo_fusion.train.metrics import confusion, scores
@@ -67,6 +67,47 @@ def test_mae_masks_three_quarters_and_mixes_half():
     out.loss.backward()
     assert mae.heads["sar_vv"].weight.grad is not None
     assert mae.encoder.embed.proj["sar_vh"].weight.grad.abs().sum() > 0
+
+
+def test_patch_loss_normalises_all_bands_of_a_patch_together():
+    pred = torch.zeros(1, 2, 2, 4)
+    target = torch.tensor([[[[0.0, 1, 2, 3], [9, 9, 9, 9]], [[4.0, 5, 6, 7], [1, 2, 3, 4]]]])
+    # Patch 0, both bands jointly: mean 3.5, unbiased variance 6 -> zero prediction scores 7/8.
+    total, count = patch_loss(pred, target, torch.tensor([[1.0, 0.0]]), "patch")
+    assert (total.item(), count.item()) == (pytest.approx(7 / 8, rel=1e-4), 1.0)
+    # Each band on its own (population variance): exactly 1.
+    total, _ = patch_loss(pred, target, torch.tensor([[1.0, 0.0]]), "patch_band")
+    assert total.item() == pytest.approx(1.0, rel=1e-4)
+    # Raw targets, a NaN pixel ignored; a patch's loss is the mean over its valid values.
+    target[0, 0, 1, 0] = float("nan")
+    total, count = patch_loss(pred, target, torch.tensor([[0.0, 1.0]]), "band")
+    expected = (3 * 81 + 1 + 4 + 9 + 16) / 7
+    assert (total.item(), count.item()) == (pytest.approx(expected), 1.0)
+
+
+def test_mae_pairs_are_two_complementary_sequences_with_one_mask(monkeypatch):
+    torch.manual_seed(0)
+    mae = MAE(SpectralViT(_cfg()))
+    x, x2 = torch.randn(2, 4, 32, 32), torch.randn(2, 2, 32, 32)
+    seen = []
+    inner = mae._encode_decode
+    monkeypatch.setattr(
+        mae, "_encode_decode", lambda tok, shuffle, keep, hw: seen.append((tok, shuffle)) or
+        inner(tok, shuffle, keep, hw)
+    )  # fmt: skip
+    out = mae(x, KEYS, pair=(x2, ["s1:VV", "s1:VH"]), mixup="pairs")
+    (t1, s1), (t2, s2) = seen
+    assert torch.equal(s1, s2)  # one shared mask
+    ta, tb = mae.encoder.tokens(x, KEYS), mae.encoder.tokens(x2, ["s1:VV", "s1:VH"])
+    m = out.mixed.bool()[..., None]
+    assert out.mixed.sum(1).tolist() == [32, 32]
+    assert torch.allclose(t1, torch.where(m, tb, ta)) and torch.allclose(t2, torch.where(m, ta, tb))
+    out.loss.backward()
+    assert mae.heads["sar_vv"].weight.grad.abs().sum() > 0
+    # The single-sequence variant runs one sequence against both images' bands.
+    seen.clear()
+    mae(x, KEYS, pair=(x2, ["s1:VV", "s1:VH"]), mixup="swap", target_norm="band")
+    assert len(seen) == 1
 
 
 def test_crop_model_ignores_missing_dates():

@@ -174,26 +174,15 @@ def _load_state(folder: Path, opt: torch.optim.Optimizer) -> None:
     opt.load_state_dict(sd)
 
 
-def pretrain(
-    spec: PretrainSpec,
-    scenes: Sequence[Scene],
-    *,
-    progress: bool = True,
-) -> ck.LoadedModel:
-    """Pretrain an encoder + MAE on ``scenes`` (physical units); resumes from ``out/last``."""
-    if not scenes:
-        raise ModelError("no training scenes", fix="check the pretraining config's data section")
-    torch.set_num_threads(spec.threads)
-    torch.manual_seed(spec.seed)
-    rng = np.random.default_rng(spec.seed)
+def new_model(spec: PretrainSpec, scenes: Sequence[Scene]) -> tuple[ck.LoadedModel, list[Scene]]:
+    """A fresh encoder + MAE whose card holds the scenes' normalisation, and the normalised
+    scenes."""
     stats: Mapping[str, Mapping[str, Any]]
     by_kind: Mapping[str, Any]
     if spec.normalization == "percentile":
         stats, by_kind = percentile_stats(scenes)
     else:
         stats, by_kind = band_stats(scenes)
-    normed = [normalise(sc, stats) for sc in scenes]
-    views = pretrain_views(normed, spec.data.pairs)
     cfg = EncoderConfig(spec.size, spec.patch_size, spec.image_size, ranges_of(scenes))
     encoder = SpectralViT(cfg)
     provenance: dict[str, Any] = {
@@ -213,25 +202,53 @@ def pretrain(
         training={"pretrain": provenance},
     )
     model = ck.LoadedModel(card=card, encoder=encoder, mae=MAE(encoder))
-    assert model.mae is not None
-    opt = torch.optim.AdamW(model.mae.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+    return model, [normalise(sc, stats) for sc in scenes]
+
+
+def _resume(
+    spec: PretrainSpec,
+    last: Path,
+    model: ck.LoadedModel,
+    opt: torch.optim.Optimizer,
+    rng: np.random.Generator,
+) -> tuple[int, list]:
+    """Restore a run of the same settings from ``last``; returns (start step, loss curve)."""
+    if not (last / "train_state.json").is_file():
+        return 0, []
+    meta = json.loads((last / "train_state.json").read_text(encoding="utf-8"))
+    if meta.get("resume_key") != resume_key(spec):
+        log.warning("%s holds a run of a different config; starting afresh", last)
+        return 0, []
+    resumed = ck.load(last)
+    model.mae.load_state_dict(resumed.mae.state_dict())  # type: ignore[union-attr]
+    _load_state(last, opt)
+    rng.bit_generator.state = meta["rng"]
+    torch.manual_seed(spec.seed + meta["step"])
+    log.info("resuming pretraining at step %d from %s", meta["step"], last)
+    return meta["step"], meta["curve"]
+
+
+def pretrain(
+    spec: PretrainSpec,
+    scenes: Sequence[Scene],
+    *,
+    progress: bool = True,
+) -> ck.LoadedModel:
+    """Pretrain an encoder + MAE on ``scenes`` (physical units); resumes from ``out/last``."""
+    if not scenes:
+        raise ModelError("no training scenes", fix="check the pretraining config's data section")
+    torch.set_num_threads(spec.threads)
+    torch.manual_seed(spec.seed)
+    rng = np.random.default_rng(spec.seed)
+    model, normed = new_model(spec, scenes)
+    views = pretrain_views(normed, spec.data.pairs)
+    mae = model.mae
+    assert mae is not None
+    opt = torch.optim.AdamW(mae.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
     out = Path(spec.out)
     out.mkdir(parents=True, exist_ok=True)
-    last = out / "last"
-    start, curve = 0, []
-    if (last / "train_state.json").is_file():
-        meta = json.loads((last / "train_state.json").read_text(encoding="utf-8"))
-        if meta.get("resume_key") == resume_key(spec):
-            resumed = ck.load(last)
-            model.mae.load_state_dict(resumed.mae.state_dict())  # type: ignore[union-attr]
-            _load_state(last, opt)
-            start, curve = meta["step"], meta["curve"]
-            rng.bit_generator.state = meta["rng"]
-            torch.manual_seed(spec.seed + start)
-            log.info("resuming pretraining at step %d from %s", start, last)
-        else:
-            log.warning("%s holds a run of a different config; starting afresh", last)
-    model.mae.train()
+    start, curve = _resume(spec, out / "last", model, opt, rng)
+    mae.train()
     t0 = time.perf_counter()
     with Progress(
         TextColumn("pretrain"),
@@ -246,32 +263,26 @@ def pretrain(
             x, keys, pair = draw_batch(normed, view, spec, rng)
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, spec)
-            res = model.mae(
-                x,
-                keys,
-                pair=pair,
-                mask_ratio=spec.mask_ratio,
-                mix_ratio=spec.mix_ratio,
-                target_norm=spec.target_norm,
-                mixup=spec.mixup,
-            )
+            res = mae(
+                x, keys, pair=pair, mask_ratio=spec.mask_ratio, mix_ratio=spec.mix_ratio,
+                target_norm=spec.target_norm, mixup=spec.mixup,
+            )  # fmt: skip
             opt.zero_grad()
             res.loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.mae.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(mae.parameters(), 1.0)
             opt.step()
             curve.append([step + 1, res.loss.item(), view.modality, view.partner or ""])
             bar.update(task, advance=1, loss=curve[-1][1])
             if (step + 1) % spec.checkpoint_every == 0 or step + 1 == spec.steps:
-                meta = {
-                    "step": step + 1,
-                    "curve": curve,
-                    "rng": rng.bit_generator.state,
-                    "resume_key": resume_key(spec),
-                }
-                _save_state(last, model, opt, meta)
-    model.mae.eval()
-    provenance["seconds"] = round(time.perf_counter() - t0, 1)
-    provenance["final_loss_mean_last_20"] = float(np.mean([c[1] for c in curve[-20:]]))
+                meta = {"step": step + 1, "curve": curve, "rng": rng.bit_generator.state,
+                        "resume_key": resume_key(spec)}  # fmt: skip
+                _save_state(out / "last", model, opt, meta)
+    mae.eval()
+    provenance = {
+        **model.card.training["pretrain"],
+        "seconds": round(time.perf_counter() - t0, 1),
+        "final_loss_mean_last_20": float(np.mean([c[1] for c in curve[-20:]])),
+    }
     model.card = model.card.updated(training={"pretrain": provenance})
     write_curve(curve, out)
     ck.save(model, out / "model")

@@ -262,3 +262,24 @@ def test_predict_time_series_task(model):
     assert np.allclose(p.sum("class"), 1, atol=1e-5)
     with pytest.raises(BadInputError, match="time series"):
         predict(_stack(40, 40), m, task="crops")
+
+
+def test_embed_returns_the_last_block_before_the_final_norm():
+    from eo_fusion.models import embed
+
+    m = ck.load()  # the bundled model: no class token, so (B, N, D)
+    x = np.random.default_rng(0).normal(size=(2, 4, 32, 32)).astype("float32")
+    out = embed(m, x, KEYS, normalized=True)
+    with torch.inference_mode():
+        tok = m.encoder.tokens(torch.from_numpy(x), KEYS)
+        for blk in m.encoder.blocks:
+            tok = blk(tok)
+    assert out.shape == (2, 64, 128)
+    assert np.abs(out - tok.numpy()).max() < 1e-5
+    # Physical units go through the card's statistics (here mean/std per band of s2-l1c).
+    phys = np.full((1, 4, 32, 32), 0.1, dtype="float32")
+    norms = [m.card.band_norm("s2-l1c", k) for k in KEYS]
+    manual = np.stack([(0.1 - n.mean) / n.std * np.ones((32, 32)) for n in norms])[None]
+    a = embed(m, phys, KEYS, modality="s2-l1c")
+    b = embed(m, manual.astype("float32"), KEYS, normalized=True)
+    assert np.abs(a - b).max() < 1e-4

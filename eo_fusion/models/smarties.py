@@ -304,12 +304,15 @@ def import_smarties(
 
 
 def _weights_file(local: Path, source: str) -> Path:
+    """The weights file itself, or the one file of a folder (a file named ``smarties*``, as
+    SMARTIES names its releases, wins over others such as a transformers ``model.safetensors``)."""
     if local.is_file():
         return local
     if local.is_dir():
         files = sorted(local.glob("*.safetensors"))
-        if len(files) == 1:
-            return files[0]
+        named = [f for f in files if f.name.lower().startswith("smarties")]
+        if len(files) == 1 or len(named) == 1:
+            return files[0] if len(files) == 1 else named[0]
         raise CheckpointError(
             f"{source}: folder {local} holds {len(files)} .safetensors files "
             f"({', '.join(f.name for f in files) or 'none'})",
@@ -333,13 +336,17 @@ def _from_hub(ref: str, cache_dir: str | Path | None) -> Path:
         ) from e
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
     try:
-        folder = huggingface_hub.snapshot_download(
-            repo,
-            revision=revision or None,
-            cache_dir=cache_dir,
-            allow_patterns=["*.safetensors"],
-            local_files_only=offline,
-        )
+        # SMARTIES's release file (smarties-v1-vitb.safetensors) only, if the repo has one.
+        for patterns in (["smarties*.safetensors"], ["*.safetensors"]):
+            folder = huggingface_hub.snapshot_download(
+                repo,
+                revision=revision or None,
+                cache_dir=cache_dir,
+                allow_patterns=patterns,
+                local_files_only=offline,
+            )
+            if any(Path(str(folder)).glob("*.safetensors")):
+                break
     except Exception as e:  # network, auth, missing repo or missing cache entry
         how = (
             "HF_HUB_OFFLINE is set and the model is not in the cache"

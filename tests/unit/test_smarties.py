@@ -142,6 +142,8 @@ def _hub_cache(root: Path, repo: str) -> Path:
     snap = base / "snapshots" / commit
     snap.mkdir(parents=True)
     shutil.copy(FIX / "vit.safetensors", snap / "smarties-v1-vitb.safetensors")
+    # A second weights file (e.g. a transformers export) must not be picked instead.
+    save_file({"other": torch.zeros(1)}, str(snap / "model.safetensors"))
     return root
 
 

@@ -18,6 +18,7 @@ Usage (about 5 minutes on 2 CPU cores)::
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,13 @@ def main() -> None:
         oa, sd = probe_all(tokens(model.encoder, model, slovenia, S2), slovenia.labels)
         results[label] = {"probe_oa": oa, "probe_oa_sd": sd}
         print(f"{label}: probe OA {100 * oa:.1f} ± {100 * sd:.1f} %", flush=True)
+    # Reference: the same encoder with random weights (no pretraining), SMARTIES normalisation.
+    rnd = copy.deepcopy(models[next(iter(VARIANTS))])
+    torch.manual_seed(0)
+    rnd.encoder = SpectralViT(rnd.encoder.cfg)
+    oa, sd = probe_all(tokens(rnd.encoder, rnd, slovenia, S2), slovenia.labels)
+    results["random init (no pretraining)"] = {"probe_oa": oa, "probe_oa_sd": sd}
+    print(f"random init: probe OA {100 * oa:.1f} ± {100 * sd:.1f} %", flush=True)
     smarties = models[next(iter(VARIANTS))]
     full = tokens(smarties.encoder, smarties, slovenia, S2)
     reduced = without_range(smarties, "red_edge_1")
@@ -129,7 +137,8 @@ def main() -> None:
     for label, feats in (("B05 interpolated", interp), ("B05 dropped", dropped)):
         oa, sd = probe_all(feats, slovenia.labels)
         results[label] = {"cosine_to_trained": cosine(feats, full), "probe_oa": oa, "sd": sd}
-        print(f"{label}: cos {results[label]['cosine_to_trained']:.3f}, OA {100 * oa:.1f} %")
+        print(f"{label}: cos {results[label]['cosine_to_trained']:.3f}, OA {100 * oa:.1f} %",
+              flush=True)  # fmt: skip
     oa, sd = probe_all(full, slovenia.labels)
     results["B05 with its trained projection"] = {"probe_oa": oa, "sd": sd}
     args.out.mkdir(parents=True, exist_ok=True)

@@ -136,9 +136,9 @@ _RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"^mask_token$", "mae.mask_token"),
     )
 )  # fmt: skip
-#: Published parameters without a counterpart: the downstream task head, and the decoder's
-#: fixed sin-cos table (recomputed for every grid; it equals SMARTIES's).
-_DROPPED = re.compile(r"^(head\.(weight|bias)|decoder_pos_embed)$")
+#: Published parameters without a counterpart: a downstream task head (any ``head.*``), and the
+#: decoder's fixed sin-cos table (recomputed for every grid; it equals SMARTIES's).
+_DROPPED = re.compile(r"^(head\..+|decoder_pos_embed)$")
 
 
 def _strip_prefix(state: Mapping[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:

@@ -356,6 +356,38 @@ Per-class IoU on the hold-out (%), land-cover head:
 |---|---|---|---|---|
 {per_class}
 
+## Pretraining options
+
+Measured with `PYTHONPATH=. python tools/pretrain_options.py --steps 400` (2026-12-01, shared
+2-core build machine): the nano encoder pretrained for 400 steps (batch 8, seed 0) on the
+Slovenia scene and the five BigEarthNet S2 L2A + S1 pairs of the sample catalog, once per
+variant, then frozen and scored by a linear probe (logistic regression on the last block's patch
+tokens of the Slovenia S2 L1C composite, trained outside and scored inside the 25 px hold-out
+blocks; mean ± standard deviation over three hold-out draws; 5 classes, ~3,100 hold-out px).
+
+| pretraining (`target_norm`, `normalization`, `mixup`) | probe OA (%) | loss, first → last 50 |
+|---|---|---|
+| SMARTIES (defaults): `patch`, `percentile`, `pairs` | 87.5 ± 1.5 | 1.12 → 0.85 |
+| per-band targets: `band`, `percentile`, `pairs` | 87.4 ± 0.6 | 1.20 → 0.71 |
+| bundled recipe: `band`, `standard`, `swap` on half the paired steps | 88.5 ± 0.6 | 1.11 → 0.83 |
+| no pretraining (random init, same probe) | 86.8 ± 3.7 | – |
+
+The differences between the variants (at most 1.1 points) are within the spread of the hold-out
+draws, with a single pretraining seed, and no variant is clearly above the random-init encoder:
+**on this data none of the options serves better than another.** The SMARTIES choices are the
+defaults because they are the published method; per-band targets stay an option (`target_norm:
+band`, the bundled model's) — the earlier observation that per-patch targets leave only noise to
+predict with 4 px patches held for each band normalised on its own (`patch_band`), not for
+SMARTIES's normalisation over all bands of the patch, whose loss falls as well (losses of
+different target normalisations are not comparable with each other).
+
+Unseen bands: with S2 B05's projection removed from the SMARTIES-style model, embedding B05 by
+inverse-distance interpolation of the two nearest trained ranges gives tokens closer to those of
+the intact model than dropping the band (error 0.12 vs 0.21 of the tokens' spread, centred
+cosine 0.993 vs 0.975); probe OA 87.0 ± 1.7 vs 86.8 ± 2.0 (87.5 ± 1.5 with the trained
+projection), within noise. Interpolation therefore stays the behaviour for a band without a
+trained range (also for S2 B10 in imported SMARTIES models, which have none).
+
 ## SMARTIES checkpoints
 
 ```python

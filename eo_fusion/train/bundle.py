@@ -284,7 +284,9 @@ themselves load with `import_smarties` ([below](#smarties-checkpoints)).
   band with neither a wavelength nor a trained range is refused with a `BandError` naming it.
 * **Encoder** (`encoder.py`): ViT with fixed 2-D sin-cos positions computed for any grid size.
   Named sizes: `nano` (128 wide, 4 blocks; the bundled one), `tiny`, `small`, and the published
-  `base` (ViT-B, 768 × 12) and `large` (ViT-L, 1024 × 24).
+  `base` (ViT-B, 768 × 12) and `large` (ViT-L, 1024 × 24), or explicit `dims` (imported
+  checkpoints). Options for SMARTIES compatibility: the `smarties` range table, a projection
+  scaler on the token, a class token and a stored positional table (`EncoderConfig`).
 * **Pretraining** (`mae.py`, `eo-fusion pretrain`): MAE with a 0.75 mask ratio, a decoder
   (8 × 512 for base/large, 2 × 128 for nano), one reconstruction head per spectral range (plus a
   fixed wavelength code, our addition, that tells apart bands sharing a range). The defaults follow

@@ -283,3 +283,35 @@ def test_embed_returns_the_last_block_before_the_final_norm():
     a = embed(m, phys, KEYS, modality="s2-l1c")
     b = embed(m, manual.astype("float32"), KEYS, normalized=True)
     assert np.abs(a - b).max() < 1e-4
+
+
+def test_pretraining_with_the_smarties_defaults_runs_and_stores_percentile_statistics(tmp_path):
+    from eo_fusion.models.config import PretrainSpec
+    from eo_fusion.train.data import Scene
+    from eo_fusion.train.pretrain import percentile_stats, pretrain
+
+    rng = np.random.default_rng(0)
+    s2 = np.linspace(0, 0.99, 100, dtype="float32")[None, None, :].repeat(4, 0).repeat(40, 1)
+    s2 = s2 + rng.normal(0, 0.01, s2.shape).astype("float32")
+    s1 = rng.uniform(-25, -5, (2, 40, 100)).astype("float32")
+    scene = Scene(
+        "synthetic", {"s2-l2a": s2, "s1-grd": s1}, {"s2-l2a": KEYS, "s1-grd": ["s1:VV", "s1:VH"]}
+    )
+    stats, by_kind = percentile_stats([scene])
+    b04 = stats["s2-l2a"]["s2:B04"]
+    v = s2[2].ravel()
+    assert (b04.p1, b04.p99) == pytest.approx(tuple(np.percentile(v, [1, 99])), rel=1e-5)
+    assert b04.mean == pytest.approx(0.5, abs=0.02) and by_kind["sar"].p1 is not None
+    spec = PretrainSpec.model_validate(
+        {"name": "t", "data": {"zarr": ["unused.zarr"]}, "out": str(tmp_path), "steps": 3,
+         "batch_size": 2, "image_size": 16, "warmup_steps": 1, "band_dropout": 0.0}
+    )  # fmt: skip
+    assert (spec.target_norm, spec.normalization, spec.mixup, spec.mixup_prob) == (
+        "patch", "percentile", "pairs", 1.0
+    )  # fmt: skip
+    model = pretrain(spec, [scene], progress=False)
+    assert model.card.normalization["s2-l2a"]["s2:B04"] == b04
+    back = ck.load(tmp_path / "model")
+    assert back.card.normalization == model.card.normalization
+    losses = [float(r.split(",")[1]) for r in (tmp_path / "loss.csv").read_text().splitlines()[1:]]
+    assert len(losses) == 3 and all(np.isfinite(losses))

@@ -22,7 +22,7 @@ import torch
 import xarray as xr
 
 from eo_fusion.errors import BadInputError, BandError, ModelError
-from eo_fusion.models.card import BandNorm, ModelCard, normalize_bands
+from eo_fusion.models.card import BandNorm, ModelCard, TaskCard, normalize_bands
 from eo_fusion.models.checkpoint import LoadedModel, load
 
 log = logging.getLogger(__name__)
@@ -192,6 +192,47 @@ def sliding_probs(
     return acc[:, core[0], core[1]] / wsum[core]
 
 
+def _stack_offset(stack: xr.Dataset, hw: tuple[int, ...]) -> tuple[int, int]:
+    """Global pixel index (row, column) of the stack's first pixel on its CRS grid."""
+    ys = stack["y"].values if "y" in stack.coords else np.arange(hw[0])
+    xs = stack["x"].values if "x" in stack.coords else np.arange(hw[1])
+    return (
+        _global_offset(ys, descending=bool(ys.size > 1 and ys[1] < ys[0])),
+        _global_offset(xs, descending=False),
+    )
+
+
+def _as_dataarray(
+    out: np.ndarray,
+    stack: xr.Dataset,
+    section: TaskCard,
+    card: ModelCard,
+    task: str,
+    keys: Sequence[str],
+) -> xr.DataArray:
+    """Probabilities with the stack's coordinates and the classes' names and colours."""
+    classes = section.classes
+    coords: dict[str, Any] = {"class": [c.id for c in classes]}
+    for dim in ("y", "x"):
+        if dim in stack.coords:
+            coords[dim] = stack[dim]
+    da = xr.DataArray(out.astype("float32"), dims=("class", "y", "x"), coords=coords)
+    da.attrs.update(
+        {
+            "class_names": [c.name for c in classes],
+            "class_colors": [c.color for c in classes],
+            "model": card.name,
+            "model_sha256": card.weights.sha256 if card.weights else "",
+            "task": task,
+            "bands": list(keys),
+        }
+    )
+    for attr in ("crs", "transform"):
+        if attr in stack.attrs:
+            da.attrs[attr] = stack.attrs[attr]
+    return da
+
+
 def predict(
     stack: xr.Dataset,
     model: LoadedModel,
@@ -221,13 +262,6 @@ def predict(
     # Embed-ability is checked before any window runs so that bad bands fail fast, by name.
     net.encoder.embed.assignments(keys)
     window = card.window
-    h, w = arr.shape[-2:]
-    ys = stack["y"].values if "y" in stack.coords else np.arange(h)
-    xs = stack["x"].values if "x" in stack.coords else np.arange(w)
-    offset = (
-        _global_offset(ys, descending=bool(ys.size > 1 and ys[1] < ys[0])),
-        _global_offset(xs, descending=False),
-    )
     doy = None
     if time is not None:
         doy = torch.tensor(pd.DatetimeIndex(time).day_of_year.values, dtype=torch.float32)
@@ -237,31 +271,13 @@ def predict(
         keys,
         n_classes=len(section.classes),
         window=window,
-        offset=offset,
+        offset=_stack_offset(stack, arr.shape[-2:]),
         doy=doy,
         batch_size=batch_size,
     )
     nodata = ~np.isfinite(arr).any(axis=tuple(range(arr.ndim - 2)))
     out[:, nodata] = np.nan
-    classes = section.classes
-    coords: dict[str, Any] = {"class": [c.id for c in classes]}
-    for dim in ("y", "x"):
-        if dim in stack.coords:
-            coords[dim] = stack[dim]
-    da = xr.DataArray(out.astype("float32"), dims=("class", "y", "x"), coords=coords)
-    da.attrs.update(
-        {
-            "class_names": [c.name for c in classes],
-            "class_colors": [c.color for c in classes],
-            "model": card.name,
-            "model_sha256": card.weights.sha256 if card.weights else "",
-            "task": task,
-            "bands": keys,
-        }
-    )
-    for attr in ("crs", "transform"):
-        if attr in stack.attrs:
-            da.attrs[attr] = stack.attrs[attr]
+    da = _as_dataarray(out, stack, section, card, task, keys)
     if not np.isfinite(out).any() and not nodata.all():
         raise ModelError(f"model '{card.name}' produced no finite probabilities")
     return da

@@ -22,6 +22,10 @@ scaler), the class token is prepended, and positions are the ``pos_embed`` table
 file. The model card carries SMARTIES's normalisation: a 1st/99th-percentile min-max clip, then
 standardisation, with the statistics of its pretraining data, converted to eo-fusion's physical
 units (S2 reflectance 0–1 = SMARTIES DN / 10000; S1 backscatter in dB; aerial 0–1 = DN / 255).
+
+An imported MAE decoder can continue pretraining with :mod:`eo_fusion.models.mae`; it decodes the
+patch tokens without SMARTIES's class token in the decoder sequence, so its reconstructions are
+close to, not equal to, SMARTIES's (the encoder's tokens are equal).
 """
 
 from __future__ import annotations

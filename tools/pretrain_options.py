@@ -99,6 +99,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--out", type=Path, default=REPO / "out" / "pretrain_options")
     ap.add_argument("--reuse", action="store_true", help="load <out>/v<i>/model if it exists")
+    ap.add_argument("--seed", type=int, default=0, help="pretraining seed")
     args = ap.parse_args()
     base = load_pretrain_spec(REPO / "pipelines" / "pretrain_sample.yaml")
     keep = [s for s in base.data.scenes if s.name == "slovenia" or "bigearthnet" in s.name]
@@ -107,11 +108,19 @@ def main() -> None:
     lc_spec = load_finetune_spec(REPO / "pipelines" / "finetune_landcover_sample.yaml")
     (slovenia,) = load_scenes(lc_spec.data, progress=False)
     assert slovenia.labels is not None
-    results: dict[str, Any] = {"steps": args.steps, "scenes": [s.name for s in scenes]}
+    results: dict[str, Any] = {
+        "steps": args.steps, "seed": args.seed, "scenes": [s.name for s in scenes]
+    }  # fmt: skip
     models = {}
     for i, (label, opts) in enumerate(VARIANTS.items()):
         spec = base.model_copy(
-            update={"data": data, "steps": args.steps, "out": args.out / f"v{i}", **opts}
+            update={
+                "data": data,
+                "steps": args.steps,
+                "out": args.out / f"v{i}",
+                **opts,
+                "seed": args.seed,
+            }
         )
         done = Path(spec.out) / "model"
         reuse = args.reuse and (done / ck.CARD).is_file()

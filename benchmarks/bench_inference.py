@@ -23,20 +23,24 @@ import json
 import subprocess
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import xarray as xr
 
+if TYPE_CHECKING:
+    from eo_fusion.models.card import ModelCard
 
-def synthetic_stack(card: dict, size: int, seed: int = 0) -> xr.Dataset:
+
+def synthetic_stack(card: ModelCard, size: int, seed: int = 0) -> xr.Dataset:
     """A tile with the land-cover inputs of the card, values ~ N(mean, std) per band."""
     rng = np.random.default_rng(seed)
-    sec = card["tasks"]["landcover"]
+    sec = card.task("landcover")
     variables, coords = {}, {}
-    for mod, keys in sec["inputs"].items():
-        stats = card["normalization"][mod]
-        data = np.stack([rng.normal(*stats[k], (size, size)) for k in keys]).astype("float32")
+    for mod, keys in sec.inputs.items():
+        norms = [card.band_norm(mod, k) for k in keys]
+        data = np.stack([rng.normal(n.mean, n.std, (size, size)) for n in norms]).astype("float32")
         variables[mod] = ((f"{mod}:band", "y", "x"), data)
         coords[f"{mod}:band"] = keys
     coords["y"] = 5_080_000 - 10 * np.arange(size) - 5.0
@@ -57,12 +61,12 @@ def matmul_flops(threads: int, n: int = 2048, reps: int = 5) -> float:
     return best
 
 
-def window_flops(model, card: dict, batch: int) -> float:
+def window_flops(model, card: ModelCard, batch: int) -> float:
     """FLOPs of the land-cover model on one batch of windows (matmuls + convolutions)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    w = card["inference"]["window"]
-    keys = [k for ks in card["tasks"]["landcover"]["inputs"].values() for k in ks]
+    w = card.window
+    keys = [k for ks in card.task("landcover").inputs.values() for k in ks]
     x = torch.randn(batch, len(keys), w, w)
     with torch.inference_mode(), FlopCounterMode(display=False) as fc:
         model.landcover(x, keys)
@@ -118,9 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     card = model.card
     stack = synthetic_stack(card, args.size)
     peak = matmul_flops(args.threads)
-    window = card["inference"]["window"]
+    window = card.window
     nwin = n_windows(args.size, window)
-    print(f"model {card['name']} (sha256 {card['weights']['sha256'][:12]}), tile {args.size}² px, "
+    sha = card.weights.sha256[:12] if card.weights else "?"
+    print(f"model {card.name} (sha256 {sha}), tile {args.size}² px, "
           f"window {window} px → {nwin} windows, {args.threads} threads")  # fmt: skip
     print(f"fp32 matmul peak (2048², best of 5): {peak / 1e9:.1f} GFLOP/s")
     print("batch | s/tile | Mpx/s | GFLOP/s | share of matmul | peak RSS growth MiB")

@@ -37,7 +37,7 @@ from eo_fusion.errors import BadInputError, GridError
 from eo_fusion.gdal import GDALOptions
 from eo_fusion.grid import Tile, grid_crs, grid_from_aoi, make_tiles
 from eo_fusion.modalities import ModalityOptions
-from eo_fusion.models import LoadedModel, load_model, predict
+from eo_fusion.models import LoadedModel, embed, import_smarties, load_model, predict
 from eo_fusion.sources.reader import NullReader, RasterioReader, Reader
 from eo_fusion.stack import build_stack, grid_coords, modality_array
 
@@ -49,8 +49,10 @@ __all__ = [
     "ModalitySpec",
     "Product",
     "describe_stack",
+    "embed",
     "embed_stack",
     "grid",
+    "import_smarties",
     "load_model",
     "modality_array",
     "open_catalog",

@@ -44,6 +44,7 @@ from eo_fusion.config import (
 from eo_fusion.errors import BadInputError
 from eo_fusion.files import atomic_write_text
 from eo_fusion.grid import Tile, grid_crs
+from eo_fusion.models.card import ModelCard
 from eo_fusion.models.encoder import SpectralViT
 
 log = logging.getLogger(__name__)
@@ -164,7 +165,7 @@ def embed_array(
 
 
 def normalised_input(
-    ds: xr.Dataset, card: Mapping[str, Any], inputs: Mapping[str, Sequence[str]] | None
+    ds: xr.Dataset, card: ModelCard, inputs: Mapping[str, Sequence[str]] | None
 ) -> tuple[np.ndarray, list[str]]:
     """The stack's input bands standardised with the card's statistics: ``(C, H, W)``, keys."""
     from eo_fusion.models.predict import normalization
@@ -180,7 +181,8 @@ def normalised_input(
         arr = modality_array(ds, mod).sel(band=list(want))
         vals = np.asarray(arr.values, np.float32)
         for i, k in enumerate(want):
-            mean, std = normalization(dict(card), mod, k)
+            norm = normalization(card, mod, k)
+            mean, std = norm.mean, norm.std
             vals[i] = (vals[i] - mean) / std
         parts.append(vals)
         keys += list(want)
@@ -210,7 +212,7 @@ def embed_stack(
 
     dev = resolve_device(device)
     arr, keys = normalised_input(ds, model.card, inputs)
-    window = int(model.card.get("inference", {}).get("window", 32))
+    window = int(model.card.window)
     encoder = model.encoder.to(dev)
     emb = embed_array(
         encoder,
@@ -292,7 +294,7 @@ def run_embed_job(job: EmbedJobSpec, *, force: bool = False) -> dict[str, Any]:
 
     model = load(job.checkpoint)
     p = int(model.encoder.cfg.patch_size)
-    window = int(model.card.get("inference", {}).get("window", 32))
+    window = int(model.card.window)
     _check_tiling(job, p, window)
     aoi = job_aoi(job.aoi)
     grid = grid_from_aoi(aoi, job.grid.resolution, job.grid.crs)
@@ -333,7 +335,7 @@ def _embed_tiles(todo, items, job, model, grid, run_dir, manifest) -> None:  # t
     import dask
 
     p = int(model.encoder.cfg.patch_size)
-    window = int(model.card.get("inference", {}).get("window", 32))
+    window = int(model.card.window)
     store = None
     for start in range(0, len(todo), job.workers):
         wave = todo[start : start + job.workers]
@@ -363,8 +365,8 @@ def _store_attrs(grid: GeoBox, p: int, job: EmbedJobSpec, model: Any, window: in
         "transform": [t.a * p, t.b, t.c, t.d, t.e * p, t.f],
         "patch_size": p,
         "window": window,
-        "model": model.card.get("name"),
-        "model_sha256": model.card.get("weights", {}).get("sha256"),
+        "model": model.card.name,
+        "model_sha256": model.card.weights.sha256 if model.card.weights else None,
         "dims": ["dim", "y", "x"],
         "job": job.name,
     }

@@ -57,7 +57,7 @@ def finetune(
     scenes = load_scenes(spec.data, progress=not quiet)
     model = run_finetune(spec, scenes, base, progress=not quiet)
     save(model, Path(spec.out))
-    metrics = model.card["tasks"][spec.task]["metrics"]["holdout"]
+    metrics = model.card.task(spec.task).metrics["holdout"]
     typer.echo(f"{spec.task} hold-out: {describe(metrics)}; model written to {spec.out}")
 
 
@@ -75,23 +75,23 @@ def info(
     m = load(path)
     card = m.card
     if as_json:
-        typer.echo(json.dumps(card, indent=2))
+        typer.echo(card.to_json().rstrip("\n"))
         return
-    enc = card["architecture"]["encoder"]
-    typer.echo(f"model: {card.get('name')}  ({m.path})")
+    enc = card.encoder
+    typer.echo(f"model: {card.name}  ({m.path})")
     typer.echo(
-        f"encoder: ViT-{enc['size']}, patch {enc['patch_size']} px, window "
-        f"{card.get('inference', {}).get('window')} px, ranges: {', '.join(enc['ranges'])}"
+        f"encoder: ViT-{enc.size}, patch {enc.patch_size} px, window "
+        f"{card.window} px, ranges: {', '.join(enc.ranges)}"
     )
-    w = card["weights"]
-    typer.echo(f"weights: {w['n_parameters']:,} values, {w['dtype']}, sha256 {w['sha256'][:16]}…")
-    for task, sec in card.get("tasks", {}).items():
-        typer.echo(f"task {task} ({sec['mode']}):")
-        for mod, keys in sec["inputs"].items():
+    if (w := card.weights) is not None:
+        typer.echo(f"weights: {w.n_parameters:,} values, {w.dtype}, sha256 {w.sha256[:16]}…")
+    for task, sec in card.tasks.items():
+        typer.echo(f"task {task} ({sec.mode}):")
+        for mod, keys in sec.inputs.items():
             typer.echo(f"  input {mod}: {', '.join(keys)}")
-        names = ", ".join(f"{c['id']}={c['name']}" for c in sec["classes"])
+        names = ", ".join(f"{c.id}={c.name}" for c in sec.classes)
         typer.echo(f"  classes: {names}")
-        hold = sec.get("metrics", {}).get("holdout")
+        hold = sec.metrics.get("holdout")
         if hold:
             typer.echo(f"  hold-out: OA {hold['oa']:.3f}, mIoU {hold['miou']:.3f}")
 

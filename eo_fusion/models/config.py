@@ -99,16 +99,29 @@ class PretrainSpec(StrictModel):
     warmup_steps: int = Field(20, ge=0)
     mask_ratio: float = Field(0.75, gt=0, lt=1, description="share of patches masked")
     mixup_prob: float = Field(
-        0.5,
+        1.0,
         ge=0,
         le=1,
-        description="share of steps using cross-sensor token mixup (when a pair exists)",
+        description="share of steps of a paired view that use cross-sensor token mixup "
+        "(SMARTIES: 1, every paired sample)",
+    )
+    mixup: Literal["pairs", "swap"] = Field(
+        "pairs",
+        description="pairs: two complementary mixed sequences sharing one mask, each position "
+        "scored against the image its token came from (SMARTIES); swap: one mixed sequence "
+        "scored against both images' bands",
     )
     mix_ratio: float = Field(0.5, ge=0, le=1, description="share of positions swapped in mixup")
-    target_norm: Literal["patch", "band"] = Field(
+    target_norm: Literal["patch", "patch_band", "band"] = Field(
         "patch",
-        description="reconstruction targets: per-patch normalised pixels (MAE norm-pix) or "
-        "per-band standardised pixels",
+        description="reconstruction targets: patch = each patch normalised over all its bands "
+        "(SMARTIES); patch_band = each band of a patch on its own; band = the band-normalised "
+        "pixels (better for small patches, see docs/model.md)",
+    )
+    normalization: Literal["percentile", "standard"] = Field(
+        "percentile",
+        description="input normalisation: percentile = clip to the 1st/99th percentile, scale "
+        "to 0-1, then standardise (SMARTIES); standard = mean/std",
     )
     band_dropout: float = Field(
         0.3, ge=0, le=1, description="probability of keeping only a random subset of bands"

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from eo_fusion.errors import ModelError
-from eo_fusion.models.spectral import SpectralEmbedding
+from eo_fusion.models.spectral import RangeTable, SpectralEmbedding
 
 
 @dataclass(frozen=True)
@@ -43,16 +43,38 @@ SIZES: dict[str, ViTSize] = {
 
 @dataclass(frozen=True)
 class EncoderConfig:
-    """Architecture of the encoder, as stored in the model card."""
+    """Architecture of the encoder, as stored in the model card.
+
+    Attributes:
+        size: a named size of :data:`SIZES`, or ``"custom"`` with ``dims`` given.
+        patch_size: patch edge in pixels.
+        image_size: training window edge in pixels (the grid of a stored positional table).
+        ranges: the spectral ranges with a projection (names of ``range_table``).
+        mlp_ratio: MLP hidden width / token width.
+        dims: explicit widths, depths and heads (imported checkpoints); overrides ``size``.
+        range_table: ``"eo-fusion"`` or ``"smarties"`` (see :mod:`eo_fusion.models.spectral`).
+        projection_scaler: factor on the mean of the band projections (SMARTIES uses 12).
+        cls_token: the model has a class token (prepended to the patch tokens).
+        stored_pos_embed: positions come from a stored table ``pos_embed`` (for a
+            ``image_size / patch_size`` square grid, CLS row first when there is a class
+            token) instead of being computed for each grid.
+    """
 
     size: str = "nano"
     patch_size: int = 4
     image_size: int = 32
     ranges: tuple[str, ...] = ()
     mlp_ratio: float = 4.0
+    dims: ViTSize | None = None
+    range_table: RangeTable = "eo-fusion"
+    projection_scaler: float = 1.0
+    cls_token: bool = False
+    stored_pos_embed: bool = False
 
     @property
     def shape(self) -> ViTSize:
+        if self.dims is not None:
+            return self.dims
         if self.size not in SIZES:
             raise ModelError(
                 f"unknown encoder size '{self.size}'", fix=f"choose one of {sorted(SIZES)}"
@@ -66,7 +88,14 @@ class EncoderConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> EncoderConfig:
-        return cls(**{**d, "ranges": tuple(d.get("ranges", ()))})
+        dims = d.get("dims")
+        return cls(
+            **{
+                **d,
+                "ranges": tuple(d.get("ranges", ())),
+                "dims": ViTSize(**dims) if isinstance(dims, dict) else dims,
+            }
+        )
 
 
 def sincos_2d(dim: int, grid_h: int, grid_w: int, *, scale: float = 1.0) -> torch.Tensor:
@@ -135,16 +164,29 @@ class SpectralViT(nn.Module):
 
     Input ``x``: ``(B, C, H, W)`` normalised band values with ``H``, ``W`` multiples of the patch
     size; ``keys``: the ``C`` band-registry keys. Positions are fixed sin-cos codes computed for the
-    actual patch grid, so any image size works (one position unit per patch).
+    actual patch grid, so any image size works (one position unit per patch), or, with
+    ``cfg.stored_pos_embed``, the stored table (bicubically resized for another grid, as
+    SMARTIES and DeiT do when fine-tuning at a new size).
+
+    A token is ``projection_scaler`` × the mean of its bands' projections. With ``cfg.cls_token``
+    a class token is prepended; :meth:`forward` and the dense heads see only the patch tokens,
+    :meth:`all_tokens` returns the class token too.
     """
 
     def __init__(self, cfg: EncoderConfig) -> None:
         super().__init__()
         s = cfg.shape
         self.cfg = cfg
-        self.embed = SpectralEmbedding(cfg.ranges, cfg.patch_size, s.dim)
+        self.embed = SpectralEmbedding(cfg.ranges, cfg.patch_size, s.dim, cfg.range_table)
         self.blocks = nn.ModuleList([Block(s.dim, s.heads, cfg.mlp_ratio) for _ in range(s.depth)])
         self.norm = nn.LayerNorm(s.dim, eps=1e-6)
+        self.n_prefix = int(cfg.cls_token)
+        if cfg.cls_token:
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, s.dim))
+        if cfg.stored_pos_embed:
+            g = cfg.image_size // cfg.patch_size
+            table = torch.cat([torch.zeros(self.n_prefix, s.dim), sincos_2d(s.dim, g, g)])
+            self.pos_embed = nn.Parameter(table[None], requires_grad=False)
 
     @property
     def dim(self) -> int:
@@ -156,22 +198,57 @@ class SpectralViT(nn.Module):
             raise ModelError(f"image of {h}×{w} px is not a multiple of the patch size {p}")
         return h // p, w // p
 
+    def positions(self, gh: int, gw: int) -> torch.Tensor:
+        """Position codes of the patch tokens, ``(gh * gw, D)``, rows then columns."""
+        if not self.cfg.stored_pos_embed:
+            return sincos_2d(self.dim, gh, gw)
+        table = self.pos_embed[0, self.n_prefix :]
+        g = self.cfg.image_size // self.cfg.patch_size
+        if (gh, gw) == (g, g):
+            return table
+        grid = table.reshape(1, g, g, -1).permute(0, 3, 1, 2)
+        grid = F.interpolate(grid, size=(gh, gw), mode="bicubic", align_corners=False)
+        return grid.permute(0, 2, 3, 1).reshape(gh * gw, -1)
+
     def tokens(self, x: torch.Tensor, keys: Sequence[str]) -> torch.Tensor:
-        """Embedded tokens with positions added, ``(B, N, D)``."""
+        """Embedded patch tokens with positions added, ``(B, N, D)`` (no class token)."""
         gh, gw = self.grid(x.shape[-2], x.shape[-1])
         tok = self.embed(x, keys)
-        return tok + sincos_2d(self.dim, gh, gw).to(tok)
+        if self.cfg.projection_scaler != 1.0:
+            tok = tok * self.cfg.projection_scaler
+        return tok + self.positions(gh, gw).to(tok)
+
+    def with_prefix(self, tok: torch.Tensor) -> torch.Tensor:
+        """Prepend the class token (plus its position code) when the model has one."""
+        if not self.n_prefix:
+            return tok
+        cls: torch.Tensor = self.cls_token
+        if self.cfg.stored_pos_embed:
+            cls = cls + self.pos_embed[:, :1]
+        return torch.cat([cls.expand(tok.shape[0], -1, -1).to(tok), tok], dim=1)
 
     def run_blocks(
         self, tok: torch.Tensor, take: Sequence[int] = ()
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Run all blocks; return the normed output and the outputs of blocks ``take``."""
+        """Run all blocks; return the normed output and the outputs of blocks ``take``.
+
+        ``tok`` holds the patch tokens; a class token is added in front and removed from the
+        outputs, so callers always get ``(B, N, D)``.
+        """
         feats = []
+        tok = self.with_prefix(tok)
         for i, blk in enumerate(self.blocks):
             tok = blk(tok)
             if i in take:
-                feats.append(tok)
-        return self.norm(tok), feats
+                feats.append(tok[:, self.n_prefix :])
+        return self.norm(tok)[:, self.n_prefix :], feats
+
+    def all_tokens(self, x: torch.Tensor, keys: Sequence[str]) -> torch.Tensor:
+        """Output of the last block before the final norm, ``(B, n_prefix + N, D)``, CLS first."""
+        tok = self.with_prefix(self.tokens(x, keys))
+        for blk in self.blocks:
+            tok = blk(tok)
+        return tok
 
     def forward(
         self, x: torch.Tensor, keys: Sequence[str], take: Sequence[int] = ()

@@ -1,24 +1,41 @@
 """Masked-autoencoder pretraining with per-range reconstruction heads and cross-sensor token mixup.
 
+Follows SMARTIES (G. Sumbul, C. Xu, E. Dalsasso, D. Tuia, ICCV 2025, arXiv:2506.19585), with
+eo-fusion's additions as options:
+
 * Mask ratio 0.75 (MAE): only a quarter of the patch tokens enter the encoder.
 * The decoder (8 blocks × 512 for the published sizes, smaller for ``nano``/``tiny``) sees the
   encoded tokens plus a shared mask token at the masked positions.
-* One reconstruction head per spectral range predicts a band's ``p × p`` patch; bands that share
-  a range (S2 B04 and aerial red) are told apart by a fixed wavelength code added before the head.
-* Loss: mean squared error on masked patches against normalised pixels, ignoring no-data pixels:
-  either per-patch normalised (MAE's "norm-pix", for 16-px patches) or per-band standardised
-  (``target_norm="band"``, used for the 4-px patches of the bundled model, where per-patch
-  normalisation leaves mostly sensor noise to predict: the loss stayed at 1.0 in our runs).
-* Cross-sensor token mixup: given two co-located images of different sensors (S2 and S1 of the
-  same BigEarthNet patch, L1C and L2A, S2 and aerial), a random half of the patch positions take
-  their token from the second image *before* masking; the targets are the bands of both images, so
-  the model must predict one sensor from the other.
+* One reconstruction head per spectral range predicts a band's ``p × p`` patch. Addition: bands
+  that share a range (S2 B04 and aerial red) are told apart by a fixed wavelength code added
+  before the head (``code_proj``; zero in imported SMARTIES models, which have none).
+* Loss: mean squared error per masked patch, averaged over masked patches, ignoring no-data
+  pixels, against ``target_norm``:
+
+  - ``"patch"`` (SMARTIES): each patch normalised by the mean and (unbiased) variance of all
+    its bands' pixels together;
+  - ``"patch_band"``: each band of each patch normalised on its own (MAE's norm-pix per band);
+  - ``"band"``: the band-standardised pixels themselves (used for the 4-px patches of the
+    bundled model, where per-patch normalisation leaves mostly sensor noise to predict).
+
+* Cross-sensor token mixup of two co-located images of different sensors (S2 and S1 of the same
+  BigEarthNet patch, L1C and L2A, S2 and aerial):
+
+  - ``mixup="pairs"`` (SMARTIES): every paired sample becomes two complementary sequences — a
+    random ``mix_ratio`` of the positions take their token from the second image in the first
+    sequence and from the first image in the second — that share one mask; each position's
+    target is the image its token came from, and the loss is the mean of the two sequences'.
+    (SMARTIES's released code, by reassigning the first sequence before building the second,
+    leaves the second sequence unmixed; this follows the paper's complementary pair.)
+  - ``mixup="swap"``: one mixed sequence whose targets are the bands of both images at every
+    position, so the model must predict one sensor from the other.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -28,6 +45,9 @@ from eo_fusion.models.spectral import resolve_band, wavelength_code
 
 #: Width of the fixed wavelength code fed to the reconstruction heads.
 CODE_DIM = 16
+
+TargetNorm = Literal["patch", "patch_band", "band"]
+Mixup = Literal["pairs", "swap"]
 
 
 @dataclass
@@ -91,7 +111,8 @@ class MAE(nn.Module):
         pair: tuple[torch.Tensor, Sequence[str]] | None = None,
         mask_ratio: float = 0.75,
         mix_ratio: float = 0.5,
-        target_norm: str = "patch",
+        target_norm: TargetNorm = "patch",
+        mixup: Mixup = "pairs",
         generator: torch.Generator | None = None,
     ) -> MAEOutput:
         """``x``: ``(B, C, H, W)`` normalised values, NaN where no data; ``pair``: a co-located
@@ -100,33 +121,54 @@ class MAE(nn.Module):
         h, w = x.shape[-2:]
         ta = enc.tokens(torch.nan_to_num(x), keys)
         b, n, _ = ta.shape
+        ones = torch.ones(b, n, device=x.device)
         mixed = torch.zeros(b, n, device=x.device)
-        targets, target_keys = [x], list(keys)
+        images: list[tuple[torch.Tensor, list[str]]] = [(x, list(keys))]
+        # Each sequence: its tokens and, per image, where (B, N) that image is the target.
+        seqs: list[tuple[torch.Tensor, list[torch.Tensor]]] = [(ta, [ones])]
         if pair is not None:
             x2, keys2 = pair
             tb = enc.tokens(torch.nan_to_num(x2), keys2)
             order = torch.rand(b, n, generator=generator, device=x.device).argsort(dim=1)
             mixed.scatter_(1, order[:, : int(n * mix_ratio)], 1.0)
-            ta = torch.where(mixed[..., None].bool(), tb, ta)
-            extra = [i for i, k in enumerate(keys2) if k not in target_keys]
-            if extra:
-                targets.append(x2[:, extra])
-                target_keys += [keys2[i] for i in extra]
-        # Random masking: keep the first (1 - ratio) share of a random permutation of positions.
+            m = mixed[..., None].bool()
+            images.append((x2, list(keys2)))
+            if mixup == "pairs":
+                seqs = [
+                    (torch.where(m, tb, ta), [1 - mixed, mixed]),
+                    (torch.where(m, ta, tb), [mixed, 1 - mixed]),
+                ]
+            else:
+                seqs = [(torch.where(m, tb, ta), [ones, ones])]
+        target_keys = list(dict.fromkeys(k for _, ks in images for k in ks))
+        shuffle = torch.rand(b, n, generator=generator, device=x.device).argsort(dim=1)
         keep = max(1, round(n * (1 - mask_ratio)))
-        noise = torch.rand(b, n, generator=generator, device=x.device)
-        shuffle = noise.argsort(dim=1)
-        restore = shuffle.argsort(dim=1)
-        visible = torch.gather(ta, 1, shuffle[:, :keep, None].expand(-1, -1, ta.shape[-1]))
-        latent, _ = enc.run_blocks(visible)
         mask = torch.ones(b, n, device=x.device)
         mask[:, :keep] = 0
-        mask = torch.gather(mask, 1, restore)
-        dec = self._decode(latent, restore, enc.grid(h, w))
-        target = torch.cat(targets, dim=1)
-        pred = self._heads(dec, target_keys)  # (B, T, N, p*p)
-        loss = norm_pix_loss(pred, patchify(target, p), mask, per_patch=target_norm == "patch")
-        return MAEOutput(loss, unpatchify(pred, p, h, w), target_keys, mask, mixed)
+        mask = torch.gather(mask, 1, shuffle.argsort(dim=1))  # one mask, shared by all sequences
+        losses, first = [], None
+        for tok, wheres in seqs:
+            pred = self._heads(self._encode_decode(tok, shuffle, keep, (h, w)), target_keys)
+            first = pred if first is None else first
+            parts = [
+                patch_loss(pred[:, [target_keys.index(k) for k in ks]], patchify(img, p),
+                           mask * where, target_norm)
+                for (img, ks), where in zip(images, wheres, strict=True)
+            ]  # fmt: skip
+            total = sum((s for s, _ in parts), torch.zeros(()))
+            count = sum((c for _, c in parts), torch.zeros(()))
+            losses.append(total / count.clamp(min=1))
+        assert first is not None
+        loss = torch.stack(losses).mean()
+        return MAEOutput(loss, unpatchify(first, p, h, w), target_keys, mask, mixed)
+
+    def _encode_decode(
+        self, tok: torch.Tensor, shuffle: torch.Tensor, keep: int, hw: tuple[int, int]
+    ) -> torch.Tensor:
+        """Encode the ``keep`` visible tokens (first of ``shuffle``) and decode all positions."""
+        visible = torch.gather(tok, 1, shuffle[:, :keep, None].expand(-1, -1, tok.shape[-1]))
+        latent, _ = self.encoder.run_blocks(visible)
+        return self._decode(latent, shuffle.argsort(dim=1), self.encoder.grid(*hw))
 
     def _decode(self, latent: torch.Tensor, restore: torch.Tensor, grid: tuple[int, int]):
         y = self.decoder_embed(latent)
@@ -148,6 +190,36 @@ class MAE(nn.Module):
                 sum(wt * self.heads[r](z) for r, wt in zip(a.ranges, a.weights, strict=True))
             )
         return torch.stack(out, dim=1)  # type: ignore[arg-type]
+
+
+def patch_loss(
+    pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, target_norm: TargetNorm
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weighted sum of per-patch MSEs and the sum of weights (patches with no valid pixel: 0).
+
+    ``pred``/``target``: ``(B, C, N, P)``; ``weight``: ``(B, N)`` (1 = masked and scored).
+    ``target_norm``: see the module docstring.
+    """
+    valid = torch.isfinite(target)
+    t = torch.nan_to_num(target)
+    if target_norm == "patch_band":
+        t = _standardise(t, valid, dims=(-1,), unbiased=False)
+    elif target_norm == "patch":  # all bands of a patch together (SMARTIES: torch.var)
+        t = _standardise(t, valid, dims=(1, -1), unbiased=True)
+    cnt = valid.sum(dim=(1, -1))
+    err = (((pred - t) ** 2) * valid).sum(dim=(1, -1)) / cnt.clamp(min=1)
+    w = weight * (cnt > 0)
+    return (err * w).sum(), w.sum()
+
+
+def _standardise(
+    t: torch.Tensor, valid: torch.Tensor, dims: tuple[int, ...], unbiased: bool
+) -> torch.Tensor:
+    cnt = valid.sum(dim=dims, keepdim=True)
+    mean = (t * valid).sum(dim=dims, keepdim=True) / cnt.clamp(min=1)
+    ss = (((t - mean) * valid) ** 2).sum(dim=dims, keepdim=True)
+    var = ss / (cnt - 1 if unbiased else cnt).clamp(min=1)
+    return (t - mean) / (var + 1e-6).sqrt()
 
 
 def norm_pix_loss(

@@ -1,6 +1,6 @@
 """Inference on a ModalityStack: class probabilities on the stack's own grid.
 
-The model runs on fixed windows (``card["inference"]["window"]`` pixels, stride half a window)
+The model runs on fixed windows (``card.window`` pixels, stride half a window)
 whose positions are anchored on the *global* pixel grid of the stack's CRS (multiples of the
 stride counted from the CRS origin), not on the tile's corner. Overlapping windows are blended
 with separable tent weights. Hence a pixel's prediction depends only on the data within one
@@ -22,8 +22,8 @@ import torch
 import xarray as xr
 
 from eo_fusion.errors import BadInputError, BandError, ModelError
+from eo_fusion.models.card import BandNorm, ModelCard, TaskCard, normalize_bands
 from eo_fusion.models.checkpoint import LoadedModel, load
-from eo_fusion.models.spectral import resolve_band
 
 log = logging.getLogger(__name__)
 
@@ -57,27 +57,14 @@ def modality_vars(ds: xr.Dataset, name: str) -> tuple[xr.DataArray, xr.DataArray
     return da, valid
 
 
-def normalization(card: dict[str, Any], modality: str, key: str) -> tuple[float, float]:
-    """(mean, std) of a band in physical units, from the card (per modality, then per kind)."""
-    stats = card.get("normalization", {})
-    if key in stats.get(modality, {}):
-        return tuple(stats[modality][key])  # type: ignore[return-value]
-    for per_mod in stats.values():
-        if key in per_mod:
-            return tuple(per_mod[key])  # type: ignore[return-value]
-    kind = resolve_band(key).kind
-    by_kind = card.get("normalization_by_kind", {})
-    if kind in by_kind:
-        return tuple(by_kind[kind])  # type: ignore[return-value]
-    raise BandError(
-        f"band '{key}' (kind '{kind}') has no normalisation statistics in the model card",
-        fix="drop the band or fine-tune a model on data that has it",
-    )
+def normalization(card: ModelCard, modality: str, key: str) -> BandNorm:
+    """Normalisation of a band in physical units, from the card (per modality, then per kind)."""
+    return card.band_norm(modality, key)
 
 
 def select_inputs(
     stack: xr.Dataset,
-    card: dict[str, Any],
+    card: ModelCard,
     task: str,
     bands: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, list[str], np.ndarray | None]:
@@ -87,13 +74,13 @@ def select_inputs(
     ``(T, C, y, x)`` for time-series tasks (float32, normalised, NaN = no data); ``time`` holds
     the dates of a time series (``datetime64``) or ``None``.
     """
-    section = card["tasks"][task]
-    temporal = section.get("mode") == "timeseries"
+    section = card.task(task)
+    temporal = section.mode == "timeseries"
     wanted = list(bands) if bands is not None else None
     arrays, keys, time = [], [], None
-    for modality, card_keys in section["inputs"].items():
+    for modality, card_keys in section.inputs.items():
         if modality not in stack.data_vars:
-            if modality in section.get("optional", []):
+            if modality in section.optional:
                 continue
             raise BadInputError(
                 f"stack has no '{modality}' variable; task '{task}' needs it "
@@ -112,13 +99,10 @@ def select_inputs(
                 fix=f"set mode: {'timeseries' if temporal else 'composite'} for '{modality}'",
             )
         sub = var.sel(band=use).astype("float32")
-        mean = np.array([normalization(card, modality, k)[0] for k in use], dtype="float32")
-        std = np.array([normalization(card, modality, k)[1] for k in use], dtype="float32")
         vals = sub.values
         if valid is not None:
             vals = np.where(np.expand_dims(valid.values.astype(bool), -3), vals, np.nan)
-        shape = (-1, 1, 1) if not temporal else (1, -1, 1, 1)
-        arrays.append((vals - mean.reshape(shape)) / std.reshape(shape))
+        arrays.append(normalize_bands(vals, [card.band_norm(modality, k) for k in use], axis=-3))
         keys += use
         if temporal:
             time = var["time"].values
@@ -132,7 +116,7 @@ def select_inputs(
     if not arrays:
         raise BandError(
             f"the stack holds none of the bands the '{task}' model consumes "
-            f"({ {m: k for m, k in section['inputs'].items()} })",
+            f"({dict(section.inputs)})",
             fix="build the stack with the modalities and bands listed in the model card",
         )
     return np.concatenate(arrays, axis=-3), keys, time
@@ -208,6 +192,47 @@ def sliding_probs(
     return acc[:, core[0], core[1]] / wsum[core]
 
 
+def _stack_offset(stack: xr.Dataset, hw: tuple[int, ...]) -> tuple[int, int]:
+    """Global pixel index (row, column) of the stack's first pixel on its CRS grid."""
+    ys = stack["y"].values if "y" in stack.coords else np.arange(hw[0])
+    xs = stack["x"].values if "x" in stack.coords else np.arange(hw[1])
+    return (
+        _global_offset(ys, descending=bool(ys.size > 1 and ys[1] < ys[0])),
+        _global_offset(xs, descending=False),
+    )
+
+
+def _as_dataarray(
+    out: np.ndarray,
+    stack: xr.Dataset,
+    section: TaskCard,
+    card: ModelCard,
+    task: str,
+    keys: Sequence[str],
+) -> xr.DataArray:
+    """Probabilities with the stack's coordinates and the classes' names and colours."""
+    classes = section.classes
+    coords: dict[str, Any] = {"class": [c.id for c in classes]}
+    for dim in ("y", "x"):
+        if dim in stack.coords:
+            coords[dim] = stack[dim]
+    da = xr.DataArray(out.astype("float32"), dims=("class", "y", "x"), coords=coords)
+    da.attrs.update(
+        {
+            "class_names": [c.name for c in classes],
+            "class_colors": [c.color for c in classes],
+            "model": card.name,
+            "model_sha256": card.weights.sha256 if card.weights else "",
+            "task": task,
+            "bands": list(keys),
+        }
+    )
+    for attr in ("crs", "transform"):
+        if attr in stack.attrs:
+            da.attrs[attr] = stack.attrs[attr]
+    return da
+
+
 def predict(
     stack: xr.Dataset,
     model: LoadedModel,
@@ -236,16 +261,7 @@ def predict(
     arr, keys, time = select_inputs(stack, card, task, bands)
     # Embed-ability is checked before any window runs so that bad bands fail fast, by name.
     net.encoder.embed.assignments(keys)
-    window = int(
-        card.get("inference", {}).get("window", card["architecture"]["encoder"]["image_size"])
-    )
-    h, w = arr.shape[-2:]
-    ys = stack["y"].values if "y" in stack.coords else np.arange(h)
-    xs = stack["x"].values if "x" in stack.coords else np.arange(w)
-    offset = (
-        _global_offset(ys, descending=bool(ys.size > 1 and ys[1] < ys[0])),
-        _global_offset(xs, descending=False),
-    )
+    window = card.window
     doy = None
     if time is not None:
         doy = torch.tensor(pd.DatetimeIndex(time).day_of_year.values, dtype=torch.float32)
@@ -253,33 +269,15 @@ def predict(
         net,
         arr,
         keys,
-        n_classes=len(section["classes"]),
+        n_classes=len(section.classes),
         window=window,
-        offset=offset,
+        offset=_stack_offset(stack, arr.shape[-2:]),
         doy=doy,
         batch_size=batch_size,
     )
     nodata = ~np.isfinite(arr).any(axis=tuple(range(arr.ndim - 2)))
     out[:, nodata] = np.nan
-    classes = section["classes"]
-    coords: dict[str, Any] = {"class": [c["id"] for c in classes]}
-    for dim in ("y", "x"):
-        if dim in stack.coords:
-            coords[dim] = stack[dim]
-    da = xr.DataArray(out.astype("float32"), dims=("class", "y", "x"), coords=coords)
-    da.attrs.update(
-        {
-            "class_names": [c["name"] for c in classes],
-            "class_colors": [c["color"] for c in classes],
-            "model": card.get("name", ""),
-            "model_sha256": card.get("weights", {}).get("sha256", ""),
-            "task": task,
-            "bands": keys,
-        }
-    )
-    for attr in ("crs", "transform"):
-        if attr in stack.attrs:
-            da.attrs[attr] = stack.attrs[attr]
+    da = _as_dataarray(out, stack, section, card, task, keys)
     if not np.isfinite(out).any() and not nodata.all():
-        raise ModelError(f"model '{card.get('name')}' produced no finite probabilities")
+        raise ModelError(f"model '{card.name}' produced no finite probabilities")
     return da

@@ -14,13 +14,21 @@ range the model was trained with is projected with an inverse-distance blend of 
 trained ranges (by range centre); a band with neither a wavelength nor a trained key is refused
 with a :class:`~eo_fusion.errors.BandError` that names it.
 
-The range limits below are our own grouping, written from the published Sentinel-2 MSI spectral
-response (ESA, "Sentinel-2 Spectral Response Functions", COPE-GSEG-EOPG-TN-15-0007, v3.0: centre
-wavelengths B01 442.7 … B12 2202.4 nm for S2A) following the idea of SMARTIES (Sosa et al. 2025,
-"SMARTIES: Spectrum-Aware Multi-Sensor Auto-Encoder for Remote Sensing Images",
-arXiv:2506.19585), which groups bands of different sensors into shared spectral ranges. Each
-Sentinel-2 band has a range of its own; other sensors' bands (aerial RGB/NIR, Landsat, ...) fall
-into the range that contains their centre wavelength.
+Two *range tables* exist:
+
+* ``"eo-fusion"`` (our own models): the range limits below are our own grouping, written from the
+  published Sentinel-2 MSI spectral response (ESA, "Sentinel-2 Spectral Response Functions",
+  COPE-GSEG-EOPG-TN-15-0007, v3.0: centre wavelengths B01 442.7 … B12 2202.4 nm for S2A)
+  following the idea of SMARTIES (G. Sumbul, C. Xu, E. Dalsasso, D. Tuia, "SMARTIES:
+  Spectrum-Aware Multi-Sensor Auto-Encoder for Remote Sensing Images", ICCV 2025,
+  arXiv:2506.19585), which groups bands of different sensors into shared spectral ranges. Each
+  Sentinel-2 band has a range of its own; other sensors' bands (aerial RGB/NIR, Landsat, ...)
+  fall into the range that contains their centre wavelength.
+* ``"smarties"`` (imported SMARTIES checkpoints): the 17 trained projections of the published
+  SMARTIES models, in their index order (:data:`SMARTIES_RANGES`, limits in nm as released in
+  the SMARTIES repository's spectrum configuration). Registry keys of Sentinel-2, Sentinel-1
+  and aerial RGB map to the projection SMARTIES uses for that band (:data:`SMARTIES_KEYS`);
+  S2 B10 has no projection there and is interpolated like any band without a range.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ import math
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -106,6 +114,63 @@ ALL_RANGES: tuple[str, ...] = (
     *dict.fromkeys(NON_SPECTRAL_RANGES.values()),
 )
 
+#: The trained projections of the published SMARTIES models, in checkpoint index order
+#: (``spectrum_projection.spectrum_embeds.{i}``): name, limits in nm, the band it was trained on.
+#: SAR ranges carry no wavelength limits here (SMARTIES gives both the same C-band range).
+SMARTIES_RANGES: tuple[SpectralRange, ...] = (
+    SpectralRange("aerosol", 422.0, 463.0, "S2 B01"),
+    SpectralRange("blue_1", 427.0, 558.0, "S2 B02"),
+    SpectralRange("blue_3", 430.0, 545.0, "RGB blue"),
+    SpectralRange("green_1", 466.0, 620.0, "RGB green"),
+    SpectralRange("green_2", 524.0, 595.0, "S2 B03"),
+    SpectralRange("red_1", 590.0, 710.0, "RGB red"),
+    SpectralRange("red_2", 634.0, 696.0, "S2 B04"),
+    SpectralRange("red_edge_1", 689.0, 719.0, "S2 B05"),
+    SpectralRange("red_edge_2", 726.0, 755.0, "S2 B06"),
+    SpectralRange("near_infrared_1", 728.0, 938.0, "S2 B08"),
+    SpectralRange("near_infrared_2", 761.0, 802.0, "S2 B07"),
+    SpectralRange("near_infrared_3", 843.0, 886.0, "S2 B8A"),
+    SpectralRange("short_wave_infrared_1", 923.0, 964.0, "S2 B09"),
+    SpectralRange("short_wave_infrared_3", 1516.0, 1704.0, "S2 B11"),
+    SpectralRange("short_wave_infrared_4", 2002.0, 2376.0, "S2 B12"),
+    SpectralRange("microwave_1", None, None, "S1 VV"),
+    SpectralRange("microwave_2", None, None, "S1 VH"),
+)
+
+#: Registry key -> the SMARTIES projection that band was trained with.
+SMARTIES_KEYS: dict[str, str] = {
+    "s2:B01": "aerosol",
+    "s2:B02": "blue_1",
+    "s2:B03": "green_2",
+    "s2:B04": "red_2",
+    "s2:B05": "red_edge_1",
+    "s2:B06": "red_edge_2",
+    "s2:B07": "near_infrared_2",
+    "s2:B08": "near_infrared_1",
+    "s2:B8A": "near_infrared_3",
+    "s2:B09": "short_wave_infrared_1",
+    "s2:B11": "short_wave_infrared_3",
+    "s2:B12": "short_wave_infrared_4",
+    "s1:VV": "microwave_1",
+    "s1:VH": "microwave_2",
+    "aerial:red": "red_1",
+    "aerial:green": "green_1",
+    "aerial:blue": "blue_3",
+    "aerial:nir": "near_infrared_1",
+}
+
+RangeTable = Literal["eo-fusion", "smarties"]
+
+#: Range names of each table, in their fixed order.
+TABLE_RANGES: dict[str, tuple[str, ...]] = {
+    "eo-fusion": ALL_RANGES,
+    "smarties": tuple(r.name for r in SMARTIES_RANGES),
+}
+_OPTICAL: dict[str, tuple[SpectralRange, ...]] = {
+    "eo-fusion": SPECTRAL_RANGES,
+    "smarties": tuple(r for r in SMARTIES_RANGES if r.lo_nm is not None),
+}
+
 
 @dataclass(frozen=True)
 class RangeAssignment:
@@ -116,8 +181,10 @@ class RangeAssignment:
     weights: tuple[float, ...]
 
 
-def native_range(spec: BandSpec) -> str | None:
-    """The range a band belongs to by the table above, or ``None`` when none contains it."""
+def native_range(spec: BandSpec, table: RangeTable = "eo-fusion") -> str | None:
+    """The range a band belongs to in ``table``, or ``None`` when none contains it."""
+    if table == "smarties":
+        return _smarties_range(spec)
     if spec.kind == "sar":
         return SAR_RANGES.get((spec.polarization or "").upper())
     if spec.wavelength_nm is not None:
@@ -134,17 +201,32 @@ def native_range(spec: BandSpec) -> str | None:
     return None
 
 
-def assign_range(spec: BandSpec, trained: Sequence[str]) -> RangeAssignment:
-    """Decide how a model with projections for ``trained`` ranges embeds ``spec``.
+def _smarties_range(spec: BandSpec) -> str | None:
+    """SMARTIES projection of a band: its trained one, else the narrowest range containing it."""
+    if spec.key in SMARTIES_KEYS:
+        return SMARTIES_KEYS[spec.key]
+    if spec.wavelength_nm is None or spec.kind == "sar":
+        return None
+    wl = spec.wavelength_nm
+    inside = [r for r in _OPTICAL["smarties"] if r.lo_nm <= wl <= r.hi_nm]  # type: ignore[operator]
+    if not inside:
+        return None
+    return min(inside, key=lambda r: r.hi_nm - r.lo_nm).name  # type: ignore[operator]
+
+
+def assign_range(
+    spec: BandSpec, trained: Sequence[str], table: RangeTable = "eo-fusion"
+) -> RangeAssignment:
+    """Decide how a model with projections for ``trained`` ranges (of ``table``) embeds ``spec``.
 
     Raises:
         BandError: the band has no wavelength and no trained range (named in the message).
     """
-    own = native_range(spec)
+    own = native_range(spec, table)
     if own is not None and own in trained:
         return RangeAssignment(spec.key, (own,), (1.0,))
     if spec.wavelength_nm is not None and spec.kind != "sar":
-        return _interpolate(spec, trained)
+        return _interpolate(spec, trained, _OPTICAL[table])
     what = f"polarisation {spec.polarization}" if spec.kind == "sar" else f"kind '{spec.kind}'"
     reason = (
         f"its range '{own}' was not trained in this model"
@@ -158,11 +240,13 @@ def assign_range(spec: BandSpec, trained: Sequence[str]) -> RangeAssignment:
     )
 
 
-def _interpolate(spec: BandSpec, trained: Sequence[str]) -> RangeAssignment:
+def _interpolate(
+    spec: BandSpec, trained: Sequence[str], optical: Sequence[SpectralRange]
+) -> RangeAssignment:
     """Inverse-distance blend of the nearest trained optical ranges below and above the band."""
     wl = float(spec.wavelength_nm)  # type: ignore[arg-type]
     centres = sorted(
-        (c, r.name) for r in SPECTRAL_RANGES if r.name in trained and (c := r.centre_nm) is not None
+        (c, r.name) for r in optical if r.name in trained and (c := r.centre_nm) is not None
     )
     if not centres:
         raise BandError(
@@ -206,22 +290,28 @@ class SpectralEmbedding(nn.Module):
     """Spectrum-aware patch embedding: one ``patch × patch → dim`` projection per spectral range.
 
     Args:
-        ranges: names of the ranges this model has projections for (from :data:`ALL_RANGES`).
+        ranges: names of the ranges this model has projections for (from ``TABLE_RANGES[table]``).
         patch_size: patch edge in pixels.
         dim: token width.
+        table: the range table (``"eo-fusion"``, or ``"smarties"`` for imported SMARTIES models).
 
     ``forward(x, keys)`` takes ``x`` of shape ``(B, C, H, W)`` (normalised values, ``H`` and ``W``
     multiples of ``patch_size``) and the ``C`` registry keys of its bands, and returns tokens of
     shape ``(B, H/p · W/p, dim)`` in row-major patch order.
     """
 
-    def __init__(self, ranges: Sequence[str], patch_size: int, dim: int) -> None:
+    def __init__(
+        self, ranges: Sequence[str], patch_size: int, dim: int, table: RangeTable = "eo-fusion"
+    ) -> None:
         super().__init__()
-        unknown = [r for r in ranges if r not in ALL_RANGES]
+        known = TABLE_RANGES[table]
+        unknown = [r for r in ranges if r not in known]
         if unknown:
             raise BandError(
-                f"unknown spectral range(s) {unknown}", fix=f"choose from {list(ALL_RANGES)}"
+                f"unknown spectral range(s) {unknown} for the '{table}' range table",
+                fix=f"choose from {list(known)}",
             )
+        self.table: RangeTable = table
         self.ranges = list(ranges)
         self.patch_size = patch_size
         self.dim = dim
@@ -234,7 +324,7 @@ class SpectralEmbedding(nn.Module):
             raise BandError(f"band '{dup}' is given twice", fix="pass each band key once")
         if not keys:
             raise BandError("no bands given to the model", fix="pass at least one band")
-        return [assign_range(resolve_band(k), self.ranges) for k in keys]
+        return [assign_range(resolve_band(k), self.ranges, self.table) for k in keys]
 
     def _projection(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Weight ``(dim, 1, p, p)`` and bias ``(dim,)`` of the projection of range ``name``."""

@@ -74,16 +74,8 @@ class ModelPredictor:
 
         folder = Path(ref.checkpoint) if ref.checkpoint else BUNDLED_DIR
         card = read_card(folder)
-        tasks = card.get("tasks", {})
-        if ref.task not in tasks:
-            raise CheckpointError(
-                f"model {card.get('name', folder)} has no '{ref.task}' head "
-                f"(it has: {', '.join(tasks) or 'none'})",
-                fix="set model.task to one the model card lists, or use another checkpoint",
-            )
         classes = tuple(
-            ClassInfo(value=int(c["id"]), name=str(c["name"]), color=str(c["color"]))
-            for c in tasks[ref.task]["classes"]
+            ClassInfo(value=c.id, name=c.name, color=c.color) for c in card.task(ref.task).classes
         )
         bad = [c.value for c in classes if not 0 <= c.value <= 254]
         if bad:
@@ -92,17 +84,15 @@ class ModelPredictor:
                 "(0–254; 255 is nodata)",
                 fix="renumber the classes in the model card",
             )
-        arch = card.get("architecture", {}).get("encoder", {})
-        window = int(card.get("inference", {}).get("window", arch.get("image_size", 0)) or 0)
         return cls(
             folder=str(folder),
             task=ref.task,
             batch_size=ref.batch_size,
             classes=classes,
             card_sha256=sha256_file(folder / CARD),
-            weights_sha256=str(card.get("weights", {}).get("sha256", "")),
-            model_name=str(card.get("name", folder.name)),
-            window=window,
+            weights_sha256=card.weights.sha256 if card.weights else "",
+            model_name=card.name,
+            window=card.window,
         )
 
     def predict(self, task: TileTask) -> np.ndarray:
@@ -146,7 +136,8 @@ class ModelPredictor:
                 f"model card {folder / CARD} changed while the run was starting",
                 fix="rerun once the checkpoint is no longer being written",
             )
-        weights = folder / read_card(folder)["weights"]["file"]
+        card = read_card(folder)
+        weights = folder / (card.weights.file if card.weights else "model.safetensors")
         # Hashed here even when a copy is cached: the file on disk is what the run cites.
         actual = sha256_file(weights) if weights.is_file() else "missing"
         if actual != self.weights_sha256:

@@ -9,13 +9,15 @@ mixed inside one training window.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import xarray as xr
 
 from eo_fusion.errors import BadInputError
+from eo_fusion.models.card import BandNorm, normalize_bands
 from eo_fusion.models.predict import modality_vars
 from eo_fusion.models.spectral import resolve_band
 
@@ -106,14 +108,15 @@ def band_stats(scenes: Iterable[Scene]) -> tuple[dict[str, dict[str, list[float]
     return stats, by_kind
 
 
-def normalise(scene: Scene, stats: dict[str, dict[str, list[float]]]) -> Scene:
-    """Copy of ``scene`` with every band standardised by ``stats`` (NaN stays NaN)."""
+def normalise(scene: Scene, stats: Mapping[str, Mapping[str, Any]]) -> Scene:
+    """Copy of ``scene`` with every band normalised by ``stats`` (NaN stays NaN).
+
+    ``stats[modality][key]``: a :class:`~eo_fusion.models.card.BandNorm` or ``[mean, std]``.
+    """
     arrays = {}
     for mod, arr in scene.arrays.items():
-        mean = np.array([stats[mod][k][0] for k in scene.keys[mod]], dtype="float32")
-        std = np.array([stats[mod][k][1] for k in scene.keys[mod]], dtype="float32")
-        shape = (-1, 1, 1)
-        arrays[mod] = (arr - mean.reshape(shape)) / std.reshape(shape)
+        norms = [BandNorm.model_validate(stats[mod][k]) for k in scene.keys[mod]]
+        arrays[mod] = normalize_bands(arr, norms, axis=-3)
     return Scene(scene.name, arrays, scene.keys, scene.times, scene.labels, scene.sources)
 
 

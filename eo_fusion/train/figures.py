@@ -16,7 +16,7 @@ def reconstruction_figure(model: ck.LoadedModel, scenes: list[Scene], path: Path
     from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone
 
     assert model.mae is not None
-    stats = model.card["normalization"]
+    stats = model.card.normalization
     rgb = ["s2:B04", "s2:B03", "s2:B02"]
     picks: list[tuple[Scene, str]] = []
     for sc in scenes:
@@ -24,7 +24,7 @@ def reconstruction_figure(model: ck.LoadedModel, scenes: list[Scene], path: Path
             if all(k in keys for k in rgb) and len(picks) < 3:
                 picks.append((sc, mod))
                 break
-    size = model.card["inference"]["window"] * 2
+    size = model.card.window * 2
     p = model.encoder.cfg.patch_size
     fig = Figure(figsize=(9, 3 * len(picks)))
     axes = fig.subplots(len(picks), 3, squeeze=False)
@@ -37,7 +37,7 @@ def reconstruction_figure(model: ck.LoadedModel, scenes: list[Scene], path: Path
         win = crop(arr, max(0, (h - size) // 2), max(0, (w - size) // 2), size)
         x = torch.from_numpy(win[None])
         keys = sc.keys[mod]
-        per_patch = model.card["training"]["pretrain"]["spec"].get("target_norm") == "patch"
+        per_patch = model.card.training["pretrain"]["spec"].get("target_norm") == "patch"
         with torch.inference_mode():
             out = model.mae(x, keys, generator=gen)
         idx = [keys.index(k) for k in rgb]

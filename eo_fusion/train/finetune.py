@@ -24,6 +24,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from eo_fusion.config import portable_dump, spec_hash
 from eo_fusion.errors import BadInputError
 from eo_fusion.models import checkpoint as ck
+from eo_fusion.models.card import BandNorm, normalize_bands
 from eo_fusion.models.config import FinetuneSpec
 from eo_fusion.models.encoder import EncoderConfig, SpectralViT, feature_blocks
 from eo_fusion.models.heads import CropModel, LandCoverModel
@@ -91,9 +92,9 @@ def task_input(
                 f"needs {'a time series' if temporal else 'a composite'}",
                 fix="set the modality's mode in the scene config",
             )
-        mean = np.array([stats[mod][have[i]][0] for i in idx], dtype="float32")
-        std = np.array([stats[mod][have[i]][1] for i in idx], dtype="float32")
-        parts.append((arr - mean[:, None, None]) / std[:, None, None])
+        # BandNorm also applies a pretrained card's percentile clip (imported SMARTIES models).
+        norms = [BandNorm.model_validate(stats[mod][have[i]]) for i in idx]
+        parts.append(normalize_bands(arr, norms, axis=-3))
         keys += [have[i] for i in idx]
         if temporal:
             times = scene.times[mod]
@@ -136,11 +137,13 @@ def finetune(
     if not labelled:
         raise BadInputError("no scene has labels", fix="set `labels:` on the training scenes")
     temporal = spec.task == "crops"
-    stats, by_kind = band_stats(labelled)
+    own, own_by_kind = band_stats(labelled)
+    stats: dict[str, dict[str, Any]] = {m: dict(v) for m, v in own.items()}
+    by_kind: dict[str, Any] = dict(own_by_kind)
     if base is not None:  # keep the pretrained statistics for the bands it knows
-        for mod, per_key in base.card.get("normalization", {}).items():
+        for mod, per_key in base.card.normalization.items():
             stats.setdefault(mod, {}).update(per_key)
-        by_kind = {**by_kind, **base.card.get("normalization_by_kind", {})}
+        by_kind.update(base.card.normalization_by_kind)
     ids, indices = class_indices(labelled, spec.ignore_index)
     data = []
     for s, idx in zip(labelled, indices, strict=True):
@@ -228,11 +231,9 @@ def finetune(
         }
         for i, c in enumerate(ids)
     ]
-    card: dict[str, Any] = (
-        copy.deepcopy(base.card) if base is not None else {"name": spec.name, "tasks": {}}
-    )
+    card: dict[str, Any] = base.card.model_dump(mode="json") if base is not None else {}
     card["name"] = spec.name
-    card["tasks"] = {}  # only the head trained here; merge_tasks() combines heads
+    # only the head trained here; merge_tasks() combines heads
     card["architecture"] = {"encoder": cfg.to_dict()}
     card["architecture"]["mae"] = False
     card["architecture"][spec.task] = {
@@ -242,9 +243,9 @@ def finetune(
     }
     card["normalization"] = stats
     card["normalization_by_kind"] = by_kind
-    card.setdefault("inference", {})["window"] = size
-    card["inference"]["stride"] = size // 2
-    card.setdefault("tasks", {})[spec.task] = {
+    card["inference"] = {"window": size, "stride": size // 2}
+    card["tasks"] = {}
+    card["tasks"][spec.task] = {
         "inputs": {m: [k for k in keys if k in v] for m, v in spec.inputs.items()},
         "optional": list(spec.optional_inputs),
         "mode": "timeseries" if temporal else "composite",
@@ -254,7 +255,7 @@ def finetune(
         "training": {
             "spec": portable_dump(spec),
             "spec_sha256": spec_hash(spec),
-            "pretrained": base.card.get("name") if base is not None else None,
+            "pretrained": base.card.name if base is not None else None,
             "scenes": [d[0].name for d in data],
             "holdout": {
                 "block_px": spec.holdout_block,
@@ -267,7 +268,8 @@ def finetune(
         },
     }
     model = ck.LoadedModel(
-        card=card, encoder=base.encoder if base is not None else SpectralViT(cfg)
+        card=ck.ModelCard.model_validate(card),
+        encoder=base.encoder if base is not None else SpectralViT(cfg),
     )
     setattr(model, spec.task, net)
     return model
@@ -276,13 +278,13 @@ def finetune(
 def merge_tasks(models: Sequence[ck.LoadedModel], name: str) -> ck.LoadedModel:
     """One checkpoint with the task heads of several fine-tuned models sharing an encoder."""
     first = models[0]
-    card = copy.deepcopy(first.card)
-    card["name"] = name
+    tasks = {t: s for m in models for t, s in m.card.tasks.items()}
+    heads = {t: getattr(m.card.architecture, t) for m in models for t in m.card.tasks}
+    arch = first.card.architecture.model_copy(update=heads)
+    card = first.card.updated(name=name, tasks=tasks, architecture=arch)
     merged = ck.LoadedModel(card=card, encoder=first.encoder)
     for m in models:
-        for task, section in m.card["tasks"].items():
-            card["tasks"][task] = section
-            card["architecture"][task] = m.card["architecture"][task]
+        for task in m.card.tasks:
             setattr(merged, task, getattr(m, task))
     return merged
 

@@ -3,7 +3,9 @@
 Each step draws one *view* (a modality of a scene, or a co-located pair of modalities), a batch
 of random windows of it (random date for time series, random flips/rotations), optionally a
 random subset of its bands (band/modality dropout: the spectral embedding accepts any subset), and,
-for pairs, swaps half the patch tokens between the two sensors before masking.
+for pairs, mixes the two sensors' patch tokens before masking (see :mod:`eo_fusion.models.mae`).
+Inputs are normalised as SMARTIES does (1st/99th-percentile clip, then standardisation) or by
+mean/std (``normalization: standard``); the statistics go into the model card.
 
 Outputs in ``spec.out``: ``last/`` (resumable checkpoint: model + optimiser + RNG state),
 ``model/`` (final encoder + MAE), ``loss.csv`` and ``loss.png``.
@@ -16,7 +18,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ from eo_fusion.config import portable_dump, spec_hash
 from eo_fusion.errors import ModelError
 from eo_fusion.files import atomic_write_text
 from eo_fusion.models import checkpoint as ck
+from eo_fusion.models.card import Architecture, BandNorm, InferenceSpec
 from eo_fusion.models.config import PretrainSpec
 from eo_fusion.models.encoder import EncoderConfig, SpectralViT
 from eo_fusion.models.mae import MAE
@@ -58,6 +61,40 @@ def ranges_of(scenes: Sequence[Scene]) -> tuple[str, ...]:
         if (r := native_range(resolve_band(k))) is not None
     }
     return tuple(r for r in ALL_RANGES if r in seen)
+
+
+def percentile_stats(
+    scenes: Sequence[Scene],
+) -> tuple[dict[str, dict[str, BandNorm]], dict[str, BandNorm]]:
+    """SMARTIES normalisation per modality and band, and pooled per band kind (physical units).
+
+    1st/99th percentiles of the finite values, then mean and std of the values clipped to them
+    and scaled to 0–1. A near-constant band (p99 = p1, e.g. an empty OSM layer) falls back to
+    mean/std with a 1e-3 floor on the spread.
+    """
+    acc: dict[str, dict[str, list[np.ndarray]]] = {}
+    kinds: dict[str, list[np.ndarray]] = {}
+    for sc in scenes:
+        for mod, arr in sc.arrays.items():
+            for i, key in enumerate(sc.keys[mod]):
+                v = arr[..., i, :, :].ravel()
+                v = v[np.isfinite(v)]
+                if v.size:
+                    acc.setdefault(mod, {}).setdefault(key, []).append(v)
+                    kinds.setdefault(resolve_band(key).kind, []).append(v)
+    stats = {
+        mod: {key: _percentile_norm(np.concatenate(parts)) for key, parts in per.items()}
+        for mod, per in acc.items()
+    }
+    return stats, {k: _percentile_norm(np.concatenate(p)) for k, p in kinds.items()}
+
+
+def _percentile_norm(v: np.ndarray) -> BandNorm:
+    p1, p99 = (float(q) for q in np.percentile(v, [1, 99]))
+    if not p99 > p1:
+        return BandNorm(mean=float(v.mean()), std=float(max(v.std(), 1e-3)))
+    u = np.clip((v - p1) / (p99 - p1), 0, 1)
+    return BandNorm(mean=float(u.mean()), std=float(max(u.std(), 1e-3)), p1=p1, p99=p99)
 
 
 def augment(arrs: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
@@ -137,6 +174,60 @@ def _load_state(folder: Path, opt: torch.optim.Optimizer) -> None:
     opt.load_state_dict(sd)
 
 
+def new_model(spec: PretrainSpec, scenes: Sequence[Scene]) -> tuple[ck.LoadedModel, list[Scene]]:
+    """A fresh encoder + MAE whose card holds the scenes' normalisation, and the normalised
+    scenes."""
+    stats: Mapping[str, Mapping[str, Any]]
+    by_kind: Mapping[str, Any]
+    if spec.normalization == "percentile":
+        stats, by_kind = percentile_stats(scenes)
+    else:
+        stats, by_kind = band_stats(scenes)
+    cfg = EncoderConfig(spec.size, spec.patch_size, spec.image_size, ranges_of(scenes))
+    encoder = SpectralViT(cfg)
+    provenance: dict[str, Any] = {
+        "spec": portable_dump(spec),
+        "spec_sha256": spec_hash(spec),
+        "scenes": [
+            {"name": s.name, "shape": list(s.shape), "modalities": s.keys, "sources": s.sources}
+            for s in scenes
+        ],
+    }
+    card = ck.ModelCard(
+        name=spec.name,
+        architecture=Architecture(encoder=cfg, mae=True),
+        normalization=stats,  # type: ignore[arg-type]  # lists are validated into BandNorm
+        normalization_by_kind=by_kind,  # type: ignore[arg-type]
+        inference=InferenceSpec(window=spec.image_size, stride=spec.image_size // 2),
+        training={"pretrain": provenance},
+    )
+    model = ck.LoadedModel(card=card, encoder=encoder, mae=MAE(encoder))
+    return model, [normalise(sc, stats) for sc in scenes]
+
+
+def _resume(
+    spec: PretrainSpec,
+    last: Path,
+    model: ck.LoadedModel,
+    opt: torch.optim.Optimizer,
+    rng: np.random.Generator,
+) -> tuple[int, list]:
+    """Restore a run of the same settings from ``last``; returns (start step, loss curve)."""
+    if not (last / "train_state.json").is_file():
+        return 0, []
+    meta = json.loads((last / "train_state.json").read_text(encoding="utf-8"))
+    if meta.get("resume_key") != resume_key(spec):
+        log.warning("%s holds a run of a different config; starting afresh", last)
+        return 0, []
+    resumed = ck.load(last)
+    model.mae.load_state_dict(resumed.mae.state_dict())  # type: ignore[union-attr]
+    _load_state(last, opt)
+    rng.bit_generator.state = meta["rng"]
+    torch.manual_seed(spec.seed + meta["step"])
+    log.info("resuming pretraining at step %d from %s", meta["step"], last)
+    return meta["step"], meta["curve"]
+
+
 def pretrain(
     spec: PretrainSpec,
     scenes: Sequence[Scene],
@@ -149,54 +240,15 @@ def pretrain(
     torch.set_num_threads(spec.threads)
     torch.manual_seed(spec.seed)
     rng = np.random.default_rng(spec.seed)
-    stats, by_kind = band_stats(scenes)
-    normed = [normalise(sc, stats) for sc in scenes]
+    model, normed = new_model(spec, scenes)
     views = pretrain_views(normed, spec.data.pairs)
-    cfg = EncoderConfig(spec.size, spec.patch_size, spec.image_size, ranges_of(scenes))
-    encoder = SpectralViT(cfg)
-    card: dict[str, Any] = {
-        "name": spec.name,
-        "architecture": {"encoder": cfg.to_dict(), "mae": True},
-        "tasks": {},
-        "normalization": stats,
-        "normalization_by_kind": by_kind,
-        "inference": {"window": spec.image_size, "stride": spec.image_size // 2},
-        "training": {
-            "pretrain": {
-                "spec": portable_dump(spec),
-                "spec_sha256": spec_hash(spec),
-                "scenes": [
-                    {
-                        "name": s.name,
-                        "shape": list(s.shape),
-                        "modalities": s.keys,
-                        "sources": s.sources,
-                    }
-                    for s in scenes
-                ],
-            }
-        },
-    }
-    model = ck.LoadedModel(card=card, encoder=encoder, mae=MAE(encoder))
-    assert model.mae is not None
-    opt = torch.optim.AdamW(model.mae.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+    mae = model.mae
+    assert mae is not None
+    opt = torch.optim.AdamW(mae.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
     out = Path(spec.out)
     out.mkdir(parents=True, exist_ok=True)
-    last = out / "last"
-    start, curve = 0, []
-    if (last / "train_state.json").is_file():
-        meta = json.loads((last / "train_state.json").read_text(encoding="utf-8"))
-        if meta.get("resume_key") == resume_key(spec):
-            resumed = ck.load(last)
-            model.mae.load_state_dict(resumed.mae.state_dict())  # type: ignore[union-attr]
-            _load_state(last, opt)
-            start, curve = meta["step"], meta["curve"]
-            rng.bit_generator.state = meta["rng"]
-            torch.manual_seed(spec.seed + start)
-            log.info("resuming pretraining at step %d from %s", start, last)
-        else:
-            log.warning("%s holds a run of a different config; starting afresh", last)
-    model.mae.train()
+    start, curve = _resume(spec, out / "last", model, opt, rng)
+    mae.train()
     t0 = time.perf_counter()
     with Progress(
         TextColumn("pretrain"),
@@ -211,33 +263,27 @@ def pretrain(
             x, keys, pair = draw_batch(normed, view, spec, rng)
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, spec)
-            res = model.mae(
-                x,
-                keys,
-                pair=pair,
-                mask_ratio=spec.mask_ratio,
-                mix_ratio=spec.mix_ratio,
-                target_norm=spec.target_norm,
-            )
+            res = mae(
+                x, keys, pair=pair, mask_ratio=spec.mask_ratio, mix_ratio=spec.mix_ratio,
+                target_norm=spec.target_norm, mixup=spec.mixup,
+            )  # fmt: skip
             opt.zero_grad()
             res.loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.mae.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(mae.parameters(), 1.0)
             opt.step()
             curve.append([step + 1, res.loss.item(), view.modality, view.partner or ""])
             bar.update(task, advance=1, loss=curve[-1][1])
             if (step + 1) % spec.checkpoint_every == 0 or step + 1 == spec.steps:
-                meta = {
-                    "step": step + 1,
-                    "curve": curve,
-                    "rng": rng.bit_generator.state,
-                    "resume_key": resume_key(spec),
-                }
-                _save_state(last, model, opt, meta)
-    model.mae.eval()
-    card["training"]["pretrain"]["seconds"] = round(time.perf_counter() - t0, 1)
-    card["training"]["pretrain"]["final_loss_mean_last_20"] = float(
-        np.mean([c[1] for c in curve[-20:]])
-    )
+                meta = {"step": step + 1, "curve": curve, "rng": rng.bit_generator.state,
+                        "resume_key": resume_key(spec)}  # fmt: skip
+                _save_state(out / "last", model, opt, meta)
+    mae.eval()
+    provenance = {
+        **model.card.training["pretrain"],
+        "seconds": round(time.perf_counter() - t0, 1),
+        "final_loss_mean_last_20": float(np.mean([c[1] for c in curve[-20:]])),
+    }
+    model.card = model.card.updated(training={"pretrain": provenance})
     write_curve(curve, out)
     ck.save(model, out / "model")
     return model

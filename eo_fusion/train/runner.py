@@ -35,6 +35,7 @@ from eo_fusion.devices import (
 )
 from eo_fusion.errors import BadInputError
 from eo_fusion.models import checkpoint as ck
+from eo_fusion.models.card import ModelCard
 from eo_fusion.models.encoder import EncoderConfig, SpectralViT, feature_blocks
 from eo_fusion.models.heads import CropModel, LandCoverModel
 from eo_fusion.models.spectral import ALL_RANGES, native_range, resolve_band
@@ -137,7 +138,7 @@ def build_net(job: TrainJobSpec, data: ChipArrays, n_classes: int, base: ck.Load
         missing = [k for k in data.keys if native_range(resolve_band(k)) not in cfg.ranges]
         if missing:
             raise BadInputError(
-                f"pretrained model {base.card.get('name')} has no spectral range for {missing}",
+                f"pretrained model {base.card.name} has no spectral range for {missing}",
                 fix="drop those bands from training.inputs, or set training.pretrained: null",
             )
     else:
@@ -186,9 +187,9 @@ def resume_key(job: TrainJobSpec, store_hash: str) -> str:
 def _stats(train: ChipDataset, base: ck.LoadedModel | None) -> dict[str, dict[str, list[float]]]:
     stats = chip_stats(train)
     if base is not None:  # the pretrained statistics win for the bands the encoder knows
-        for mod, per in base.card.get("normalization", {}).items():
+        for mod, per in base.card.normalization.items():
             if mod in stats:
-                stats[mod].update({k: v for k, v in per.items() if k in stats[mod]})
+                stats[mod].update({k: [v.mean, v.std] for k, v in per.items() if k in stats[mod]})
     return stats
 
 
@@ -327,7 +328,7 @@ def _classes(manifest: ChipManifest, base: ck.LoadedModel | None) -> list[dict[s
     """Class id, name and colour (the pretrained card's colour for a class of the same name)."""
     known = {
         str(c["name"]).lower(): c.get("color")
-        for sec in (base.card.get("tasks", {}).values() if base is not None else [])
+        for sec in (base.card.model_dump(mode="json")["tasks"].values() if base else [])
         for c in sec.get("classes", [])
     }
     return [
@@ -347,7 +348,7 @@ def _model_card(job, manifest, net, cfg, take, s, metrics, run_info):  # type: i
     head = "crops" if data.temporal else "landcover"
     if t.task == "multilabel":
         head = "scene"
-    card: dict[str, Any] = copy.deepcopy(base.card) if base is not None else {}
+    card: dict[str, Any] = base.card.model_dump(mode="json") if base is not None else {}
     card.update(name=job.name, tasks={}, normalization=stats)
     card["architecture"] = {
         "encoder": cfg.to_dict(),
@@ -370,17 +371,18 @@ def _model_card(job, manifest, net, cfg, take, s, metrics, run_info):  # type: i
             "job": portable_dump(job),
             "job_sha256": spec_hash(job),
             "trained_as": t.task,
-            "pretrained": base.card.get("name") if base is not None else None,
+            "pretrained": base.card.name if base is not None else None,
             "chip_store": manifest.store_hash,
             **run_info,
         },
     }
     if head == "scene":  # not a map-job head: the encoder is the fine-tuned one, head saved apart
         card["tasks"][head]["head_file"] = SCENE_HEAD
-        model = ck.LoadedModel(card=card, encoder=net.encoder.cpu())
+        model = ck.LoadedModel(card=ModelCard.model_validate(card), encoder=net.encoder.cpu())
         model.scene = net.cpu()  # type: ignore[attr-defined]
         return model
-    model = ck.LoadedModel(card=card, encoder=base.encoder if base is not None else net.encoder)
+    encoder = base.encoder if base is not None else net.encoder
+    model = ck.LoadedModel(card=ModelCard.model_validate(card), encoder=encoder)
     setattr(model, head, net.cpu())
     return model
 
@@ -433,6 +435,12 @@ def run_train_job(
         summary.model = save_model(model, out / "model")
         counts = describe(plan) if isinstance(plan, TrainPlan) else describe_scenes(plan)
         summary.report = write_train_report(
-            out, job, counts, manifest, metrics, model.card, finished=utc_now()
+            out,
+            job,
+            counts,
+            manifest,
+            metrics,
+            model.card.model_dump(mode="json"),
+            finished=utc_now(),
         )
     return summary

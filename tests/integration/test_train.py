@@ -45,7 +45,7 @@ def test_pretraining_loss_falls_on_real_sample_data(spec_and_scenes):
     assert len(loss) == 60
     assert np.mean(loss[-15:]) < 0.9 * np.mean(loss[:15])
     assert (Path(spec.out) / "loss.png").stat().st_size > 0
-    assert "sar_vv" in model.card["architecture"]["encoder"]["ranges"]
+    assert "sar_vv" in model.card.encoder.ranges
     # Resume: a longer run with the same settings continues from the saved state.
     longer = spec.model_copy(update={"steps": 64})
     pretrain(longer, scenes, progress=False)
@@ -66,9 +66,9 @@ def test_finetune_cli_on_slovenia_labels(spec_and_scenes, repo_root, tmp_path, c
     assert main(["finetune", str(path), "--no-progress"]) == 0
     assert "hold-out: OA" in capsys.readouterr().out
     m = ck.load(tmp_path / "ft")
-    hold = m.card["tasks"]["landcover"]["metrics"]["holdout"]
+    hold = m.card.task("landcover").metrics["holdout"]
     assert hold["n_pixels"] > 1000
-    assert [c["name"] for c in m.card["tasks"]["landcover"]["classes"]][:2] == [
+    assert [c.name for c in m.card.task("landcover").classes][:2] == [
         "cultivated land",
         "forest",
     ]

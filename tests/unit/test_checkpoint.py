@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from eo_fusion.errors import CheckpointError
 from eo_fusion.models import checkpoint as ck
@@ -86,82 +85,41 @@ def test_no_pickle_anywhere_in_the_model_code():
             assert "weights_only=True" in call, path
 
 
-def _smarties_state(dim=128, depth=4, heads=4, patch=4) -> dict[str, torch.Tensor]:
-    """A state dict in the published SMARTIES/MAE layout (timm names), random values."""
-    g = torch.Generator().manual_seed(0)
-
-    def r(*shape):
-        return torch.randn(*shape, generator=g) * 0.02
-
-    st = {"cls_token": r(1, 1, dim), "pos_embed": r(1, 65, dim)}
-    for i in range(len(ck.SMARTIES_RANGE_ORDER)):
-        st[f"spectral_embed.proj.{i}.weight"] = r(dim, patch * patch)  # linear layout
-        st[f"spectral_embed.proj.{i}.bias"] = r(dim)
-        st[f"decoder_pred.{i}.weight"] = r(patch * patch, 128)
-        st[f"decoder_pred.{i}.bias"] = r(patch * patch)
-    for i in range(depth):
-        p = f"blocks.{i}."
-        st |= {
-            p + "norm1.weight": 1 + r(dim), p + "norm1.bias": r(dim),
-            p + "attn.qkv.weight": r(3 * dim, dim), p + "attn.qkv.bias": r(3 * dim),
-            p + "attn.proj.weight": r(dim, dim), p + "attn.proj.bias": r(dim),
-            p + "norm2.weight": 1 + r(dim), p + "norm2.bias": r(dim),
-            p + "mlp.fc1.weight": r(4 * dim, dim), p + "mlp.fc1.bias": r(4 * dim),
-            p + "mlp.fc2.weight": r(dim, 4 * dim), p + "mlp.fc2.bias": r(dim),
-        }  # fmt: skip
-    st |= {"norm.weight": 1 + r(dim), "norm.bias": r(dim)}
-    st |= {"decoder_embed.weight": r(128, dim), "decoder_embed.bias": r(128)}
-    st |= {"mask_token": r(1, 1, 128), "decoder_pos_embed": r(1, 65, 128)}
-    for i in range(2):
-        p = f"decoder_blocks.{i}."
-        st |= {
-            p + "norm1.weight": 1 + r(128), p + "norm1.bias": r(128),
-            p + "attn.qkv.weight": r(384, 128), p + "attn.qkv.bias": r(384),
-            p + "attn.proj.weight": r(128, 128), p + "attn.proj.bias": r(128),
-            p + "norm2.weight": 1 + r(128), p + "norm2.bias": r(128),
-            p + "mlp.fc1.weight": r(512, 128), p + "mlp.fc1.bias": r(512),
-            p + "mlp.fc2.weight": r(128, 512), p + "mlp.fc2.bias": r(128),
-        }  # fmt: skip
-    st |= {"decoder_norm.weight": 1 + r(128), "decoder_norm.bias": r(128)}
-    return st
-
-
-def test_smarties_layout_is_imported_by_name(tmp_path):
-    state = _smarties_state()
-    save_file(state, str(tmp_path / "smarties.safetensors"))
-    m = ck.import_smarties(tmp_path / "smarties.safetensors", size="nano")
-    assert m.encoder.cfg.ranges == ck.SMARTIES_RANGE_ORDER
-    red = ck.SMARTIES_RANGE_ORDER.index("red")
-    w = m.encoder.embed.proj["red"].weight
-    assert torch.equal(w, state[f"spectral_embed.proj.{red}.weight"].reshape(128, 1, 4, 4))
-    assert torch.equal(m.encoder.blocks[2].attn.qkv.weight, state["blocks.2.attn.qkv.weight"])
-    assert torch.equal(m.mae.heads["sar_vh"].weight, state["decoder_pred.14.weight"])
-    assert set(m.card["training"]["dropped"]) == {"cls_token", "pos_embed", "decoder_pos_embed"}
-    out, _ = m.encoder(torch.randn(1, 2, 32, 32), ["s2:B04", "s1:VV"])
-    assert torch.isfinite(out).all()
-
-
-def test_unknown_smarties_parameter_is_named():
-    state = {"spectral_embed.proj.0.weight": torch.zeros(8, 16), "head.fc.weight": torch.zeros(2)}
-    with pytest.raises(CheckpointError, match=r"head\.fc\.weight"):
-        ck.map_smarties_state(state, 4)
+# SMARTIES import (published key names, exact tokens against the reference code):
+# tests/unit/test_smarties.py.
 
 
 def test_bundled_model_card_is_complete():
     card = ck.read_card(ck.BUNDLED_DIR)
-    for section in (
-        "architecture",
-        "tasks",
-        "normalization",
-        "training",
-        "weights",
-        "code_version",
-    ):
-        assert section in card
-    lc = card["tasks"]["landcover"]
-    assert "s2-l1c" in lc["inputs"]
-    assert all({"id", "name", "color"} <= set(c) for c in lc["classes"])
-    assert lc["metrics"]["holdout"]["oa"] is not None
+    assert isinstance(card, ck.ModelCard)
+    for section in ("tasks", "normalization", "training", "weights", "code_version"):
+        assert getattr(card, section), section
+    assert card.architecture.landcover is not None and card.architecture.crops is not None
+    lc = card.task("landcover")
+    assert "s2-l1c" in lc.inputs
+    assert all(c.id and c.name and c.color for c in lc.classes)
+    assert lc.metrics["holdout"]["oa"] is not None
+    # The loader accepts the format-1 file as it is: [mean, std] pairs and all.
+    raw = json.loads((ck.BUNDLED_DIR / ck.CARD).read_text())
+    assert raw["normalization"]["s2-l1c"]["s2:B04"] == [
+        card.normalization["s2-l1c"]["s2:B04"].mean,
+        card.normalization["s2-l1c"]["s2:B04"].std,
+    ]
     assert (ck.BUNDLED_DIR / "model.safetensors").stat().st_size < 6_000_000
     m = ck.load()
     assert m.landcover is not None and m.crops is not None
+
+
+def test_card_is_validated_on_read_and_names_the_bad_field(tmp_path):
+    raw = json.loads((ck.BUNDLED_DIR / ck.CARD).read_text())
+    (tmp_path / ck.CARD).write_text(json.dumps({**raw, "normalisation": {}}))
+    with pytest.raises(CheckpointError, match="normalisation"):
+        ck.read_card(tmp_path)
+    raw["normalization"]["s2-l1c"]["s2:B04"] = [0.1, 0.0]
+    (tmp_path / ck.CARD).write_text(json.dumps(raw))
+    with pytest.raises(CheckpointError, match=r"normalization\.s2-l1c\.s2:B04.*std must be > 0"):
+        ck.read_card(tmp_path)
+    card = ck.read_card(ck.BUNDLED_DIR)
+    with pytest.raises(Exception, match="frozen"):
+        card.name = "changed"  # type: ignore[misc]
+    assert card.updated(name="changed").name == "changed" and card.name == "eo-fusion-sample"

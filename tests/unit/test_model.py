@@ -12,7 +12,7 @@ from eo_fusion.errors import BadInputError, BandError
 from eo_fusion.models import checkpoint as ck
 from eo_fusion.models.encoder import EncoderConfig, SpectralViT, feature_blocks, sincos_2d
 from eo_fusion.models.heads import CropModel, LandCoverModel
-from eo_fusion.models.mae import MAE, norm_pix_loss, patchify, unpatchify
+from eo_fusion.models.mae import MAE, norm_pix_loss, patch_loss, patchify, unpatchify
 from eo_fusion.models.predict import predict
 from eo_fusion.models.spectral import ALL_RANGES
 from eo_fusion.train.metrics import confusion, scores
@@ -67,6 +67,47 @@ def test_mae_masks_three_quarters_and_mixes_half():
     out.loss.backward()
     assert mae.heads["sar_vv"].weight.grad is not None
     assert mae.encoder.embed.proj["sar_vh"].weight.grad.abs().sum() > 0
+
+
+def test_patch_loss_normalises_all_bands_of_a_patch_together():
+    pred = torch.zeros(1, 2, 2, 4)
+    target = torch.tensor([[[[0.0, 1, 2, 3], [9, 9, 9, 9]], [[4.0, 5, 6, 7], [1, 2, 3, 4]]]])
+    # Patch 0, both bands jointly: mean 3.5, unbiased variance 6 -> zero prediction scores 7/8.
+    total, count = patch_loss(pred, target, torch.tensor([[1.0, 0.0]]), "patch")
+    assert (total.item(), count.item()) == (pytest.approx(7 / 8, rel=1e-4), 1.0)
+    # Each band on its own (population variance): exactly 1.
+    total, _ = patch_loss(pred, target, torch.tensor([[1.0, 0.0]]), "patch_band")
+    assert total.item() == pytest.approx(1.0, rel=1e-4)
+    # Raw targets, a NaN pixel ignored; a patch's loss is the mean over its valid values.
+    target[0, 0, 1, 0] = float("nan")
+    total, count = patch_loss(pred, target, torch.tensor([[0.0, 1.0]]), "band")
+    expected = (3 * 81 + 1 + 4 + 9 + 16) / 7
+    assert (total.item(), count.item()) == (pytest.approx(expected), 1.0)
+
+
+def test_mae_pairs_are_two_complementary_sequences_with_one_mask(monkeypatch):
+    torch.manual_seed(0)
+    mae = MAE(SpectralViT(_cfg()))
+    x, x2 = torch.randn(2, 4, 32, 32), torch.randn(2, 2, 32, 32)
+    seen = []
+    inner = mae._encode_decode
+    monkeypatch.setattr(
+        mae, "_encode_decode", lambda tok, shuffle, keep, hw: seen.append((tok, shuffle)) or
+        inner(tok, shuffle, keep, hw)
+    )  # fmt: skip
+    out = mae(x, KEYS, pair=(x2, ["s1:VV", "s1:VH"]), mixup="pairs")
+    (t1, s1), (t2, s2) = seen
+    assert torch.equal(s1, s2)  # one shared mask
+    ta, tb = mae.encoder.tokens(x, KEYS), mae.encoder.tokens(x2, ["s1:VV", "s1:VH"])
+    m = out.mixed.bool()[..., None]
+    assert out.mixed.sum(1).tolist() == [32, 32]
+    assert torch.allclose(t1, torch.where(m, tb, ta)) and torch.allclose(t2, torch.where(m, ta, tb))
+    out.loss.backward()
+    assert mae.heads["sar_vv"].weight.grad.abs().sum() > 0
+    # The single-sequence variant runs one sequence against both images' bands.
+    seen.clear()
+    mae(x, KEYS, pair=(x2, ["s1:VV", "s1:VH"]), mixup="swap", target_norm="band")
+    assert len(seen) == 1
 
 
 def test_crop_model_ignores_missing_dates():
@@ -221,3 +262,56 @@ def test_predict_time_series_task(model):
     assert np.allclose(p.sum("class"), 1, atol=1e-5)
     with pytest.raises(BadInputError, match="time series"):
         predict(_stack(40, 40), m, task="crops")
+
+
+def test_embed_returns_the_last_block_before_the_final_norm():
+    from eo_fusion.models import embed
+
+    m = ck.load()  # the bundled model: no class token, so (B, N, D)
+    x = np.random.default_rng(0).normal(size=(2, 4, 32, 32)).astype("float32")
+    out = embed(m, x, KEYS, normalized=True)
+    with torch.inference_mode():
+        tok = m.encoder.tokens(torch.from_numpy(x), KEYS)
+        for blk in m.encoder.blocks:
+            tok = blk(tok)
+    assert out.shape == (2, 64, 128)
+    assert np.abs(out - tok.numpy()).max() < 1e-5
+    # Physical units go through the card's statistics (here mean/std per band of s2-l1c).
+    phys = np.full((1, 4, 32, 32), 0.1, dtype="float32")
+    norms = [m.card.band_norm("s2-l1c", k) for k in KEYS]
+    manual = np.stack([(0.1 - n.mean) / n.std * np.ones((32, 32)) for n in norms])[None]
+    a = embed(m, phys, KEYS, modality="s2-l1c")
+    b = embed(m, manual.astype("float32"), KEYS, normalized=True)
+    assert np.abs(a - b).max() < 1e-4
+
+
+def test_pretraining_with_the_smarties_defaults_runs_and_stores_percentile_statistics(tmp_path):
+    from eo_fusion.models.config import PretrainSpec
+    from eo_fusion.train.data import Scene
+    from eo_fusion.train.pretrain import percentile_stats, pretrain
+
+    rng = np.random.default_rng(0)
+    s2 = np.linspace(0, 0.99, 100, dtype="float32")[None, None, :].repeat(4, 0).repeat(40, 1)
+    s2 = s2 + rng.normal(0, 0.01, s2.shape).astype("float32")
+    s1 = rng.uniform(-25, -5, (2, 40, 100)).astype("float32")
+    scene = Scene(
+        "synthetic", {"s2-l2a": s2, "s1-grd": s1}, {"s2-l2a": KEYS, "s1-grd": ["s1:VV", "s1:VH"]}
+    )
+    stats, by_kind = percentile_stats([scene])
+    b04 = stats["s2-l2a"]["s2:B04"]
+    v = s2[2].ravel()
+    assert (b04.p1, b04.p99) == pytest.approx(tuple(np.percentile(v, [1, 99])), rel=1e-5)
+    assert b04.mean == pytest.approx(0.5, abs=0.02) and by_kind["sar"].p1 is not None
+    spec = PretrainSpec.model_validate(
+        {"name": "t", "data": {"zarr": ["unused.zarr"]}, "out": str(tmp_path), "steps": 3,
+         "batch_size": 2, "image_size": 16, "warmup_steps": 1, "band_dropout": 0.0}
+    )  # fmt: skip
+    assert (spec.target_norm, spec.normalization, spec.mixup, spec.mixup_prob) == (
+        "patch", "percentile", "pairs", 1.0
+    )  # fmt: skip
+    model = pretrain(spec, [scene], progress=False)
+    assert model.card.normalization["s2-l2a"]["s2:B04"] == b04
+    back = ck.load(tmp_path / "model")
+    assert back.card.normalization == model.card.normalization
+    losses = [float(r.split(",")[1]) for r in (tmp_path / "loss.csv").read_text().splitlines()[1:]]
+    assert len(losses) == 3 and all(np.isfinite(losses))

@@ -123,3 +123,19 @@ def test_duplicate_band_is_refused():
     emb = SpectralEmbedding(["red"], 2, 8)
     with pytest.raises(BandError, match="twice"):
         emb(torch.zeros(1, 2, 4, 4), ["s2:B04", "s2:B04"])
+
+
+def test_smarties_table_maps_registry_keys_and_other_sensors():
+    from eo_fusion.models.spectral import SMARTIES_KEYS, SMARTIES_RANGES, native_range
+
+    names = [r.name for r in SMARTIES_RANGES]
+    assert len(names) == 17 and names[6] == "red_2" and names[15:] == ["microwave_1", "microwave_2"]
+    assert native_range(get_band("s2:B07"), "smarties") == "near_infrared_2"  # index 10
+    assert native_range(get_band("aerial:red"), "smarties") == "red_1"
+    assert native_range(get_band("s2:B10"), "smarties") is None
+    assert set(SMARTIES_KEYS.values()) <= set(names)
+    # Another sensor's red (655 nm) goes to the narrowest SMARTIES range holding it: S2's red.
+    other = BandSpec("x:red", "reflectance", wavelength_nm=655.0)
+    assert native_range(other, "smarties") == "red_2"
+    with pytest.raises(BandError, match="unknown spectral range"):
+        SpectralEmbedding(["red"], 2, 8, table="smarties")

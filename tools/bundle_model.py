@@ -334,10 +334,11 @@ different target normalisations are not comparable with each other).
 
 Unseen bands: with S2 B05's projection removed from the SMARTIES-style model, embedding B05 by
 inverse-distance interpolation of the two nearest trained ranges gives tokens closer to those of
-the intact model than dropping the band (error 0.12 vs 0.21 of the tokens' spread, centred
-cosine 0.993 vs 0.975); probe OA 87.0 ± 1.7 vs 86.8 ± 2.0 (87.5 ± 1.5 with the trained
-projection), within noise. Interpolation therefore stays the behaviour for a band without a
-trained range (also for S2 B10 in imported SMARTIES models, which have none).
+the intact model than dropping the band (error 0.12 vs 0.21 of the tokens' spread with seed 0,
+0.13 vs 0.23 with seed 1; centred cosine 0.993 vs 0.975); probe OA 87.0 ± 1.7 vs 86.8 ± 2.0
+(87.5 ± 1.5 with the trained projection; seed 1: 86.7 vs 86.7), within noise. Interpolation
+therefore stays the behaviour for a band without a trained range (also for S2 B10 in imported
+SMARTIES models, which have none).
 
 ## SMARTIES checkpoints
 

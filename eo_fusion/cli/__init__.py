@@ -61,7 +61,7 @@ def _global_options(
 
 def _register_commands() -> None:
     # Imported for their side effect of adding commands to `app`.
-    from eo_fusion.cli import catalog, mapping, model, stack  # noqa: F401
+    from eo_fusion.cli import catalog, evaluate, mapping, model, stack  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,6 +23,7 @@ SPEC_MODULES: list[tuple[str, str]] = [
     ("Catalog definitions (`catalogs/*.yaml`)", "eo_fusion.catalogs.providers:CatalogSpec"),
     ("Pretraining (`eo-fusion pretrain`)", "eo_fusion.models.config:PretrainSpec"),
     ("Fine-tuning (`eo-fusion finetune`)", "eo_fusion.models.config:FinetuneSpec"),
+    ("Evaluation (`eo-fusion evaluate`)", "eo_fusion.evaluate.config:EvaluateSpec"),
 ]
 
 

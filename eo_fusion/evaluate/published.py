@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from eo_fusion.errors import ModelError
 from eo_fusion.evaluate.rows import (
     CM,
     SplitContext,
@@ -59,12 +60,35 @@ def galileo_maps(
         for i in range(0, len(spots), 8):
             chunk = spots[i : i + 8]
             xb = torch.stack([pad[..., y : y + win, q : q + win] for y, q in chunk])
-            f, inp = model.embed(xb, keys, mon[None].expand(len(chunk), -1))
-            px = torch.cat([inp.s_t_x.mean(dim=3), inp.sp_x], dim=-1).permute(0, 3, 1, 2)
-            for (y, q), fm, pm in zip(chunk, f.numpy(), px.numpy(), strict=True):
+            got = _embed_windows(model, xb, keys, mon)
+            if got is None:
+                continue
+            f, px, chunk = got[0], got[1], [chunk[j] for j in got[2]]
+            for (y, q), fm, pm in zip(chunk, f, px, strict=True):
                 feats[:, y // p : y // p + g, q // p : q // p + g] = fm
                 pix[:, y : y + win, q : q + win] = pm
     return feats, pix
+
+
+def _embed_windows(
+    model: GalileoLandCover, xb: torch.Tensor, keys: list[str], months: torch.Tensor
+) -> tuple[np.ndarray, np.ndarray, list[int]] | None:
+    """Features and pixel inputs of a batch of windows, and which windows they are: a window
+    in which no patch has a complete band group (blanked test block or buffer) is left out."""
+    try:
+        f, inp = model.embed(xb, keys, months[None].expand(len(xb), -1))
+    except ModelError:
+        if len(xb) == 1:
+            return None
+        parts = [_embed_windows(model, xb[j : j + 1], keys, months) for j in range(len(xb))]
+        kept = [(j, p) for j, p in enumerate(parts) if p is not None]
+        if not kept:
+            return None
+        feats = np.concatenate([p[0] for _, p in kept])
+        pix = np.concatenate([p[1] for _, p in kept])
+        return feats, pix, [j for j, _ in kept]
+    px = torch.cat([inp.s_t_x.mean(dim=3), inp.sp_x], dim=-1).permute(0, 3, 1, 2)
+    return f.numpy(), px.numpy(), list(range(len(xb)))
 
 
 def _galileo_logits(model: GalileoLandCover, feats: torch.Tensor, pix: torch.Tensor):

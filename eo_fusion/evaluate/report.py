@@ -170,6 +170,15 @@ def splice(page: str, section: str) -> str:
     return page.rstrip() + "\n\n" + block + "\n"
 
 
+def carry_section(old_page: str, new_page: str) -> str:
+    """``new_page`` with the evaluation section of ``old_page`` kept (for generators that rewrite
+    the whole page, e.g. ``python -m eo_fusion.train.bundle``); unchanged if there is none."""
+    if START not in old_page or END not in old_page:
+        return new_page
+    section = old_page.split(START, 1)[1].split(END, 1)[0]
+    return splice(new_page, section.strip("\n"))
+
+
 def _finite(value: Any) -> Any:
     """JSON-safe copy: NaN and infinite floats (e.g. the half-width of one split) become null."""
     if isinstance(value, float) and not math.isfinite(value):

@@ -9,7 +9,7 @@ replaces it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import Field, model_validator
 
@@ -31,7 +31,7 @@ RowName = Literal[
     "probe-presto",
     "probe-bands",
 ]
-ALL_ROWS: tuple[str, ...] = RowName.__args__  # type: ignore[attr-defined]
+ALL_ROWS: tuple[RowName, ...] = get_args(RowName)
 
 #: The built-in ``--quick`` profile: 2 folds × 1 seed and a few optimiser steps (tests).
 QUICK: dict[str, Any] = {

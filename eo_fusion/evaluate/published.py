@@ -52,8 +52,8 @@ def galileo_maps(
         if bool(torch.isfinite(pad[..., y : y + win, q : q + win]).any())
     ]
     p, g = GALILEO_PATCH, win // GALILEO_PATCH
-    feats = np.zeros((model.encoder.dim, hp // p, wp // p), dtype="float32")
-    n_pix = model.pixel[0].in_channels  # type: ignore[index]
+    feats = np.zeros((int(model.encoder.dim), hp // p, wp // p), dtype="float32")
+    n_pix = int(model.pixel[0].in_channels)  # type: ignore[index, arg-type]
     pix = np.zeros((n_pix, hp, wp), dtype="float32")
     mon = torch.as_tensor(months, dtype=torch.long)
     with torch.inference_mode():
@@ -138,7 +138,7 @@ def group_galileo(ctx: SplitContext) -> dict[str, CM]:
             return ce(_galileo_logits(model, f, px), lab)
 
         train_head(ctx, model, loss, hs.steps)
-        drops = [("galileo", None)]
+        drops: list[tuple[str, str | None]] = [("galileo", None)]
         if ctx.spec.masked_modality is not None:
             drops.append(("galileo-masked", ctx.spec.masked_modality))
         for row, drop in drops:

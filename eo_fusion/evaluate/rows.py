@@ -94,16 +94,16 @@ class SplitContext:
 # ------------------------------------------------------------------------------------------------
 
 
-def _vit_features(encoder: torch.nn.Module, arr: np.ndarray, keys: list[str], win: int) -> CM:
+def _vit_features(encoder: Any, arr: np.ndarray, keys: list[str], win: int) -> CM:
     """Frozen per-patch features of a normalised ``(C, H, W)`` array, repeated to pixels:
     ``(D, H, W)`` (non-overlapping ``win`` px windows; NaN input as the heads see it: 0)."""
     c, h, w = arr.shape
     hp, wp = -(-h // win) * win, -(-w // win) * win
     x = np.zeros((c, hp, wp), dtype="float32")
     x[:, :h, :w] = np.nan_to_num(arr)
-    p = encoder.cfg.patch_size  # type: ignore[union-attr]
+    p = int(encoder.cfg.patch_size)
     g = win // p
-    out = np.zeros((encoder.dim, hp // p, wp // p), dtype="float32")  # type: ignore[union-attr]
+    out = np.zeros((int(encoder.dim), hp // p, wp // p), dtype="float32")
     spots = [(y, x0) for y in range(0, hp, win) for x0 in range(0, wp, win)]
     with torch.inference_mode():
         for i in range(0, len(spots), 16):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import yaml
 
 from eo_fusion.cli import main
@@ -14,6 +15,9 @@ from eo_fusion.evaluate.config import ALL_ROWS, load_evaluate_spec
 from eo_fusion.evaluate.report import END, START
 from eo_fusion.evaluate.run import scene_splits
 from eo_fusion.train.data import Scene
+
+# ~20 s of CPU (most of it building the stack and importing torch); longer on a loaded machine.
+pytestmark = pytest.mark.slow
 
 # The upper-left 64 × 64 px of the Slovenia scene (same pixel grid: 9.9948 m × 9.9975 m).
 CROP = {"bbox": [465181.052, 5079614.793, 465820.718, 5080254.633], "shape": [64, 64]}

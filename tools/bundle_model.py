@@ -192,7 +192,11 @@ def write_docs(
         lc_inputs=json.dumps(lc.inputs),
         crop_inputs=json.dumps(bundled.card.task("crops").inputs),
     )
-    (DOCS / "model.md").write_text(text, encoding="utf-8")
+    from eo_fusion.evaluate.report import carry_section
+
+    page = DOCS / "model.md"
+    old = page.read_text(encoding="utf-8") if page.exists() else ""
+    page.write_text(carry_section(old, text), encoding="utf-8")  # keeps `eo-fusion evaluate`'s part
 
 
 TEMPLATE = """# The spectrum-aware model

@@ -26,6 +26,7 @@ SPEC_MODULES: list[tuple[str, str]] = [
     ("Fine-tuning (`eo-fusion finetune`)", "eo_fusion.models.config:FinetuneSpec"),
     ("Training jobs (`eo-fusion train`)", "eo_fusion.train.job:TrainJobSpec"),
     ("Embedding jobs (`eo-fusion embed`)", "eo_fusion.embed:EmbedJobSpec"),
+    ("Evaluation (`eo-fusion evaluate`)", "eo_fusion.evaluate.config:EvaluateSpec"),
 ]
 
 

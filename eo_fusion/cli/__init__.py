@@ -61,7 +61,16 @@ def _global_options(
 
 def _register_commands() -> None:
     # Imported for their side effect of adding commands to `app`.
-    from eo_fusion.cli import catalog, embed, init, mapping, model, stack, train  # noqa: F401
+    from eo_fusion.cli import (  # noqa: F401
+        catalog,
+        embed,
+        evaluate,
+        init,
+        mapping,
+        model,
+        stack,
+        train,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -268,7 +268,7 @@ def _add_elevation(reg: dict[str, BandSpec]) -> None:
 
 
 def _build_registry() -> dict[str, BandSpec]:
-    # Insertion order is observable (keys_of, "did you mean" lists): keep it stable.
+    # Insertion order is observable (band_keys, "did you mean" lists): keep it stable.
     reg: dict[str, BandSpec] = {}
     _add_s2(reg)
     _add_landsat(reg)

@@ -206,8 +206,7 @@ def _add_landsat(reg: dict[str, BandSpec]) -> None:
     )  # fmt: skip
 
 
-def _build_registry() -> dict[str, BandSpec]:
-    reg: dict[str, BandSpec] = {}
+def _add_s2(reg: dict[str, BandSpec]) -> None:
     for name, (wl, bw, res, desc) in _S2_TABLE.items():
         # Default encoding: L1C/L2A DN with QUANTIFICATION_VALUE 10000, 0 = no data. The
         # processing-baseline offset is item-specific and set during normalisation.
@@ -222,10 +221,9 @@ def _build_registry() -> dict[str, BandSpec]:
             resolution_m=res,
             description=desc,
         )
-    _add_landsat(reg)
-    reg["s2:SCL"] = BandSpec(
-        "s2:SCL", "categorical", nodata=0, resolution_m=20.0, description="Scene classification"
-    )
+
+
+def _add_s1(reg: dict[str, BandSpec]) -> None:
     for pol in ("VV", "VH", "HH", "HV"):
         reg[f"s1:{pol}"] = BandSpec(
             key=f"s1:{pol}",
@@ -236,6 +234,9 @@ def _build_registry() -> dict[str, BandSpec]:
             resolution_m=10.0,
             description=f"C-band backscatter, {pol} polarisation",
         )
+
+
+def _add_aerial(reg: dict[str, BandSpec]) -> None:
     for name, (wl, bw, desc) in _AERIAL_TABLE.items():
         reg[f"aerial:{name}"] = BandSpec(
             key=f"aerial:{name}",
@@ -246,6 +247,9 @@ def _build_registry() -> dict[str, BandSpec]:
             scale=1 / 255,
             description=desc,
         )
+
+
+def _add_elevation(reg: dict[str, BandSpec]) -> None:
     for name, desc in (
         ("dem", "Digital elevation model (terrain, e.g. Copernicus DEM GLO-30)"),
         ("dsm", "Digital surface model (top of canopy and buildings)"),
@@ -261,6 +265,19 @@ def _build_registry() -> dict[str, BandSpec]:
     reg["elevation:aspect"] = BandSpec(
         "elevation:aspect", "elevation", units="degree", description="Terrain aspect (from north)"
     )
+
+
+def _build_registry() -> dict[str, BandSpec]:
+    # Insertion order is observable (band_keys, "did you mean" lists): keep it stable.
+    reg: dict[str, BandSpec] = {}
+    _add_s2(reg)
+    _add_landsat(reg)
+    reg["s2:SCL"] = BandSpec(
+        "s2:SCL", "categorical", nodata=0, resolution_m=20.0, description="Scene classification"
+    )
+    _add_s1(reg)
+    _add_aerial(reg)
+    _add_elevation(reg)
     for layer in _OSM_LAYERS + tuple(f"landuse_{v}" for v in _OSM_LANDUSE):
         reg[f"osm:{layer}"] = BandSpec(
             f"osm:{layer}", "osm", units="fraction", description=f"OpenStreetMap {layer} coverage"

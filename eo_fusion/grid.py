@@ -93,33 +93,8 @@ def aoi_geometry(aoi: AOILike, aoi_crs: Any = "EPSG:4326") -> Geometry:
         if aoi.crs is None:
             return Geometry(aoi.geom, crs=aoi_crs)
         return aoi
-    crs = aoi_crs
     try:
-        if isinstance(aoi, Path) or (isinstance(aoi, str) and aoi.lower().endswith("json")):
-            obj = json.loads(Path(aoi).read_text(encoding="utf-8"))
-            geom, crs = _geojson_geometry(obj), _geojson_crs(obj) or aoi_crs
-        elif isinstance(aoi, Mapping):
-            geom, crs = _geojson_geometry(aoi), _geojson_crs(aoi) or aoi_crs
-        elif isinstance(aoi, str) and aoi.lstrip().startswith("{"):
-            obj = json.loads(aoi)
-            geom, crs = _geojson_geometry(obj), _geojson_crs(obj) or aoi_crs
-        elif isinstance(aoi, str):
-            geom = shapely.wkt.loads(aoi)
-        elif isinstance(aoi, shapely.Geometry):
-            geom = aoi
-        elif isinstance(aoi, Sequence) and len(aoi) == 4:
-            minx, miny, maxx, maxy = (float(v) for v in aoi)
-            if not (maxx > minx and maxy > miny):
-                raise GridError(
-                    f"AOI bbox {tuple(aoi)} is empty or inverted",
-                    fix="give (minx, miny, maxx, maxy) with max > min",
-                )
-            geom = shapely.geometry.box(minx, miny, maxx, maxy)
-        else:
-            raise GridError(
-                f"AOI of type {type(aoi).__name__} is not understood",
-                fix="give a bbox tuple, GeoJSON, WKT or a shapely/odc-geo geometry",
-            )
+        geom, crs = _parse_aoi(aoi, aoi_crs)
     except GridError:
         raise
     except (ValueError, KeyError, TypeError, OSError, shapely.errors.ShapelyError) as e:
@@ -127,6 +102,35 @@ def aoi_geometry(aoi: AOILike, aoi_crs: Any = "EPSG:4326") -> Geometry:
     if geom.is_empty:
         raise GridError("AOI geometry is empty", fix="give a polygon with an area")
     return Geometry(geom, crs=crs)
+
+
+def _parse_aoi(aoi: AOILike, aoi_crs: Any) -> tuple[shapely.Geometry, Any]:
+    """``(shapely geometry, its CRS)`` of any AOI but an odc-geo ``Geometry``; a GeoJSON CRS
+    member wins over ``aoi_crs``. Parse errors propagate for :func:`aoi_geometry` to word."""
+    if isinstance(aoi, Path) or (isinstance(aoi, str) and aoi.lower().endswith("json")):
+        obj = json.loads(Path(aoi).read_text(encoding="utf-8"))
+        return _geojson_geometry(obj), _geojson_crs(obj) or aoi_crs
+    if isinstance(aoi, Mapping):
+        return _geojson_geometry(aoi), _geojson_crs(aoi) or aoi_crs
+    if isinstance(aoi, str) and aoi.lstrip().startswith("{"):
+        obj = json.loads(aoi)
+        return _geojson_geometry(obj), _geojson_crs(obj) or aoi_crs
+    if isinstance(aoi, str):
+        return shapely.wkt.loads(aoi), aoi_crs
+    if isinstance(aoi, shapely.Geometry):
+        return aoi, aoi_crs
+    if isinstance(aoi, Sequence) and len(aoi) == 4:
+        minx, miny, maxx, maxy = (float(v) for v in aoi)
+        if not (maxx > minx and maxy > miny):
+            raise GridError(
+                f"AOI bbox {tuple(aoi)} is empty or inverted",
+                fix="give (minx, miny, maxx, maxy) with max > min",
+            )
+        return shapely.geometry.box(minx, miny, maxx, maxy), aoi_crs
+    raise GridError(
+        f"AOI of type {type(aoi).__name__} is not understood",
+        fix="give a bbox tuple, GeoJSON, WKT or a shapely/odc-geo geometry",
+    )
 
 
 def grid_from_aoi(

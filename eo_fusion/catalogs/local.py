@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import rasterio
 from affine import Affine
@@ -74,41 +75,56 @@ def local_item(
         if path.lower().endswith((".las", ".laz")):
             bands[key] = BandAsset(key, Path(path).stem, path, 1, spec, crs=crs)
             continue
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", NotGeoreferencedWarning)  # world file: below
-                ds = rasterio.open(path)
-            with ds:
-                fcrs = CRS(ds.crs.to_wkt()) if ds.crs else (CRS(crs) if crs else None)
-                if fcrs is None:
-                    raise ReadError(f"file {path} has no CRS", fix="pass crs=...")
-                affine = ds.transform
-                if affine.is_identity:
-                    world = world_file_transform(Path(path))
-                    affine = Affine(*world) if world else affine
-                gbox = GeoBox(ds.shape, affine, fcrs)
-                shape = ds.shape
-                transform = tuple(affine)[:6]
-        except rasterio.errors.RasterioIOError as e:
-            raise ReadError(f"cannot open {path}: {e}", fix="check the path") from e
-        bbox = bbox or tuple(gbox.geographic_extent.boundingbox)
+        grid = _raster_grid(path, crs)
+        # The item's footprint is the first raster's.
+        bbox = bbox or tuple(grid.gbox.geographic_extent.boundingbox)
         bands[key] = BandAsset(
-            key, Path(path).stem, path, int(index), spec, str(fcrs), transform, shape
+            key, Path(path).stem, path, int(index), spec, grid.crs, grid.transform, grid.shape
         )
-    if bbox is None:
-        bbox = (-180.0, -90.0, 180.0, 90.0)
-    minx, miny, maxx, maxy = bbox
-    geometry = {
-        "type": "Polygon",
-        "coordinates": [[[minx, miny], [maxx, miny], [maxx, maxy], [minx, maxy], [minx, miny]]],
-    }
+    minx, miny, maxx, maxy = bbox if bbox is not None else (-180.0, -90.0, 180.0, 90.0)
     return NormalizedItem(
         id=item_id,
         collection="local",
         modality=modality,
         datetime=when,
         bbox=(minx, miny, maxx, maxy),
-        geometry=geometry,
+        geometry=_bbox_polygon(minx, miny, maxx, maxy),
         bands=bands,
         properties=dict(properties or {}),
     )
+
+
+class _RasterGrid(NamedTuple):
+    gbox: GeoBox
+    crs: str
+    transform: tuple[float, ...]
+    shape: tuple[int, int]
+
+
+def _raster_grid(path: str, crs: str | None) -> _RasterGrid:
+    """The pixel grid of a raster file; ``crs`` for a file without one, a world file
+    (``.jgw``, ``.wld``, ...) for a file without a geotransform."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)  # world file: below
+            ds = rasterio.open(path)
+        with ds:
+            fcrs = CRS(ds.crs.to_wkt()) if ds.crs else (CRS(crs) if crs else None)
+            if fcrs is None:
+                raise ReadError(f"file {path} has no CRS", fix="pass crs=...")
+            affine = ds.transform
+            if affine.is_identity:
+                world = world_file_transform(Path(path))
+                affine = Affine(*world) if world else affine
+            gbox = GeoBox(ds.shape, affine, fcrs)
+            return _RasterGrid(gbox, str(fcrs), tuple(affine)[:6], ds.shape)
+    except rasterio.errors.RasterioIOError as e:
+        raise ReadError(f"cannot open {path}: {e}", fix="check the path") from e
+
+
+def _bbox_polygon(minx: float, miny: float, maxx: float, maxy: float) -> dict[str, object]:
+    """The GeoJSON polygon of a lon/lat bounding box."""
+    return {
+        "type": "Polygon",
+        "coordinates": [[[minx, miny], [maxx, miny], [maxx, maxy], [minx, maxy], [minx, miny]]],
+    }

@@ -373,34 +373,9 @@ def normalize_item(
             f"item {item.id} (collection {item.collection_id!r}): cannot tell its modality",
             fix=f"pass modality= one of {', '.join(MODALITIES)} or set '{MODALITY_PROPERTY}'",
         )
-    bands: dict[str, BandAsset] = {}
-    unplaced: list[str] = []
-    other: dict[str, str] = {}
     notes: set[str] = set()  # why each S2 offset was chosen (logged once per item)
-    # Prefer COGs over JP2 duplicates of the same band (Earth Search ships both: red, red-jp2).
-    # Several assets can carry the same band (Earth Search: red + red-jp2; CDSE: B04_10m,
-    # B04_20m, B04_60m). Keep one per key: COG over JP2, then the native resolution.
-    candidates: dict[str, list[tuple[tuple[bool, float, int], BandAsset]]] = {}
-    used: set[str] = set()
-    for order, (key, asset) in enumerate(item.assets.items()):
-        href = asset.get_absolute_href() or asset.href
-        if not _is_data_asset(key, asset):
-            other[key] = href
-            continue
-        placed = _place_asset(item, key, asset, modality, href, sign, notes)
-        if not placed:
-            unplaced.append(key)
-            continue
-        for b in placed:
-            candidates.setdefault(b.key, []).append((_preference(key, asset, b, order), b))
-    for reg_key, cands in candidates.items():
-        best = min(cands, key=lambda c: c[0])[1]
-        bands[reg_key] = best
-        used.add(best.asset_key)
-    for cands in candidates.values():
-        for _, b in cands:
-            if b.asset_key not in used:
-                other.setdefault(b.asset_key, item.assets[b.asset_key].get_absolute_href() or "")
+    candidates, unplaced, other = _place_assets(item, modality, sign, notes)
+    bands = _best_candidates(item, candidates, other)
     if sign is not None:
         # The S1 calibration annotations are read like bands (Planetary Computer needs a token).
         other = {k: sign(v) if _is_annotation(k) else v for k, v in other.items()}
@@ -428,6 +403,56 @@ def normalize_item(
         unplaced_assets=tuple(unplaced),
         other_assets=other,
     )
+
+
+#: Registry key -> every asset that carries that band, each with its preference rank.
+_Candidates = dict[str, list[tuple[tuple[bool, float, int], BandAsset]]]
+
+
+def _place_assets(
+    item: pystac.Item,
+    modality: str,
+    sign: Callable[[str], str] | None,
+    notes: set[str],
+) -> tuple[_Candidates, list[str], dict[str, str]]:
+    """Sort the item's assets: data assets placed in the registry (``candidates``), data assets
+    that could not be placed (``unplaced`` keys) and non-data assets (``other``: key -> href)."""
+    candidates: _Candidates = {}
+    unplaced: list[str] = []
+    other: dict[str, str] = {}
+    for order, (key, asset) in enumerate(item.assets.items()):
+        href = asset.get_absolute_href() or asset.href
+        if not _is_data_asset(key, asset):
+            other[key] = href
+            continue
+        placed = _place_asset(item, key, asset, modality, href, sign, notes)
+        if not placed:
+            unplaced.append(key)
+            continue
+        for b in placed:
+            candidates.setdefault(b.key, []).append((_preference(key, asset, b, order), b))
+    return candidates, unplaced, other
+
+
+def _best_candidates(
+    item: pystac.Item, candidates: _Candidates, other: dict[str, str]
+) -> dict[str, BandAsset]:
+    """One asset per registry key, the most preferred; the assets left unused go to ``other``.
+
+    Several assets can carry the same band (Earth Search: red + red-jp2; CDSE: B04_10m,
+    B04_20m, B04_60m). Keep one per key: COG over JP2, then the native resolution.
+    """
+    bands: dict[str, BandAsset] = {}
+    used: set[str] = set()
+    for reg_key, cands in candidates.items():
+        best = min(cands, key=lambda c: c[0])[1]
+        bands[reg_key] = best
+        used.add(best.asset_key)
+    for cands in candidates.values():
+        for _, b in cands:
+            if b.asset_key not in used:
+                other.setdefault(b.asset_key, item.assets[b.asset_key].get_absolute_href() or "")
+    return bands
 
 
 def _is_annotation(key: str) -> bool:

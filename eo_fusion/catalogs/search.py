@@ -411,14 +411,7 @@ class Catalog:
             ids: only these item ids.
             properties: equality filters on item properties.
         """
-        if collections:
-            colls = tuple(collections)
-        elif modality and self.spec.modalities:
-            colls = tuple(self.spec.collections_for(modality))
-        elif modality and self.spec.kind == "stac-api":
-            colls = self._api_collections_for(modality)  # catalog given by URL: ask the API
-        else:
-            colls = ()  # ad-hoc catalog: items are matched by their own modality (below)
+        colls = self._collections_for(modality, collections)
         if max_items is not None and max_items < 1:
             raise ConfigError(f"max_items={max_items}", fix="give a positive number")
         _aoi(bbox, intersects)  # validate early, with a clear message
@@ -434,13 +427,7 @@ class Catalog:
             properties=dict(properties or {}),
         )
         skipped: list[SkippedItem] = []
-        items: list[pystac.Item]
-        if diagnostics.query_cannot_match(query):
-            items, pages, truncated = [], 0, False  # reversed dates / |lat| > 90: not sent
-        elif self.spec.kind == "stac-api":
-            items, pages, truncated = _api_search(self.spec, query, skipped)
-        else:
-            items, pages, truncated = self._local_search(query, skipped), 0, False
+        items, pages, truncated = self._run_query(query, skipped)
         diagnostics.warn_skipped(skipped)
         result = SearchResult(
             items=pystac.ItemCollection(items),
@@ -453,13 +440,39 @@ class Catalog:
             source=self,
         )
         if not items:
-            log.warning(
-                "search %s in catalog %s: 0 items. Likely causes: %s",
-                modality or ",".join(colls) or "items",
-                self.spec.name,
-                "; ".join(result.explain_empty()) or "none detected",
-            )
+            self._warn_empty(result)
         return result
+
+    def _warn_empty(self, result: SearchResult) -> None:
+        """Log an empty search with its likely causes (a search that finds nothing is no error)."""
+        log.warning(
+            "search %s in catalog %s: 0 items. Likely causes: %s",
+            result.query.modality or ",".join(result.query.collections) or "items",
+            self.spec.name,
+            "; ".join(result.explain_empty()) or "none detected",
+        )
+
+    def _collections_for(
+        self, modality: str | None, collections: Sequence[str] | None
+    ) -> tuple[str, ...]:
+        """The collections a search asks for: explicit ones, else the modality's."""
+        if collections:
+            return tuple(collections)
+        if modality and self.spec.modalities:
+            return tuple(self.spec.collections_for(modality))
+        if modality and self.spec.kind == "stac-api":
+            return self._api_collections_for(modality)  # catalog given by URL: ask the API
+        return ()  # ad-hoc catalog: items are matched by their own modality
+
+    def _run_query(
+        self, query: SearchQuery, skipped: list[SkippedItem]
+    ) -> tuple[list[pystac.Item], int, bool]:
+        """``(items, pages read, truncated by the page cap)`` from the catalog's backend."""
+        if diagnostics.query_cannot_match(query):
+            return [], 0, False  # reversed dates / |lat| > 90: not sent
+        if self.spec.kind == "stac-api":
+            return _api_search(self.spec, query, skipped)
+        return self._local_search(query, skipped), 0, False
 
     # -- what empty-result diagnostics ask --------------------------------------------------------
 

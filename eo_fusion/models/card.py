@@ -97,11 +97,13 @@ class TaskCard(_Frozen):
 
     inputs: dict[str, list[str]]
     optional: list[str] = []
-    mode: Literal["composite", "timeseries"] = "composite"
+    mode: Literal["composite", "timeseries", "scene"] = "composite"
     classes: list[ClassEntry]
     ignore_index: int = 0
     metrics: dict[str, Any] = {}
     training: dict[str, Any] = {}
+    #: a head saved beside the checkpoint rather than in its weights (multi-label scene heads)
+    head_file: str | None = None
 
 
 class HeadArch(_Frozen):
@@ -119,6 +121,8 @@ class Architecture(_Frozen):
     mae: bool = False
     landcover: HeadArch | None = None
     crops: HeadArch | None = None
+    #: multi-label scene head of a training job (weights in ``TaskCard.head_file``)
+    scene: HeadArch | None = None
 
 
 class InferenceSpec(_Frozen):

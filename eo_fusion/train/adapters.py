@@ -141,14 +141,7 @@ def flair_hub_stacks(root: Path, *, domain: str | None = None) -> Iterator[xr.Da
     import rasterio
 
     root = Path(root)
-    by_roi: dict[str, dict[str, Path]] = {}
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        dom, _, mod = folder.name.partition("_")
-        if (domain and dom != domain) or mod not in {**FLAIR_HUB_MODALITIES, **FLAIR_HUB_LABELS}:
-            continue
-        for tif in sorted(folder.rglob("*.tif")):
-            roi = tif.stem[len(mod) + 1 :] if tif.stem.startswith(mod + "_") else tif.stem
-            by_roi.setdefault(f"{dom}/{roi}", {})[mod] = tif
+    by_roi = _flair_hub_files(root, domain)
     if not by_roi:
         raise BadInputError(
             f"no FLAIR-HUB modality folders under {root}",
@@ -160,29 +153,9 @@ def flair_hub_stacks(root: Path, *, domain: str | None = None) -> Iterator[xr.Da
             bounds, crs, shape = tuple(src.bounds), src.crs.to_wkt(), src.shape
         variables: dict[str, xr.DataArray] = {}
         for mod, (name, keys, scale, temporal) in FLAIR_HUB_MODALITIES.items():
-            if mod not in files:
-                continue
-            with rasterio.open(files[mod]) as src:
-                data = src.read(
-                    out_shape=(src.count, *shape), resampling=rasterio.enums.Resampling.bilinear
-                )
-                nodata = src.nodata
-            data = data.astype("float32")
-            if nodata is not None:
-                data[data == nodata] = np.nan
-            data *= scale
-            times = None
-            if temporal:
-                data = data.reshape(-1, len(keys), *shape)
-                dates_file = files[mod].with_name(files[mod].stem + "_dates.txt")
-                if dates_file.is_file():
-                    lines = dates_file.read_text().split()
-                    times = pd.to_datetime(lines, format="%Y%m%d").values.astype("datetime64[ns]")
-                else:
-                    times = (
-                        np.arange(data.shape[0]).astype("datetime64[D]").astype("datetime64[ns]")
-                    )
-            variables |= _variable(name, data, keys, times)
+            if mod in files:
+                data, times = _flair_hub_modality(files[mod], shape, len(keys), scale, temporal)
+                variables |= _variable(name, data, keys, times)
         for mod, key in FLAIR_HUB_LABELS.items():
             if mod in files:
                 with rasterio.open(files[mod]) as src:
@@ -193,3 +166,44 @@ def flair_hub_stacks(root: Path, *, domain: str | None = None) -> Iterator[xr.Da
         ds = xr.Dataset(variables, coords=_grid_coords(bounds, *shape))
         ds.attrs.update(crs=crs, source_items=[f"FLAIR-HUB-{roi}"])
         yield ds
+
+
+def _flair_hub_files(root: Path, domain: str | None) -> dict[str, dict[str, Path]]:
+    """``"<DOMAIN>/<ZONE>_<ROI>"`` -> modality -> GeoTIFF, for the known modality folders."""
+    by_roi: dict[str, dict[str, Path]] = {}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        dom, _, mod = folder.name.partition("_")
+        if (domain and dom != domain) or mod not in {**FLAIR_HUB_MODALITIES, **FLAIR_HUB_LABELS}:
+            continue
+        for tif in sorted(folder.rglob("*.tif")):
+            roi = tif.stem[len(mod) + 1 :] if tif.stem.startswith(mod + "_") else tif.stem
+            by_roi.setdefault(f"{dom}/{roi}", {})[mod] = tif
+    return by_roi
+
+
+def _flair_hub_modality(
+    path: Path, shape: tuple[int, int], n_bands: int, scale: float, temporal: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """One modality's pixels on the patch grid ``shape`` (bilinear), in physical units with NaN
+    for no data: ``(C, H, W)``, or ``(T, C, H, W)`` with its dates when ``temporal``."""
+    import rasterio
+
+    with rasterio.open(path) as src:
+        data = src.read(
+            out_shape=(src.count, *shape), resampling=rasterio.enums.Resampling.bilinear
+        )
+        nodata = src.nodata
+    data = data.astype("float32")
+    if nodata is not None:
+        data[data == nodata] = np.nan
+    data *= scale
+    if not temporal:
+        return data, None
+    data = data.reshape(-1, n_bands, *shape)
+    dates_file = path.with_name(path.stem + "_dates.txt")
+    if dates_file.is_file():
+        lines = dates_file.read_text().split()
+        times = pd.to_datetime(lines, format="%Y%m%d").values.astype("datetime64[ns]")
+    else:  # no sidecar: placeholder dates 1970-01-01, -02, ... keep the frame order
+        times = np.arange(data.shape[0]).astype("datetime64[D]").astype("datetime64[ns]")
+    return data, times

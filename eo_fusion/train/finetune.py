@@ -13,6 +13,7 @@ import copy
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -117,6 +118,43 @@ def _set_trainable(enc: SpectralViT, mode: str, blocks: int) -> None:
             p.requires_grad = True
 
 
+@dataclass(frozen=True)
+class _SceneData:
+    """One labelled scene made ready for training and evaluation."""
+
+    scene: Scene
+    #: Normalised input, ``(C, H, W)`` or ``(T, C, H, W)``.
+    x: np.ndarray
+    #: Band registry key of each channel of ``x``.
+    keys: list[str]
+    #: Day of year of each date (time series), else ``None``.
+    doy: np.ndarray | None
+    #: Per pixel: position of its class in the class list, -1 = ignored or unlabelled.
+    classes: np.ndarray
+    #: True on the held-out pixels.
+    holdout: np.ndarray
+    #: ``classes`` with the held-out pixels set to -1 (what training sees).
+    train_classes: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Head:
+    """The network being fine-tuned: encoder configuration, tapped blocks and the task model."""
+
+    cfg: EncoderConfig
+    take: tuple[int, ...]
+    net: torch.nn.Module
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What training and the hold-out evaluation measured."""
+
+    confusion: np.ndarray
+    train_pixels: int
+    seconds: float
+
+
 def finetune(
     spec: FinetuneSpec,
     scenes: Sequence[Scene],
@@ -136,22 +174,53 @@ def finetune(
     labelled = [s for s in scenes if s.labels is not None]
     if not labelled:
         raise BadInputError("no scene has labels", fix="set `labels:` on the training scenes")
-    temporal = spec.task == "crops"
+    stats, by_kind = _normalization(labelled, base)
+    ids, indices = class_indices(labelled, spec.ignore_index)
+    data = [_scene_data(s, idx, spec, stats) for s, idx in zip(labelled, indices, strict=True)]
+    head = _build_head(spec, base, labelled, len(ids))
+    train_pixels = np.concatenate([d.classes[~d.holdout & (d.classes >= 0)] for d in data])
+    counts = np.bincount(train_pixels, minlength=len(ids)).astype("float64")
+    t0 = time.perf_counter()
+    _train(head.net, data, spec, _class_weight(spec, counts), rng, progress=progress)
+    seconds = time.perf_counter() - t0
+    cm = _holdout_confusion(head.net, data, len(ids), spec.image_size)
+    outcome = _Outcome(cm, int(counts.sum()), seconds)
+    card = _card(spec, base, head, ids, (stats, by_kind), data, outcome)
+    model = ck.LoadedModel(
+        card=ck.ModelCard.model_validate(card),
+        encoder=base.encoder if base is not None else SpectralViT(head.cfg),
+    )
+    setattr(model, spec.task, head.net)
+    return model
+
+
+def _normalization(
+    labelled: Sequence[Scene], base: ck.LoadedModel | None
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Band statistics (per modality and band; per band kind) of the labelled scenes, with a
+    pretrained model's own statistics winning for the bands it knows."""
     own, own_by_kind = band_stats(labelled)
     stats: dict[str, dict[str, Any]] = {m: dict(v) for m, v in own.items()}
     by_kind: dict[str, Any] = dict(own_by_kind)
-    if base is not None:  # keep the pretrained statistics for the bands it knows
+    if base is not None:
         for mod, per_key in base.card.normalization.items():
             stats.setdefault(mod, {}).update(per_key)
         by_kind.update(base.card.normalization_by_kind)
-    ids, indices = class_indices(labelled, spec.ignore_index)
-    data = []
-    for s, idx in zip(labelled, indices, strict=True):
-        arr, keys, times = task_input(s, spec.inputs, stats, temporal)
-        hold = holdout_mask(s.shape, spec.holdout_block, spec.holdout_fraction, spec.seed)
-        doy = None if times is None else pd.DatetimeIndex(times).day_of_year.values
-        data.append((s, arr, keys, doy, idx, hold, np.where(hold, -1, idx)))
-    keys = data[0][2]
+    return stats, by_kind
+
+
+def _scene_data(scene: Scene, classes: np.ndarray, spec: FinetuneSpec, stats: dict) -> _SceneData:
+    x, keys, times = task_input(scene, spec.inputs, stats, spec.task == "crops")
+    hold = holdout_mask(scene.shape, spec.holdout_block, spec.holdout_fraction, spec.seed)
+    doy = None if times is None else pd.DatetimeIndex(times).day_of_year.values
+    return _SceneData(scene, x, keys, doy, classes, hold, np.where(hold, -1, classes))
+
+
+def _build_head(
+    spec: FinetuneSpec, base: ck.LoadedModel | None, labelled: Sequence[Scene], n_classes: int
+) -> _Head:
+    """The task model on a copy of the pretrained encoder (or a new one), with the encoder
+    parameters frozen or not as ``spec.mode`` says."""
     if base is not None:
         cfg = base.encoder.cfg
         encoder = copy.deepcopy(base.encoder)
@@ -159,20 +228,33 @@ def finetune(
         cfg = EncoderConfig(spec.size, spec.patch_size, spec.image_size, ranges_of(labelled))
         encoder = SpectralViT(cfg)
     take = feature_blocks(cfg.shape.depth, 4)
-    cls = CropModel if temporal else LandCoverModel
-    net = cls(encoder, len(ids), take, spec.channels)
+    cls = CropModel if spec.task == "crops" else LandCoverModel
+    net = cls(encoder, n_classes, take, spec.channels)
     _set_trainable(encoder, spec.mode, spec.trainable_blocks)
-    counts = np.bincount(
-        np.concatenate([d[4][~d[5] & (d[4] >= 0)] for d in data]), minlength=len(ids)
-    ).astype("float64")
-    weight = None
-    if spec.class_weights == "inverse_sqrt":
-        w = 1.0 / np.sqrt(np.maximum(counts, 1))
-        weight = torch.tensor(w / w.mean(), dtype=torch.float32)
+    return _Head(cfg, take, net)
+
+
+def _class_weight(spec: FinetuneSpec, counts: np.ndarray) -> torch.Tensor | None:
+    """Loss weight per class from its training-pixel count (``None``: unweighted)."""
+    if spec.class_weights != "inverse_sqrt":
+        return None
+    w = 1.0 / np.sqrt(np.maximum(counts, 1))
+    return torch.tensor(w / w.mean(), dtype=torch.float32)
+
+
+def _train(
+    net: torch.nn.Module,
+    data: Sequence[_SceneData],
+    spec: FinetuneSpec,
+    weight: torch.Tensor | None,
+    rng: np.random.Generator,
+    *,
+    progress: bool,
+) -> None:
+    """``spec.steps`` AdamW steps of cross-entropy on random windows of the training labels."""
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
-    size = spec.image_size
-    t0 = time.perf_counter()
+    keys = data[0].keys  # the first scene's band order is the one the network is fed
     net.train()
     with Progress(
         TextColumn(f"finetune {spec.task}"),
@@ -183,96 +265,134 @@ def finetune(
     ) as bar:
         job = bar.add_task("ft", total=spec.steps, loss=float("nan"))
         for step in range(spec.steps):
-            xb, yb = [], []
             # One scene per batch: its dates (time series) are shared by the whole batch.
-            s, arr, _, doy, idx, hold, train_lab = data[int(rng.integers(len(data)))]
-            for _ in range(spec.batch_size):
-                for _try in range(20):
-                    y, x = random_origin(rng, s.shape, size)
-                    lab = crop(train_lab, y, x, size, fill=-1)
-                    if (lab >= 0).mean() >= 0.1:
-                        break
-                win, lab3 = augment([crop(arr, y, x, size), lab[None]], rng)
-                xb.append(win)
-                yb.append(lab3[0])
-            xt = torch.from_numpy(np.stack(xb))
-            yt = torch.from_numpy(np.stack(yb))
+            d = data[int(rng.integers(len(data)))]
+            xt, yt = _batch(d, spec, rng)
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, spec)
-            if temporal:
-                if doy is None:
-                    raise BadInputError(
-                        f"scene '{s.name}': the crop task needs dated (time-series) inputs",
-                        fix="set the input modalities' mode to a time series",
-                    )
-                dt = torch.tensor(np.stack([doy] * len(xb)), dtype=torch.float32)
-                logits = net(xt, keys, dt)
-            else:
-                logits = net(xt, keys)
+            logits = _forward(net, xt, keys, d, spec.task == "crops")
             loss = F.cross_entropy(logits, yt, weight=weight, ignore_index=-1)
             opt.zero_grad()
             loss.backward()
             opt.step()
             bar.update(job, advance=1, loss=loss.item())
-    seconds = time.perf_counter() - t0
+
+
+def _batch(
+    d: _SceneData, spec: FinetuneSpec, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``spec.batch_size`` augmented windows of one scene and their training labels; each
+    window is redrawn (up to 20 times) until at least 10 % of it is labelled."""
+    size = spec.image_size
+    xb, yb = [], []
+    for _ in range(spec.batch_size):
+        for _try in range(20):
+            y, x = random_origin(rng, d.scene.shape, size)
+            lab = crop(d.train_classes, y, x, size, fill=-1)
+            if (lab >= 0).mean() >= 0.1:
+                break
+        win, lab3 = augment([crop(d.x, y, x, size), lab[None]], rng)
+        xb.append(win)
+        yb.append(lab3[0])
+    return torch.from_numpy(np.stack(xb)), torch.from_numpy(np.stack(yb))
+
+
+def _forward(
+    net: torch.nn.Module, xt: torch.Tensor, keys: list[str], d: _SceneData, temporal: bool
+) -> torch.Tensor:
+    """Logits of a batch; the crop model also takes each date's day of year."""
+    if not temporal:
+        return net(xt, keys)
+    if d.doy is None:
+        raise BadInputError(
+            f"scene '{d.scene.name}': the crop task needs dated (time-series) inputs",
+            fix="set the input modalities' mode to a time series",
+        )
+    dt = torch.tensor(np.stack([d.doy] * len(xt)), dtype=torch.float32)
+    return net(xt, keys, dt)
+
+
+def _holdout_confusion(
+    net: torch.nn.Module, data: Sequence[_SceneData], n_classes: int, window: int
+) -> np.ndarray:
+    """Confusion matrix on the held-out labelled pixels, from sliding-window predictions over
+    each whole scene (as :func:`eo_fusion.models.predict` makes them)."""
     net.eval()
-    cm = np.zeros((len(ids), len(ids)), dtype="int64")
-    for _s, arr, k, doy, idx, hold, _train_lab in data:
-        doy_t = None if doy is None else torch.tensor(doy, dtype=torch.float32)[None]
-        probs = sliding_probs(net, arr, k, n_classes=len(ids), window=size, doy=doy_t)
-        cm += confusion(idx, probs.argmax(0), len(ids), ignore=~hold | (idx < 0))
-    metrics = scores(cm, ids)
-    metrics["confusion"] = cm.tolist()
-    classes = [
-        {
-            "id": c,
-            "name": spec.class_names.get(c, f"class {c}"),
-            "color": spec.class_colors.get(c, PALETTE[i % len(PALETTE)]),
-        }
-        for i, c in enumerate(ids)
-    ]
+    cm = np.zeros((n_classes, n_classes), dtype="int64")
+    for d in data:
+        doy_t = None if d.doy is None else torch.tensor(d.doy, dtype=torch.float32)[None]
+        probs = sliding_probs(net, d.x, d.keys, n_classes=n_classes, window=window, doy=doy_t)
+        cm += confusion(d.classes, probs.argmax(0), n_classes, ignore=~d.holdout | (d.classes < 0))
+    return cm
+
+
+def _card(
+    spec: FinetuneSpec,
+    base: ck.LoadedModel | None,
+    head: _Head,
+    ids: list[int],
+    normalization: tuple[dict[str, Any], dict[str, Any]],
+    data: Sequence[_SceneData],
+    outcome: _Outcome,
+) -> dict[str, Any]:
+    """The model card of the fine-tuned model: the base's card (if any) with only this task."""
+    size = spec.image_size
     card: dict[str, Any] = base.card.model_dump(mode="json") if base is not None else {}
     card["name"] = spec.name
-    # only the head trained here; merge_tasks() combines heads
-    card["architecture"] = {"encoder": cfg.to_dict()}
+    card["tasks"] = {}  # only the head trained here; merge_tasks() combines heads
+    card["architecture"] = {"encoder": head.cfg.to_dict()}
     card["architecture"]["mae"] = False
     card["architecture"][spec.task] = {
         "n_classes": len(ids),
-        "take": list(take),
+        "take": list(head.take),
         "channels": spec.channels,
     }
-    card["normalization"] = stats
-    card["normalization_by_kind"] = by_kind
+    card["normalization"], card["normalization_by_kind"] = normalization
     card["inference"] = {"window": size, "stride": size // 2}
-    card["tasks"] = {}
-    card["tasks"][spec.task] = {
+    card["tasks"][spec.task] = _task_section(spec, base, ids, data, outcome)
+    return card
+
+
+def _task_section(
+    spec: FinetuneSpec,
+    base: ck.LoadedModel | None,
+    ids: list[int],
+    data: Sequence[_SceneData],
+    outcome: _Outcome,
+) -> dict[str, Any]:
+    """The card's ``tasks[<task>]`` entry: inputs, classes, hold-out metrics, how it trained."""
+    metrics = scores(outcome.confusion, ids)
+    metrics["confusion"] = outcome.confusion.tolist()
+    keys = data[0].keys
+    return {
         "inputs": {m: [k for k in keys if k in v] for m, v in spec.inputs.items()},
         "optional": list(spec.optional_inputs),
-        "mode": "timeseries" if temporal else "composite",
-        "classes": classes,
+        "mode": "timeseries" if spec.task == "crops" else "composite",
+        "classes": [
+            {
+                "id": c,
+                "name": spec.class_names.get(c, f"class {c}"),
+                "color": spec.class_colors.get(c, PALETTE[i % len(PALETTE)]),
+            }
+            for i, c in enumerate(ids)
+        ],
         "ignore_index": spec.ignore_index,
         "metrics": {"holdout": metrics},
         "training": {
             "spec": portable_dump(spec),
             "spec_sha256": spec_hash(spec),
             "pretrained": base.card.name if base is not None else None,
-            "scenes": [d[0].name for d in data],
+            "scenes": [d.scene.name for d in data],
             "holdout": {
                 "block_px": spec.holdout_block,
                 "fraction": spec.holdout_fraction,
                 "seed": spec.seed,
-                "train_pixels": int(counts.sum()),
-                "holdout_pixels": int(cm.sum()),
+                "train_pixels": outcome.train_pixels,
+                "holdout_pixels": int(outcome.confusion.sum()),
             },
-            "seconds": round(seconds, 1),
+            "seconds": round(outcome.seconds, 1),
         },
     }
-    model = ck.LoadedModel(
-        card=ck.ModelCard.model_validate(card),
-        encoder=base.encoder if base is not None else SpectralViT(cfg),
-    )
-    setattr(model, spec.task, net)
-    return model
 
 
 def merge_tasks(models: Sequence[ck.LoadedModel], name: str) -> ck.LoadedModel:

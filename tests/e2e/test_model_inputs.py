@@ -47,7 +47,7 @@ def test_checkpoint_edited_in_place_recomputes_and_a_forged_one_fails_first(tmp_
 
     # The card rewritten in place (same weights): the tile is not reused.
     card = json.loads((checkpoint / CARD).read_text())
-    card["description"] = str(card.get("description", "")) + " (edited)"
+    card["code_version"] = str(card.get("code_version", "")) + "+edited"
     (checkpoint / CARD).write_text(json.dumps(card, indent=1))
     again = run_job(load_job(job_file))
     assert again.run_dir == first.run_dir and again.tiles_reused == 0

@@ -140,9 +140,9 @@ def test_report_metrics_and_model_card(trained):
     assert loss[0] == "step,loss,seconds" and len(loss) == 5
     model = ck.load(out / "model")
     task = model.task("landcover")
-    assert [c["id"] for c in task["classes"]] == [1, 2, 3, 4, 8]
-    assert task["inputs"]["s2-l1c"][0] == "s2:B01"
-    assert task["training"]["trained_as"] == "segmentation"
+    assert [c.id for c in task.classes] == [1, 2, 3, 4, 8]
+    assert task.inputs["s2-l1c"][0] == "s2:B01"
+    assert task.training["trained_as"] == "segmentation"
 
 
 def test_rerun_reuses_chips_and_checkpoint(trained, capsys):
@@ -311,4 +311,4 @@ def test_time_series_job_trains_the_temporal_model(repo_root, tmp_path):
     assert tuple(sample["inputs"]["s2-l1c"].shape) == (5, 13, CHIP, CHIP)  # 5 dates
     assert sample["doy"]["s2-l1c"].tolist() == [192.0, 212.0, 232.0, 242.0, 252.0]
     model = ck.load(_train_dir(run_dir) / "model")
-    assert model.task("crops")["mode"] == "timeseries"
+    assert model.task("crops").mode == "timeseries"

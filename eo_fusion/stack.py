@@ -132,16 +132,7 @@ def build_stack(
     coreg = coreg or CoregOptions()
     # Specs built in code (api, tests) get the job file's checks and typed options here.
     modalities = {name: modality_spec(name, spec) for name, spec in modalities.items()}
-    results: dict[str, ModalityResult] = {}
-    missing = []
-    for name in sorted(modalities):
-        spec = modalities[name]
-        items = sorted(items_by_modality.get(name, ()), key=lambda i: (i.datetime, i.id))
-        if not items:
-            missing.append(name)
-            continue
-        gbox = grid_at_resolution(tile_gbox, spec.resolution) if spec.resolution else tile_gbox
-        results[name] = loader_for(name, spec)(items, gbox, spec, reader)
+    results, missing = _read_modalities(tile_gbox, items_by_modality, modalities, reader)
     if not results:
         raise BandError(
             f"no items for any modality of tile {tile_gbox}",
@@ -162,6 +153,26 @@ def build_stack(
         gdal=json.dumps(gdal.to_dict(), sort_keys=True),
     )
     return ds
+
+
+def _read_modalities(
+    tile_gbox: GeoBox,
+    items_by_modality: Mapping[str, Sequence[NormalizedItem]],
+    modalities: Mapping[str, ModalitySpec],
+    reader: Reader,
+) -> tuple[dict[str, ModalityResult], list[str]]:
+    """Each modality's loader on its items (in time order) → (results, modalities without items)."""
+    results: dict[str, ModalityResult] = {}
+    missing = []
+    for name in sorted(modalities):
+        spec = modalities[name]
+        items = sorted(items_by_modality.get(name, ()), key=lambda i: (i.datetime, i.id))
+        if not items:
+            missing.append(name)
+            continue
+        gbox = grid_at_resolution(tile_gbox, spec.resolution) if spec.resolution else tile_gbox
+        results[name] = loader_for(name, spec)(items, gbox, spec, reader)
+    return results, missing
 
 
 def grid_coords(gbox: GeoBox) -> dict[str, Any]:

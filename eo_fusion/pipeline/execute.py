@@ -354,12 +354,17 @@ def execute_tasks(
         if on_outcome:
             on_outcome(outcome)
         if not outcome.ok and (on_failure == "stop" or outcome.fatal):
-            for other in list(ac.futures):
-                other.cancel()
-            ac.clear()
+            _cancel_all(ac)
             break
         submit_next()
     return outcomes
+
+
+def _cancel_all(ac: Any) -> None:
+    """Cancel every tile still in flight (``on_failure: stop`` or a fatal storage error)."""
+    for other in list(ac.futures):
+        other.cancel()
+    ac.clear()
 
 
 def _result(fut: Any, task: TileTask) -> TileOutcome:

@@ -383,40 +383,61 @@ def plan_run(
         policy=policy, head=head,
     )  # fmt: skip
     tasks, parts = fingerprint_tasks(tasks, prints)
-    config_hash = spec_hash(job)
-    run_id = run_id_for(job, area.window, config_hash=config_hash)
-    aoi = tasks[0].aoi  # already in the grid CRS
     return RunPlan(
-        job_name=job.name,
-        description=job.description,
-        run_id=run_id,
-        run_dir=Path(job.output.dir) / run_id,
-        config_hash=config_hash,
-        run_hash=run_hash(job, area.window, config_hash=config_hash),
+        **_identity(job, area.window),
         run_date=run_date,
         window=area.window,
         time_range=_time_range(area.window, items, run_date),
-        aoi=aoi,
-        footprint=aoi.intersection(area.grid.extent),
-        grid=area.grid,
-        tile_size=job.grid.tile_size,
-        halo=job.grid.halo,
-        tiles=area.tiles,
+        **_geometry(job, area, tasks),
         tasks=tuple(tasks),
         inputs=_inputs(tasks),
-        model=job.model,
-        output=tasks[0].output,
-        blocksize=job.output.blocksize,
-        report=job.output.report,
-        dask=job.dask,
-        retries=job.retries,
-        on_failure=job.on_failure,
+        **_settings(job, tasks),
         prints=prints,
         tile_parts=parts,
         search=dict(search or {}),
         skipped_items=_skipped(items, tasks),
-        strict=job.strict,
     )
+
+
+def _identity(job: JobSpec, window: Window) -> dict[str, Any]:
+    """Run id, folder and hashes (see :func:`run_id_for` and :func:`run_hash`)."""
+    config_hash = spec_hash(job)
+    run_id = run_id_for(job, window, config_hash=config_hash)
+    return {
+        "job_name": job.name,
+        "description": job.description,
+        "run_id": run_id,
+        "run_dir": Path(job.output.dir) / run_id,
+        "config_hash": config_hash,
+        "run_hash": run_hash(job, window, config_hash=config_hash),
+    }
+
+
+def _geometry(job: JobSpec, area: JobArea, tasks: Sequence[TileTask]) -> dict[str, Any]:
+    """AOI (grid CRS), the mapped footprint, grid and tiles."""
+    aoi = tasks[0].aoi  # already in the grid CRS
+    return {
+        "aoi": aoi,
+        "footprint": aoi.intersection(area.grid.extent),
+        "grid": area.grid,
+        "tile_size": job.grid.tile_size,
+        "halo": job.grid.halo,
+        "tiles": area.tiles,
+    }
+
+
+def _settings(job: JobSpec, tasks: Sequence[TileTask]) -> dict[str, Any]:
+    """What execution and assembly need from the job (so they never read it)."""
+    return {
+        "model": job.model,
+        "output": tasks[0].output,
+        "blocksize": job.output.blocksize,
+        "report": job.output.report,
+        "dask": job.dask,
+        "retries": job.retries,
+        "on_failure": job.on_failure,
+        "strict": job.strict,
+    }
 
 
 def tile_bytes(plan: RunPlan, n_classes: int) -> int:

@@ -305,11 +305,7 @@ def qa_report(
     conf = files.get("confidence")
     counts, mean_conf = class_stats(files["classes"].path, conf.path if conf else None)
     ha = pixel_area_ha(plan.grid)
-    failed = [
-        {"tile": tid, "attempts": rec.attempts, "error": rec.error}
-        for tid, rec in sorted(manifest.tiles.items())
-        if rec.state == "failed"
-    ]
+    failed = _failed_tiles(manifest)
     done = sum(1 for t in plan.tasks if manifest.tiles[t.tile_id].state == "done")
     return {
         "job": {
@@ -327,10 +323,8 @@ def qa_report(
         "nodata_pixels": int(counts[NODATA_CLASS]),
         "failures": failed,
         "products": {Path(p.path).name: p.sha256 for p in products},
-        "validation": {
-            "cog": "passed",  # at write time: write_cog publishes only COGs that validate
-            "stac": f"passed ({stac_documents} documents)",
-        },
+        # COGs are validated at write time: write_cog publishes only COGs that validate.
+        "validation": {"cog": "passed", "stac": f"passed ({stac_documents} documents)"},
         "resume": {
             "reused": reused,
             "recomputed": {k: list(v) for k, v in (recomputed or {}).items()},
@@ -339,6 +333,14 @@ def qa_report(
         "provenance": manifest.provenance,
         "notes": [*notes, *auto_notes(plan, manifest.provenance, ha)],
     }
+
+
+def _failed_tiles(manifest: RunManifest) -> list[dict[str, Any]]:
+    return [
+        {"tile": tid, "attempts": rec.attempts, "error": rec.error}
+        for tid, rec in sorted(manifest.tiles.items())
+        if rec.state == "failed"
+    ]
 
 
 def inputs_section(

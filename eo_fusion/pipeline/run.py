@@ -109,11 +109,9 @@ def run_job(
     progress: ProgressHook | None = None,
     notes: Sequence[str] = (),
 ) -> RunSummary:
-    """Run a mapping job end to end; resumes an earlier attempt of the same run.
-
-    A tile is reused only when its output verifies and its input fingerprint (AOI content,
-    items and asset files, model, code version) is the recorded one; the others are computed
-    and the summary, log and report say why. The model is verified once, before the cluster.
+    """Run a mapping job end to end; resumes an earlier attempt of the same run, reusing a tile
+    only when its output verifies and its input fingerprint (AOI content, items and asset
+    files, model, code version) is the recorded one (the summary and report say why not).
 
     Args:
         job: the validated job.
@@ -128,8 +126,7 @@ def run_job(
         predictor: computes tile probabilities; default: the job's model (``ModelPredictor``).
         items: search results per modality (skips the catalog search; for tests and notebooks).
         workers: LocalCluster workers (overrides ``job.dask.workers``).
-        progress: receives progress events.
-        notes: lines added to the report's notes.
+        progress: receives progress events. notes: lines added to the report's notes.
 
     Returns:
         The run summary; ``summary.ok`` is False when any tile failed, no tile succeeded, or
@@ -137,17 +134,40 @@ def run_job(
 
     Raises:
         LockError: another process is writing the same run.
-        JobError: no items for a modality, no tile touches the AOI, an unreadable manifest
-            (without ``reset``/``force``), or (``strict``) a truncated search.
+        JobError: no tile touches the AOI, an unreadable manifest (without ``reset`` or
+            ``force``), or (``strict``) a truncated search. EmptySearchError: no items.
         CheckpointError: the model or its card does not verify.
         StorageError: the run folder cannot be written (disk full, read-only, permissions).
     """
-    t0 = time.perf_counter()
-    progress = progress or ProgressHook()
-    run_date = run_date or datetime.now(UTC).date()
-    area = job_area(job, run_date)
+    t0, progress = time.perf_counter(), progress or ProgressHook()
     pred = predictor or _model_predictor(job)
     _verify(pred)  # once, here: a forged or mismatched model fails before any worker starts
+    plan = _plan(job, run_date or datetime.now(UTC).date(), items, pred, progress)
+    summary = RunSummary(run_id=plan.run_id, run_dir=plan.run_dir, tiles_total=len(plan.tasks))
+    with run_lock(plan.run_dir):
+        manifest, todo = _start(plan, pred, force, reset, summary)
+        progress.start(len(plan.tasks), summary.tiles_reused)
+        outcomes = _execute(plan, todo, pred, manifest, scheduler, workers, progress)
+        _summarise(summary, plan, manifest, outcomes)
+        if summary.problem is None:
+            progress.phase("products")
+            _assemble(plan, manifest, pred, summary, notes)
+        else:
+            log.error("run %s: nothing published: %s", plan.run_id, summary.problem)
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _plan(
+    job: JobSpec,
+    run_date: date,
+    items: Mapping[str, Sequence[NormalizedItem]] | None,
+    pred: Predictor,
+    progress: ProgressHook,
+) -> RunPlan:
+    """Search (unless ``items`` are given), plan, refuse what ``strict`` forbids, make the run
+    folder: everything a run does before it takes the lock."""
+    area = job_area(job, run_date)
     search: dict[str, dict[str, Any]] = {}
     if items is None:
         progress.phase("search")
@@ -161,23 +181,17 @@ def run_job(
         raise _strict_error(plan, search_issues(plan.search))
     with storage_errors(plan.run_dir):
         plan.run_dir.mkdir(parents=True, exist_ok=True)
-    summary = RunSummary(run_id=plan.run_id, run_dir=plan.run_dir, tiles_total=len(plan.tasks))
-    with run_lock(plan.run_dir):
-        manifest, todo = _start(plan, pred, force, reset, summary)
-        progress.start(len(plan.tasks), summary.tiles_reused)
-        outcomes = _execute(plan, todo, pred, manifest, scheduler, workers, progress)
-        summary.failures = [o for o in outcomes if not o.ok]
-        summary.tiles_failed = len(summary.failures)
-        summary.tiles_done = sum(manifest.tiles[t.tile_id].state == "done" for t in plan.tasks)
-        summary.input_issues = run_input_issues(plan, manifest)
-        summary.problem = _why_not_publish(plan, summary, outcomes)
-        if summary.problem is None:
-            progress.phase("products")
-            _assemble(plan, manifest, pred, summary, notes)
-        else:
-            log.error("run %s: nothing published: %s", plan.run_id, summary.problem)
-    summary.seconds = time.perf_counter() - t0
-    return summary
+    return plan
+
+
+def _summarise(
+    summary: RunSummary, plan: RunPlan, manifest: RunManifest, outcomes: Sequence[TileOutcome]
+) -> None:
+    summary.failures = [o for o in outcomes if not o.ok]
+    summary.tiles_failed = len(summary.failures)
+    summary.tiles_done = sum(manifest.tiles[t.tile_id].state == "done" for t in plan.tasks)
+    summary.input_issues = run_input_issues(plan, manifest)
+    summary.problem = _why_not_publish(plan, summary, outcomes)
 
 
 def _verify(pred: Predictor) -> None:

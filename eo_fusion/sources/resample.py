@@ -99,9 +99,15 @@ def source_roi(src_gbox: GeoBox, gbox: GeoBox) -> ReprojectInfo:
     GDAL widens bilinear/cubic kernels by the downsampling factor; without enough padding the
     edge pixels of a tile would be computed from fewer source pixels than interior ones (a seam).
     ``.scale`` of the result is the target/source pixel size ratio that picks the rule.
+
+    Only a plain paste (same pixel size, edges aligned within 0.05 px) is read unpadded. An
+    aligned grid at an integer downsampling factor (``paste_ok`` with ``read_shrink > 1``) is
+    still warped with ``average``/``mode``, and its edge pixels overlap source pixels just
+    outside the exact window (the up-to-0.05 px misalignment): unpadded, the edge values of a
+    tile would depend on where the tile starts, and a lazy stack would differ from an eager one.
     """
     rr = compute_reproject_roi(src_gbox, gbox, ttol=0.05)
-    if rr.paste_ok:
+    if rr.paste_ok and rr.read_shrink == 1:
         return rr
     pad = 2 + int(np.ceil(max(rr.scale2.x, rr.scale2.y, 1.0)))
     return compute_reproject_roi(src_gbox, gbox, ttol=0.05, padding=pad)

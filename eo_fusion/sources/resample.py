@@ -59,10 +59,13 @@ RULES: dict[str, tuple[Resampling, Resampling, float]] = {
     "aerial": (Resampling.bilinear, Resampling.average, 1.0 + _EPS),
     "index": (Resampling.bilinear, Resampling.average, 1.0 + _EPS),
     "sar": (Resampling.bilinear, Resampling.average, 1.0 + _EPS),
-    "elevation": (Resampling.bilinear, Resampling.average, DOWNSAMPLE_RATIO),
-    "categorical": (Resampling.nearest, Resampling.mode, DOWNSAMPLE_RATIO),
-    "osm": (Resampling.nearest, Resampling.mode, DOWNSAMPLE_RATIO),
+    "elevation": (Resampling.bilinear, Resampling.average, DOWNSAMPLE_RATIO - _EPS),
+    "categorical": (Resampling.nearest, Resampling.mode, DOWNSAMPLE_RATIO - _EPS),
+    "osm": (Resampling.nearest, Resampling.mode, DOWNSAMPLE_RATIO - _EPS),
 }
+# The thresholds carry a float tolerance: a ratio computed from two grid transforms is off by
+# rounding (10 m onto 20 m can come out as 1.9999999999999996), and an exact 2 is "≥ 2" (mode /
+# average) as the table says, just as an exact 1 is "≤ 1" (bilinear).
 
 
 def resampling_for(kind: str, ratio: float) -> Resampling:

@@ -57,12 +57,14 @@ def _unit_m(crs: CRS) -> float:
 
 
 def _expected_rule(kind: str, factor: float) -> Resampling:
-    """The documented rule table (docs/stacks.md), written out independently of the code."""
+    """The documented rule table (docs/stacks.md), written out independently of the code; a
+    factor equal to a threshold up to float rounding (stack cases use exactly 2) counts as equal."""
+    eps = 1e-6
     if kind == "categorical":
-        return Resampling.nearest if factor < 2 else Resampling.mode
+        return Resampling.nearest if factor < 2 - eps else Resampling.mode
     if kind == "elevation":
-        return Resampling.bilinear if factor < 2 else Resampling.average
-    return Resampling.bilinear if factor <= 1 else Resampling.average
+        return Resampling.bilinear if factor < 2 - eps else Resampling.average
+    return Resampling.bilinear if factor <= 1 + eps else Resampling.average
 
 
 def _grid(crs: str, lonlat, res_m: float, shape: tuple[int, int], offset_px: float) -> GeoBox:
@@ -153,7 +155,7 @@ def tilings(draw):
     return grid, tile, draw(st.integers(0, 24))
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=120)
 @given(case=tilings())
 def test_tiles_cover_any_grid_exactly_once(case) -> None:
     g, tile, halo = case
@@ -173,7 +175,7 @@ def test_tiles_cover_any_grid_exactly_once(case) -> None:
 # --- one read -----------------------------------------------------------------------------------
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100)
 @given(case=read_cases())
 def test_fake_read_equals_gdal_warp_with_the_documented_rule(case) -> None:
     src, dst, kind, factor = case
@@ -189,7 +191,7 @@ def test_fake_read_equals_gdal_warp_with_the_documented_rule(case) -> None:
         _assert_matches(got, ref, kind == "categorical", f"{kind} x{factor} band {band}")
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40)
 @given(case=read_cases(), scale=st.sampled_from([1.0, 1e-4]), offset=st.sampled_from([0.0, -0.1]))
 def test_rasterio_reader_equals_the_fake_on_its_pixels(case, scale, offset) -> None:
     src, dst, kind, _ = case
@@ -273,7 +275,7 @@ def _assert_same_stack_variable(lazy, eager, name: str) -> None:
     assert same.mean() >= 0.99, f"{name}:valid"
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=20)
 @given(case=stack_cases())
 def test_lazy_stack_does_not_depend_on_chunking_and_equals_the_reference(case) -> None:
     grid, reader, items, chunk, halo = case

@@ -344,3 +344,23 @@ def test_fake_reader_names_an_unregistered_file() -> None:
     lost = type(a)(a.key, a.asset_key, "fake://nowhere", 1, a.spec)
     with pytest.raises(ReadError, match="nowhere"):
         reader.read([lost], grid, ReadSpec())
+
+
+def test_aligned_downsampling_reads_a_margin_so_tiles_do_not_change_edges() -> None:
+    # A source at half the target's pixel size whose edges are 0.04 target px off (within the
+    # 0.05 px "aligned" tolerance) is still averaged: the target's edge pixels overlap source
+    # pixels just outside the exact window, so a build on the grid equals a build on a padded
+    # grid cropped back (what a lazy chunk does) and GDAL's warp of the whole source.
+    lonlat, _ = SITES["slovenia"]
+    grid = _grid("EPSG:32633", lonlat, 8.7, (14, 10), 0.3)
+    t = grid.transform
+    src_t = Affine(t.a / 2, 0, t.c - 19.96 * t.a, 0, t.e / 2, t.f - 19.96 * t.e)
+    src = GeoBox((60, 60), src_t, grid.crs)
+    reader = FakeReader()
+    items = {"ndvi": [reader.item("ndvi", "ndvi", ["index:ndvi"], T0, src, [3])]}
+    mods = {"ndvi": ModalitySpec()}
+    eager = build_stack(grid, items, mods, reader=reader)["ndvi"].values[0]
+    padded = build_stack(grid.pad(3), items, mods, reader=reader)["ndvi"].values[0, 3:-3, 3:-3]
+    np.testing.assert_array_equal(eager, padded)
+    ref = _reference(src, grid, 3, Resampling.average)
+    np.testing.assert_allclose(eager, ref, rtol=0, atol=0.05)

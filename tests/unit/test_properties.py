@@ -293,6 +293,11 @@ def test_lazy_stack_does_not_depend_on_chunking_and_equals_the_reference(case) -
         if grid.crs != src.crs:
             continue  # across CRSs the single-read property above holds the reference check
         rule = _expected_rule(kind, factor)
+        tie = abs(factor - 1) < 1e-9 and abs(_misalignment_px(grid, src) - 0.5) < 1e-3
+        if kind == "categorical" and tie:
+            # Grids of odd and even width centred on one point: every target centre lies on a
+            # source pixel edge, and nearest may take either neighbour (lazy == eager still holds).
+            continue
         if grid.crs == src.crs and abs(factor - 1) < 1e-9 and _misalignment_px(grid, src) < 0.05:
             rule = Resampling.nearest  # the same grid to within 0.05 px is pasted, not warped
         nodata = next(iter(items[name][0].bands.values())).spec.nodata

@@ -59,10 +59,13 @@ RULES: dict[str, tuple[Resampling, Resampling, float]] = {
     "aerial": (Resampling.bilinear, Resampling.average, 1.0 + _EPS),
     "index": (Resampling.bilinear, Resampling.average, 1.0 + _EPS),
     "sar": (Resampling.bilinear, Resampling.average, 1.0 + _EPS),
-    "elevation": (Resampling.bilinear, Resampling.average, DOWNSAMPLE_RATIO),
-    "categorical": (Resampling.nearest, Resampling.mode, DOWNSAMPLE_RATIO),
-    "osm": (Resampling.nearest, Resampling.mode, DOWNSAMPLE_RATIO),
+    "elevation": (Resampling.bilinear, Resampling.average, DOWNSAMPLE_RATIO - _EPS),
+    "categorical": (Resampling.nearest, Resampling.mode, DOWNSAMPLE_RATIO - _EPS),
+    "osm": (Resampling.nearest, Resampling.mode, DOWNSAMPLE_RATIO - _EPS),
 }
+# The thresholds carry a float tolerance: a ratio computed from two grid transforms is off by
+# rounding (10 m onto 20 m can come out as 1.9999999999999996), and an exact 2 is "≥ 2" (mode /
+# average) as the table says, just as an exact 1 is "≤ 1" (bilinear).
 
 
 def resampling_for(kind: str, ratio: float) -> Resampling:
@@ -99,9 +102,15 @@ def source_roi(src_gbox: GeoBox, gbox: GeoBox) -> ReprojectInfo:
     GDAL widens bilinear/cubic kernels by the downsampling factor; without enough padding the
     edge pixels of a tile would be computed from fewer source pixels than interior ones (a seam).
     ``.scale`` of the result is the target/source pixel size ratio that picks the rule.
+
+    Only a plain paste (same pixel size, edges aligned within 0.05 px) is read unpadded. An
+    aligned grid at an integer downsampling factor (``paste_ok`` with ``read_shrink > 1``) is
+    still warped with ``average``/``mode``, and its edge pixels overlap source pixels just
+    outside the exact window (the up-to-0.05 px misalignment): unpadded, the edge values of a
+    tile would depend on where the tile starts, and a lazy stack would differ from an eager one.
     """
     rr = compute_reproject_roi(src_gbox, gbox, ttol=0.05)
-    if rr.paste_ok:
+    if rr.paste_ok and rr.read_shrink == 1:
         return rr
     pad = 2 + int(np.ceil(max(rr.scale2.x, rr.scale2.y, 1.0)))
     return compute_reproject_roi(src_gbox, gbox, ttol=0.05, padding=pad)

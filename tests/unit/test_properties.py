@@ -57,12 +57,14 @@ def _unit_m(crs: CRS) -> float:
 
 
 def _expected_rule(kind: str, factor: float) -> Resampling:
-    """The documented rule table (docs/stacks.md), written out independently of the code."""
+    """The documented rule table (docs/stacks.md), written out independently of the code; a
+    factor equal to a threshold up to float rounding (stack cases use exactly 2) counts as equal."""
+    eps = 1e-6
     if kind == "categorical":
-        return Resampling.nearest if factor < 2 else Resampling.mode
+        return Resampling.nearest if factor < 2 - eps else Resampling.mode
     if kind == "elevation":
-        return Resampling.bilinear if factor < 2 else Resampling.average
-    return Resampling.bilinear if factor <= 1 else Resampling.average
+        return Resampling.bilinear if factor < 2 - eps else Resampling.average
+    return Resampling.bilinear if factor <= 1 + eps else Resampling.average
 
 
 def _grid(crs: str, lonlat, res_m: float, shape: tuple[int, int], offset_px: float) -> GeoBox:
@@ -153,7 +155,7 @@ def tilings(draw):
     return grid, tile, draw(st.integers(0, 24))
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=120)
 @given(case=tilings())
 def test_tiles_cover_any_grid_exactly_once(case) -> None:
     g, tile, halo = case
@@ -173,7 +175,7 @@ def test_tiles_cover_any_grid_exactly_once(case) -> None:
 # --- one read -----------------------------------------------------------------------------------
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100)
 @given(case=read_cases())
 def test_fake_read_equals_gdal_warp_with_the_documented_rule(case) -> None:
     src, dst, kind, factor = case
@@ -189,7 +191,7 @@ def test_fake_read_equals_gdal_warp_with_the_documented_rule(case) -> None:
         _assert_matches(got, ref, kind == "categorical", f"{kind} x{factor} band {band}")
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40)
 @given(case=read_cases(), scale=st.sampled_from([1.0, 1e-4]), offset=st.sampled_from([0.0, -0.1]))
 def test_rasterio_reader_equals_the_fake_on_its_pixels(case, scale, offset) -> None:
     src, dst, kind, _ = case
@@ -273,7 +275,7 @@ def _assert_same_stack_variable(lazy, eager, name: str) -> None:
     assert same.mean() >= 0.99, f"{name}:valid"
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=20)
 @given(case=stack_cases())
 def test_lazy_stack_does_not_depend_on_chunking_and_equals_the_reference(case) -> None:
     grid, reader, items, chunk, halo = case
@@ -291,6 +293,11 @@ def test_lazy_stack_does_not_depend_on_chunking_and_equals_the_reference(case) -
         if grid.crs != src.crs:
             continue  # across CRSs the single-read property above holds the reference check
         rule = _expected_rule(kind, factor)
+        tie = abs(factor - 1) < 1e-9 and abs(_misalignment_px(grid, src) - 0.5) < 1e-3
+        if kind == "categorical" and tie:
+            # Grids of odd and even width centred on one point: every target centre lies on a
+            # source pixel edge, and nearest may take either neighbour (lazy == eager still holds).
+            continue
         if grid.crs == src.crs and abs(factor - 1) < 1e-9 and _misalignment_px(grid, src) < 0.05:
             rule = Resampling.nearest  # the same grid to within 0.05 px is pasted, not warped
         nodata = next(iter(items[name][0].bands.values())).spec.nodata
@@ -342,3 +349,23 @@ def test_fake_reader_names_an_unregistered_file() -> None:
     lost = type(a)(a.key, a.asset_key, "fake://nowhere", 1, a.spec)
     with pytest.raises(ReadError, match="nowhere"):
         reader.read([lost], grid, ReadSpec())
+
+
+def test_aligned_downsampling_reads_a_margin_so_tiles_do_not_change_edges() -> None:
+    # A source at half the target's pixel size whose edges are 0.04 target px off (within the
+    # 0.05 px "aligned" tolerance) is still averaged: the target's edge pixels overlap source
+    # pixels just outside the exact window, so a build on the grid equals a build on a padded
+    # grid cropped back (what a lazy chunk does) and GDAL's warp of the whole source.
+    lonlat, _ = SITES["slovenia"]
+    grid = _grid("EPSG:32633", lonlat, 8.7, (14, 10), 0.3)
+    t = grid.transform
+    src_t = Affine(t.a / 2, 0, t.c - 19.96 * t.a, 0, t.e / 2, t.f - 19.96 * t.e)
+    src = GeoBox((60, 60), src_t, grid.crs)
+    reader = FakeReader()
+    items = {"ndvi": [reader.item("ndvi", "ndvi", ["index:ndvi"], T0, src, [3])]}
+    mods = {"ndvi": ModalitySpec()}
+    eager = build_stack(grid, items, mods, reader=reader)["ndvi"].values[0]
+    padded = build_stack(grid.pad(3), items, mods, reader=reader)["ndvi"].values[0, 3:-3, 3:-3]
+    np.testing.assert_array_equal(eager, padded)
+    ref = _reference(src, grid, 3, Resampling.average)
+    np.testing.assert_allclose(eager, ref, rtol=0, atol=0.05)

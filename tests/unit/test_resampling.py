@@ -38,6 +38,10 @@ def test_rule_table() -> None:
     assert resampling_for("elevation", 0.25) == Resampling.bilinear
     assert resampling_for("elevation", 1.5) == Resampling.bilinear
     assert resampling_for("elevation", 2.0) == Resampling.average
+    # Float rounding of a ratio computed from two transforms does not cross a threshold.
+    assert resampling_for("categorical", 1.9999999999999996) == Resampling.mode
+    assert resampling_for("elevation", 1.9999999999999996) == Resampling.average
+    assert resampling_for("reflectance", 1.0000000000000002) == Resampling.bilinear
     assert resampling_for("sar", 2.0) == Resampling.average
 
 

@@ -191,6 +191,11 @@ def modality_array(ds: xr.Dataset, modality: str) -> xr.DataArray:
     if modality not in ds.data_vars:
         have = [v for v in ds.data_vars if not str(v).endswith(":valid")]
         raise BandError(f"stack has no modality {modality!r}", fix=f"use one of {have}")
-    da = ds[modality]
+    return plain_dims(ds[modality], modality)
+
+
+def plain_dims(da: xr.DataArray, modality: str) -> xr.DataArray:
+    """``da`` with the stack's ``<modality>:band``/``<modality>:time`` dims renamed to
+    ``band``/``time`` (other dims unchanged)."""
     rename = {d: str(d).split(":", 1)[1] for d in da.dims if str(d).startswith(f"{modality}:")}
     return da.rename(rename)

@@ -41,19 +41,16 @@ def modality_vars(ds: xr.Dataset, name: str) -> tuple[xr.DataArray, xr.DataArray
     Raises:
         BadInputError: the modality lives on its own sub-grid (``<m>:y``/``<m>:x``).
     """
+    from eo_fusion.stack import plain_dims
 
-    def plain(da: xr.DataArray) -> xr.DataArray:
-        rename = {d: str(d).split(":", 1)[1] for d in da.dims if str(d).startswith(f"{name}:")}
-        return da.rename(rename)
-
-    da = plain(ds[name])
+    da = plain_dims(ds[name], name)
     if f"{name}:y" in ds[name].dims:
         raise BadInputError(
             f"stack modality '{name}' is on its own sub-grid; the model needs every input on the "
             "stack grid",
             fix=f"drop `resolution` from the '{name}' modality of the job",
         )
-    valid = plain(ds[f"{name}:valid"]) if f"{name}:valid" in ds else None
+    valid = plain_dims(ds[f"{name}:valid"], name) if f"{name}:valid" in ds else None
     return da, valid
 
 

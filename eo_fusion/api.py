@@ -117,6 +117,12 @@ def _tile_arrays(
     return out
 
 
+def _tile_task(tile: Tile, shared: tuple[Any, ...]) -> dict[str, np.ndarray]:
+    """One lazy chunk: :func:`_tile_arrays` with the arguments every chunk shares."""
+    items, specs, gdal, template, reader = shared
+    return _tile_arrays(tile, items, specs, gdal, template, reader)
+
+
 #: Per-variable attributes computed from pixel values: a layout built without reading pixels
 #: has none of them, and one chunk's values would not describe the whole grid anyway.
 _PIXEL_ATTRS = ("valid_fraction", "dtm_filled_pixels")
@@ -226,8 +232,11 @@ def _chunk_blocks(
     blocks: dict[str, list[list[Any]]] = {
         str(n): [[None] * cols for _ in range(rows)] for n in template.data_vars
     }
+    # The items, specs and reader go into the graph once, as one opaque value: passed to every
+    # tile's call, dask would walk (and tokenize) the whole item list once per tile.
+    shared = dask.delayed((items, specs, gdal, empty, reader), traverse=False)
     for tile in tiles:
-        built = dask.delayed(_tile_arrays, pure=True)(tile, items, specs, gdal, empty, reader)
+        built = dask.delayed(_tile_task, pure=True)(dask.delayed(tile, traverse=False), shared)
         for name, var in template.data_vars.items():
             shape = [template.sizes[d] for d in var.dims[:-2]] + list(tile.core.shape.yx)
             blocks[str(name)][tile.row][tile.col] = da.from_delayed(

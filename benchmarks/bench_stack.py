@@ -56,6 +56,7 @@ ALL = [*BANDS, "SCL"]
 DATES = [datetime(2016, 1, 12, tzinfo=UTC), datetime(2016, 2, 1, tzinfo=UTC),
          datetime(2016, 2, 21, tzinfo=UTC)]  # fmt: skip
 DST_CRS = "EPSG:3857"
+PROJ_EXT = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
 PEERS = ("odc", "eager", "lazy", "tiles")
 CLOUD_B01_DN = 1900  # B01 DN above which the derived SCL says "cloud" (a few % of this scene)
 
@@ -188,14 +189,14 @@ def run_odc(base: str, meta: dict, gbox) -> tuple[np.ndarray, np.ndarray]:
     from odc.geo.geobox import GeoBox
 
     m0 = meta["B05"]
-    scene = GeoBox((m0["shape"][0], m0["shape"][1]),
-                   Affine(m0["res"], 0, m0["x0"], 0, -m0["res"], m0["y0"]), meta["crs"])  # fmt: skip
+    tr0 = Affine(m0["res"], 0, m0["x0"], 0, -m0["res"], m0["y0"])
+    scene = GeoBox((m0["shape"][0], m0["shape"][1]), tr0, meta["crs"])
     foot = scene.geographic_extent
     items = []
     for d, when in enumerate(DATES):
         item = pystac.Item(f"s2-18svg-d{d}", foot.json, list(foot.boundingbox), when,
                            {"proj:code": meta["crs"]},
-                           stac_extensions=["https://stac-extensions.github.io/projection/v2.0.0/schema.json"])  # fmt: skip
+                           stac_extensions=[PROJ_EXT])  # fmt: skip
         for b in ALL:
             m = meta[b]
             extra = {"proj:shape": m["shape"],
@@ -217,14 +218,18 @@ RUNNERS = {"odc": run_odc, "eager": run_eager, "lazy": run_lazy, "tiles": run_ti
 def _child(which: str, base: str, meta_path: str, size: int, out: str) -> None:
     meta = json.loads(Path(meta_path).read_text())
     gbox = target_grid(meta, size)
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     data, valid = RUNNERS[which](base, meta, gbox)
     elapsed = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    peak = ru.ru_maxrss / 1024
     if out:
         np.save(out, data)
         np.save(out + ".valid.npy", valid)
-    print(json.dumps({"seconds": elapsed, "peak_rss_mb": peak, "shape": list(data.shape)}))
+    cpu = ru.ru_utime + ru.ru_stime - r0.ru_utime - r0.ru_stime  # all threads of the process
+    print(json.dumps({"seconds": elapsed, "cpu_s": cpu, "peak_rss_mb": peak,
+                      "shape": list(data.shape)}))  # fmt: skip
 
 
 # --- driver -------------------------------------------------------------------------------------
@@ -259,6 +264,7 @@ def _summary(results: dict, mpix: float) -> list[dict]:
             secs = [r["seconds"] for r in runs]
             row = {"source": src, "peer": peer, "runs": len(runs),
                    "mpx_s": [mpix / s for s in secs],
+                   "cpu_s": [r["cpu_s"] for r in runs],
                    "peak_mb": [r["peak_rss_mb"] for r in runs]}  # fmt: skip
             if odc and peer != "odc":  # pairs: round i of this peer vs round i of odc-stac
                 row["ratio"] = [o["seconds"] / r["seconds"] for o, r in zip(odc, runs, strict=True)]
@@ -272,12 +278,27 @@ def _fmt(vals: list[float], spec: str = ".2f") -> str:
 
 def _table(rows: list[dict]) -> list[str]:
     lines = ["| source | peer | Mpx/s min / med / max | speed vs odc-stac (pairs) min / med / max "
-             "| peak RSS MB min / med / max |", "|---|---|---|---|---|"]  # fmt: skip
+             "| CPU s min / med / max | peak RSS MB min / med / max |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         ratio = _fmt(r["ratio"]) if "ratio" in r else "—"
         lines.append(f"| {r['source']} | {r['peer']} | {_fmt(r['mpx_s'], '.1f')} | {ratio} "
-                     f"| {_fmt(r['peak_mb'], '.0f')} |")  # fmt: skip
+                     f"| {_fmt(r['cpu_s'])} | {_fmt(r['peak_mb'], '.0f')} |")  # fmt: skip
     return lines
+
+
+def _vs_eager(results: dict) -> list[str]:
+    """Speed of the lazy API and per-tile stacking relative to the eager build (pairs)."""
+    out = []
+    for src, peers in results.items():
+        for pe in ("lazy", "tiles"):
+            if pe in peers and "eager" in peers:
+                r = [
+                    e["seconds"] / x["seconds"]
+                    for e, x in zip(peers["eager"], peers[pe], strict=True)
+                ]
+                out.append(f"- {src}: {pe} / eager speed (pairs) min / med / max {_fmt(r)}")
+    return [*out, ""] if out else []
 
 
 def _machine() -> str:
@@ -343,6 +364,7 @@ def main() -> None:
                         r = _run_child(pe, bases[src], meta_path, size, out, env)
                         results[src][pe].append(r)
                         print(f"  {src:5s} round {rnd} {pe:5s} {r['seconds']:6.2f} s "
+                              f"cpu {r['cpu_s']:6.2f} s "
                               f"peak {r['peak_rss_mb']:5.0f} MB", flush=True)  # fmt: skip
             if {"odc", "eager"} <= set(peers) and "local" in results:
                 check = _check_pixels(folder)
@@ -359,6 +381,7 @@ def main() -> None:
         "",
         *_table(_summary(results, mpix)),
         "",
+        *_vs_eager(results),
         check,
     ]
     print("\n".join(lines))

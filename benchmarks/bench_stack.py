@@ -82,8 +82,11 @@ def _write_cog(path: Path, arr: np.ndarray, transform, crs, nodata) -> None:
         dst.write(arr, 1)
 
 
-def make_scene(folder: Path) -> dict:
-    """Write the COGs of every date into ``folder``; returns the scene's metadata."""
+def make_scene(folder: Path, crop_m: float | None = None) -> dict:
+    """Write the COGs of every date into ``folder``; returns the scene's metadata.
+
+    ``crop_m``: keep only the top-left ``crop_m`` metres of the mirrored scene (small tests).
+    """
     import rasterio
     from affine import Affine
 
@@ -92,6 +95,9 @@ def make_scene(folder: Path) -> dict:
     for b in BANDS:
         with rasterio.open(DATA / f"s2_{b}.tif") as src:
             raw[b] = _mirror2(src.read(1))
+            if crop_m:
+                n = int(crop_m // src.transform.a)
+                raw[b] = raw[b][:n, :n]
             t, crs = src.transform, src.crs
             meta[b] = {"res": t.a, "x0": t.c, "y0": t.f, "shape": list(raw[b].shape)}
     meta["crs"] = crs.to_string()
@@ -112,6 +118,7 @@ def make_scene(folder: Path) -> dict:
 
 
 def target_grid(meta: dict, size: int):
+    from affine import Affine
     from odc.geo.geobox import GeoBox
     from odc.geo.geom import point
 
@@ -120,8 +127,8 @@ def target_grid(meta: dict, size: int):
     cy = m["y0"] - m["res"] * m["shape"][0] / 2
     c = point(cx, cy, meta["crs"]).to_crs(DST_CRS)
     x, y = c.coords[0]
-    half = size * 10 / 2
-    return GeoBox.from_bbox((x - half, y - half, x + half, y + half), DST_CRS, resolution=10)
+    x0, y0 = round((x - size * 5) / 10) * 10, round((y + size * 5) / 10) * 10
+    return GeoBox((size, size), Affine(10, 0, x0, 0, -10, y0), DST_CRS)
 
 
 # --- the peers ----------------------------------------------------------------------------------

@@ -163,7 +163,7 @@ def stack(
     modalities: Mapping[str, ModalitySpec | Mapping[str, Any]] | None = None,
     *,
     chunk_size: int = 512,
-    halo: int = 16,
+    halo: int | None = None,
     gdal: GDALOptions | None = None,
     reader: Reader | None = None,
 ) -> xr.Dataset:
@@ -179,7 +179,10 @@ def stack(
         grid: target grid (see :func:`grid`).
         modalities: modality name -> options (dict or ModalitySpec); default: defaults for each.
         chunk_size: chunk edge in pixels.
-        halo: pixels of context read around each chunk and cropped away (avoids seams).
+        halo: pixels of context read around each chunk and cropped away (avoids seams of
+            filters, cloud-mask dilation, slopes, co-registration). Default (``None``):
+            :func:`auto_halo` — 0 for a stack whose every step is per pixel (Sentinel-2 L2A
+            alone: SCL masks, medians), else 16.
         gdal: GDAL settings of the default reader.
         reader: where pixels come from (default ``RasterioReader(gdal)``; picklable).
     """
@@ -197,7 +200,7 @@ def stack(
             f"modalities on their own sub-grid ({own}) cannot share lazy chunks",
             fix="stack them separately, or give them the grid's resolution",
         )
-    tiles = make_tiles(grid, chunk_size, halo)
+    tiles = make_tiles(grid, chunk_size, auto_halo(by_modality, specs) if halo is None else halo)
     empty = template.drop_vars(["y", "x"]).isel(y=[], x=[])
     blocks = _chunk_blocks(tiles, template, empty, by_modality, specs, gdal, reader)
     coords = {k: v for k, v in template.coords.items() if k not in ("y", "x")}
@@ -215,6 +218,31 @@ def stack(
     # whole-grid dataset rather than present one chunk's record as valid everywhere.
     ds.attrs.pop("coreg", None)
     return ds
+
+
+#: Modalities computed pixel by pixel (read, mask from a per-pixel class band, median): a chunk
+#: needs no context, as the reader's padded source windows already feed the resampling kernels.
+_PIXEL_LOCAL = frozenset({"s2-l2a"})
+
+#: The halo of stacks with neighbourhood steps (s2cloudless averaging/dilation, shadow search,
+#: SAR speckle filter, slopes, co-registration between modalities).
+DEFAULT_HALO = 16
+
+
+def auto_halo(
+    items: Mapping[str, Sequence[NormalizedItem]], specs: Mapping[str, ModalitySpec]
+) -> int:
+    """The lazy stack's halo when none is given: 0 for one pixel-local modality whose items are
+    all of that modality (no L1C item, which would get the s2cloudless mask), else 16.
+
+    Skipping the halo saves reading (and warping) ``(1 + 2 * 16 / chunk) ** 2 - 1`` of the
+    pixels: 13 % at 512 px chunks.
+    """
+    if len(specs) != 1:
+        return DEFAULT_HALO  # co-registration matches features across a neighbourhood
+    (name,) = specs
+    local = name in _PIXEL_LOCAL and all(it.modality == name for it in items.get(name, ()))
+    return 0 if local else DEFAULT_HALO
 
 
 def _chunk_blocks(

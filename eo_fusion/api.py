@@ -37,12 +37,25 @@ from eo_fusion.errors import BadInputError, GridError
 from eo_fusion.gdal import GDALOptions
 from eo_fusion.grid import Tile, grid_crs, grid_from_aoi, make_tiles
 from eo_fusion.modalities import ModalityOptions
-from eo_fusion.models import LoadedModel, load_model, predict
 from eo_fusion.sources.reader import NullReader, RasterioReader, Reader
 from eo_fusion.stack import build_stack, grid_coords, modality_array
 
 if TYPE_CHECKING:
+    from eo_fusion.models import LoadedModel, load_model, predict
     from eo_fusion.pipeline.plan import RunPlan
+
+#: Model entry points, imported on first use: importing torch costs ~0.5 GB of memory and
+#: seconds of start-up that stacking alone (``api.stack``) should not pay.
+_MODEL_NAMES = ("LoadedModel", "load_model", "predict")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MODEL_NAMES:
+        import eo_fusion.models
+
+        return getattr(eo_fusion.models, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "LoadedModel",

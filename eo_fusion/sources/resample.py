@@ -23,8 +23,12 @@ which underestimates backscatter and is not what "average" should mean for power
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
+import rasterio.crs
 import rasterio.warp
+from odc.geo import CRS
 from odc.geo.geobox import GeoBox
 from odc.geo.overlap import ReprojectInfo, compute_reproject_roi
 from rasterio.enums import Resampling
@@ -108,7 +112,16 @@ def source_roi(src_gbox: GeoBox, gbox: GeoBox) -> ReprojectInfo:
     still warped with ``average``/``mode``, and its edge pixels overlap source pixels just
     outside the exact window (the up-to-0.05 px misalignment): unpadded, the edge values of a
     tile would depend on where the tile starts, and a lazy stack would differ from an eager one.
+
+    Cached: the bands and dates of a tile share a few source grids, and odc-geo's computation
+    (point transforms through PROJ) cost more than the pixel warp on 256 px tiles (profiled:
+    40 % of a map-job tile's CPU time before the cache).
     """
+    return _source_roi(src_gbox, gbox)
+
+
+@lru_cache(maxsize=512)
+def _source_roi(src_gbox: GeoBox, gbox: GeoBox) -> ReprojectInfo:
     rr = compute_reproject_roi(src_gbox, gbox, ttol=0.05)
     if rr.paste_ok and rr.read_shrink == 1:
         return rr
@@ -222,6 +235,13 @@ def _lerp(a: np.ndarray, i0: np.ndarray, i1: np.ndarray, f: np.ndarray, axis: in
     return left
 
 
+@lru_cache(maxsize=64)
+def _rio_crs(crs: CRS) -> rasterio.crs.CRS:
+    """rasterio's CRS of ``crs``, built once per CRS (from WKT, so no axis-order or datum
+    detail is lost): converting per warp cost ~10 % of a 256 px tile's read time."""
+    return rasterio.crs.CRS.from_wkt(crs.to_wkt())
+
+
 def warp(
     src: np.ndarray,
     src_gbox: GeoBox,
@@ -241,9 +261,9 @@ def warp(
         src,
         dst,
         src_transform=src_gbox.transform,
-        src_crs=grid_crs(src_gbox).to_wkt(),
+        src_crs=_rio_crs(grid_crs(src_gbox)),
         dst_transform=dst_gbox.transform,
-        dst_crs=grid_crs(dst_gbox).to_wkt(),
+        dst_crs=_rio_crs(grid_crs(dst_gbox)),
         src_nodata=np.nan,
         dst_nodata=np.nan,
         resampling=rule,

@@ -86,7 +86,7 @@ def search_issues(search: Mapping[str, Mapping[str, Any]]) -> list[str]:
     for m, s in sorted(search.items()):
         if s.get("truncated"):
             out.append(
-                f"{m}: the search was truncated after {s.get('pages')} page(s) "
+                f"{m}: the search was truncated by the page cap after {s.get('pages')} page(s) "
                 f"({s.get('items')} item(s) kept; the catalog holds more)"
             )
         out += [f"{m}: skipped {what}" for what in s.get("skipped", [])]

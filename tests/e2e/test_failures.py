@@ -232,7 +232,7 @@ def test_unwritable_tile_stops_the_run_even_with_on_failure_continue(tmp_path):
 def test_truncated_search_is_reported_and_fatal_with_strict(tmp_path, monkeypatch):
     import eo_fusion.pipeline.run as run_mod
 
-    def truncated_search(job, area, info):  # what search_job records when the page cap hits
+    def truncated_search(job, area, info, **_):  # what search_job records when the page cap hits
         info["s2-l2a"] = {"items": 500, "pages": 5, "truncated": True, "unplaced": {}}
         return {}
 

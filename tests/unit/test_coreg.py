@@ -22,8 +22,8 @@ from scipy import ndimage
 
 from eo_fusion.catalogs.local import local_item
 from eo_fusion.config import ModalitySpec
-from eo_fusion.coreg.check import CoregOptions
-from eo_fusion.coreg.shift import apply_shift, estimate_shift
+from eo_fusion.coreg.check import CoregOptions, structure_bands
+from eo_fusion.coreg.shift import apply_shift, estimate_shift, feature_weight
 from eo_fusion.stack import build_stack
 
 BEN = Path(__file__).resolve().parents[2] / "catalogs" / "sample" / "data" / "bigearthnet"
@@ -159,3 +159,25 @@ def test_unrelated_real_s1_s2_patches_stay_below_the_confidence_gate() -> None:
                 est = estimate_shift(s2[i], np.rot90(s1[j], k), method="sar")
                 worst = max(worst, est.confidence)
     assert worst < gate, worst
+
+
+def test_no_data_halo_does_not_pull_the_estimate_to_zero() -> None:
+    """A tile whose right third and a corner are no data (the edge of a scene, a cloud mask),
+    in both images at the same place: the boundary of the no-data region must not act as an
+    edge that matches at zero shift. Filling and correlating it did (dx 1.10 for 1.30 here)."""
+    rng = np.random.default_rng(3)
+    base = ndimage.gaussian_filter(rng.random((160, 160)), 3.0)
+    ref, mov = base.copy(), ndimage.shift(base, (-1.6, 1.3), order=3, mode="nearest")
+    for a in (ref, mov):
+        a[:, 105:] = np.nan
+        a[:40, :50] = np.nan
+    est = estimate_shift(ref, mov)
+    assert abs(est.dx - 1.3) < 0.07 and abs(est.dy + 1.6) < 0.07, est
+    w = feature_weight(ref)
+    assert (w[:, 102:] == 0).all() and (w[50:, 60:90] == 1).all()
+
+
+def test_structure_image_leaves_out_coarse_and_categorical_bands() -> None:
+    keys = ["s2:B01", "s2:B04", "s2:B09", "s2:B11", "s2:SCL"]
+    assert structure_bands(keys) == [1, 3]  # 60 m B01/B09 and the SCL classes are left out
+    assert structure_bands(["s2:B01"]) == [0]  # nothing else: keep what there is

@@ -69,6 +69,8 @@ class TileOutcome:
         seconds: wall time of all attempts.
         inputs: modality -> item ids the tile read.
         worker: address of the dask worker that ran it (``None`` outside a worker).
+        coreg: the tile's co-registration record, modality -> record
+            (:mod:`eo_fusion.coreg.record`).
     """
 
     tile_id: str
@@ -81,6 +83,7 @@ class TileOutcome:
     seconds: float = 0.0
     inputs: dict[str, list[str]] = field(default_factory=dict)
     worker: str | None = None
+    coreg: dict[str, Any] = field(default_factory=dict)
 
 
 def _worker_address() -> str | None:
@@ -138,7 +141,10 @@ def compute_tile(
     while True:
         attempts += 1
         try:
-            probs = np.asarray(predictor.predict(task), dtype=np.float32)
+            # Predictors that build a stack also report its co-registration record.
+            with_info = getattr(predictor, "predict_with_info", None)
+            probs, info = with_info(task) if with_info else (predictor.predict(task), {})
+            probs = np.asarray(probs, dtype=np.float32)
             arrays = finish_tile(crop_core(probs, task), task, predictor.classes)
             path = Path(run_dir) / task.output_relpath
             write_tile(path, arrays, task.tile.core)
@@ -151,6 +157,7 @@ def compute_tile(
                 seconds=time.perf_counter() - start,
                 inputs=task.input_ids(),
                 worker=_worker_address(),
+                coreg=dict(info.get("coreg", {})),
             )
         except Exception as e:
             if is_transient(e) and attempts <= retries:

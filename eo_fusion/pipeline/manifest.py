@@ -63,6 +63,8 @@ class TileRecord:
         seconds: wall time of the successful or last attempt.
         finished: UTC time the state was last set.
         worker: dask worker that ran the last attempt.
+        coreg: co-registration record of the tile, modality -> record (shift, confidence,
+            applied or not and why; :mod:`eo_fusion.coreg.record`).
     """
 
     state: TileState = "pending"
@@ -74,6 +76,7 @@ class TileRecord:
     seconds: float | None = None
     finished: str | None = None
     worker: str | None = None
+    coreg: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -169,6 +172,7 @@ class RunManifest:
         rec.worker = outcome.worker
         if outcome.ok:
             rec.state, rec.output, rec.sha256 = "done", outcome.output, outcome.sha256
+            rec.coreg = dict(getattr(outcome, "coreg", {}) or {})
             rec.error = None
         else:
             rec.state, rec.error = "failed", outcome.error

@@ -106,6 +106,12 @@ class ModelPredictor:
 
     def predict(self, task: TileTask) -> np.ndarray:
         """Build the padded tile's stack and return ``(class, y, x)`` probabilities on it."""
+        return self.predict_with_info(task)[0]
+
+    def predict_with_info(self, task: TileTask) -> tuple[np.ndarray, dict[str, Any]]:
+        """:meth:`predict` and what the stack recorded: ``{"coreg": modality -> record}``."""
+        import json
+
         import torch  # returns only once fully imported (safe from several worker threads)
 
         from eo_fusion.models import predict
@@ -119,7 +125,8 @@ class ModelPredictor:
             task.tile.padded, dict(task.items), dict(task.modalities), gdal=task.gdal
         )
         probs = predict(stack, model, task=self.task, batch_size=self.batch_size)
-        return np.asarray(probs.transpose("class", "y", "x").values, dtype=np.float32)
+        info = {"coreg": json.loads(stack.attrs.get("coreg") or "{}")}
+        return np.asarray(probs.transpose("class", "y", "x").values, dtype=np.float32), info
 
     def provenance(self) -> dict[str, Any]:
         """Model identity for STAC and the report."""

@@ -18,6 +18,7 @@ import numpy as np
 import rasterio
 from odc.geo.geobox import GeoBox
 
+from eo_fusion.coreg.record import coreg_rows, summarize_coreg
 from eo_fusion.files import atomic_output, atomic_write_text
 from eo_fusion.grid import grid_crs
 from eo_fusion.pipeline.legend import NODATA_CLASS, ClassInfo
@@ -168,12 +169,44 @@ def render_markdown(report: Mapping[str, Any], quicklook_name: str | None) -> st
         for f in r["failures"]:
             lines.append(f"| {f['tile']} | {f['attempts']} | {f['error']} |")
         lines.append("")
+    lines += _coreg_markdown(r.get("coreg") or {})
     lines += ["## Products", "", "| file | sha256 |", "|---|---|"]
     for name, sha in r["products"].items():
         lines.append(f"| `{name}` | `{sha}` |")
     lines += ["", "## Notes", ""]
     lines += [f"* {n}" for n in r.get("notes", [])]
     return "\n".join(lines) + "\n"
+
+
+def _coreg_markdown(coreg: Mapping[str, Any]) -> list[str]:
+    """The co-registration section: one line per modality, then one per tile estimate."""
+    summary, rows = coreg.get("summary") or {}, coreg.get("tiles") or []
+    if not summary:
+        return []
+    lines = [
+        "## Co-registration",
+        "",
+        "| modality | reference | tiles | estimated | applied | median dx, dy (px) | "
+        "median confidence |",
+        "|---|---|---:|---:|---:|---|---:|",
+    ]
+    for mod, s in summary.items():
+        shift = f"{s['median_dx_px']:+.2f}, {s['median_dy_px']:+.2f}" if s.get("estimated") else "–"
+        conf = f"{s['median_confidence']:.1f}" if s.get("estimated") else "–"
+        lines.append(
+            f"| {mod} | {s.get('reference')} | {s['tiles']} | {s['estimated']} | "
+            f"{s['applied']} | {shift} | {conf} |"
+        )
+    lines += ["", "| tile | modality | dx | dy | confidence | applied | reason |"]
+    lines.append("|---|---|---:|---:|---:|---|---|")
+    for r in rows:
+        nums = [f"{r[k]:.2f}" if isinstance(r[k], int | float) else "–" for k in ("dx", "dy")]
+        conf = f"{r['confidence']:.1f}" if isinstance(r["confidence"], int | float) else "–"
+        lines.append(
+            f"| {r['tile']} | {r['modality']} | {nums[0]} | {nums[1]} | {conf} | "
+            f"{'yes' if r['applied'] else 'no'} | {r['reason']} |"
+        )
+    return [*lines, ""]
 
 
 def write_report(run_dir: Path, report: Mapping[str, Any], quicklook: Path | None) -> Path:
@@ -231,6 +264,7 @@ def qa_report(
         if rec.state == "failed"
     ]
     done = sum(1 for t in plan.tasks if manifest.tiles[t.tile_id].state == "done")
+    coreg = {tid: rec.coreg for tid, rec in manifest.tiles.items() if rec.coreg}
     return {
         "job": {
             "name": plan.job_name,
@@ -250,6 +284,10 @@ def qa_report(
         "validation": {
             "cog": "passed",  # at write time: write_cog publishes only COGs that validate
             "stac": f"passed ({stac_documents} documents)",
+        },
+        "coreg": {
+            "summary": summarize_coreg(coreg),
+            "tiles": coreg_rows(coreg),
         },
         "provenance": manifest.provenance,
         "notes": [*notes, *auto_notes(plan, manifest.provenance, ha)],

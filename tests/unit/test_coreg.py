@@ -181,3 +181,34 @@ def test_structure_image_leaves_out_coarse_and_categorical_bands() -> None:
     keys = ["s2:B01", "s2:B04", "s2:B09", "s2:B11", "s2:SCL"]
     assert structure_bands(keys) == [1, 3]  # 60 m B01/B09 and the SCL classes are left out
     assert structure_bands(["s2:B01"]) == [0]  # nothing else: keep what there is
+
+
+def test_run_record_summary_and_report_section() -> None:
+    from eo_fusion.coreg.record import coreg_rows, summarize_coreg
+    from eo_fusion.pipeline.report import _coreg_markdown
+
+    ref = {"reference": "s2-l2a", "role": "reference", "applied": False}
+    tiles = {
+        "r000_c000": {
+            "s2-l2a": ref,
+            "s1-grd": {"reference": "s2-l2a", "dx": 0.6, "dy": -0.2, "confidence": 12.0,
+                       "method": "sar", "applied": True, "reason": "significant and confident"},
+        },
+        "r000_c001": {
+            "s2-l2a": ref,
+            "s1-grd": {"reference": "s2-l2a", "dx": 0.1, "dy": 0.0, "confidence": 6.0,
+                       "method": "sar", "applied": False, "reason": "confidence below 8.0"},
+        },
+        "r001_c000": {"s2-l2a": ref, "s1-grd": {"reference": "s2-l2a", "applied": False,
+                                                 "reason": "image has fewer than 16 valid"}},
+    }  # fmt: skip
+    s = summarize_coreg(tiles)["s1-grd"]
+    assert (s["tiles"], s["estimated"], s["applied"]) == (3, 2, 1)
+    assert s["median_dx_px"] == 0.35 and s["min_confidence"] == 6.0
+    assert s["max_shift_px"] == round(float(np.hypot(0.6, 0.2)), 3)
+    assert s["reasons"] == {"confidence below 8.0": 1, "image has fewer than 16 valid": 1}
+    rows = coreg_rows(tiles)
+    assert [r["tile"] for r in rows] == ["r000_c000", "r000_c001", "r001_c000"]
+    md = "\n".join(_coreg_markdown({"summary": summarize_coreg(tiles), "tiles": rows}))
+    assert "## Co-registration" in md and "| r000_c000 | s1-grd | 0.60 | -0.20 | 12.0 | yes |" in md
+    assert _coreg_markdown({}) == []

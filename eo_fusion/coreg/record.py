@@ -29,8 +29,8 @@ def summarize_coreg(tiles: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> dic
     ``reasons`` (how often each reason for not applying occurred).
     """
     by_mod: dict[str, list[Mapping[str, Any]]] = {}
-    for recs in tiles.values():
-        for mod, rec in recs.items():
+    for tile_recs in tiles.values():
+        for mod, rec in tile_recs.items():
             if rec.get("role") != "reference":
                 by_mod.setdefault(mod, []).append(rec)
     out: dict[str, Any] = {}

@@ -209,13 +209,7 @@ def stack(
         m: modality_spec(m, s) for m, s in (modalities or {m: {} for m in by_modality}).items()
     }
     template = _layout(grid, by_modality, specs)
-    sub_grid = [d for v in template.data_vars.values() for d in v.dims if str(d).endswith(":y")]
-    if sub_grid:
-        own = sorted(set(sub_grid), key=str)
-        raise GridError(
-            f"modalities on their own sub-grid ({own}) cannot share lazy chunks",
-            fix="stack them separately, or give them the grid's resolution",
-        )
+    _refuse_sub_grids(template)
     tiles = make_tiles(grid, chunk_size, auto_halo(by_modality, specs) if halo is None else halo)
     empty = template.drop_vars(["y", "x"]).isel(y=[], x=[])
     blocks = _chunk_blocks(tiles, template, empty, by_modality, specs, gdal, reader)
@@ -234,6 +228,16 @@ def stack(
     # whole-grid dataset rather than present one chunk's record as valid everywhere.
     ds.attrs.pop("coreg", None)
     return ds
+
+
+def _refuse_sub_grids(template: xr.Dataset) -> None:
+    sub_grid = [d for v in template.data_vars.values() for d in v.dims if str(d).endswith(":y")]
+    if sub_grid:
+        own = sorted(set(sub_grid), key=str)
+        raise GridError(
+            f"modalities on their own sub-grid ({own}) cannot share lazy chunks",
+            fix="stack them separately, or give them the grid's resolution",
+        )
 
 
 #: Modalities computed pixel by pixel (read, mask from a per-pixel class band, median): a chunk

@@ -10,6 +10,7 @@ fine pixels (e.g. 0.5 m aerial inside a 10 m grid: 20 x 20 fine pixels per coars
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyproj
 import shapely
 import shapely.geometry
 import shapely.wkt
@@ -32,12 +34,16 @@ __all__ = [
     "Tile",
     "aoi_geometry",
     "aoi_mask",
+    "auto_crs",
     "coarsen",
     "grid_crs",
     "grid_from_aoi",
+    "horizontal_crs",
     "make_tiles",
     "refine",
     "utm_crs_for",
+    "utm_zone",
+    "vertical_datum",
 ]
 
 #: Anything :func:`aoi_geometry` accepts: bbox, GeoJSON (dict/str/path), WKT, shapely, odc Geometry.
@@ -51,6 +57,21 @@ def grid_crs(gbox: GeoBox) -> CRS:
     return gbox.crs
 
 
+def utm_zone(lon: float, lat: float) -> int:
+    """The UTM zone number (1-60) containing ``lon``, ``lat`` (degrees, WGS 84).
+
+    Includes the two exceptions of the UTM/MGRS grid, which Sentinel-2 and Landsat tiles follow:
+    zone 32 is widened over south-western Norway (56-64 N, 3-12 E) and Svalbard (72-84 N) uses
+    the odd zones 31/33/35/37 only (NGA, "The Universal Grids", DMA TM 8358.2, section 2-6).
+    """
+    zone = min(int((lon + 180.0) // 6.0) + 1, 60)
+    if 56.0 <= lat < 64.0 and 3.0 <= lon < 12.0:
+        return 32
+    if 72.0 <= lat < 84.0 and 0.0 <= lon < 42.0:
+        return 31 if lon < 9.0 else 33 if lon < 21.0 else 35 if lon < 33.0 else 37
+    return zone
+
+
 def utm_crs_for(lon: float, lat: float) -> CRS:
     """The WGS 84 / UTM zone CRS (EPSG:326zz north, 327zz south) containing ``lon``, ``lat``."""
     if not (-180.0 <= lon <= 180.0 and -90.0 <= lat <= 90.0):
@@ -58,8 +79,64 @@ def utm_crs_for(lon: float, lat: float) -> CRS:
             f"AOI centroid ({lon}, {lat}) is not a lon/lat position",
             fix="give the AOI's CRS (aoi_crs=...) if its coordinates are not EPSG:4326",
         )
-    zone = min(int((lon + 180.0) // 6.0) + 1, 60)
-    return CRS(f"EPSG:{(32600 if lat >= 0 else 32700) + zone}")
+    return CRS(f"EPSG:{(32600 if lat >= 0 else 32700) + utm_zone(lon, lat)}")
+
+
+def _pyproj_crs(crs: Any) -> pyproj.CRS:
+    if isinstance(crs, CRS):
+        return crs.proj
+    try:
+        return pyproj.CRS.from_user_input(crs)
+    except pyproj.exceptions.CRSError as e:
+        raise GridError(f"CRS {str(crs)[:80]!r} is not valid: {e}", fix="give 'EPSG:n'") from e
+
+
+def horizontal_crs(crs: Any) -> CRS:
+    """The horizontal part of ``crs`` (anything pyproj reads): a compound CRS such as
+    ``EPSG:32633+3855`` (UTM 33N + EGM2008 height) gives its projected/geographic member; any
+    other CRS is returned as is. Pixels are placed with this part only: heights never move them.
+    """
+    if isinstance(crs, str):
+        return _horizontal_of_text(crs)  # cached: readers call this once per file read
+    return _horizontal(_pyproj_crs(crs))
+
+
+@functools.lru_cache(maxsize=256)
+def _horizontal_of_text(text: str) -> CRS:
+    return _horizontal(_pyproj_crs(text))
+
+
+def _horizontal(pc: pyproj.CRS) -> CRS:
+    if not pc.is_compound:
+        return CRS(pc)
+    pc = next(s for s in pc.sub_crs_list if not s.is_vertical)
+    epsg = pc.to_epsg(min_confidence=100)
+    return CRS(f"EPSG:{epsg}") if epsg else CRS(pc.to_wkt())
+
+
+def vertical_datum(crs: Any) -> str | None:
+    """Name of the vertical CRS of a compound ``crs`` (e.g. ``"EGM2008 height"``), else None."""
+    if crs is None:
+        return None
+    pc = _pyproj_crs(crs)
+    if not pc.is_compound:
+        return pc.name if pc.is_vertical else None
+    return next((s.name for s in pc.sub_crs_list if s.is_vertical), None)
+
+
+def auto_crs(geom: Geometry, input_crs: Sequence[Any] = ()) -> CRS:
+    """The CRS ``crs: auto`` means: the inputs' own (horizontal) CRS when they all share one and
+    it is projected in metres (their pixels are then pasted, not resampled; a grid resolution
+    is in metres, so lon/lat or feet inputs do not qualify), else the UTM zone containing the
+    AOI centroid.
+    """
+    own = {horizontal_crs(c) for c in input_crs if c is not None}
+    if len(own) == 1:
+        only = own.pop()
+        if only.projected and only.units[0] in ("metre", "m"):
+            return only
+    c = geom.to_crs("EPSG:4326").centroid.coords[0]
+    return utm_crs_for(c[0], c[1])
 
 
 def _geojson_geometry(obj: Mapping[str, Any]) -> shapely.Geometry:
@@ -134,15 +211,23 @@ def _parse_aoi(aoi: AOILike, aoi_crs: Any) -> tuple[shapely.Geometry, Any]:
 
 
 def grid_from_aoi(
-    aoi: AOILike, resolution: float, crs: Any = "auto", *, aoi_crs: Any = "EPSG:4326"
+    aoi: AOILike,
+    resolution: float,
+    crs: Any = "auto",
+    *,
+    aoi_crs: Any = "EPSG:4326",
+    input_crs: Sequence[Any] = (),
 ) -> GeoBox:
     """The grid covering ``aoi`` at ``resolution``, anchored on multiples of the resolution.
 
     Args:
         aoi: see :func:`aoi_geometry`.
         resolution: pixel size in units of the target CRS (metres for UTM), square pixels.
-        crs: target CRS, or ``"auto"`` for the UTM zone of the AOI centroid.
+        crs: target CRS, or ``"auto"`` (:func:`auto_crs`: the inputs' CRS when they share one,
+            else the UTM zone of the AOI centroid). A compound CRS contributes its horizontal
+            part (:func:`horizontal_crs`; :func:`vertical_datum` names the vertical one).
         aoi_crs: CRS of the AOI coordinates when the AOI does not carry one.
+        input_crs: CRSs of the input rasters (for ``"auto"``).
 
     Returns:
         A north-up GeoBox whose pixel edges lie on whole multiples of ``resolution`` and which
@@ -152,13 +237,9 @@ def grid_from_aoi(
         raise GridError(f"grid resolution {resolution} is not positive", fix="give e.g. 10")
     geom = aoi_geometry(aoi, aoi_crs)
     if isinstance(crs, str) and crs.lower() == "auto":
-        c = geom.to_crs("EPSG:4326").centroid.coords[0]
-        target = utm_crs_for(c[0], c[1])
+        target = auto_crs(geom, input_crs)
     else:
-        try:
-            target = CRS(crs)
-        except Exception as e:
-            raise GridError(f"grid CRS {crs!r} is not valid: {e}", fix="give 'EPSG:n'") from e
+        target = horizontal_crs(crs)
     minx, miny, maxx, maxy = geom.to_crs(target).boundingbox
     # Snap outward to the anchor: edges at whole multiples of the resolution.
     x0 = math.floor(minx / resolution) * resolution

@@ -16,12 +16,19 @@ from typing import Any
 
 import numpy as np
 
+from eo_fusion.bands import REGISTRY
 from eo_fusion.coreg.shift import apply_shift, estimate_shift
 from eo_fusion.errors import CoregistrationError
 from eo_fusion.modalities import coreg_role
 from eo_fusion.sources.result import ModalityResult, nanmean, nanmedian
 
-__all__ = ["CoregOptions", "coregister", "structure_image"]
+__all__ = [
+    "MAX_BAND_RESOLUTION_M",
+    "CoregOptions",
+    "coregister",
+    "structure_bands",
+    "structure_image",
+]
 
 
 @dataclass(frozen=True)
@@ -42,10 +49,31 @@ class CoregOptions:
     max_shift_px: float = 5.0
 
 
+#: Bands with a native pixel coarser than this (S2 B01/B09/B10 at 60 m) carry no edge detail at
+#: the matching scale and only blur the structure image: they are left out.
+MAX_BAND_RESOLUTION_M = 20.0
+
+
+def structure_bands(keys: list[str]) -> list[int]:
+    """Indexes of the bands used for matching: not categorical, native pixel <= 20 m (or
+    unknown); all bands when that leaves none."""
+    keep = []
+    for i, k in enumerate(keys):
+        spec = REGISTRY.get(k)
+        if spec is not None and (
+            spec.kind in ("categorical", "osm")
+            or (spec.resolution_m or 0.0) > MAX_BAND_RESOLUTION_M
+        ):
+            continue
+        keep.append(i)
+    return keep or list(range(len(keys)))
+
+
 def structure_image(res: ModalityResult) -> np.ndarray:
-    """One 2-D image of a modality's structure: mean over bands (median over time first)."""
+    """One 2-D image of a modality's structure: mean over the bands of :func:`structure_bands`
+    (median over time first)."""
     data = res.data if res.times is None else nanmedian(res.data, axis=0)
-    return nanmean(data, axis=0)
+    return nanmean(data[structure_bands(res.bands)], axis=0)
 
 
 def coregister(

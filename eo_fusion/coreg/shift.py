@@ -11,8 +11,12 @@ Feature images, chosen so that different sensors look alike:
 * ``sar``: the image is put in log scale (dB) and smoothed with a wider Gaussian before the
   gradient magnitude, which suppresses multiplicative speckle; used for SAR and for SAR↔optical.
 
-Both are standardised, NaNs set to 0 and tapered with a Tukey window so the image borders do not
-create a false peak at zero shift.
+No data (the halo beyond a scene edge, cloud masks, SAR layover) never takes part: features are
+computed on a mean-filled image, then every pixel whose smoothing/Sobel kernel reached a filled
+pixel is dropped (the valid mask is eroded by the kernel radius), and the remaining features are
+weighted by an apodised copy of that mask (a cosine taper over :data:`TAPER_PX` pixels inside
+the valid edge) times a Tukey window over the tile, so neither the no-data boundary nor the tile
+border creates an edge of its own, which would correlate at zero shift.
 
 Convention: ``estimate_shift(ref, mov)`` returns ``(dx, dy)`` in pixels such that
 ``mov(x, y) ≈ ref(x - dx, y - dy)``: ``dx > 0`` means ``mov`` is displaced east (+columns),
@@ -28,7 +32,10 @@ from scipy import ndimage
 
 from eo_fusion.errors import CoregistrationError
 
-__all__ = ["ShiftEstimate", "apply_shift", "estimate_shift", "feature_image"]
+__all__ = ["ShiftEstimate", "apply_shift", "estimate_shift", "feature_image", "feature_weight"]
+
+#: Width (pixels) of the cosine taper inside the edge of the valid area.
+TAPER_PX = 4.0
 
 
 @dataclass(frozen=True)
@@ -49,8 +56,29 @@ class ShiftEstimate:
         return asdict(self)
 
 
+def _sigma(method: str) -> float:
+    if method == "sar":
+        return 1.5
+    if method == "optical":
+        return 0.7
+    raise CoregistrationError(f"unknown shift method {method!r}", fix="use optical or sar")
+
+
+def feature_weight(img: np.ndarray, method: str = "optical") -> np.ndarray:
+    """Weight in [0, 1] of each pixel's feature: 0 where no data reached its kernel, rising to 1
+    over :data:`TAPER_PX` pixels inside the valid area (see module doc)."""
+    finite = np.isfinite(np.asarray(img, dtype=np.float64))
+    if finite.all():
+        return np.ones(finite.shape)  # no no-data edge: the tile's Tukey window suffices
+    radius = int(np.ceil(2 * _sigma(method))) + 1  # most of the Gaussian + the 3x3 Sobel
+    core = ndimage.binary_erosion(finite, iterations=radius, border_value=1)
+    dist = ndimage.distance_transform_edt(core)
+    return np.where(core, 0.5 - 0.5 * np.cos(np.pi * np.minimum(dist / TAPER_PX, 1.0)), 0.0)
+
+
 def feature_image(img: np.ndarray, method: str = "optical") -> np.ndarray:
-    """The standardised gradient-magnitude feature image used for matching (see module doc)."""
+    """The standardised gradient-magnitude feature image used for matching (see module doc);
+    0 where :func:`feature_weight` is 0."""
     a = np.asarray(img, dtype=np.float64)
     finite = np.isfinite(a)
     if finite.sum() < 16:
@@ -58,23 +86,25 @@ def feature_image(img: np.ndarray, method: str = "optical") -> np.ndarray:
             "image has fewer than 16 valid pixels; no shift can be estimated",
             fix="check the modality's valid mask or use a larger tile",
         )
+    sigma = _sigma(method)
     if method == "sar":
         pos = finite & (a > 0)
         # Linear power → dB (log makes speckle additive); values already in dB are negative.
         if pos.mean() > 0.99 * finite.mean() and np.nanmax(a) < 50:
             a = np.where(pos, 10 * np.log10(np.where(pos, a, 1.0)), np.nan)
-        sigma = 1.5
-    elif method == "optical":
-        sigma = 0.7
-    else:
-        raise CoregistrationError(f"unknown shift method {method!r}", fix="use optical or sar")
     fill = np.nanmean(a)
     a = np.where(np.isfinite(a), a, fill)
     a = ndimage.gaussian_filter(a, sigma)
     g = np.hypot(ndimage.sobel(a, axis=0), ndimage.sobel(a, axis=1))
-    g[~finite] = np.nan
-    g = (g - np.nanmean(g)) / (np.nanstd(g) + 1e-12)
-    return np.nan_to_num(g, nan=0.0)
+    weight = feature_weight(img, method)
+    use = weight > 0
+    if use.sum() < 16:
+        raise CoregistrationError(
+            "fewer than 16 pixels lie far enough from no data to match; no shift estimated",
+            fix="check the modality's valid mask or use a larger tile/halo",
+        )
+    g = (g - g[use].mean()) / (g[use].std() + 1e-12)
+    return np.where(use, g * weight, 0.0)
 
 
 def _tukey(n: int, alpha: float = 0.25) -> np.ndarray:

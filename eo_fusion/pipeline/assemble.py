@@ -21,10 +21,12 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from odc.geo.geobox import GeoBox
 
 from eo_fusion import __version__
+from eo_fusion.coreg.record import summarize_coreg
 from eo_fusion.files import PARTIAL_TAG, sha256_file
 from eo_fusion.pipeline.legend import ClassInfo
 from eo_fusion.pipeline.manifest import RunManifest
@@ -119,6 +121,11 @@ def _product_files(cogs: dict[str, Path], quicklook: Path | None) -> list[Produc
     ]
 
 
+def run_coreg_summary(manifest: RunManifest) -> dict[str, Any]:
+    """:func:`~eo_fusion.coreg.record.summarize_coreg` over the manifest's finished tiles."""
+    return summarize_coreg({t: r.coreg for t, r in manifest.tiles.items() if r.coreg})
+
+
 def _write_stac(
     plan: RunPlan,
     manifest: RunManifest,
@@ -135,7 +142,8 @@ def _write_stac(
         footprint=plan.footprint,
         window=plan.time_range,
         classes=classes,
-        provenance=prov,
+        # eo_fusion:coreg: the per-modality summary of the tiles' co-registration records.
+        provenance={**prov, "coreg": run_coreg_summary(manifest)},
         base_dir=plan.run_dir,
     )
     collection = build_collection(

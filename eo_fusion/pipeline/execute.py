@@ -94,6 +94,8 @@ class TileOutcome:
         fingerprint: the task's input fingerprint (recorded with the output).
         input_report: what the worker found about the inputs (``InputReport.to_dict``).
         fatal: the run cannot go on (the run folder cannot be written): stop submitting tiles.
+        coreg: the tile's co-registration record, modality -> record
+            (:mod:`eo_fusion.coreg.record`).
     """
 
     tile_id: str
@@ -109,6 +111,7 @@ class TileOutcome:
     fingerprint: str = ""
     input_report: dict[str, Any] | None = None
     fatal: bool = False
+    coreg: dict[str, Any] = field(default_factory=dict)
 
 
 def _worker_address() -> str | None:
@@ -189,6 +192,7 @@ def _attempt(task: TileTask, predictor: Predictor, run_dir: str, needed: int) ->
         inputs=task.input_ids(),
         fingerprint=task.fingerprint,
         input_report=checked,
+        coreg=dict(report.coreg) if report else {},
     )
 
 

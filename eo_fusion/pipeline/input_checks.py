@@ -46,6 +46,8 @@ class InputReport:
         nodata_mismatch: one record per (modality, band, value): ``pixels`` holding the void
             value ``value`` (stored), ``declared`` nodata of the items.
         notes: facts that could not be checked (e.g. a modality on its own sub-grid).
+        coreg: the stack's co-registration record, modality -> record
+            (:mod:`eo_fusion.coreg.record`).
     """
 
     items_skipped: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
@@ -53,6 +55,7 @@ class InputReport:
     missing: Mapping[str, np.ndarray] = field(default_factory=dict)
     nodata_mismatch: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    coreg: dict[str, Any] = field(default_factory=dict)
 
     def crop(self, sy: slice, sx: slice) -> InputReport:
         """The report with its masks cut to the tile's core (``Tile.core_in_padded``)."""

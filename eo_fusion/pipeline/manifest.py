@@ -70,6 +70,8 @@ class TileRecord:
             changed.
         input_report: what the worker found about the tile's inputs (see
             :mod:`eo_fusion.pipeline.input_checks`).
+        coreg: co-registration record of the tile, modality -> record (shift, confidence,
+            applied or not and why; :mod:`eo_fusion.coreg.record`).
     """
 
     state: TileState = "pending"
@@ -84,6 +86,7 @@ class TileRecord:
     fingerprint: str | None = None
     parts: dict[str, Any] | None = None
     input_report: dict[str, Any] | None = None
+    coreg: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -228,6 +231,7 @@ class RunManifest:
             rec.state, rec.output, rec.sha256 = "done", outcome.output, outcome.sha256
             rec.fingerprint = outcome.fingerprint or None
             rec.parts = dict(parts) if parts is not None else None
+            rec.coreg = dict(getattr(outcome, "coreg", {}) or {})
             rec.error = None
         else:
             rec.state, rec.error = "failed", outcome.error

@@ -190,10 +190,20 @@ def job_aoi(spec: AOISpec) -> Geometry:
     return aoi_geometry(str(spec.wkt), spec.crs)
 
 
-def job_area(job: JobSpec, run_date: date) -> JobArea:
-    """The job's AOI, resolved time window, grid and tiles on ``run_date``."""
+def input_crs(items: Mapping[str, Sequence[NormalizedItem]] | None) -> list[str]:
+    """The declared CRS of every band of ``items`` (for ``crs: auto``); empty when any band
+    does not declare one (then nothing is known to be shared)."""
+    crss = [a.crs for its in (items or {}).values() for it in its for a in it.bands.values()]
+    return [c for c in crss if c] if crss and all(crss) else []
+
+
+def job_area(
+    job: JobSpec, run_date: date, items: Mapping[str, Sequence[NormalizedItem]] | None = None
+) -> JobArea:
+    """The job's AOI, resolved time window, grid and tiles on ``run_date``; with ``items``,
+    ``crs: auto`` keeps their CRS when they all share one (:func:`eo_fusion.grid.auto_crs`)."""
     aoi = job_aoi(job.aoi)
-    grid = grid_from_aoi(aoi, job.grid.resolution, job.grid.crs)
+    grid = grid_from_aoi(aoi, job.grid.resolution, job.grid.crs, input_crs=input_crs(items))
     tiles = make_tiles(grid, job.grid.tile_size, job.grid.halo)
     return JobArea(aoi=aoi, window=job.time.resolve(run_date), grid=grid, tiles=tuple(tiles))
 
@@ -370,7 +380,8 @@ def plan_run(
         EOFusionError: the AOI file cannot be read.
         UnsafeURLError: an asset URL is refused by ``policy``.
     """
-    area = area or job_area(job, run_date)
+    if area is None or (str(job.grid.crs).lower() == "auto" and input_crs(items)):
+        area = job_area(job, run_date, items)  # the grid may follow the inputs' own CRS
     tasks = plan_tasks(job, area.tiles, items, area.aoi, threads=1)
     if not tasks:
         raise JobError(

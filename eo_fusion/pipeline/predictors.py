@@ -8,8 +8,9 @@ and the weights' sha256) and reuses them for every tile it runs.
 
 from __future__ import annotations
 
+import json
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -116,7 +117,8 @@ class ModelPredictor:
         )
         probs = predict(stack, model, task=self.task, batch_size=self.batch_size)
         out = np.asarray(probs.transpose("class", "y", "x").values, dtype=np.float32)
-        return out, tile_input_report(task, stack)
+        report = tile_input_report(task, stack)
+        return out, replace(report, coreg=json.loads(stack.attrs.get("coreg") or "{}"))
 
     def verify(self) -> None:
         """Load the model once in this process and check its weights against the card.

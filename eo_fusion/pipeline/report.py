@@ -18,6 +18,7 @@ import numpy as np
 import rasterio
 from odc.geo.geobox import GeoBox
 
+from eo_fusion.coreg.record import coreg_rows, summarize_coreg
 from eo_fusion.files import atomic_output, atomic_write_text
 from eo_fusion.grid import grid_crs
 from eo_fusion.pipeline.legend import NODATA_CLASS, ClassInfo
@@ -171,6 +172,7 @@ def render_markdown(report: Mapping[str, Any], quicklook_name: str | None) -> st
     lines += _resume_md(r.get("resume", {}))
     lines += _inputs_md(r.get("inputs", {}))
     lines += _sources_md(r["provenance"].get("inputs", {}))
+    lines += _coreg_markdown(r.get("coreg") or {})
     lines += ["## Products", "", "| file | sha256 |", "|---|---|"]
     for name, sha in r["products"].items():
         lines.append(f"| `{name}` | `{sha}` |")
@@ -252,6 +254,37 @@ def _asset_id(a: Mapping[str, Any]) -> str:
     return a.get("note") or "href only"
 
 
+def _coreg_markdown(coreg: Mapping[str, Any]) -> list[str]:
+    """The co-registration section: one line per modality, then one per tile estimate."""
+    summary, rows = coreg.get("summary") or {}, coreg.get("tiles") or []
+    if not summary:
+        return []
+    lines = [
+        "## Co-registration",
+        "",
+        "| modality | reference | tiles | estimated | applied | median dx, dy (px) | "
+        "median confidence |",
+        "|---|---|---:|---:|---:|---|---:|",
+    ]
+    for mod, s in summary.items():
+        shift = f"{s['median_dx_px']:+.2f}, {s['median_dy_px']:+.2f}" if s.get("estimated") else "–"
+        conf = f"{s['median_confidence']:.1f}" if s.get("estimated") else "–"
+        lines.append(
+            f"| {mod} | {s.get('reference')} | {s['tiles']} | {s['estimated']} | "
+            f"{s['applied']} | {shift} | {conf} |"
+        )
+    lines += ["", "| tile | modality | dx | dy | confidence | applied | reason |"]
+    lines.append("|---|---|---:|---:|---:|---|---|")
+    for r in rows:
+        nums = [f"{r[k]:.2f}" if isinstance(r[k], int | float) else "–" for k in ("dx", "dy")]
+        conf = f"{r['confidence']:.1f}" if isinstance(r["confidence"], int | float) else "–"
+        lines.append(
+            f"| {r['tile']} | {r['modality']} | {nums[0]} | {nums[1]} | {conf} | "
+            f"{'yes' if r['applied'] else 'no'} | {r['reason']} |"
+        )
+    return [*lines, ""]
+
+
 def write_report(run_dir: Path, report: Mapping[str, Any], quicklook: Path | None) -> Path:
     """Write ``report.json`` and ``report.md`` atomically; returns the Markdown path."""
     atomic_write_text(run_dir / "report.json", json.dumps(report, indent=1, default=str) + "\n")
@@ -307,6 +340,7 @@ def qa_report(
     ha = pixel_area_ha(plan.grid)
     failed = _failed_tiles(manifest)
     done = sum(1 for t in plan.tasks if manifest.tiles[t.tile_id].state == "done")
+    coreg = {tid: rec.coreg for tid, rec in manifest.tiles.items() if rec.coreg}
     return {
         "job": {
             "name": plan.job_name,
@@ -330,6 +364,7 @@ def qa_report(
             "recomputed": {k: list(v) for k, v in (recomputed or {}).items()},
         },
         "inputs": inputs_section(plan, manifest, input_issues),
+        "coreg": {"summary": summarize_coreg(coreg), "tiles": coreg_rows(coreg)},
         "provenance": manifest.provenance,
         "notes": [*notes, *auto_notes(plan, manifest.provenance, ha)],
     }

@@ -21,8 +21,10 @@ from eo_fusion.sources.reader import Reader, ReadSpec
 from eo_fusion.sources.result import ModalityResult, nanmean, nanmedian
 
 __all__ = [
+    "MAX_PASS_GAP_S",
     "DayMosaic",
     "ModalityResult",
+    "acquisition_key",
     "aggregate_periods",
     "band_order",
     "group_same_day",
@@ -72,13 +74,44 @@ def read_item_bands(
     return out
 
 
+#: Scenes of one day more than this far apart in time are different passes (one pass over a
+#: region takes a few minutes; adjacent granules of a pass are seconds apart).
+MAX_PASS_GAP_S = 15 * 60.0
+
+
+def acquisition_key(item: NormalizedItem) -> tuple[str, str, str]:
+    """What makes two scenes of one day one acquisition: platform, relative orbit and orbit
+    direction (STAC ``platform``, ``sat:relative_orbit``, ``sat:orbit_state``; empty if absent).
+    """
+    p = item.properties
+    return (
+        str(p.get("platform", "")).lower(),
+        str(p.get("sat:relative_orbit", "")),
+        str(p.get("sat:orbit_state", "")).lower(),
+    )
+
+
 def group_same_day(items: Sequence[NormalizedItem]) -> list[list[NormalizedItem]]:
-    """Items grouped by UTC acquisition day (one observation = adjacent tiles of one pass),
-    groups in time order, items in a group ordered by id (deterministic mosaics)."""
-    groups: dict[str, list[NormalizedItem]] = defaultdict(list)
+    """Items grouped into acquisitions: same UTC day, same :func:`acquisition_key` and no gap
+    over :data:`MAX_PASS_GAP_S` between consecutive scenes (adjacent granules of one pass are
+    mosaicked; another orbit, platform or pass of the same day stays a separate acquisition,
+    never merged into the first, which would drop it wherever both cover a pixel). Groups in
+    time order, items in a group ordered by id (deterministic mosaics)."""
+    by_key: dict[tuple[str, tuple[str, str, str]], list[NormalizedItem]] = defaultdict(list)
     for it in items:
-        groups[it.datetime.strftime("%Y-%m-%d")].append(it)
-    return [sorted(groups[d], key=lambda i: i.id) for d in sorted(groups)]
+        by_key[(it.datetime.strftime("%Y-%m-%d"), acquisition_key(it))].append(it)
+    groups: list[list[NormalizedItem]] = []
+    for members in by_key.values():
+        members = sorted(members, key=lambda i: (i.datetime, i.id))
+        current = [members[0]]
+        for it in members[1:]:
+            if (it.datetime - current[-1].datetime).total_seconds() > MAX_PASS_GAP_S:
+                groups.append(current)
+                current = []
+            current.append(it)
+        groups.append(current)
+    groups.sort(key=lambda g: (min(i.datetime for i in g), min(i.id for i in g)))
+    return [sorted(g, key=lambda i: i.id) for g in groups]
 
 
 @dataclass(frozen=True)
@@ -97,7 +130,7 @@ def read_day_mosaics(
     spec_for: Callable[[BandAsset], ReadSpec],
     reader: Reader,
 ) -> list[DayMosaic]:
-    """One mosaic per UTC acquisition day (see :func:`group_same_day`), in time order.
+    """One mosaic per acquisition (see :func:`group_same_day`), in time order.
 
     Within a day the first valid value wins, items taken in id order (deterministic).
     """

@@ -53,6 +53,9 @@ def slope_aspect(z: np.ndarray, gbox: GeoBox) -> tuple[np.ndarray, np.ndarray]:
     to_m = axes[0].unit_conversion_factor if axes else 1.0  # feet grids → metres
     res_x = abs(gbox.transform.a) * to_m
     res_y = abs(gbox.transform.e) * to_m
+    if min(z.shape) < 2:  # a one-pixel-wide tile has no neighbours to difference
+        nan = np.full(z.shape, np.nan, dtype=np.float32)
+        return nan, nan.copy()
     dz_drow, dz_dcol = np.gradient(z.astype(np.float64))
     dz_de = dz_dcol / res_x
     dz_dn = -dz_drow / res_y  # rows run south

@@ -56,6 +56,7 @@ from eo_fusion.catalogs.items import BandAsset
 from eo_fusion.catalogs.safety import redact_url
 from eo_fusion.errors import ReadError
 from eo_fusion.gdal import GDALOptions
+from eo_fusion.grid import horizontal_crs
 from eo_fusion.sources.budget import check_read_budget, watch_gdal_io
 from eo_fusion.sources.gcps import GCPGeoref, gcp_georef, gcp_window, warp_gcps
 from eo_fusion.sources.remote import read_with_retries, resolve_redirects
@@ -185,10 +186,11 @@ def gdal_path(href: str) -> str:
 
 
 def _crs_of(ds: rasterio.DatasetReader, asset: BandAsset) -> CRS:
+    # Only the horizontal part of a compound CRS (a DEM in EPSG:4326+3855) places pixels.
     if ds.crs is not None:
-        return CRS(ds.crs.to_wkt())
+        return horizontal_crs(ds.crs.to_wkt())
     if asset.crs:
-        return CRS(asset.crs)
+        return horizontal_crs(asset.crs)
     raise ReadError(
         f"file {asset.href} (asset {asset.asset_key!r}) has no CRS",
         fix="set BandAsset.crs (e.g. from a .prj/.wkt sidecar or the STAC proj:epsg/proj:wkt2)",

@@ -26,6 +26,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
+import pyproj
 import rasterio.crs
 import rasterio.warp
 from odc.geo import CRS
@@ -36,6 +37,8 @@ from rasterio.enums import Resampling
 from eo_fusion.grid import grid_crs
 
 __all__ = [
+    "PASTE_STOL",
+    "PASTE_TTOL_PX",
     "RULES",
     "WARP_TOLERANCE_PX",
     "axis_aligned_resample",
@@ -43,6 +46,7 @@ __all__ = [
     "is_categorical",
     "linear_to_db",
     "place",
+    "point_resample",
     "resampling_for",
     "roi_is_empty",
     "source_roi",
@@ -52,6 +56,13 @@ __all__ = [
 #: Warp with the exact coordinate transformer (GDAL's default approximates to 0.125 px, which
 #: would eat most of the 0.1 px alignment budget; the exact one costs little at tile sizes).
 WARP_TOLERANCE_PX = 0.0
+
+#: Sub-pixel translation (target pixels) and scale mismatch up to which a source window is pasted
+#: instead of resampled. odc-geo's defaults (0.05 px, 1e-3) paste a grid that is 0.04 px off, or
+#: whose pixels differ by 0.1 % (1 px drift over a 1000 px tile), as if it were aligned: a shift
+#: that depends on where the tile starts. These bounds keep any paste error below 1e-6 px.
+PASTE_TTOL_PX = 1e-6
+PASTE_STOL = 1e-10
 
 #: Ratio from which a coarser target counts as "downsampling" for elevation and categories.
 DOWNSAMPLE_RATIO = 2.0
@@ -122,11 +133,11 @@ def source_roi(src_gbox: GeoBox, gbox: GeoBox) -> ReprojectInfo:
 
 @lru_cache(maxsize=512)
 def _source_roi(src_gbox: GeoBox, gbox: GeoBox) -> ReprojectInfo:
-    rr = compute_reproject_roi(src_gbox, gbox, ttol=0.05)
+    rr = compute_reproject_roi(src_gbox, gbox, ttol=PASTE_TTOL_PX, stol=PASTE_STOL)
     if rr.paste_ok and rr.read_shrink == 1:
         return rr
     pad = 2 + int(np.ceil(max(rr.scale2.x, rr.scale2.y, 1.0)))
-    return compute_reproject_roi(src_gbox, gbox, ttol=0.05, padding=pad)
+    return compute_reproject_roi(src_gbox, gbox, ttol=PASTE_TTOL_PX, stol=PASTE_STOL, padding=pad)
 
 
 def roi_is_empty(rr: ReprojectInfo) -> bool:
@@ -156,8 +167,72 @@ def place(
     if rr.paste_ok and rr.read_shrink == 1 and src_gbox.shape == dst_gbox[rr.roi_dst].shape:
         ys, xs = rr.roi_dst
         dst[:, slice(ys.start, ys.stop), slice(xs.start, xs.stop)] = src
-    elif not axis_aligned_resample(src, src_gbox, dst, dst_gbox, rule):
+    elif axis_aligned_resample(src, src_gbox, dst, dst_gbox, rule):
+        pass
+    elif rule in (Resampling.bilinear, Resampling.nearest):
+        point_resample(src, src_gbox, dst, dst_gbox, rule)
+    else:
         warp(src, src_gbox, dst, dst_gbox, rule, num_threads)
+
+
+#: Source positions are rounded to 2**-16 px (1.5e-5 px) before interpolating, so the last-bit
+#: noise of a tile's own origin (1e-11 px) cannot change a weight: a pixel gets the same value
+#: in every tiling, bit for bit.
+_POSITION_QUANTUM = 2.0**-16
+
+
+def _source_positions(src_gbox: GeoBox, dst_gbox: GeoBox) -> tuple[np.ndarray, np.ndarray]:
+    """Source pixel-centre coordinates (0 = centre of the first source pixel) of every target
+    pixel centre, through the exact PROJ transformation (no approximation by interpolation)."""
+    h, w = dst_gbox.shape.yx
+    cols, rows = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
+    x, y = dst_gbox.transform * (cols, rows)
+    src_crs, dst_crs = grid_crs(src_gbox), grid_crs(dst_gbox)
+    if src_crs != dst_crs:
+        tr = pyproj.Transformer.from_crs(dst_crs.proj, src_crs.proj, always_xy=True)
+        x, y = tr.transform(x, y, errcheck=False)
+    u, v = ~src_gbox.transform * (np.asarray(x), np.asarray(y))
+    u = np.round((np.asarray(u) - 0.5) / _POSITION_QUANTUM) * _POSITION_QUANTUM
+    v = np.round((np.asarray(v) - 0.5) / _POSITION_QUANTUM) * _POSITION_QUANTUM
+    return u, v
+
+
+def point_resample(
+    src: np.ndarray, src_gbox: GeoBox, dst: np.ndarray, dst_gbox: GeoBox, rule: Resampling
+) -> None:
+    """Bilinear or nearest resampling between any two grids, with every target pixel centre
+    transformed exactly (GDAL's warper, as rasterio calls it, approximates the transformation
+    to 0.125 px and its result changes with the window warped).
+
+    Semantics follow GDAL's (and :func:`axis_aligned_resample`): a target that a NaN source
+    pixel contributes to is NaN; targets outside the source stay NaN; within half a pixel of
+    the outer source centres the edge pixel is used alone.
+    """
+    h, w = src.shape[-2:]
+    u, v = _source_positions(src_gbox, dst_gbox)
+    inside = np.isfinite(u) & np.isfinite(v) & (u > -0.5) & (u < w - 0.5) & (v > -0.5)
+    inside &= v < h - 0.5
+    u, v = np.where(inside, u, 0.0), np.where(inside, v, 0.0)
+    if rule is Resampling.nearest:
+        iu = np.clip(np.floor(u + 0.5).astype(np.int64), 0, w - 1)
+        iv = np.clip(np.floor(v + 0.5).astype(np.int64), 0, h - 1)
+        for i in range(src.shape[0]):
+            dst[i] = src[i][iv, iu]
+    else:
+        u0, fu = _taps(u, w)
+        v0, fv = _taps(v, h)
+        u1, v1 = np.minimum(u0 + 1, w - 1), np.minimum(v0 + 1, h - 1)
+        for i in range(src.shape[0]):
+            b = src[i]
+            top = _mix(b[v0, u0], b[v0, u1], fu)
+            bottom = _mix(b[v1, u0], b[v1, u1], fu)
+            dst[i] = _mix(top, bottom, fv)
+    dst[:, ~inside] = np.nan
+
+
+def _mix(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> np.ndarray:
+    """(1 - f) * a + f * b; a NaN ``b`` poisons only where its weight ``f`` > 0."""
+    return np.where(f > 0, (1 - f) * a + f * b, a)
 
 
 def _axis_positions(n_dst: int, d0: float, dres: float, s0: float, sres: float) -> np.ndarray:

@@ -139,6 +139,7 @@ def load_s1(
     series = [np.stack([lee_filter(b, win) for b in d.data]) if lee else d.data for d in days]
     times = [d.time for d in days]
     ids = [i.id for d in days for i in d.items]
+    # One acquisition = one orbit (common.group_same_day): its first item names it.
     orbits = [str(d.items[0].properties.get("sat:orbit_state", "unknown")) for d in days]
     if not series:
         raise BandError("no Sentinel-1 items to stack", fix="widen the search or drop the modality")

@@ -22,8 +22,8 @@ from scipy import ndimage
 
 from eo_fusion.catalogs.local import local_item
 from eo_fusion.config import ModalitySpec
-from eo_fusion.coreg.check import CoregOptions
-from eo_fusion.coreg.shift import apply_shift, estimate_shift
+from eo_fusion.coreg.check import CoregOptions, structure_bands
+from eo_fusion.coreg.shift import apply_shift, estimate_shift, feature_weight
 from eo_fusion.stack import build_stack
 
 BEN = Path(__file__).resolve().parents[2] / "catalogs" / "sample" / "data" / "bigearthnet"
@@ -159,3 +159,56 @@ def test_unrelated_real_s1_s2_patches_stay_below_the_confidence_gate() -> None:
                 est = estimate_shift(s2[i], np.rot90(s1[j], k), method="sar")
                 worst = max(worst, est.confidence)
     assert worst < gate, worst
+
+
+def test_no_data_halo_does_not_pull_the_estimate_to_zero() -> None:
+    """A tile whose right third and a corner are no data (the edge of a scene, a cloud mask),
+    in both images at the same place: the boundary of the no-data region must not act as an
+    edge that matches at zero shift. Filling and correlating it did (dx 1.10 for 1.30 here)."""
+    rng = np.random.default_rng(3)
+    base = ndimage.gaussian_filter(rng.random((160, 160)), 3.0)
+    ref, mov = base.copy(), ndimage.shift(base, (-1.6, 1.3), order=3, mode="nearest")
+    for a in (ref, mov):
+        a[:, 105:] = np.nan
+        a[:40, :50] = np.nan
+    est = estimate_shift(ref, mov)
+    assert abs(est.dx - 1.3) < 0.07 and abs(est.dy + 1.6) < 0.07, est
+    w = feature_weight(ref)
+    assert (w[:, 102:] == 0).all() and (w[50:, 60:90] == 1).all()
+
+
+def test_structure_image_leaves_out_coarse_and_categorical_bands() -> None:
+    keys = ["s2:B01", "s2:B04", "s2:B09", "s2:B11", "s2:SCL"]
+    assert structure_bands(keys) == [1, 3]  # 60 m B01/B09 and the SCL classes are left out
+    assert structure_bands(["s2:B01"]) == [0]  # nothing else: keep what there is
+
+
+def test_run_record_summary_and_report_section() -> None:
+    from eo_fusion.coreg.record import coreg_rows, summarize_coreg
+    from eo_fusion.pipeline.report import _coreg_markdown
+
+    ref = {"reference": "s2-l2a", "role": "reference", "applied": False}
+    tiles = {
+        "r000_c000": {
+            "s2-l2a": ref,
+            "s1-grd": {"reference": "s2-l2a", "dx": 0.6, "dy": -0.2, "confidence": 12.0,
+                       "method": "sar", "applied": True, "reason": "significant and confident"},
+        },
+        "r000_c001": {
+            "s2-l2a": ref,
+            "s1-grd": {"reference": "s2-l2a", "dx": 0.1, "dy": 0.0, "confidence": 6.0,
+                       "method": "sar", "applied": False, "reason": "confidence below 8.0"},
+        },
+        "r001_c000": {"s2-l2a": ref, "s1-grd": {"reference": "s2-l2a", "applied": False,
+                                                 "reason": "image has fewer than 16 valid"}},
+    }  # fmt: skip
+    s = summarize_coreg(tiles)["s1-grd"]
+    assert (s["tiles"], s["estimated"], s["applied"]) == (3, 2, 1)
+    assert s["median_dx_px"] == 0.35 and s["min_confidence"] == 6.0
+    assert s["max_shift_px"] == round(float(np.hypot(0.6, 0.2)), 3)
+    assert s["reasons"] == {"confidence below 8.0": 1, "image has fewer than 16 valid": 1}
+    rows = coreg_rows(tiles)
+    assert [r["tile"] for r in rows] == ["r000_c000", "r000_c001", "r001_c000"]
+    md = "\n".join(_coreg_markdown({"summary": summarize_coreg(tiles), "tiles": rows}))
+    assert "## Co-registration" in md and "| r000_c000 | s1-grd | 0.60 | -0.20 | 12.0 | yes |" in md
+    assert _coreg_markdown({}) == []

@@ -14,6 +14,7 @@ from eo_fusion.errors import GridError
 from eo_fusion.grid import (
     aoi_geometry,
     aoi_mask,
+    auto_crs,
     coarsen,
     grid_at_resolution,
     grid_from_aoi,
@@ -153,3 +154,53 @@ def test_tiles_cover_grid_exactly_once(h: int, w: int, tile: int, halo: int, x0:
         assert t.id == f"r{t.row:03d}_c{t.col:03d}"
     assert (count == 1).all()
     assert len({t.id for t in tiles}) == len(tiles)
+
+
+# --- crs: auto on both sides of a zone border -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("lon", "lat", "zone"),
+    [
+        (11.99, 46.0, 32),  # west of the 33/32 border at 12 E
+        (12.01, 46.0, 33),  # east of it
+        (5.3, 60.4, 32),  # Bergen: zone 32 is widened over south-western Norway (not 31)
+        (2.9, 60.4, 31),  # west of the widened zone
+        (15.6, 78.2, 33),  # Svalbard: odd zones only (33, not 34)
+        (-0.01, 51.5, 30),  # Greenwich: just west of the zone 30/31 border
+        (0.01, 51.5, 31),
+    ],
+)
+def test_auto_crs_is_the_zone_containing_the_centroid(lon, lat, zone) -> None:
+    assert utm_crs_for(lon, lat).epsg == 32600 + zone
+    aoi = (lon - 0.004, lat - 0.003, lon + 0.004, lat + 0.003)
+    assert grid_from_aoi(aoi, 10).crs.epsg == 32600 + zone
+
+
+def test_auto_crs_keeps_the_inputs_shared_crs_across_a_zone_border() -> None:
+    # An AOI just east of 12 E (zone 33) covered by Sentinel-2 tiles of zone 32 (MGRS tiles
+    # overlap the border): the grid keeps the data's own zone, so nothing is resampled.
+    aoi = (12.01, 46.0, 12.03, 46.02)
+    g = grid_from_aoi(aoi, 10, input_crs=["EPSG:32632", "EPSG:32632"])
+    assert g.crs.epsg == 32632 and _edges_on_anchor(g, 10)
+    assert auto_crs(aoi_geometry(aoi), ["EPSG:32632+3855"]).epsg == 32632  # horizontal part
+    # Inputs in two zones (or none known): the zone of the AOI centroid.
+    assert grid_from_aoi(aoi, 10, input_crs=["EPSG:32632", "EPSG:32633"]).crs.epsg == 32633
+    assert grid_from_aoi(aoi, 10, input_crs=[]).crs.epsg == 32633
+    west = (11.97, 46.0, 11.99, 46.02)
+    assert grid_from_aoi(west, 10, input_crs=["EPSG:32632", "EPSG:4326"]).crs.epsg == 32632
+    assert grid_from_aoi(west, 10, input_crs=["EPSG:32633"]).crs.epsg == 32633
+
+
+def test_compound_grid_crs_uses_the_horizontal_part() -> None:
+    g = grid_from_aoi((14.54, 45.86, 14.56, 45.88), 10, crs="EPSG:32633+3855")
+    assert g.crs.epsg == 32633 and not g.crs.proj.is_compound
+    with pytest.raises(GridError):
+        grid_from_aoi((14.54, 45.86, 14.56, 45.88), 10, crs="EPSG:99999999")
+
+
+def test_auto_crs_ignores_shared_inputs_that_are_not_in_metres() -> None:
+    aoi = aoi_geometry((12.01, 46.0, 12.03, 46.02))
+    assert auto_crs(aoi, ["EPSG:4326"]).epsg == 32633  # a 10 "m" grid in degrees is nonsense
+    assert auto_crs(aoi, ["EPSG:3035"]).epsg == 3035  # LAEA Europe is in metres
+    assert auto_crs(aoi_geometry((-74.0, 40.7, -73.99, 40.71)), ["EPSG:2263"]).epsg == 32618

@@ -33,6 +33,7 @@ from eo_fusion import api
 from eo_fusion.config import ModalitySpec
 from eo_fusion.grid import make_tiles
 from eo_fusion.sources.reader import RasterioReader, ReadSpec
+from eo_fusion.sources.resample import PASTE_TTOL_PX
 from eo_fusion.stack import build_stack
 from eo_fusion.testing.fake_reader import FakeReader, fake_pixels, write_test_raster
 
@@ -298,8 +299,9 @@ def test_lazy_stack_does_not_depend_on_chunking_and_equals_the_reference(case) -
             # Grids of odd and even width centred on one point: every target centre lies on a
             # source pixel edge, and nearest may take either neighbour (lazy == eager still holds).
             continue
-        if grid.crs == src.crs and abs(factor - 1) < 1e-9 and _misalignment_px(grid, src) < 0.05:
-            rule = Resampling.nearest  # the same grid to within 0.05 px is pasted, not warped
+        aligned = _misalignment_px(grid, src) < PASTE_TTOL_PX
+        if grid.crs == src.crs and abs(factor - 1) < 1e-9 and aligned:
+            rule = Resampling.nearest  # the same grid (to 1e-6 px) is pasted, not warped
         nodata = next(iter(items[name][0].bands.values())).spec.nodata
         ref = _reference(src, grid, 3, rule, nodata)
         _assert_matches(eager[name].values[0], ref, kind == "categorical", name)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pyproj
 import pytest
+import rasterio
 from affine import Affine
 from odc.geo import CRS
 from odc.geo.geobox import GeoBox
@@ -14,7 +16,7 @@ from rasterio.enums import Resampling
 
 from eo_fusion.bands import get_band
 from eo_fusion.catalogs.items import BandAsset
-from eo_fusion.grid import grid_from_aoi
+from eo_fusion.grid import grid_from_aoi, horizontal_crs, vertical_datum
 from eo_fusion.sources.reader import ReadSpec, read_assets
 from eo_fusion.sources.resample import db_to_linear, linear_to_db, resampling_for
 from eo_fusion.testing.fake_reader import write_test_raster
@@ -137,6 +139,96 @@ def test_pixel_tracing_lands_within_a_tenth_of_a_pixel(
     err_px = np.hypot((got_x - ex) / src_res, (got_y - ey) / src_res)[ok]
     print(f"pixel-trace {src_crs}->{dst_crs}: max error {err_px.max():.4f} px")
     assert err_px.max() < 0.1, f"max error {err_px.max():.3f} px"
+
+
+# Compound CRSs (a horizontal CRS + a vertical datum): pixels are placed by the horizontal part.
+TRACES_ALL = [
+    *TRACES,
+    ("EPSG:32633+3855", 10.0, "EPSG:3035", 10.0, (14.55, 45.87)),  # UTM + EGM2008 height
+    ("EPSG:4326+3855", 0.0001, "EPSG:32633+3855", 10.0, (14.55, 45.87)),  # Copernicus DEM
+    ("EPSG:32633", 10.0, "EPSG:32633", 10.0, (14.55, 45.87)),  # same CRS, sub-pixel offset
+]
+#: Each modality kind, with the band it reads and the rule its kind uses at ~1x.
+KINDS = [
+    ("index", "index:ndvi"),
+    ("elevation", "elevation:dem"),
+    ("sar", "s1:VV"),
+    ("categorical", "label:landcover"),
+]
+
+
+def _trace_source(tmp_path: Path, src_crs: str, src_res: float, lon: float, lat: float):
+    """An x/y ramp raster around (lon, lat); written with the full (maybe compound) CRS."""
+    aoi = (lon - 0.012, lat - 0.009, lon + 0.012, lat + 0.009)
+    src = grid_from_aoi(aoi, src_res, crs=src_crs)
+    # Shift by 0.37 px so no target grid is aligned with it (odc-geo would paste grids within
+    # 0.05 px by default: that was the 0.04 px elevation offset).
+    src = GeoBox(src.shape, src.transform * Affine.translation(0.37, -0.21), src.crs)
+    img, denorm = gen_test_image_xy(src, "float64")
+    path = tmp_path / "xy.tif"
+    with rasterio.open(
+        path, "w", driver="GTiff", count=2, height=src.shape.y, width=src.shape.x,
+        dtype="float64", crs=pyproj.CRS.from_user_input(src_crs).to_wkt(),
+        transform=src.transform,
+    ) as ds:  # fmt: skip
+        ds.write(img)
+    return str(path), denorm
+
+
+@pytest.mark.parametrize(("kind", "key"), KINDS, ids=[k for k, _ in KINDS])
+@pytest.mark.parametrize(("src_crs", "src_res", "dst_crs", "dst_res", "where"), TRACES_ALL)
+def test_every_kind_lands_within_a_hundredth_of_a_pixel(
+    tmp_path: Path, src_crs, src_res, dst_crs, dst_res, where, kind, key
+) -> None:
+    """Point-sampling rules (bilinear, nearest) trace each target pixel centre to its true
+    source position: bilinear within 0.01 px; nearest picks the source pixel that contains the
+    true position (within 0.01 px of its edge)."""
+    lon, lat = where
+    path, denorm = _trace_source(tmp_path, src_crs, src_res, lon, lat)
+    dst = grid_from_aoi((lon - 0.008, lat - 0.006, lon + 0.008, lat + 0.006), dst_res, dst_crs)
+    assert not dst.crs.proj.is_compound  # the grid takes the horizontal part
+    rule = Resampling.nearest if kind == "categorical" else Resampling.bilinear
+    assets = [BandAsset(key, "xy", path, i, get_band(key)) for i in (1, 2)]
+    out = read_assets(assets, dst, ReadSpec(kind, resampling=rule))
+    if kind == "categorical":
+        # Class codes come back rounded: trace with the unrounded nearest pick instead.
+        out = read_assets(assets, dst, ReadSpec("index", resampling=rule))
+    got_x, got_y = denorm(out.astype(np.float64))
+    yy, xx = np.meshgrid(np.arange(dst.shape.y) + 0.5, np.arange(dst.shape.x) + 0.5, indexing="ij")
+    ex, ey = dst.transform @ (xx, yy)
+    src_h = horizontal_crs(src_crs)
+    tr = pyproj.Transformer.from_crs(dst.crs.proj, src_h.proj, always_xy=True)
+    ex, ey = tr.transform(ex, ey)
+    ok = np.isfinite(got_x) & np.isfinite(got_y)
+    assert ok.mean() > 0.95
+    dx, dy = np.abs(got_x - ex)[ok] / src_res, np.abs(got_y - ey)[ok] / src_res
+    # nearest: how far beyond the half pixel of the chosen centre; bilinear: the distance
+    err = max(dx.max(), dy.max()) - 0.5 if kind == "categorical" else np.hypot(dx, dy).max()
+    print(f"trace {kind} {src_crs}->{dst_crs}: {err:.5f} px")
+    assert err < 0.01, f"{kind} {src_crs}->{dst_crs}: {err:.4f} px"
+
+
+@pytest.mark.parametrize("offset_px", [0.04, 0.001, 1e-4])
+def test_a_nearly_aligned_source_is_resampled_not_pasted(tmp_path: Path, offset_px) -> None:
+    """The same CRS and pixel size, 0.04 px apart: odc-geo's default tolerance pasted this
+    (every value 0.04 px off, and the offset depended on the tile); now it is interpolated."""
+    dst = GeoBox((30, 30), Affine(10, 0, 500_000, 0, -10, 5_000_300), "EPSG:32633")
+    src = GeoBox((40, 40), Affine(10, 0, 499_950 + 10 * offset_px, 0, -10, 5_000_350), dst.crs)
+    img, denorm = gen_test_image_xy(src, "float64")
+    path = _write(tmp_path / "dem.tif", img, src)
+    assets = [BandAsset("elevation:dem", "xy", path, i, get_band("elevation:dem")) for i in (1, 2)]
+    got_x, _ = denorm(read_assets(assets, dst, ReadSpec("elevation")).astype(np.float64))
+    want_x = dst.transform.c + (np.arange(30) + 0.5) * 10
+    err = np.abs(got_x - want_x[None, :]).max() / 10
+    assert err < 1e-5 + 1e-3 * offset_px, f"{err:.5f} px"
+
+
+def test_compound_crs_vertical_datum_is_named_and_grid_is_horizontal() -> None:
+    assert vertical_datum("EPSG:32633+3855") == "EGM2008 height"
+    assert vertical_datum("EPSG:32633") is None
+    assert horizontal_crs("EPSG:4326+3855").epsg == 4326
+    g = grid_from_aoi((14.54, 45.86, 14.56, 45.88), 10, crs="EPSG:32633+3855")
+    assert g.crs.epsg == 32633
 
 
 @pytest.mark.parametrize(

@@ -210,3 +210,46 @@ def test_s2_l1c_typed_options_reach_s2cloudless() -> None:
     options = {"cloud_threshold": 0.95, "cloud_dilation": 0, "shadow_search_px": 0}
     loose = load_s2(items, inner, modality_spec("s2-l1c", {"options": options}), RasterioReader())
     assert loose.attrs["valid_fraction"][0] > default.attrs["valid_fraction"][0] + 0.05
+
+
+# --- same-day scenes: mosaicked when one pass, separate acquisitions otherwise --------------------
+
+
+def _s1_day_items(reader, grid):
+    from dataclasses import replace
+
+    from eo_fusion.testing.fake_reader import FakeReader
+
+    assert isinstance(reader, FakeReader)
+    west = GeoBox((40, 30), grid.transform, grid.crs)  # left part of the grid
+    east = GeoBox((40, 30), grid.transform * Affine.translation(20, 0), grid.crs)
+    t_asc = datetime(2021, 6, 1, 17, 5, 10, tzinfo=UTC)
+    t_desc = datetime(2021, 6, 1, 5, 20, 0, tzinfo=UTC)
+
+    def item(name, when, gbox, orbit, rel):
+        it = reader.item(name, "s1-rtc", ["s1:VV"], when, gbox, [1])
+        props = {"platform": "sentinel-1a", "sat:orbit_state": orbit, "sat:relative_orbit": rel}
+        return replace(it, properties={**it.properties, **props})
+
+    return [
+        item("asc-west", t_asc, west, "ascending", 117),
+        item("asc-east", t_asc.replace(second=34), east, "ascending", 117),  # next granule
+        item("desc", t_desc, grid, "descending", 22),  # same day, other orbit, overlaps both
+    ]
+
+
+def test_same_day_scenes_of_other_orbits_are_kept_not_dropped() -> None:
+    from eo_fusion.sources.common import group_same_day
+    from eo_fusion.testing.fake_reader import FakeReader
+
+    reader = FakeReader()
+    grid = GeoBox((40, 50), Affine(10, 0, 500_000, 0, -10, 5_000_400), "EPSG:32633")
+    items = _s1_day_items(reader, grid)
+    groups = group_same_day(items)
+    assert [[i.id for i in g] for g in groups] == [["desc"], ["asc-east", "asc-west"]]
+    res = load_s1(items, grid, ModalitySpec(mode="timeseries"), reader)
+    assert res.data.shape[0] == 2  # two acquisitions of the day: none dropped
+    assert res.attrs["orbit_state"] == ["descending", "ascending"]
+    assert sorted(res.source_items) == ["asc-east", "asc-west", "desc"]
+    # The ascending pass is one mosaic of its two granules, covering the whole grid.
+    assert np.isfinite(res.data[1]).all()

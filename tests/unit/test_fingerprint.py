@@ -6,7 +6,7 @@ import json
 import os
 
 import pytest
-from eo_fusion.testing.servers import serve_directory
+from eo_fusion.catalogs.fileserver import serve_directory
 
 from eo_fusion.catalogs.safety import URLPolicy
 from eo_fusion.config import AOISpec

@@ -6,8 +6,8 @@ import json
 import os
 
 import pytest
-from eo_fusion.catalogs.fileserver import serve_directory
 
+from eo_fusion.catalogs.fileserver import serve_directory
 from eo_fusion.catalogs.safety import URLPolicy
 from eo_fusion.config import AOISpec
 from eo_fusion.errors import UnsafeURLError

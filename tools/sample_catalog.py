@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import rasterio
 
-from eo_fusion.catalogs.builder import AssetSpec, BuildResult, ItemSpec, build_catalog
+from eo_fusion.catalogs.build import AssetSpec, BuildResult, ItemSpec, build_catalog
 from eo_fusion.catalogs.normalize import baseline_in_product_id
 
 #: The repository this maintainer script belongs to (it is not part of the installed package).
@@ -215,7 +215,7 @@ def bigearthnet_specs() -> list[ItemSpec]:
 
 
 def _date_from_s1_name(name: str) -> datetime:
-    from eo_fusion.catalogs.builder import datetime_from_name
+    from eo_fusion.catalogs.build import datetime_from_name
 
     dt = datetime_from_name(name.split("_")[4])
     assert dt is not None, name
@@ -362,7 +362,7 @@ def autzen_specs() -> list[ItemSpec]:
 
 
 def naip_specs() -> list[ItemSpec]:
-    from eo_fusion.catalogs.builder import datetime_from_name
+    from eo_fusion.catalogs.build import datetime_from_name
 
     specs = []
     for f in sorted((DATA / "naip").glob("*.tif")):

@@ -29,7 +29,7 @@ from odc.geo.geobox import GeoBox
 from rasterio.errors import NotGeoreferencedWarning
 
 from eo_fusion.bands import get_band
-from eo_fusion.catalogs.builder import world_file_transform
+from eo_fusion.catalogs.build import world_file_transform
 from eo_fusion.catalogs.items import BandAsset, NormalizedItem
 from eo_fusion.errors import ReadError
 

@@ -10,7 +10,7 @@ import pytest
 import rasterio
 
 from eo_fusion.catalogs import open_catalog
-from eo_fusion.catalogs.builder import build_catalog, osm_pbf_bbox, specs_from_paths
+from eo_fusion.catalogs.build import build_catalog, osm_pbf_bbox, specs_from_paths
 from eo_fusion.catalogs.validate import validate_stac_dict
 from eo_fusion.cli import main
 from tools.sample_catalog import SLOVENIA_S2_ORDER, sample_specs
@@ -161,7 +161,7 @@ def test_osm_header_bbox_contains_the_nodes(sample_dir):
 
 
 def test_specs_need_a_datetime(sample_dir):
-    from eo_fusion.catalogs.builder import AssetSpec, ItemSpec, build_item
+    from eo_fusion.catalogs.build import AssetSpec, ItemSpec, build_item
     from eo_fusion.errors import BadInputError
 
     # A static layer without any time gets an open span from specs_from_paths (noted); a spec

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from eo_fusion.errors import ModelError
+from eo_fusion.models.encoder import Mlp  # same layout as the published fc1/fc2 weights
 from eo_fusion.models.heads import DenseDecoder
 
 #: Ground sampling distance (m) at which the model's position code has unit step per pixel.
@@ -246,16 +247,6 @@ class Attention(nn.Module):
             split(self.q(x)), split(self.k(x)), split(self.v(x)), attn_mask=attend[:, None, None]
         )
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
 
 
 class Block(nn.Module):

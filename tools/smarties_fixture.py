@@ -48,7 +48,8 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
-#: Registry key -> SMARTIES spectral-range name (config/electromagnetic_spectrum.yaml).
+#: Registry key -> SMARTIES spectral-range name (config/electromagnetic_spectrum.yaml). Kept apart
+#: from ``models.spectral.SMARTIES_KEYS`` on purpose: the fixture must not inherit a wrong mapping.
 KEY_TO_RANGE = {
     "s2:B01": "aerosol",
     "s2:B02": "blue_1",

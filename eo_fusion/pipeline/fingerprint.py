@@ -287,24 +287,31 @@ def _local_print(href: str, path: Path, hashes: dict[tuple[str, int, int], str])
     )
 
 
-def head_request(url: str) -> Mapping[str, str]:
-    """Headers of one HEAD request (redirects not followed; raises on errors)."""
-    import requests
+def head_request(url: str, policy: URLPolicy) -> Mapping[str, str]:
+    """Headers of one HEAD request through ``policy`` (redirects not followed; raises on errors).
 
-    resp = requests.head(url, allow_redirects=False, timeout=HEAD_TIMEOUT_S)
+    The request goes through :class:`~eo_fusion.catalogs.http.PolicySession`, whose connection is
+    made only to an address the policy allows, resolved when connecting: a host name cannot be
+    re-pointed at a refused address between the policy check and the probe.
+    """
+    from eo_fusion.catalogs.http import PolicySession  # requests: only when an asset is remote
+
+    with PolicySession(policy, what="asset fingerprint", max_redirects=0) as session:
+        resp = session.head(url, allow_redirects=False, timeout=HEAD_TIMEOUT_S)
     if resp.status_code >= 300:
         raise OSError(f"HEAD returned HTTP {resp.status_code}")
     return resp.headers
 
 
-def _http_print(
-    href: str, url: str, policy: URLPolicy | None, head: Callable[[str], Mapping[str, str]]
-) -> AssetPrint:
+Head = Callable[[str], Mapping[str, str]]
+
+
+def _http_print(href: str, url: str, policy: URLPolicy | None, head: Head | None) -> AssetPrint:
     if policy is None:  # never probe a URL no policy has been asked about
         return AssetPrint(href=href, kind="href", note="not probed: no URL policy given")
     try:
         check_url(url, policy, what="asset")
-        headers = head(url)
+        headers = head(url) if head is not None else head_request(url, policy)
     except EOFusionError:
         raise
     except Exception as e:  # an asset we cannot probe still counts by its href
@@ -323,7 +330,7 @@ def asset_print(
     url: str,
     *,
     policy: URLPolicy | None = None,
-    head: Callable[[str], Mapping[str, str]] = head_request,
+    head: Head | None = None,
     hashes: dict[tuple[str, int, int], str] | None = None,
 ) -> AssetPrint:
     """Fingerprint of one asset file (local: size, mtime, sha256; HTTP(S): one HEAD).
@@ -347,7 +354,7 @@ def item_print(
     modality: str,
     *,
     policy: URLPolicy | None = None,
-    head: Callable[[str], Mapping[str, str]] = head_request,
+    head: Head | None = None,
     hashes: dict[tuple[str, int, int], str] | None = None,
 ) -> ItemPrint:
     """Fingerprint of one item and of every file its band assets point at."""
@@ -371,7 +378,7 @@ def input_prints(
     model: Mapping[str, Any],
     code_version: str,
     policy: URLPolicy | None = None,
-    head: Callable[[str], Mapping[str, str]] = head_request,
+    head: Head | None = None,
 ) -> InputPrints:
     """Fingerprints of the AOI, every item (read by some tile), the model and the code."""
     hashes: dict[tuple[str, int, int], str] = {}

@@ -47,6 +47,7 @@ HEAD_TIMEOUT_S = 20.0
 
 __all__ = [
     "AssetPrint",
+    "Head",
     "InputPrints",
     "ItemPrint",
     "aoi_print",

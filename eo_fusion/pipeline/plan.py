@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from datetime import time as dtime
@@ -35,10 +35,10 @@ from eo_fusion.errors import JobError
 from eo_fusion.gdal import GDALOptions
 from eo_fusion.grid import Tile, aoi_geometry, grid_crs, grid_from_aoi, make_tiles
 from eo_fusion.pipeline.fingerprint import (
+    Head,
     InputPrints,
     code_version,
     digest,
-    head_request,
     input_prints,
 )
 
@@ -359,7 +359,7 @@ def plan_run(
     area: JobArea | None = None,
     model: Mapping[str, Any] | None = None,
     policy: URLPolicy | None = None,
-    head: Callable[[str], Mapping[str, str]] = head_request,
+    head: Head | None = None,
     search: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> RunPlan:
     """The plan of one run of ``job`` on ``run_date`` over the searched ``items``.
@@ -372,7 +372,8 @@ def plan_run(
         model: the predictor's provenance (model card and weights sha256), fingerprinted.
         policy: the catalog's URL policy, applied before any HEAD request for an asset;
             without one HTTP(S) assets are fingerprinted by href only (``run_job`` passes it).
-        head: the HEAD request used to fingerprint HTTP(S) assets (tests replace it).
+        head: the HEAD request used to fingerprint HTTP(S) assets (tests replace it; default:
+            one HEAD through ``policy``'s session).
         search: modality -> what the search did (``eo_fusion.pipeline.inputs.search_job``).
 
     Raises:

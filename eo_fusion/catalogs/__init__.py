@@ -6,7 +6,8 @@ docs/catalogs.md.
 
 from eo_fusion.catalogs.items import BandAsset, NormalizedItem
 from eo_fusion.catalogs.normalize import normalize_item
-from eo_fusion.catalogs.search import Catalog, SearchResult, open_catalog
+from eo_fusion.catalogs.results import SearchResult
+from eo_fusion.catalogs.search import Catalog, open_catalog
 
 __all__ = [
     "BandAsset",

@@ -33,7 +33,8 @@ from eo_fusion.catalogs.normalize import (
 from eo_fusion.modalities import find_modality
 
 if TYPE_CHECKING:
-    from eo_fusion.catalogs.search import Catalog, SearchQuery
+    from eo_fusion.catalogs.query import SearchQuery
+    from eo_fusion.catalogs.search import Catalog
 
 log = logging.getLogger("eo_fusion.catalogs.search")
 

@@ -18,7 +18,7 @@ from eo_fusion.pipeline.plan import JobArea, Window
 if TYPE_CHECKING:
     from odc.geo import Geometry
 
-    from eo_fusion.catalogs.search import SearchResult
+    from eo_fusion.catalogs.results import SearchResult
 
 
 def search_job(
@@ -50,12 +50,13 @@ def search_window(
     id -> asset keys).
 
     With ``require`` (the map job: every tile would fail alike), a modality that found nothing
-    raises one :class:`~eo_fusion.catalogs.search.EmptySearchError` naming every such modality
+    raises one :class:`~eo_fusion.catalogs.results.EmptySearchError` naming every such modality
     and the likely causes it can detect (swapped coordinates, reversed dates, the cloud limit,
     an AOI outside the collections), before any cluster starts.
     """
     from eo_fusion.catalogs import open_catalog
-    from eo_fusion.catalogs.search import empty_search_error, search_modality_results
+    from eo_fusion.catalogs.results import empty_search_error
+    from eo_fusion.catalogs.search import search_modality_results
 
     catalog = open_catalog(job.catalog)
     results = search_modality_results(catalog, job.modalities, aoi=aoi, window=window)

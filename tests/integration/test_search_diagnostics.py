@@ -22,7 +22,9 @@ import pytest
 from eo_fusion.catalogs.diagnostics import explain_empty
 from eo_fusion.catalogs.fileserver import serve_handler
 from eo_fusion.catalogs.providers import CatalogSpec
-from eo_fusion.catalogs.search import Catalog, EmptySearchError, SearchQuery, open_catalog
+from eo_fusion.catalogs.query import SearchQuery
+from eo_fusion.catalogs.results import EmptySearchError
+from eo_fusion.catalogs.search import Catalog, open_catalog
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures/stac/synthetic_providers"
 CONFORMS = [

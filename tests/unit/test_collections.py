@@ -13,7 +13,7 @@ import yaml
 
 from eo_fusion.catalogs.normalize import VERTICAL_DATUM_PROPERTY, normalize_item
 from eo_fusion.catalogs.providers import load_catalog_spec
-from eo_fusion.catalogs.search import EmptySearchError
+from eo_fusion.catalogs.results import EmptySearchError
 from eo_fusion.config import load_job
 from eo_fusion.pipeline.inputs import search_window
 from eo_fusion.pipeline.plan import job_aoi

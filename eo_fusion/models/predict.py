@@ -68,13 +68,16 @@ def select_inputs(
     """Gather the task's bands from ``stack`` and normalise them.
 
     Returns ``(array, keys, time)``: ``array`` is ``(C, y, x)`` for composite tasks or
-    ``(T, C, y, x)`` for time-series tasks (float32, normalised, NaN = no data); ``time`` holds
-    the dates of a time series (``datetime64``) or ``None``.
+    ``(T, C, y, x)`` for time-series tasks (float32, normalised, NaN = no data, which includes
+    the pixels the stack's ``<m>:valid`` masks flag, e.g. clouds); ``time`` holds the dates of a
+    time series (``datetime64``) or ``None``. Modalities of a time series keep their own dates:
+    the rows are the union of their dates (:func:`~eo_fusion.models.heads.union_dates`), each
+    row holding its modality's bands and NaN in the others' channels.
     """
     section = card.task(task)
     temporal = section.mode == "timeseries"
     wanted = list(bands) if bands is not None else None
-    arrays, keys, time = [], [], None
+    arrays, keys, times = [], [], []
     for modality, card_keys in section.inputs.items():
         if modality not in stack.data_vars:
             if modality in section.optional:
@@ -102,7 +105,7 @@ def select_inputs(
         arrays.append(normalize_bands(vals, [card.band_norm(modality, k) for k in use], axis=-3))
         keys += use
         if temporal:
-            time = var["time"].values
+            times.append(var["time"].values)
     if wanted is not None:
         missing = [k for k in wanted if k not in keys]
         if missing:
@@ -116,7 +119,12 @@ def select_inputs(
             f"({dict(section.inputs)})",
             fix="build the stack with the modalities and bands listed in the model card",
         )
-    return np.concatenate(arrays, axis=-3), keys, time
+    if temporal:  # each modality keeps its own dates: rows over their union, NaN elsewhere
+        from eo_fusion.models.heads import union_dates
+
+        arr, time = union_dates(list(zip(arrays, times, strict=True)))
+        return arr, keys, time
+    return np.concatenate(arrays, axis=-3), keys, None
 
 
 def _global_offset(coord: np.ndarray, *, descending: bool) -> int:

@@ -79,10 +79,10 @@ def split_rows(ctx: SplitContext, dropout: float) -> dict[str, np.ndarray]:
 def run(spec: EvaluateSpec, scenes: list[Scene], dropout: float) -> dict[str, Any]:
     labelled = [s for s in scenes if s.labels is not None]
     ids, index = class_table([np.asarray(s.labels) for s in labelled], spec.ignore_index)
-    common = {"ids": ids, "index": index, "work": Path(spec.out) / "work-fusion",
+    common: dict[str, Any] = {"ids": ids, "index": index, "work": Path(spec.out) / "work-fusion",
               "unlabelled": [s for s in scenes if s.labels is None], "cache": {},
               "latlon": {s.name: (0.0, 0.0) for s in labelled}}  # fmt: skip
-    records = []
+    records: list[dict[str, Any]] = []
     for seed in spec.seeds:
         for splits in scene_splits(spec, labelled, seed):
             ctx = _context(spec, labelled, index, splits, common)
@@ -98,7 +98,7 @@ def run(spec: EvaluateSpec, scenes: list[Scene], dropout: float) -> dict[str, An
     ratio = np.mean([r["test_pixels"] for r in records]) / np.mean(
         [r["train_pixels"] for r in records]
     )
-    summary = {}
+    summary: dict[str, dict[str, Any]] = {}
     for row in records[0]["rows"]:
         summary[row] = {}
         for m in METRICS:
@@ -123,8 +123,8 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=1))
     for row, per in res["summary"].items():
-        print(f"{row:32s} " + "  ".join(
-            f"{m} {100 * v['mean']:.1f} ± {100 * v['half']:.1f}" for m, v in per.items()))  # fmt: skip
+        cells = [f"{m} {100 * v['mean']:.1f} ± {100 * v['half']:.1f}" for m, v in per.items()]
+        print(f"{row:32s} " + "  ".join(cells))
 
 
 if __name__ == "__main__":

@@ -187,7 +187,6 @@ class FinetuneSpec(StrictModel):
     seed: int = Field(0)
     threads: int = Field(2, ge=1)
 
-
     @model_validator(mode="after")
     def _fusion_task(self) -> FinetuneSpec:
         if self.task == "crops" and self.fusion != "early":

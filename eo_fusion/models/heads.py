@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -192,8 +191,10 @@ class LandCoverModel(nn.Module):
         (``late_concat``: every configured group, zeros where absent)."""
         b, _, h, w = x.shape
         n = int(np.prod(self.encoder.grid(h, w)))
-        names = self.groups if self.fusion == "late_concat" else tuple(
-            dict.fromkeys(sensor_of(k) for k in keys)
+        names = (
+            self.groups
+            if self.fusion == "late_concat"
+            else tuple(dict.fromkeys(sensor_of(k) for k in keys))
         )
         out: dict[str, Any] = {}
         for g in names:

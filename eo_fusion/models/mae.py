@@ -176,7 +176,9 @@ class MAE(nn.Module):
         """Encode the ``keep`` visible tokens (first of ``shuffle``) and decode all positions;
         positions without data (``missing``) are key-padded in the encoder and the decoder."""
         visible = torch.gather(tok, 1, shuffle[:, :keep, None].expand(-1, -1, tok.shape[-1]))
-        latent, _ = self.encoder.run_blocks(visible, (), torch.gather(missing, 1, shuffle[:, :keep]))
+        latent, _ = self.encoder.run_blocks(
+            visible, (), torch.gather(missing, 1, shuffle[:, :keep])
+        )
         return self._decode(latent, shuffle.argsort(dim=1), self.encoder.grid(*hw), missing)
 
     def _decode(

@@ -250,7 +250,7 @@ def drop_modalities(
         return x
     out = x.copy()
     for g in np.flatnonzero(drop):
-        out[..., list(groups[g]), :, :] = np.nan
+        out[..., list(groups[int(g)]), :, :] = np.nan
     return out
 
 

@@ -117,15 +117,13 @@ class MAE(nn.Module):
     ) -> MAEOutput:
         """``x``: ``(B, C, H, W)`` normalised values, NaN where no data; ``pair``: a co-located
         image of another sensor on the same grid for cross-sensor mixup."""
-        enc, p = self.encoder, self.encoder.cfg.patch_size
-        h, w = x.shape[-2:]
+        enc, p, (h, w) = self.encoder, self.encoder.cfg.patch_size, x.shape[-2:]
         ta, miss = enc.masked_tokens(x, keys)  # NaN pixels are masked, never zero-filled
         b, n, _ = ta.shape
         ones = torch.ones(b, n, device=x.device)
         mixed = torch.zeros(b, n, device=x.device)
         images: list[tuple[torch.Tensor, list[str]]] = [(x, list(keys))]
-        # Each sequence: its tokens and, per image, where (B, N) that image is the target.
-        # and which of its positions have no data at all (left out of attention as keys).
+        # Per sequence: tokens, where (B, N) each image is the target, positions without data.
         seqs: list[tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]] = [(ta, [ones], miss)]
         if pair is not None:
             x2, keys2 = pair

@@ -68,11 +68,8 @@ def select_inputs(
     """Gather the task's bands from ``stack`` and normalise them.
 
     Returns ``(array, keys, time)``: ``array`` is ``(C, y, x)`` for composite tasks or
-    ``(T, C, y, x)`` for time-series tasks (float32, normalised, NaN = no data, which includes
-    the pixels the stack's ``<m>:valid`` masks flag, e.g. clouds); ``time`` holds the dates of a
-    time series (``datetime64``) or ``None``. Modalities of a time series keep their own dates:
-    the rows are the union of their dates (:func:`~eo_fusion.models.heads.union_dates`), each
-    row holding its modality's bands and NaN in the others' channels.
+    ``(T, C, y, x)`` for time-series tasks (float32, normalised, NaN = no data or flagged by
+    ``<m>:valid``); ``time`` holds the dates of a time series (see :func:`_joined`) or ``None``.
     """
     section = card.task(task)
     temporal = section.mode == "timeseries"
@@ -119,12 +116,21 @@ def select_inputs(
             f"({dict(section.inputs)})",
             fix="build the stack with the modalities and bands listed in the model card",
         )
-    if temporal:  # each modality keeps its own dates: rows over their union, NaN elsewhere
-        from eo_fusion.models.heads import union_dates
+    arr, time = _joined(arrays, times if temporal else None)
+    return arr, keys, time
 
-        arr, time = union_dates(list(zip(arrays, times, strict=True)))
-        return arr, keys, time
-    return np.concatenate(arrays, axis=-3), keys, None
+
+def _joined(
+    arrays: Sequence[np.ndarray], times: Sequence[np.ndarray] | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Composites concatenated over bands; time series (``times`` given) over the union of
+    every modality's own dates (:func:`~eo_fusion.models.heads.union_dates`: a row holds the
+    bands of the modality observed that day, NaN in the others' channels), never by index."""
+    if times is None:
+        return np.concatenate(arrays, axis=-3), None
+    from eo_fusion.models.heads import union_dates
+
+    return union_dates(list(zip(arrays, times, strict=True)))
 
 
 def _global_offset(coord: np.ndarray, *, descending: bool) -> int:

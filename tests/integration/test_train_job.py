@@ -334,6 +334,11 @@ def test_two_series_with_their_own_dates_and_modality_dropout(repo_root, tmp_pat
     assert n1 == 5 and n2 >= 1 and set(ds.dates["ndvi"]) != set(ds.dates["s2-l1c"])
     arrays = chip_arrays(ds)
     assert arrays.x.shape[1:3] == (n1 + n2, 14) and len(arrays.doy) == n1 + n2
+    # The chips' cloud / no-data masks reach the model: every flagged pixel is NaN.
+    chip = open_chip(run_dir, ds.ids[0])
+    flagged = ~chip["s2-l1c:valid"].values.astype(bool)  # (time, y, x)
+    assert flagged.any()
+    assert np.isnan(ds[0]["inputs"]["s2-l1c"].numpy().transpose(1, 0, 2, 3)[:, flagged]).all()
     s2 = [i for i, k in enumerate(arrays.keys) if k.startswith("s2:")]
     ndvi = arrays.keys.index("index:ndvi")
     assert sorted(arrays.groups) == sorted([tuple(s2), (ndvi,)])

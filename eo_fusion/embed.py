@@ -140,7 +140,7 @@ def embed_array(
     sy, sx = _starts(h, offset[0], window, stride), _starts(w, offset[1], window, stride)
     py0, px0 = -min(sy[0], 0), -min(sx[0], 0)
     pad = [(0, 0), (py0, max(0, sy[-1] + window - h)), (px0, max(0, sx[-1] + window - w))]
-    padded = np.nan_to_num(np.pad(arr, pad, constant_values=np.nan))
+    padded = np.pad(arr, pad, constant_values=np.nan)  # no data: masked by the encoder
     n = window // p
     tent = torch.from_numpy(_tent(n))
     acc = torch.zeros((encoder.dim, padded.shape[1] // p, padded.shape[2] // p))

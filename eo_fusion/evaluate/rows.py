@@ -96,11 +96,11 @@ class SplitContext:
 
 def _vit_features(encoder: Any, arr: np.ndarray, keys: list[str], win: int) -> CM:
     """Frozen per-patch features of a normalised ``(C, H, W)`` array, repeated to pixels:
-    ``(D, H, W)`` (non-overlapping ``win`` px windows; NaN input as the heads see it: 0)."""
+    ``(D, H, W)`` (non-overlapping ``win`` px windows; NaN = no data, masked by the encoder)."""
     c, h, w = arr.shape
     hp, wp = -(-h // win) * win, -(-w // win) * win
-    x = np.zeros((c, hp, wp), dtype="float32")
-    x[:, :h, :w] = np.nan_to_num(arr)
+    x = np.full((c, hp, wp), np.nan, dtype="float32")
+    x[:, :h, :w] = arr
     p = int(encoder.cfg.patch_size)
     g = win // p
     out = np.zeros((int(encoder.dim), hp // p, wp // p), dtype="float32")

@@ -112,6 +112,10 @@ class HeadArch(_Frozen):
     n_classes: int
     take: tuple[int, ...]
     channels: int = 64
+    #: how modalities meet: early (one token from all bands) or late (per-sensor passes)
+    fusion: Literal["early", "late_mean", "late_concat"] = "early"
+    #: sensor groups (band-key prefixes) whose features ``late_concat`` concatenates, in order
+    groups: tuple[str, ...] = ()
 
 
 class Architecture(_Frozen):

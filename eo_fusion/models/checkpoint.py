@@ -117,7 +117,9 @@ def build(card: ModelCard | Mapping) -> LoadedModel:
     encoder = SpectralViT(cfg)
     model = LoadedModel(card=card, encoder=encoder)
     if (lc := arch.landcover) is not None:
-        model.landcover = LandCoverModel(SpectralViT(cfg), lc.n_classes, lc.take, lc.channels)
+        model.landcover = LandCoverModel(
+            SpectralViT(cfg), lc.n_classes, lc.take, lc.channels, fusion=lc.fusion, groups=lc.groups
+        )
     if (cr := arch.crops) is not None:
         model.crops = CropModel(SpectralViT(cfg), cr.n_classes, cr.take, cr.channels)
     if arch.mae:

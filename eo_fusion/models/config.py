@@ -167,10 +167,34 @@ class FinetuneSpec(StrictModel):
     class_colors: dict[int, str] = Field(
         default_factory=dict, description="class id -> '#rrggbb' (default: a fixed palette)"
     )
+    modality_dropout: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="probability that each input modality is dropped (its bands set to no data, "
+        "so masked) from a training window; at least one modality always stays; 0 = off. "
+        "Trains the head to run on any subset of its modalities (docs/model.md)",
+    )
+    fusion: Literal["early", "late_mean", "late_concat"] = Field(
+        "early",
+        description="land cover: early = one token per patch from all bands (mean of the band "
+        "projections); late_mean / late_concat = one encoder pass per sensor (key prefix s2, "
+        "s1, elevation, ...), features averaged over the sensors with data / concatenated, "
+        "then the head. Crops: early only (its tokens are per modality and date already)",
+    )
     holdout_block: int = Field(25, ge=4, description="edge of the spatial hold-out blocks (px)")
     holdout_fraction: float = Field(0.25, gt=0, lt=1, description="share of blocks held out")
     seed: int = Field(0)
     threads: int = Field(2, ge=1)
+
+    @model_validator(mode="after")
+    def _fusion_task(self) -> FinetuneSpec:
+        if self.task == "crops" and self.fusion != "early":
+            raise ValueError(
+                "`fusion` must be early for the crops task (its temporal attention already "
+                "runs over per-modality, per-date tokens)"
+            )
+        return self
 
 
 def load_pretrain_spec(path: Path) -> PretrainSpec:

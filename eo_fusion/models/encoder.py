@@ -210,13 +210,22 @@ class SpectralViT(nn.Module):
         grid = F.interpolate(grid, size=(gh, gw), mode="bicubic", align_corners=False)
         return grid.permute(0, 2, 3, 1).reshape(gh * gw, -1)
 
-    def tokens(self, x: torch.Tensor, keys: Sequence[str]) -> torch.Tensor:
+    def tokens(
+        self, x: torch.Tensor, keys: Sequence[str], valid: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Embedded patch tokens with positions added, ``(B, N, D)`` (no class token)."""
+        return self.masked_tokens(x, keys, valid)[0]
+
+    def masked_tokens(
+        self, x: torch.Tensor, keys: Sequence[str], valid: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Patch tokens with positions, ``(B, N, D)``, and ``missing`` ``(B, N)``: True where
+        the patch has no valid pixel in any band (see :meth:`SpectralEmbedding.masked`)."""
         gh, gw = self.grid(x.shape[-2], x.shape[-1])
-        tok = self.embed(x, keys)
+        tok, missing = self.embed.masked(x, keys, valid)
         if self.cfg.projection_scaler != 1.0:
             tok = tok * self.cfg.projection_scaler
-        return tok + self.positions(gh, gw).to(tok)
+        return tok + self.positions(gh, gw).to(tok), missing
 
     def with_prefix(self, tok: torch.Tensor) -> torch.Tensor:
         """Prepend the class token (plus its position code) when the model has one."""
@@ -227,33 +236,65 @@ class SpectralViT(nn.Module):
             cls = cls + self.pos_embed[:, :1]
         return torch.cat([cls.expand(tok.shape[0], -1, -1).to(tok), tok], dim=1)
 
+    def key_padding(self, missing: torch.Tensor | None) -> torch.Tensor | None:
+        """Attention key padding ``(B, n_prefix + N)`` for patch tokens flagged ``missing``.
+
+        ``None`` when nothing is missing (the unmasked, fused attention path). A sample whose
+        every patch is missing is not padded at all (a softmax over no key is undefined): its
+        outputs are finite but meaningless, and callers mark them as no data.
+        """
+        if missing is None or not bool(missing.any()):
+            return None
+        pad = missing & ~missing.all(dim=1, keepdim=True)
+        if self.n_prefix:
+            pad = torch.cat([pad.new_zeros(pad.shape[0], self.n_prefix), pad], dim=1)
+        return pad
+
     def run_blocks(
-        self, tok: torch.Tensor, take: Sequence[int] = ()
+        self,
+        tok: torch.Tensor,
+        take: Sequence[int] = (),
+        missing: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Run all blocks; return the normed output and the outputs of blocks ``take``.
 
         ``tok`` holds the patch tokens; a class token is added in front and removed from the
-        outputs, so callers always get ``(B, N, D)``.
+        outputs, so callers always get ``(B, N, D)``. Tokens flagged in ``missing`` ``(B, N)``
+        are left out of every attention as keys: they cannot change any other token's output.
         """
         feats = []
+        pad = self.key_padding(missing)
         tok = self.with_prefix(tok)
         for i, blk in enumerate(self.blocks):
-            tok = blk(tok)
+            tok = blk(tok, pad)
             if i in take:
                 feats.append(tok[:, self.n_prefix :])
         return self.norm(tok)[:, self.n_prefix :], feats
 
-    def all_tokens(self, x: torch.Tensor, keys: Sequence[str]) -> torch.Tensor:
+    def all_tokens(
+        self, x: torch.Tensor, keys: Sequence[str], valid: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Output of the last block before the final norm, ``(B, n_prefix + N, D)``, CLS first."""
-        tok = self.with_prefix(self.tokens(x, keys))
+        tok, missing = self.masked_tokens(x, keys, valid)
+        pad = self.key_padding(missing)
+        tok = self.with_prefix(tok)
         for blk in self.blocks:
-            tok = blk(tok)
+            tok = blk(tok, pad)
         return tok
 
     def forward(
-        self, x: torch.Tensor, keys: Sequence[str], take: Sequence[int] = ()
+        self,
+        x: torch.Tensor,
+        keys: Sequence[str],
+        take: Sequence[int] = (),
+        valid: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        return self.run_blocks(self.tokens(x, keys), take)
+        """Normed last-block tokens and the outputs of blocks ``take``, each ``(B, N, D)``.
+
+        ``x`` may hold NaN (or ``valid`` False) for missing pixels: see :meth:`masked_tokens`.
+        """
+        tok, missing = self.masked_tokens(x, keys, valid)
+        return self.run_blocks(tok, take, missing)
 
 
 def feature_blocks(depth: int, n: int = 4) -> tuple[int, ...]:

@@ -117,29 +117,29 @@ class MAE(nn.Module):
     ) -> MAEOutput:
         """``x``: ``(B, C, H, W)`` normalised values, NaN where no data; ``pair``: a co-located
         image of another sensor on the same grid for cross-sensor mixup."""
-        enc, p = self.encoder, self.encoder.cfg.patch_size
-        h, w = x.shape[-2:]
-        ta = enc.tokens(torch.nan_to_num(x), keys)
+        enc, p, (h, w) = self.encoder, self.encoder.cfg.patch_size, x.shape[-2:]
+        ta, miss = enc.masked_tokens(x, keys)  # NaN pixels are masked, never zero-filled
         b, n, _ = ta.shape
         ones = torch.ones(b, n, device=x.device)
         mixed = torch.zeros(b, n, device=x.device)
         images: list[tuple[torch.Tensor, list[str]]] = [(x, list(keys))]
-        # Each sequence: its tokens and, per image, where (B, N) that image is the target.
-        seqs: list[tuple[torch.Tensor, list[torch.Tensor]]] = [(ta, [ones])]
+        # Per sequence: tokens, where (B, N) each image is the target, positions without data.
+        seqs: list[tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]] = [(ta, [ones], miss)]
         if pair is not None:
             x2, keys2 = pair
-            tb = enc.tokens(torch.nan_to_num(x2), keys2)
+            tb, miss_b = enc.masked_tokens(x2, keys2)
             order = torch.rand(b, n, generator=generator, device=x.device).argsort(dim=1)
             mixed.scatter_(1, order[:, : int(n * mix_ratio)], 1.0)
             m = mixed[..., None].bool()
             images.append((x2, list(keys2)))
+            mb = m[..., 0]
             if mixup == "pairs":
                 seqs = [
-                    (torch.where(m, tb, ta), [1 - mixed, mixed]),
-                    (torch.where(m, ta, tb), [mixed, 1 - mixed]),
+                    (torch.where(m, tb, ta), [1 - mixed, mixed], torch.where(mb, miss_b, miss)),
+                    (torch.where(m, ta, tb), [mixed, 1 - mixed], torch.where(mb, miss, miss_b)),
                 ]
             else:
-                seqs = [(torch.where(m, tb, ta), [ones, ones])]
+                seqs = [(torch.where(m, tb, ta), [ones, ones], torch.where(mb, miss_b, miss))]
         target_keys = list(dict.fromkeys(k for _, ks in images for k in ks))
         shuffle = torch.rand(b, n, generator=generator, device=x.device).argsort(dim=1)
         keep = max(1, round(n * (1 - mask_ratio)))
@@ -147,8 +147,9 @@ class MAE(nn.Module):
         mask[:, :keep] = 0
         mask = torch.gather(mask, 1, shuffle.argsort(dim=1))  # one mask, shared by all sequences
         losses, first = [], None
-        for tok, wheres in seqs:
-            pred = self._heads(self._encode_decode(tok, shuffle, keep, (h, w)), target_keys)
+        for tok, wheres, missing in seqs:
+            dec = self._encode_decode(tok, shuffle, keep, (h, w), missing)
+            pred = self._heads(dec, target_keys)
             first = pred if first is None else first
             parts = [
                 patch_loss(pred[:, [target_keys.index(k) for k in ks]], patchify(img, p),
@@ -163,22 +164,39 @@ class MAE(nn.Module):
         return MAEOutput(loss, unpatchify(first, p, h, w), target_keys, mask, mixed)
 
     def _encode_decode(
-        self, tok: torch.Tensor, shuffle: torch.Tensor, keep: int, hw: tuple[int, int]
+        self,
+        tok: torch.Tensor,
+        shuffle: torch.Tensor,
+        keep: int,
+        hw: tuple[int, int],
+        missing: torch.Tensor,
     ) -> torch.Tensor:
-        """Encode the ``keep`` visible tokens (first of ``shuffle``) and decode all positions."""
+        """Encode the ``keep`` visible tokens (first of ``shuffle``) and decode all positions;
+        positions without data (``missing``) are key-padded in the encoder and the decoder."""
         visible = torch.gather(tok, 1, shuffle[:, :keep, None].expand(-1, -1, tok.shape[-1]))
-        latent, _ = self.encoder.run_blocks(visible)
-        return self._decode(latent, shuffle.argsort(dim=1), self.encoder.grid(*hw))
+        latent, _ = self.encoder.run_blocks(
+            visible, (), torch.gather(missing, 1, shuffle[:, :keep])
+        )
+        return self._decode(latent, shuffle.argsort(dim=1), self.encoder.grid(*hw), missing)
 
-    def _decode(self, latent: torch.Tensor, restore: torch.Tensor, grid: tuple[int, int]):
+    def _decode(
+        self,
+        latent: torch.Tensor,
+        restore: torch.Tensor,
+        grid: tuple[int, int],
+        missing: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         y = self.decoder_embed(latent)
         b, keep, d = y.shape
         n = restore.shape[1]
         y = torch.cat([y, self.mask_token.expand(b, n - keep, d)], dim=1)
         y = torch.gather(y, 1, restore[..., None].expand(-1, -1, d))
         y = y + sincos_2d(d, *grid).to(y)
+        pad = self.encoder.key_padding(missing)
+        if pad is not None and self.encoder.n_prefix:
+            pad = pad[:, self.encoder.n_prefix :]  # the decoder has no class token
         for blk in self.decoder_blocks:
-            y = blk(y)
+            y = blk(y, pad)
         return self.decoder_norm(y)
 
     def _heads(self, dec: torch.Tensor, keys: Sequence[str]) -> torch.Tensor:

@@ -68,13 +68,13 @@ def select_inputs(
     """Gather the task's bands from ``stack`` and normalise them.
 
     Returns ``(array, keys, time)``: ``array`` is ``(C, y, x)`` for composite tasks or
-    ``(T, C, y, x)`` for time-series tasks (float32, normalised, NaN = no data); ``time`` holds
-    the dates of a time series (``datetime64``) or ``None``.
+    ``(T, C, y, x)`` for time-series tasks (float32, normalised, NaN = no data or flagged by
+    ``<m>:valid``); ``time`` holds the dates of a time series (see :func:`_joined`) or ``None``.
     """
     section = card.task(task)
     temporal = section.mode == "timeseries"
     wanted = list(bands) if bands is not None else None
-    arrays, keys, time = [], [], None
+    arrays, keys, times = [], [], []
     for modality, card_keys in section.inputs.items():
         if modality not in stack.data_vars:
             if modality in section.optional:
@@ -102,7 +102,7 @@ def select_inputs(
         arrays.append(normalize_bands(vals, [card.band_norm(modality, k) for k in use], axis=-3))
         keys += use
         if temporal:
-            time = var["time"].values
+            times.append(var["time"].values)
     if wanted is not None:
         missing = [k for k in wanted if k not in keys]
         if missing:
@@ -116,7 +116,21 @@ def select_inputs(
             f"({dict(section.inputs)})",
             fix="build the stack with the modalities and bands listed in the model card",
         )
-    return np.concatenate(arrays, axis=-3), keys, time
+    arr, time = _joined(arrays, times if temporal else None)
+    return arr, keys, time
+
+
+def _joined(
+    arrays: Sequence[np.ndarray], times: Sequence[np.ndarray] | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Composites concatenated over bands; time series (``times`` given) over the union of
+    every modality's own dates (:func:`~eo_fusion.models.heads.union_dates`: a row holds the
+    bands of the modality observed that day, NaN in the others' channels), never by index."""
+    if times is None:
+        return np.concatenate(arrays, axis=-3), None
+    from eo_fusion.models.heads import union_dates
+
+    return union_dates(list(zip(arrays, times, strict=True)))
 
 
 def _global_offset(coord: np.ndarray, *, descending: bool) -> int:

@@ -331,24 +331,76 @@ class SpectralEmbedding(nn.Module):
         conv = cast(nn.Conv2d, self.proj[name])  # built in __init__ as a Conv2d with a bias
         return conv.weight, cast(torch.Tensor, conv.bias)
 
-    def band_kernels(self, keys: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-band kernels ``(dim, C, p, p)`` and summed bias ``(dim,)`` for ``keys``."""
+    def band_projections(self, keys: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-band kernels ``(dim, C, p, p)`` and per-band biases ``(C, dim)`` for ``keys``."""
         weights: list[torch.Tensor] = []
         biases: list[torch.Tensor] = []
         for a in self.assignments(keys):  # non-empty, each with at least one range
             parts = [(wt, *self._projection(r)) for r, wt in zip(a.ranges, a.weights, strict=True)]
             weights.append(functools.reduce(operator.add, [wt * w for wt, w, _ in parts]))
             biases.append(functools.reduce(operator.add, [wt * b for wt, _, b in parts]))
-        return torch.cat(weights, dim=1), functools.reduce(operator.add, biases)
+        return torch.cat(weights, dim=1), torch.stack(biases)
 
-    def forward(self, x: torch.Tensor, keys: Sequence[str]) -> torch.Tensor:
+    def band_kernels(self, keys: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-band kernels ``(dim, C, p, p)`` and summed bias ``(dim,)`` for ``keys``."""
+        weight, bias = self.band_projections(keys)
+        return weight, functools.reduce(operator.add, list(bias))
+
+    def forward(
+        self, x: torch.Tensor, keys: Sequence[str], valid: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Tokens ``(B, N, dim)``; see :meth:`masked` (fully missing patches give 0)."""
+        return self.masked(x, keys, valid)[0]
+
+    def masked(
+        self, x: torch.Tensor, keys: Sequence[str], valid: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokens ``(B, N, dim)`` and ``missing`` ``(B, N)`` (True: no band has data there).
+
+        A pixel is missing where ``x`` is not finite or ``valid`` (same shape as ``x``, or
+        ``(B, 1, H, W)`` for every band) is False; the values under missing pixels are never
+        read. Within a patch, each band's projection sees its missing pixels replaced by the
+        mean of its valid pixels in that patch, and the token is the mean of the band
+        projections weighted by each band's valid fraction of the patch: a band absent from
+        the patch (all its pixels missing) is left out of the mean, never zero-filled. A patch
+        where every band is missing gets the token 0 and ``missing=True``: the encoder leaves
+        it out of attention (key padding).
+        """
         if x.shape[1] != len(keys):
             raise BandError(
                 f"input has {x.shape[1]} bands but {len(keys)} band keys were given",
                 fix="pass one registry key per input band",
             )
-        weight, bias = self.band_kernels(keys)
-        # One convolution over all bands sums the per-band projections; dividing by the number of
-        # bands present makes the token their mean, whatever subset or order of bands arrives.
-        tok = F.conv2d(x, weight, bias, stride=self.patch_size) / len(keys)
-        return tok.flatten(2).transpose(1, 2)
+        ok = torch.isfinite(x)
+        if valid is not None:
+            ok = ok & valid.to(torch.bool).expand_as(x)
+        p = self.patch_size
+        b, _, h, w = x.shape
+        if bool(ok.all()):
+            weight, bias = self.band_kernels(keys)
+            # One convolution over all bands sums the per-band projections; dividing by the
+            # number of bands makes the token their mean, whatever subset or order arrives.
+            tok = F.conv2d(x, weight, bias, stride=p) / len(keys)
+            missing = torch.zeros(b, (h // p) * (w // p), dtype=torch.bool, device=x.device)
+            return tok.flatten(2).transpose(1, 2), missing
+        return self._masked_tokens(x, ok, keys)
+
+    def _masked_tokens(
+        self, x: torch.Tensor, ok: torch.Tensor, keys: Sequence[str]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The weighted token mean of :meth:`masked` for an input with missing pixels."""
+        p = self.patch_size
+        okf = ok.to(x.dtype)
+        clean = torch.where(ok, x, torch.zeros((), dtype=x.dtype, device=x.device))
+        frac = F.avg_pool2d(okf, p)  # (B, C, gh, gw): valid share of each band in each patch
+        mean = F.avg_pool2d(clean, p) / frac.clamp(min=1e-12)
+        up = frac.repeat_interleave(p, -2).repeat_interleave(p, -1)
+        filled = torch.where(ok, clean, mean.repeat_interleave(p, -2).repeat_interleave(p, -1))
+        weight, bias = self.band_projections(keys)
+        # frac is constant over a patch, so projecting frac × pixels = frac × projection.
+        num = F.conv2d(filled * up, weight, None, stride=p)
+        num = num + torch.einsum("bchw,cd->bdhw", frac, bias.to(x.dtype))
+        total = frac.sum(dim=1, keepdim=True)  # (B, 1, gh, gw)
+        tok = num / total.clamp(min=1e-12)
+        missing = (total == 0).flatten(1)
+        return tok.flatten(2).transpose(1, 2), missing

@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from eo_fusion.errors import BadInputError
-from eo_fusion.stack import modality_array
+from eo_fusion.stack import modality_array, plain_dims
 from eo_fusion.train.chips import ChipManifest, open_chip
 
 __all__ = ["ChipDataModule", "ChipDataset", "TorchGeoChipDataset", "chip_stats", "collate_chips"]
@@ -103,6 +103,8 @@ class ChipDataset(Dataset[dict[str, Any]]):
                 fix=f"choose inputs among {have}",
             )
         arr = arr.sel(band=self.inputs[mod])
+        if f"{mod}:valid" in ds.data_vars:  # cloud / no-data masks reach the model as NaN
+            arr = arr.where(plain_dims(ds[f"{mod}:valid"], mod).astype(bool))
         if "time" in arr.dims:
             arr = arr.reindex(time=self.dates[mod])
         vals = np.asarray(arr.transpose(..., "band", "y", "x").values, dtype=np.float32)

@@ -28,7 +28,7 @@ from eo_fusion.models import checkpoint as ck
 from eo_fusion.models.card import BandNorm, normalize_bands
 from eo_fusion.models.config import FinetuneSpec
 from eo_fusion.models.encoder import EncoderConfig, SpectralViT, feature_blocks
-from eo_fusion.models.heads import CropModel, LandCoverModel
+from eo_fusion.models.heads import CropModel, LandCoverModel, sensor_of, union_dates
 from eo_fusion.models.predict import sliding_probs
 from eo_fusion.train.data import Scene, band_stats, crop, random_origin
 from eo_fusion.train.metrics import confusion, scores
@@ -79,8 +79,12 @@ def class_indices(
 def task_input(
     scene: Scene, inputs: dict[str, list[str]], stats: dict, temporal: bool
 ) -> tuple[np.ndarray, list[str], np.ndarray | None]:
-    """Normalised input array of a scene for a task: ``(C, H, W)`` or ``(T, C, H, W)``."""
-    parts, keys, times = [], [], None
+    """Normalised input array of a scene for a task: ``(C, H, W)`` or ``(T, C, H, W)``.
+
+    Time series keep each modality's own dates: the rows are the union of their dates
+    (:func:`~eo_fusion.models.heads.union_dates`; NaN in the other modalities' channels).
+    """
+    parts, keys, times = [], [], []
     for mod, want in inputs.items():
         if mod not in scene.arrays:
             continue
@@ -98,13 +102,16 @@ def task_input(
         parts.append(normalize_bands(arr, norms, axis=-3))
         keys += [have[i] for i in idx]
         if temporal:
-            times = scene.times[mod]
+            times.append(scene.times[mod])
     if not parts:
         raise BadInputError(
             f"scene '{scene.name}' has none of the input modalities {list(inputs)}",
             fix="check `inputs` against the scene's modalities",
         )
-    return np.concatenate(parts, axis=-3), keys, times
+    if temporal:
+        arr, when = union_dates(list(zip(parts, times, strict=True)))
+        return arr, keys, when
+    return np.concatenate(parts, axis=-3), keys, None
 
 
 def _set_trainable(enc: SpectralViT, mode: str, blocks: int) -> None:
@@ -135,6 +142,8 @@ class _SceneData:
     holdout: np.ndarray
     #: ``classes`` with the held-out pixels set to -1 (what training sees).
     train_classes: np.ndarray
+    #: Channel indices of each input modality (what modality dropout drops together).
+    groups: tuple[tuple[int, ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -144,6 +153,8 @@ class _Head:
     cfg: EncoderConfig
     take: tuple[int, ...]
     net: torch.nn.Module
+    #: sensor groups of the input bands (late fusion)
+    groups: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -177,7 +188,7 @@ def finetune(
     stats, by_kind = _normalization(labelled, base)
     ids, indices = class_indices(labelled, spec.ignore_index)
     data = [_scene_data(s, idx, spec, stats) for s, idx in zip(labelled, indices, strict=True)]
-    head = _build_head(spec, base, labelled, len(ids))
+    head = _build_head(spec, base, labelled, len(ids), data[0].keys)
     train_pixels = np.concatenate([d.classes[~d.holdout & (d.classes >= 0)] for d in data])
     counts = np.bincount(train_pixels, minlength=len(ids)).astype("float64")
     t0 = time.perf_counter()
@@ -213,14 +224,46 @@ def _scene_data(scene: Scene, classes: np.ndarray, spec: FinetuneSpec, stats: di
     x, keys, times = task_input(scene, spec.inputs, stats, spec.task == "crops")
     hold = holdout_mask(scene.shape, spec.holdout_block, spec.holdout_fraction, spec.seed)
     doy = None if times is None else pd.DatetimeIndex(times).day_of_year.values
-    return _SceneData(scene, x, keys, doy, classes, hold, np.where(hold, -1, classes))
+    groups = tuple(
+        idx
+        for m, want in spec.inputs.items()
+        if m in scene.arrays and (idx := tuple(i for i, k in enumerate(keys) if k in want))
+    )
+    train = np.where(hold, -1, classes)
+    return _SceneData(scene, x, keys, doy, classes, hold, train, groups)
+
+
+def drop_modalities(
+    x: np.ndarray, groups: Sequence[Sequence[int]], prob: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Modality dropout: each channel group (one input modality) is set to NaN — no data, so
+    masked by the model — with probability ``prob``; at least one group always stays.
+
+    ``x``: ``(C, H, W)`` or ``(T, C, H, W)``; returns ``x`` itself when nothing is dropped.
+    """
+    if prob <= 0 or len(groups) < 2:
+        return x
+    drop = rng.random(len(groups)) < prob
+    if drop.all():
+        drop[int(rng.integers(len(groups)))] = False
+    if not drop.any():
+        return x
+    out = x.copy()
+    for g in np.flatnonzero(drop):
+        out[..., list(groups[int(g)]), :, :] = np.nan
+    return out
 
 
 def _build_head(
-    spec: FinetuneSpec, base: ck.LoadedModel | None, labelled: Sequence[Scene], n_classes: int
+    spec: FinetuneSpec,
+    base: ck.LoadedModel | None,
+    labelled: Sequence[Scene],
+    n_classes: int,
+    keys: Sequence[str] = (),
 ) -> _Head:
     """The task model on a copy of the pretrained encoder (or a new one), with the encoder
-    parameters frozen or not as ``spec.mode`` says."""
+    parameters frozen or not as ``spec.mode`` says; ``keys``: the input bands (their sensor
+    groups are what ``late_concat`` fusion concatenates)."""
     if base is not None:
         cfg = base.encoder.cfg
         encoder = copy.deepcopy(base.encoder)
@@ -228,10 +271,17 @@ def _build_head(
         cfg = EncoderConfig(spec.size, spec.patch_size, spec.image_size, ranges_of(labelled))
         encoder = SpectralViT(cfg)
     take = feature_blocks(cfg.shape.depth, 4)
-    cls = CropModel if spec.task == "crops" else LandCoverModel
-    net = cls(encoder, n_classes, take, spec.channels)
+    net: torch.nn.Module
+    groups: tuple[str, ...] = ()
+    if spec.task == "crops":
+        net = CropModel(encoder, n_classes, take, spec.channels)
+    else:
+        groups = tuple(dict.fromkeys(sensor_of(k) for k in keys))
+        net = LandCoverModel(
+            encoder, n_classes, take, spec.channels, fusion=spec.fusion, groups=groups
+        )
     _set_trainable(encoder, spec.mode, spec.trainable_blocks)
-    return _Head(cfg, take, net)
+    return _Head(cfg, take, net, groups)
 
 
 def _class_weight(spec: FinetuneSpec, counts: np.ndarray) -> torch.Tensor | None:
@@ -292,6 +342,7 @@ def _batch(
             if (lab >= 0).mean() >= 0.1:
                 break
         win, lab3 = augment([crop(d.x, y, x, size), lab[None]], rng)
+        win = drop_modalities(win, d.groups, spec.modality_dropout, rng)
         xb.append(win)
         yb.append(lab3[0])
     return torch.from_numpy(np.stack(xb)), torch.from_numpy(np.stack(yb))
@@ -347,6 +398,8 @@ def _card(
         "take": list(head.take),
         "channels": spec.channels,
     }
+    if spec.task == "landcover" and spec.fusion != "early":
+        card["architecture"][spec.task] |= {"fusion": spec.fusion, "groups": list(head.groups)}
     card["normalization"], card["normalization_by_kind"] = normalization
     card["inference"] = {"window": size, "stride": size // 2}
     card["tasks"][spec.task] = _task_section(spec, base, ids, data, outcome)

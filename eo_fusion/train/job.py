@@ -176,6 +176,19 @@ class TrainingSpec(StrictModel):
     weight_decay: float = Field(0.01, ge=0)
     warmup_steps: int = Field(10, ge=0)
     class_weights: Literal["none", "inverse_sqrt"] = Field("inverse_sqrt")
+    modality_dropout: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="probability that each input modality is dropped (set to no data, so "
+        "masked) from a training sample; at least one always stays; 0 = off",
+    )
+    fusion: Literal["early", "late_mean", "late_concat"] = Field(
+        "early",
+        description="composites: early = one token per patch from all bands; late_mean / "
+        "late_concat = one encoder pass per sensor, features averaged / concatenated "
+        "(time series: early only)",
+    )
     checkpoint_every: int = Field(50, ge=1, description="steps between resumable checkpoints")
     seed: int = Field(0, description="random seed (batches, augmentation, initialisation)")
     threads: int = Field(2, ge=1, description="torch CPU threads per process")

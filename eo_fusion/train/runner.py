@@ -37,7 +37,7 @@ from eo_fusion.errors import BadInputError
 from eo_fusion.models import checkpoint as ck
 from eo_fusion.models.card import ModelCard
 from eo_fusion.models.encoder import EncoderConfig, SpectralViT, feature_blocks
-from eo_fusion.models.heads import CropModel, LandCoverModel
+from eo_fusion.models.heads import CropModel, LandCoverModel, sensor_of
 from eo_fusion.models.spectral import ALL_RANGES, native_range, resolve_band
 from eo_fusion.pipeline.manifest import utc_now
 from eo_fusion.train.chips import ChipManifest, ChipTask, build_store
@@ -145,8 +145,18 @@ def build_net(job: TrainJobSpec, data: ChipArrays, n_classes: int, base: ck.Load
         cfg = EncoderConfig(t.size, t.patch_size, job.sampling.chip_size, _ranges(data.keys))
         encoder = SpectralViT(cfg)
     take = feature_blocks(cfg.shape.depth, 4)
-    cls = CropModel if data.temporal else LandCoverModel
-    net = cls(encoder, n_classes, take, t.channels)
+    net: torch.nn.Module
+    if data.temporal:
+        if t.fusion != "early":
+            raise BadInputError(
+                f"training.fusion {t.fusion} does not apply to time series (the crop head's "
+                "temporal attention already runs over per-modality, per-date tokens)",
+                fix="set training.fusion: early",
+            )
+        net = CropModel(encoder, n_classes, take, t.channels)
+    else:
+        groups = tuple(dict.fromkeys(sensor_of(k) for k in data.keys))
+        net = LandCoverModel(encoder, n_classes, take, t.channels, fusion=t.fusion, groups=groups)
     _set_trainable(encoder, t.mode, t.trainable_blocks)
     return net, cfg, take
 
@@ -252,7 +262,8 @@ def _task_and_net(job: TrainJobSpec, s: _Setup, manifest: ChipManifest):  # type
         net = SceneModel(net.encoder, n)
         return MultiLabelTask(s.data, _targets(manifest, s.data.ids)), net, cfg, take
     field_cls = {int(k): int(v["cls"]) for k, v in manifest.fields.items()}
-    return make_task(job.training.task, s.data, field_cls), net, cfg, take
+    task = make_task(job.training.task, s.data, field_cls, job.training.modality_dropout)
+    return task, net, cfg, take
 
 
 def _evaluate(job: TrainJobSpec, s: _Setup, net, run_dir: Path, manifest: ChipManifest):  # type: ignore[no-untyped-def]
@@ -355,6 +366,8 @@ def _model_card(job, manifest, net, cfg, take, s, metrics, run_info):  # type: i
         "mae": False,
         head: {"n_classes": len(manifest.classes), "take": list(take), "channels": t.channels},
     }
+    if isinstance(net, LandCoverModel) and net.fusion != "early":
+        card["architecture"][head] |= {"fusion": net.fusion, "groups": list(net.groups)}
     card.setdefault("inference", {}).update(
         window=job.sampling.chip_size, stride=job.sampling.chip_size // 2
     )

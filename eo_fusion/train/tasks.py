@@ -16,17 +16,21 @@ Losses return ``(sum, weight)`` so that data-parallel processes can divide by th
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
 from eo_fusion.errors import BadInputError
 from eo_fusion.models.encoder import SpectralViT
+from eo_fusion.models.heads import union_dates
 from eo_fusion.train.datasets import ChipDataset
+from eo_fusion.train.finetune import drop_modalities
 from eo_fusion.train.metrics import confusion, scores
 from eo_fusion.train.pretrain import augment
 
@@ -44,35 +48,62 @@ class ChipArrays:
     doy: np.ndarray | None
     label: np.ndarray
     field: np.ndarray
+    #: channel indices of each input modality (what modality dropout drops together)
+    groups: tuple[tuple[int, ...], ...] = ()
 
     @property
     def temporal(self) -> bool:
         return self.doy is not None
 
 
+def _chip_input(sample: dict[str, Any], mods: Sequence[str], temporal: bool) -> np.ndarray:
+    """One chip's input: composites concatenated over bands, or the time series of every
+    modality over the union of their own dates (:func:`~eo_fusion.models.heads.union_dates`)."""
+    if not temporal:
+        return np.concatenate([sample["inputs"][m].numpy() for m in mods], axis=-3)
+    parts = [
+        (sample["inputs"][m].numpy(), sample["dates"][m].numpy().astype("datetime64[D]"))
+        for m in mods
+    ]
+    return union_dates(parts)[0]
+
+
 def chip_arrays(ds: ChipDataset) -> ChipArrays:
-    """Stack a :class:`ChipDataset` into arrays; time series and composites cannot be mixed."""
+    """Stack a :class:`ChipDataset` into arrays; time series and composites cannot be mixed.
+
+    Several time-series modalities keep their own dates: each chip's rows are the union of
+    their dates (NaN in the other modalities' channels), with one day of year per row.
+    """
     if not len(ds):
         raise BadInputError(
             f"no usable chips in split {ds.split!r} of {ds.run_dir}",
             fix="draw more chips (sampling.chips_per_class) or more blocks",
         )
+    first = ds[0]
+    temporal = {m: m in first["doy"] for m in ds.inputs}
+    if len(set(temporal.values())) > 1:
+        raise BadInputError(
+            f"inputs {list(ds.inputs)} mix time series and composites",
+            fix="give only time-series modalities, or only composites",
+        )
+    series = any(temporal.values())
+    mods = list(ds.inputs)
     xs, labels, fields = [], [], []
     for i in range(len(ds)):
         s = ds[i]
-        xs.append(np.concatenate([s["inputs"][m].numpy() for m in ds.inputs], axis=-3))
+        xs.append(_chip_input(s, mods, series))
         labels.append(s["mask"].numpy())
         fields.append(s["field"].numpy())
-    first = ds[0]
-    temporal = {m: m in first["doy"] for m in ds.inputs}
-    if len(set(temporal.values())) > 1 or sum(temporal.values()) > 1:
-        raise BadInputError(
-            f"inputs {list(ds.inputs)} mix time series and composites (or several series)",
-            fix="give one time-series modality, or only composites",
-        )
-    doy = next((first["doy"][m].numpy() for m in ds.inputs if temporal[m]), None)
-    keys = [k for m in ds.inputs for k in ds.inputs[m]]
-    return ChipArrays(list(ds.ids), np.stack(xs), keys, doy, np.stack(labels), np.stack(fields))
+    doy = None
+    if series:
+        days = np.concatenate([first["dates"][m].numpy() for m in mods]).astype("datetime64[D]")
+        doy = pd.DatetimeIndex(np.sort(days, kind="stable")).day_of_year.values.astype("float32")
+    keys = [k for m in mods for k in ds.inputs[m]]
+    widths = np.cumsum([0] + [len(ds.inputs[m]) for m in mods])
+    groups = tuple(tuple(range(int(a), int(b))) for a, b in itertools.pairwise(widths))
+    return ChipArrays(
+        list(ds.ids), np.stack(xs), keys, doy, np.stack(labels), np.stack(fields), groups
+    )
 
 
 def sample_rng(seed: int, step: int, position: int) -> np.random.Generator:
@@ -81,12 +112,14 @@ def sample_rng(seed: int, step: int, position: int) -> np.random.Generator:
 
 
 class SegmentationTask:
-    """Per-pixel classes; samples are chips."""
+    """Per-pixel classes; samples are chips (``modality_dropout``: see
+    :func:`~eo_fusion.train.finetune.drop_modalities`)."""
 
     name = "segmentation"
 
-    def __init__(self, data: ChipArrays) -> None:
+    def __init__(self, data: ChipArrays, modality_dropout: float = 0.0) -> None:
         self.data = data
+        self.modality_dropout = modality_dropout
 
     def __len__(self) -> int:
         return len(self.data.ids)
@@ -98,10 +131,9 @@ class SegmentationTask:
     def batch(self, samples: Sequence[int], step: int, seed: int, offset: int) -> dict[str, Any]:
         xs, ys = [], []
         for j, i in enumerate(samples):
-            x, y = augment(
-                [self.data.x[i], self.data.label[i][None]], sample_rng(seed, step, offset + j)
-            )
-            xs.append(x)
+            rng = sample_rng(seed, step, offset + j)
+            x, y = augment([self.data.x[i], self.data.label[i][None]], rng)
+            xs.append(drop_modalities(x, self.data.groups, self.modality_dropout, rng))
             ys.append(y[0])
         return {"x": torch.from_numpy(np.stack(xs)), "y": torch.from_numpy(np.stack(ys))}
 
@@ -126,9 +158,12 @@ class ParcelTask:
 
     name = "parcel"
 
-    def __init__(self, data: ChipArrays, field_cls: dict[int, int]) -> None:
+    def __init__(
+        self, data: ChipArrays, field_cls: dict[int, int], modality_dropout: float = 0.0
+    ) -> None:
         self.data = data
         self.field_cls = field_cls
+        self.modality_dropout = modality_dropout
         self.samples: list[tuple[int, int]] = []
         for i in range(len(data.ids)):
             on = data.label[i] >= 0
@@ -151,10 +186,9 @@ class ParcelTask:
         xs, ms, ys = [], [], []
         for j, s in enumerate(samples):
             i, f = self.samples[s]
-            x, m = augment(
-                [self.data.x[i], self._mask(i, f)[None]], sample_rng(seed, step, offset + j)
-            )
-            xs.append(x)
+            rng = sample_rng(seed, step, offset + j)
+            x, m = augment([self.data.x[i], self._mask(i, f)[None]], rng)
+            xs.append(drop_modalities(x, self.data.groups, self.modality_dropout, rng))
             ms.append(m[0])
             ys.append(self.field_cls[f])
         return {
@@ -204,8 +238,10 @@ class SceneModel(torch.nn.Module):
         self.head = torch.nn.Linear(encoder.dim, n_classes)
 
     def forward(self, x: torch.Tensor, keys: Sequence[str]) -> torch.Tensor:
-        out, _ = self.encoder(torch.nan_to_num(x), keys)
-        return self.head(out.mean(dim=1))
+        tok, missing = self.encoder.masked_tokens(x, keys)
+        out, _ = self.encoder.run_blocks(tok, (), missing)
+        keep = (~missing)[..., None].to(out.dtype)  # mean over the patches that have data
+        return self.head((out * keep).sum(1) / keep.sum(1).clamp(min=1))
 
 
 class MultiLabelTask:
@@ -277,9 +313,13 @@ def multilabel_scores(
     }
 
 
-def make_task(kind: str, data: ChipArrays, field_cls: dict[int, int]):  # type: ignore[no-untyped-def]
+def make_task(  # type: ignore[no-untyped-def]
+    kind: str, data: ChipArrays, field_cls: dict[int, int], modality_dropout: float = 0.0
+):
     """The task object for ``segmentation`` or ``parcel``."""
-    return SegmentationTask(data) if kind == "segmentation" else ParcelTask(data, field_cls)
+    if kind == "segmentation":
+        return SegmentationTask(data, modality_dropout)
+    return ParcelTask(data, field_cls, modality_dropout)
 
 
 def task_scores(cm: np.ndarray, class_ids: Sequence[int]) -> dict[str, Any]:

@@ -312,3 +312,40 @@ def test_time_series_job_trains_the_temporal_model(repo_root, tmp_path):
     assert sample["doy"]["s2-l1c"].tolist() == [192.0, 212.0, 232.0, 242.0, 252.0]
     model = ck.load(_train_dir(run_dir) / "model")
     assert model.task("crops").mode == "timeseries"
+
+
+def test_two_series_with_their_own_dates_and_modality_dropout(repo_root, tmp_path):
+    """S2 L1C (5 dates) and NDVI (its own, other dates) train one temporal model: rows over the
+    union of dates, nothing paired by index (issue 13)."""
+    from eo_fusion.train.datasets import ChipDataset
+    from eo_fusion.train.tasks import chip_arrays
+
+    job = _job(repo_root, tmp_path)
+    cfg = yaml.safe_load(job.read_text())
+    cfg["modalities"] = {"s2-l1c": {"mode": "timeseries"}, "ndvi": {"mode": "timeseries"}}
+    cfg["grid"]["halo"] = 0
+    cfg["sampling"] |= {"chips_per_class": 1, "max_per_polygon": 1}
+    cfg["training"] |= {"steps": 2, "batch_size": 2, "modality_dropout": 0.5}
+    job.write_text(yaml.safe_dump(cfg))
+    assert main(["train", str(job)]) == 0
+    (run_dir,) = (tmp_path / "out").iterdir()
+    ds = ChipDataset(run_dir, "train")
+    n1, n2 = len(ds.dates["s2-l1c"]), len(ds.dates["ndvi"])
+    assert n1 == 5 and n2 >= 1 and set(ds.dates["ndvi"]) != set(ds.dates["s2-l1c"])
+    arrays = chip_arrays(ds)
+    assert arrays.x.shape[1:3] == (n1 + n2, 14) and len(arrays.doy) == n1 + n2
+    # The chips' cloud / no-data masks reach the model: every flagged pixel is NaN.
+    chip = open_chip(run_dir, ds.ids[0])
+    flagged = ~chip["s2-l1c:valid"].values.astype(bool)  # (time, y, x)
+    assert flagged.any()
+    assert np.isnan(ds[0]["inputs"]["s2-l1c"].numpy().transpose(1, 0, 2, 3)[:, flagged]).all()
+    s2 = [i for i, k in enumerate(arrays.keys) if k.startswith("s2:")]
+    ndvi = arrays.keys.index("index:ndvi")
+    assert sorted(arrays.groups) == sorted([tuple(s2), (ndvi,)])
+    s2_rows = np.isfinite(arrays.x[:, :, s2]).any(axis=(0, 2, 3, 4))
+    ndvi_rows = np.isfinite(arrays.x[:, :, ndvi]).any(axis=(0, 2, 3))
+    assert not (s2_rows & ndvi_rows).any()  # a row holds one modality's date
+    # the two cloudy S2 dates (99.85 % and 100 % cloud) are masked out entirely
+    assert 1 <= s2_rows.sum() <= n1 and 1 <= ndvi_rows.sum() <= n2
+    model = ck.load(_train_dir(run_dir) / "model")
+    assert model.task("crops").inputs == {m: ds.inputs[m] for m in ds.inputs}

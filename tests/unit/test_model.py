@@ -92,8 +92,8 @@ def test_mae_pairs_are_two_complementary_sequences_with_one_mask(monkeypatch):
     seen = []
     inner = mae._encode_decode
     monkeypatch.setattr(
-        mae, "_encode_decode", lambda tok, shuffle, keep, hw: seen.append((tok, shuffle)) or
-        inner(tok, shuffle, keep, hw)
+        mae, "_encode_decode", lambda tok, shuffle, keep, hw, miss: seen.append((tok, shuffle)) or
+        inner(tok, shuffle, keep, hw, miss)
     )  # fmt: skip
     out = mae(x, KEYS, pair=(x2, ["s1:VV", "s1:VH"]), mixup="pairs")
     (t1, s1), (t2, s2) = seen

@@ -24,7 +24,10 @@ def embed(
 
     Args:
         model: a loaded model (e.g. :func:`eo_fusion.models.import_smarties`).
-        x: float32 ``(B, C, H, W)``; ``H`` and ``W`` multiples of the patch size.
+        x: float32 ``(B, C, H, W)``; ``H`` and ``W`` multiples of the patch size. NaN marks a
+            missing pixel: it is never read (a patch's token averages its valid pixels and
+            bands) and a patch with no valid pixel is left out of attention as a key (its own
+            output token is still returned, finite).
         bands: the registry key of each channel (``s2:B04``, ``s1:VV``, …), in any order: each
             channel goes to the projection of its own band.
         normalized: ``x`` is already normalised; otherwise it holds physical units (S2
@@ -38,7 +41,7 @@ def embed(
         all-tokens forward pass.
 
     Raises:
-        BadInputError: wrong shape, dtype or non-finite values (named).
+        BadInputError: wrong shape, dtype or infinite values (named).
         BandError: a band the model cannot embed or has no statistics for (named).
     """
     arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
@@ -52,16 +55,16 @@ def embed(
             f"x has {arr.shape[1]} channels but {len(bands)} band keys were given",
             fix="pass one registry key per channel, in the channels' order",
         )
+    bad = int(np.isinf(arr).sum())
+    if bad:
+        raise BadInputError(
+            f"x holds {bad} infinite values",
+            fix="mark missing pixels as NaN (they are masked) or clip the values",
+        )
     enc = model.encoder
     enc.embed.assignments(bands)  # unknown / duplicate keys fail here, by name
     if not normalized:
         arr = normalize_bands(arr, [model.card.band_norm(modality, k) for k in bands], axis=1)
-    bad = int((~np.isfinite(arr)).sum())
-    if bad:
-        raise BadInputError(
-            f"x holds {bad} NaN or infinite values; the encoder has no token for missing pixels",
-            fix="fill or crop the missing pixels before embedding",
-        )
     was_training = enc.training
     enc.eval()
     with torch.inference_mode():

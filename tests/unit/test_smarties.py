@@ -174,9 +174,24 @@ def test_embed_refuses_bad_input_by_name(imported):
     with pytest.raises(BadInputError, match="float32"):
         api.embed(m, x.astype("float64"), ["s1:VV", "s1:VH"])
     bad = x.copy()
-    bad[0, 0, 0, 0] = np.nan
-    with pytest.raises(BadInputError, match="1 NaN"):
+    bad[0, 0, 0, 0] = np.inf
+    with pytest.raises(BadInputError, match="1 infinite"):
         api.embed(m, bad, ["s1:VV", "s1:VH"])
+
+
+def test_embed_masks_missing_pixels(imported):
+    """NaN pixels are masked, never propagated: a whole missing patch and a missing pixel give
+    finite tokens of the usual shape, different from the complete input's."""
+    _, m = imported
+    x = TENSORS["s1.physical"].numpy()
+    p = m.encoder.cfg.patch_size
+    a = x.copy()
+    a[0, :, :p, :p] = np.nan  # one whole patch missing
+    a[0, 0, p, p] = np.nan  # and one pixel of the next patch row
+    full = api.embed(m, x, ["s1:VV", "s1:VH"])
+    tok = api.embed(m, a, ["s1:VV", "s1:VH"])
+    assert tok.shape == full.shape and np.isfinite(tok).all()
+    assert not np.allclose(tok[0], full[0]) and np.allclose(tok[1:], full[1:], atol=1e-5)
     with pytest.raises(BandError, match="elevation:dem"):
         api.embed(m, x, ["s1:VV", "elevation:dem"])
     with pytest.raises(BandError, match="s1:HH"):

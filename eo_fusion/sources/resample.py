@@ -26,7 +26,6 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-import pyproj
 import rasterio.crs
 import rasterio.warp
 from odc.geo import CRS
@@ -35,6 +34,7 @@ from odc.geo.overlap import ReprojectInfo, compute_reproject_roi
 from rasterio.enums import Resampling
 
 from eo_fusion.grid import grid_crs
+from eo_fusion.sources.positions import plan_for
 
 __all__ = [
     "PASTE_STOL",
@@ -175,28 +175,6 @@ def place(
         warp(src, src_gbox, dst, dst_gbox, rule, num_threads)
 
 
-#: Source positions are rounded to 2**-16 px (1.5e-5 px) before interpolating, so the last-bit
-#: noise of a tile's own origin (1e-11 px) cannot change a weight: a pixel gets the same value
-#: in every tiling, bit for bit.
-_POSITION_QUANTUM = 2.0**-16
-
-
-def _source_positions(src_gbox: GeoBox, dst_gbox: GeoBox) -> tuple[np.ndarray, np.ndarray]:
-    """Source pixel-centre coordinates (0 = centre of the first source pixel) of every target
-    pixel centre, through the exact PROJ transformation (no approximation by interpolation)."""
-    h, w = dst_gbox.shape.yx
-    cols, rows = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
-    x, y = dst_gbox.transform * (cols, rows)
-    src_crs, dst_crs = grid_crs(src_gbox), grid_crs(dst_gbox)
-    if src_crs != dst_crs:
-        tr = pyproj.Transformer.from_crs(dst_crs.proj, src_crs.proj, always_xy=True)
-        x, y = tr.transform(x, y, errcheck=False)
-    u, v = ~src_gbox.transform * (np.asarray(x), np.asarray(y))
-    u = np.round((np.asarray(u) - 0.5) / _POSITION_QUANTUM) * _POSITION_QUANTUM
-    v = np.round((np.asarray(v) - 0.5) / _POSITION_QUANTUM) * _POSITION_QUANTUM
-    return u, v
-
-
 def point_resample(
     src: np.ndarray, src_gbox: GeoBox, dst: np.ndarray, dst_gbox: GeoBox, rule: Resampling
 ) -> None:
@@ -207,32 +185,12 @@ def point_resample(
     Semantics follow GDAL's (and :func:`axis_aligned_resample`): a target that a NaN source
     pixel contributes to is NaN; targets outside the source stay NaN; within half a pixel of
     the outer source centres the edge pixel is used alone.
+
+    The taps and weights come from :func:`eo_fusion.sources.positions.plan_for`: computed once
+    per (source grid, target grid) inside :func:`~eo_fusion.sources.positions.reuse_plans`,
+    from positions within 1e-3 source px of the exact transformation (see that module).
     """
-    h, w = src.shape[-2:]
-    u, v = _source_positions(src_gbox, dst_gbox)
-    inside = np.isfinite(u) & np.isfinite(v) & (u > -0.5) & (u < w - 0.5) & (v > -0.5)
-    inside &= v < h - 0.5
-    u, v = np.where(inside, u, 0.0), np.where(inside, v, 0.0)
-    if rule is Resampling.nearest:
-        iu = np.clip(np.floor(u + 0.5).astype(np.int64), 0, w - 1)
-        iv = np.clip(np.floor(v + 0.5).astype(np.int64), 0, h - 1)
-        for i in range(src.shape[0]):
-            dst[i] = src[i][iv, iu]
-    else:
-        u0, fu = _taps(u, w)
-        v0, fv = _taps(v, h)
-        u1, v1 = np.minimum(u0 + 1, w - 1), np.minimum(v0 + 1, h - 1)
-        for i in range(src.shape[0]):
-            b = src[i]
-            top = _mix(b[v0, u0], b[v0, u1], fu)
-            bottom = _mix(b[v1, u0], b[v1, u1], fu)
-            dst[i] = _mix(top, bottom, fv)
-    dst[:, ~inside] = np.nan
-
-
-def _mix(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> np.ndarray:
-    """(1 - f) * a + f * b; a NaN ``b`` poisons only where its weight ``f`` > 0."""
-    return np.where(f > 0, (1 - f) * a + f * b, a)
+    plan_for(src_gbox, dst_gbox, rule).apply(src, dst)
 
 
 def _axis_positions(n_dst: int, d0: float, dres: float, s0: float, sres: float) -> np.ndarray:

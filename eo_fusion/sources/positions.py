@@ -23,6 +23,7 @@ of a tile's own origin (1e-11 px) cannot change a weight: bit-for-bit the same i
 from __future__ import annotations
 
 import contextvars
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from odc.geo import CRS
 from odc.geo.geobox import GeoBox
 from rasterio.enums import Resampling
 
+from eo_fusion.errors import ReadError
 from eo_fusion.grid import grid_crs
 
 __all__ = [
@@ -62,6 +64,12 @@ MAX_LATTICE_ERROR_PX = 1e-3
 #: The bound of a cell is this factor times the measured second-difference terms (see
 #: :func:`lattice_error_bound`).
 SAFETY = 2.0
+
+
+def grid_key(gbox: GeoBox) -> tuple:
+    """A cheap hashable key of a grid: hashing a GeoBox hashes its CRS through its WKT
+    (profiled: 0.1 ms, 2000 times per 16-tile stack)."""
+    return (tuple(gbox.shape.yx), tuple(gbox.transform)[:6], str(gbox.crs))
 
 
 # --- PROJ ---------------------------------------------------------------------------------------
@@ -183,11 +191,28 @@ def lattice_error_bound(
     return np.where(bad, np.inf, bound)
 
 
-@lru_cache(maxsize=32)
+_LATTICES: dict[tuple, Lattice | None] = {}
+_MAX_LATTICES = 64
+_LOCK = threading.Lock()
+
+
 def lattice(dst_gbox: GeoBox, src_crs: CRS) -> Lattice | None:
     """The PROJ lattice of north-up ``dst_gbox`` into ``src_crs`` (None: not north-up).
 
-    Small (one node per ``LATTICE_PX**2`` pixels), so kept per process."""
+    Small (one node per ``LATTICE_PX**2`` pixels), so the last few are kept per process."""
+    key = (grid_key(dst_gbox), str(src_crs))
+    with _LOCK:
+        if key in _LATTICES:
+            return _LATTICES[key]
+    found = _make_lattice(dst_gbox, src_crs)
+    with _LOCK:
+        if len(_LATTICES) >= _MAX_LATTICES:
+            del _LATTICES[next(iter(_LATTICES))]  # oldest first (dicts keep order)
+        _LATTICES[key] = found
+    return found
+
+
+def _make_lattice(dst_gbox: GeoBox, src_crs: CRS) -> Lattice | None:
     t = dst_gbox.transform
     if t.b or t.d or not t.a or not t.e:
         return None
@@ -258,7 +283,7 @@ class ResamplePlan:
 
     Bilinear: ``i00`` indexes the top-left tap in the source padded by one column and row
     (``width + 1`` wide), so the other taps are at fixed offsets and one index array serves
-    all four; ``wu, fu, wv, fv`` are the left/right and top/bottom weights. Targets where a
+    all four; ``weights`` are the right and bottom weights ``fu, fv``. Targets where a
     weight is 0 on an axis (on a source pixel column, or within half a pixel of the outer
     source centres) are recomputed from their own taps (``fix``), as a NaN tap with weight 0
     must not poison them. Nearest: ``i00`` indexes the picked source pixel (unpadded).
@@ -280,35 +305,42 @@ class ResamplePlan:
 
     def apply(self, src: np.ndarray, dst: np.ndarray) -> None:
         """Resample ``src`` ``(band, h, w)`` float32 into ``dst`` ``(band, H, W)`` float32."""
+        # Kept compact (int32 index, right/bottom weights only: 12 bytes per target pixel);
+        # the intp index and left/top weights are made once per call, for all its bands.
+        index = self.i00.astype(np.intp)
+        nearest = self.rule is Resampling.nearest
+        weights = () if nearest else (1 - self.weights[0], 1 - self.weights[1])
         for i in range(src.shape[0]):
             band = np.ascontiguousarray(src[i], dtype=np.float32)
             own = dst[i]
             target = own if own.flags.c_contiguous else np.empty(own.shape, np.float32)
             flat = target.reshape(-1)
-            if self.rule is Resampling.nearest:
-                np.take(band.reshape(-1), self.i00, out=flat, mode="clip")
+            if nearest:
+                np.take(band.reshape(-1), index, out=flat, mode="clip")
             else:
-                self._bilinear(band, flat)
+                self._bilinear(band, flat, index, *weights)
             flat[self.outside] = np.nan
             if target is not own:
                 own[...] = target
 
-    def _bilinear(self, band: np.ndarray, out: np.ndarray) -> None:
+    def _bilinear(
+        self, band: np.ndarray, out: np.ndarray, index: np.ndarray, wu: np.ndarray, wv: np.ndarray
+    ) -> None:
         h, w = self.src_shape
         padded = np.zeros((h + 1) * (w + 1) + 1, dtype=np.float32)
         padded[: h * (w + 1)].reshape(h, w + 1)[:, :w] = band
-        wu, fu, wv, fv = self.weights
+        fu, fv = self.weights
         # (1 - fu) * a + fu * b per row, then (1 - fv) * top + fv * bottom, in float32: with
         # both weights > 0 every tap is a real source pixel (the padding is read only at weight 0,
         # and those targets are recomputed below).
-        top = np.take(padded, self.i00, out=out, mode="clip")
+        top = np.take(padded, index, out=out, mode="clip")
         top *= wu
-        right = np.take(padded[1:], self.i00, mode="clip")
+        right = np.take(padded[1:], index, mode="clip")
         right *= fu
         top += right
-        bottom = np.take(padded[w + 1 :], self.i00, mode="clip")
+        bottom = np.take(padded[w + 1 :], index, mode="clip")
         bottom *= wu
-        np.take(padded[w + 2 :], self.i00, out=right, mode="clip")
+        np.take(padded[w + 2 :], index, out=right, mode="clip")
         right *= fu
         bottom += right
         top *= wv
@@ -335,6 +367,11 @@ def _taps(pos: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _make_plan(src_gbox: GeoBox, dst_gbox: GeoBox, rule: Resampling) -> ResamplePlan:
     h, w = src_gbox.shape.yx
+    if (h + 1) * (w + 1) >= 2**31:
+        raise ReadError(
+            f"source window {h} x {w} px is too large to resample onto {dst_gbox.shape.yx}",
+            fix="use smaller tiles (chunk_size / tile size) or a lower max_read_pixels",
+        )
     u, v = source_positions(src_gbox, dst_gbox)
     u, v = u.reshape(-1), v.reshape(-1)
     inside = np.isfinite(u) & np.isfinite(v) & (u > -0.5) & (u < w - 0.5) & (v > -0.5)
@@ -345,14 +382,15 @@ def _make_plan(src_gbox: GeoBox, dst_gbox: GeoBox, rule: Resampling) -> Resample
     if rule is Resampling.nearest:
         iu = np.clip(np.floor(u + 0.5).astype(np.int64), 0, w - 1)
         iv = np.clip(np.floor(v + 0.5).astype(np.int64), 0, h - 1)
-        return ResamplePlan(rule, (h, w), iv * w + iu, (), (np.empty(0, np.int64),), outside)
+        flat = (iv * w + iu).astype(np.int32)
+        return ResamplePlan(rule, (h, w), flat, (), (np.empty(0, np.int64),), outside)
     u0, fu = _taps(u, w)
     v0, fv = _taps(v, h)
     fix = np.flatnonzero(((fu == 0) | (fv == 0)) & inside)
     fixes = (fix, v0[fix], u0[fix], np.minimum(v0[fix] + 1, h - 1),
              np.minimum(u0[fix] + 1, w - 1), fu[fix], fv[fix])  # fmt: skip
-    i00 = v0 * (w + 1) + u0
-    return ResamplePlan(rule, (h, w), i00, (1 - fu, fu, 1 - fv, fv), fixes, outside)
+    i00 = (v0 * (w + 1) + u0).astype(np.int32)
+    return ResamplePlan(rule, (h, w), i00, (fu, fv), fixes, outside)
 
 
 _PLANS: contextvars.ContextVar[dict | None] = contextvars.ContextVar("resample_plans", default=None)
@@ -378,7 +416,7 @@ def plan_for(src_gbox: GeoBox, dst_gbox: GeoBox, rule: Resampling) -> ResamplePl
     plans = _PLANS.get()
     if plans is None:
         return _make_plan(src_gbox, dst_gbox, rule)
-    key = (src_gbox, dst_gbox, rule)
+    key = (grid_key(src_gbox), grid_key(dst_gbox), rule)
     plan = plans.get(key)
     if plan is None:
         plan = plans[key] = _make_plan(src_gbox, dst_gbox, rule)

@@ -23,6 +23,7 @@ which underestimates backscatter and is not what "average" should mean for power
 
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
 
 import numpy as np
@@ -34,7 +35,7 @@ from odc.geo.overlap import ReprojectInfo, compute_reproject_roi
 from rasterio.enums import Resampling
 
 from eo_fusion.grid import grid_crs
-from eo_fusion.sources.positions import plan_for
+from eo_fusion.sources.positions import grid_key, plan_for
 
 __all__ = [
     "PASTE_STOL",
@@ -128,10 +129,23 @@ def source_roi(src_gbox: GeoBox, gbox: GeoBox) -> ReprojectInfo:
     (point transforms through PROJ) cost more than the pixel warp on 256 px tiles (profiled:
     40 % of a map-job tile's CPU time before the cache).
     """
-    return _source_roi(src_gbox, gbox)
+    key = (grid_key(src_gbox), grid_key(gbox))
+    with _ROIS_LOCK:
+        found = _ROIS.get(key)
+    if found is None:
+        found = _source_roi(src_gbox, gbox)
+        with _ROIS_LOCK:
+            if len(_ROIS) >= _MAX_ROIS:
+                del _ROIS[next(iter(_ROIS))]  # oldest first (dicts keep order)
+            _ROIS[key] = found
+    return found
 
 
-@lru_cache(maxsize=512)
+_ROIS: dict[tuple, ReprojectInfo] = {}
+_MAX_ROIS = 512
+_ROIS_LOCK = threading.Lock()
+
+
 def _source_roi(src_gbox: GeoBox, gbox: GeoBox) -> ReprojectInfo:
     rr = compute_reproject_roi(src_gbox, gbox, ttol=PASTE_TTOL_PX, stol=PASTE_STOL)
     if rr.paste_ok and rr.read_shrink == 1:

@@ -268,9 +268,12 @@ def source_positions(src_gbox: GeoBox, dst_gbox: GeoBox) -> tuple[np.ndarray, np
     if bad_cells.any():
         bad = bad_cells[lat.ay.cell[:, None], lat.ax.cell[None, :]]
         rows, cols = np.nonzero(bad)
-        x, y = dst_gbox.transform * (cols + 0.5, rows + 0.5)
-        x, y = _to_src(np.asarray(x), np.asarray(y), dst_crs, src_crs)
-        u[bad], v[bad] = ~src_gbox.transform * (x, y)
+        t = dst_gbox.transform
+        x = (cols + 0.5) * t.a + (rows + 0.5) * t.b + t.c
+        y = (cols + 0.5) * t.d + (rows + 0.5) * t.e + t.f
+        x, y = _to_src(x, y, dst_crs, src_crs)
+        u[bad] = inv.a * x + inv.b * y + inv.c
+        v[bad] = inv.d * x + inv.e * y + inv.f
     return _quantise(u), _quantise(v)
 
 

@@ -42,6 +42,8 @@ class OpenFile:
 
     ds: rasterio.DatasetReader
     grids: dict[Any, GeoBox] = field(default_factory=dict)
+    #: What else readers derive once per open file (e.g. its GCP georeferencing).
+    derived: dict[str, Any] = field(default_factory=dict)
     busy: bool = False
 
 

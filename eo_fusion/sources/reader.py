@@ -299,7 +299,9 @@ class RasterioReader:
         """The source pixels for ``gbox`` → (stored values, nodata, their grid, roi, rule); None
         when there is nothing to place (no overlap, or a GCP file already warped into ``out``)."""
         ds = opened.ds
-        georef = gcp_georef(ds)
+        if "gcps" not in opened.derived:
+            opened.derived["gcps"] = gcp_georef(ds)
+        georef = opened.derived["gcps"]
         if georef is not None:  # radar-geometry file: warp with its GCPs (gcps.py)
             _read_gcp_file(ds, assets, gbox, spec, self.gdal, out, georef, what)
             return None

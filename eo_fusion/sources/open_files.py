@@ -4,9 +4,10 @@ Reopening a file for every tile cost more than reading it (profiled: 480 opens, 
 16-tile map-job stack), and a closed dataset drops GDAL's cache of its decoded blocks, so
 neighbouring tiles decoded the blocks they share again (2.1 s more). :func:`open_dataset` hands
 out a pooled dataset, one thread at a time (a GDAL dataset must not be used by two threads at
-once); a thread that finds it in use opens its own copy for that read and closes it afterwards,
-so no thread waits and no block is cached twice. The pool keeps :data:`MAX_OPEN_FILES` files
-(least recently used closed first); decoded blocks are bounded by GDAL's cache
+once); a thread that finds it in use waits up to :data:`WAIT_FOR_BUSY_S` for it, then opens its
+own copy for that read and closes it afterwards (no block stays cached twice); a file being
+opened is waited for in the same way. The pool keeps :data:`MAX_OPEN_FILES` files (least
+recently used closed first); decoded blocks are bounded by GDAL's cache
 (``GDALOptions.cache_max_bytes``).
 
 A local file rewritten since it was opened (other mtime, size or inode) is opened afresh;
@@ -23,7 +24,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import rasterio
 from odc.geo.geobox import GeoBox
@@ -50,6 +51,12 @@ class OpenFile:
 _Key = tuple[str, int | None, Any]
 _POOL: OrderedDict[_Key, OpenFile] = OrderedDict()
 _LOCK = threading.Lock()
+_FREED = threading.Condition(_LOCK)
+
+#: Seconds a thread waits for a pooled file another thread is reading before it opens its own
+#: copy. Dask threads stacking neighbouring chunks read the same files in the same order: a
+#: short wait puts them one file apart instead of decoding (and downloading) every block twice.
+WAIT_FOR_BUSY_S = 0.2
 os.register_at_fork(after_in_child=_POOL.clear)
 
 _GEOTIFF = (".tif", ".tiff")
@@ -116,21 +123,42 @@ def open_dataset(path: str, overview_level: int | None = None) -> Iterator[OpenF
     """An open dataset of ``path`` (GDAL path; ``overview_level`` as ``rasterio.open``'s) for
     this thread's exclusive use inside the block."""
     key = (path, overview_level, _signature(path))
-    with _LOCK:
+    with _FREED:
         entry = _take(key)
+        if entry is None and key in _POOL:  # in use: wait a moment rather than open a copy
+            _FREED.wait_for(lambda: key not in _POOL or not _POOL[key].busy, WAIT_FOR_BUSY_S)
+            entry = _take(key)
+        pending = None
+        if entry is None and key not in _POOL:  # others wait for this open, not open it too
+            pending = _POOL[key] = OpenFile(cast(Any, None), busy=True)
     if entry is None:
-        entry = OpenFile(_open(path, overview_level), busy=True)
-        with _LOCK:
-            if key not in _POOL:
-                _POOL[key] = entry
+        entry = _open_for(key, path, overview_level, pending)
     try:
         yield entry
     finally:
-        with _LOCK:
+        with _FREED:
             entry.busy = False
             if _POOL.get(key) is not entry:
                 entry.ds.close()  # a private copy, or dropped while in use
             _evict()
+            _FREED.notify_all()
+
+
+def _open_for(key: _Key, path: str, level: int | None, pending: OpenFile | None) -> OpenFile:
+    """Open the file: into the pool's ``pending`` entry, or as a private copy (None)."""
+    try:
+        ds = _open(path, level)
+    except BaseException:
+        if pending is not None:
+            with _FREED:
+                if _POOL.get(key) is pending:
+                    del _POOL[key]
+                _FREED.notify_all()
+        raise
+    if pending is None:
+        return OpenFile(ds, busy=True)
+    pending.ds = ds
+    return pending
 
 
 def _evict() -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import rasterio.errors
 from affine import Affine
 from odc.geo.geobox import GeoBox
 from rasterio.enums import Resampling
@@ -196,3 +197,15 @@ def test_the_pool_is_bounded(tmp_path: Path, monkeypatch) -> None:
     open_files.release_files()
     with rasterio.open(tmp_path / "c0.tif") as ds:  # files are intact
         assert ds.read(1)[0, 0] == 0.0
+
+
+def test_a_failed_open_leaves_nothing_behind(tmp_path: Path) -> None:
+    path = str(tmp_path / "later.tif")
+    with pytest.raises(rasterio.errors.RasterioIOError):
+        with open_files.open_dataset(path):
+            pass
+    assert not any(k[0] == path for k in open_files._POOL)  # no pending entry left
+    _raster(Path(path), 5.0)
+    with open_files.open_dataset(path) as f:
+        assert f.ds.read(1)[0, 0] == 5.0
+    open_files.forget(path)

@@ -201,9 +201,8 @@ def test_the_pool_is_bounded(tmp_path: Path, monkeypatch) -> None:
 
 def test_a_failed_open_leaves_nothing_behind(tmp_path: Path) -> None:
     path = str(tmp_path / "later.tif")
-    with pytest.raises(rasterio.errors.RasterioIOError):
-        with open_files.open_dataset(path):
-            pass
+    with pytest.raises(rasterio.errors.RasterioIOError), open_files.open_dataset(path):
+        pass
     assert not any(k[0] == path for k in open_files._POOL)  # no pending entry left
     _raster(Path(path), 5.0)
     with open_files.open_dataset(path) as f:

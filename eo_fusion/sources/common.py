@@ -56,6 +56,7 @@ def read_item_bands(
     stay NaN.
 
     Bands stored in one file are read in one call (one windowed read of a multi-band GeoTIFF).
+    A reader with a ``prefetch(assets)`` method is told about all the item's files first.
     """
     out = np.empty((len(keys), *gbox.shape.yx), dtype=np.float32)
     groups: dict[tuple[str, ReadSpec], list[tuple[int, BandAsset]]] = defaultdict(list)
@@ -67,6 +68,9 @@ def read_item_bands(
         else:
             missing.append(i)
     out[missing] = np.nan
+    prefetch = getattr(reader, "prefetch", None)  # optional: readers that can start early
+    if prefetch is not None and len(groups) > 1:
+        prefetch([members[0][1] for members in groups.values()])
     for (_, spec), members in sorted(groups.items(), key=lambda kv: kv[0][0]):
         idx = [i for i, _ in members]
         if idx == list(range(idx[0], idx[0] + len(idx))):  # contiguous: read in place

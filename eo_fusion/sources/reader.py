@@ -58,7 +58,7 @@ from eo_fusion.grid import horizontal_crs
 from eo_fusion.sources.budget import check_read_budget, watch_gdal_io
 from eo_fusion.sources.gcps import GCPGeoref, gcp_georef, gcp_window, warp_gcps
 from eo_fusion.sources.open_files import OpenFile, forget, open_dataset, release_files
-from eo_fusion.sources.remote import read_with_retries, resolve_redirects
+from eo_fusion.sources.remote import read_with_retries, resolve_all, resolve_redirects
 from eo_fusion.sources.resample import (
     db_to_linear,
     is_categorical,
@@ -258,6 +258,11 @@ class RasterioReader:
             what=what,
         )
         return finish_read(out, spec)
+
+    def prefetch(self, assets: Sequence[BandAsset]) -> None:
+        """Get ready to read the files of ``assets`` one after another: their redirects are
+        checked at once (concurrent HEAD requests) instead of one round trip per read."""
+        resolve_all([gdal_path(a.href) for a in assets], self.gdal)
 
     def _attempt(
         self,

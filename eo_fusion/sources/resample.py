@@ -193,8 +193,9 @@ def point_resample(
     src: np.ndarray, src_gbox: GeoBox, dst: np.ndarray, dst_gbox: GeoBox, rule: Resampling
 ) -> None:
     """Bilinear or nearest resampling between any two grids, with every target pixel centre
-    transformed exactly (GDAL's warper, as rasterio calls it, approximates the transformation
-    to 0.125 px and its result changes with the window warped).
+    placed within 1e-3 source px of PROJ's exact transformation, the same in every tiling
+    (GDAL's warper, as rasterio calls it, approximates the transformation to 0.125 px and its
+    result changes with the window warped).
 
     Semantics follow GDAL's (and :func:`axis_aligned_resample`): a target that a NaN source
     pixel contributes to is NaN; targets outside the source stay NaN; within half a pixel of

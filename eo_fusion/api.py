@@ -123,14 +123,27 @@ def _tile_arrays(
     for name, var in template.data_vars.items():
         fill = False if var.dtype == bool else np.nan
         if name in ds:
-            other = {d: template[d].values for d in var.dims if d not in ("y", "x")}
-            part = ds[name].reindex(other, fill_value=fill) if other else ds[name]
-            out[str(name)] = part.transpose(*var.dims).values.astype(var.dtype, copy=False)
+            part = _conform(ds[name], template, var.dims, fill)
+            # A contiguous copy of the core only where the halo was cropped (a view would keep
+            # the padded tile alive until the whole stack is assembled).
+            out[str(name)] = np.ascontiguousarray(part.values.astype(var.dtype, copy=False))
         else:
             shape = [template.sizes[d] if d not in ("y", "x") else 0 for d in var.dims]
             shape[-2:] = tile.core.shape.yx
             out[str(name)] = np.full(shape, fill, dtype=var.dtype)
     return out
+
+
+def _conform(part: xr.DataArray, template: xr.Dataset, dims: tuple, fill: Any) -> xr.DataArray:
+    """``part`` on the template's non-spatial coordinates (reindexed only where they differ:
+    reindexing copies), in the template's dim order."""
+    other = {d: template[d].values for d in dims if d not in ("y", "x")}
+    same = all(
+        d in part.coords and np.array_equal(part[d].values, values) for d, values in other.items()
+    )
+    if other and not same:
+        part = part.reindex(other, fill_value=fill)
+    return part.transpose(*dims)
 
 
 def _tile_task(tile: Tile, shared: tuple[Any, ...]) -> dict[str, np.ndarray]:

@@ -34,6 +34,7 @@ from eo_fusion.errors import BandError
 from eo_fusion.gdal import GDALOptions
 from eo_fusion.grid import grid_at_resolution, grid_crs
 from eo_fusion.modalities import get_modality
+from eo_fusion.sources.positions import reuse_plans
 from eo_fusion.sources.reader import RasterioReader, Reader
 from eo_fusion.sources.result import ModalityResult
 
@@ -132,7 +133,10 @@ def build_stack(
     coreg = coreg or CoregOptions()
     # Specs built in code (api, tests) get the job file's checks and typed options here.
     modalities = {name: modality_spec(name, spec) for name, spec in modalities.items()}
-    results, missing = _read_modalities(tile_gbox, items_by_modality, modalities, reader)
+    # Resampling plans (taps and weights per source grid) are shared by every band and date
+    # of this build, and dropped with it.
+    with reuse_plans():
+        results, missing = _read_modalities(tile_gbox, items_by_modality, modalities, reader)
     if not results:
         raise BandError(
             f"no items for any modality of tile {tile_gbox}",

@@ -11,6 +11,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 from odc.geo.geobox import GeoBox
@@ -32,6 +33,7 @@ __all__ = [
     "nanmedian",
     "read_day_mosaics",
     "read_item_bands",
+    "stack_taking",
 ]
 
 
@@ -54,6 +56,7 @@ def read_item_bands(
     stay NaN.
 
     Bands stored in one file are read in one call (one windowed read of a multi-band GeoTIFF).
+    A reader with a ``prefetch(assets)`` method is told about all the item's files first.
     """
     out = np.empty((len(keys), *gbox.shape.yx), dtype=np.float32)
     groups: dict[tuple[str, ReadSpec], list[tuple[int, BandAsset]]] = defaultdict(list)
@@ -65,6 +68,9 @@ def read_item_bands(
         else:
             missing.append(i)
     out[missing] = np.nan
+    prefetch = getattr(reader, "prefetch", None)  # optional: readers that can start early
+    if prefetch is not None and len(groups) > 1:
+        prefetch([members[0][1] for members in groups.values()])
     for (_, spec), members in sorted(groups.items(), key=lambda kv: kv[0][0]):
         idx = [i for i, _ in members]
         if idx == list(range(idx[0], idx[0] + len(idx))):  # contiguous: read in place
@@ -140,6 +146,20 @@ def read_day_mosaics(
         for it in group:
             fill_missing(data, read_item_bands(it, keys, gbox, spec_for, reader))
         out.append(DayMosaic(data, min(i.datetime for i in group), group))
+    return out
+
+
+def stack_taking(parts: list[Any], keep: Sequence[int], shape: tuple[int, ...]) -> np.ndarray:
+    """``np.stack([parts[i] for i in keep])`` that drops each part from ``parts`` once copied:
+    the peak memory is the result plus one part, not twice the result. ``shape``: the shape of
+    one part (the result is ``(len(keep), *shape)``, also when ``keep`` is empty)."""
+    dtype = next((p.dtype for p in parts if p is not None), np.dtype(np.float32))
+    out = np.empty((len(keep), *shape), dtype=dtype)
+    for j, i in enumerate(keep):
+        part = parts[i]
+        assert part is not None, f"part {i} taken twice"
+        out[j] = part
+        parts[i] = None
     return out
 
 

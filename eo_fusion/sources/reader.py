@@ -16,7 +16,8 @@ odc-loader or GDAL's warper later):
   target/source pixel-size ratio) unless ``spec.resampling`` says otherwise; SAR in dB is resampled
   in linear power; categorical kinds come back as whole numbers.
 * Thread-safe (called from several dask threads at once) and picklable (sent to dask worker
-  processes): a reader holds settings, never open files.
+  processes): a reader holds settings, never open files. (:class:`RasterioReader` keeps the
+  files it opened in a process-wide pool, outside the reader: :mod:`.open_files`.)
 * A file that cannot be read raises :class:`~eo_fusion.errors.ReadError` naming the asset and href.
 
 :class:`RasterioReader` (the default) reads local paths and HTTP(S) URLs (GDAL ``/vsicurl/`` with
@@ -35,9 +36,7 @@ runs them.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -49,7 +48,6 @@ from odc.geo import CRS
 from odc.geo.geobox import GeoBox
 from odc.geo.overlap import ReprojectInfo
 from rasterio.enums import Resampling
-from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from eo_fusion.catalogs.items import BandAsset
@@ -59,7 +57,8 @@ from eo_fusion.gdal import GDALOptions
 from eo_fusion.grid import horizontal_crs
 from eo_fusion.sources.budget import check_read_budget, watch_gdal_io
 from eo_fusion.sources.gcps import GCPGeoref, gcp_georef, gcp_window, warp_gcps
-from eo_fusion.sources.remote import read_with_retries, resolve_redirects
+from eo_fusion.sources.open_files import OpenFile, forget, open_dataset, release_files
+from eo_fusion.sources.remote import read_with_retries, resolve_all, resolve_redirects
 from eo_fusion.sources.resample import (
     db_to_linear,
     is_categorical,
@@ -79,6 +78,7 @@ __all__ = [
     "gdal_path",
     "new_output",
     "read_assets",
+    "release_files",
     "rule_for",
     "source_geobox",
     "to_physical",
@@ -206,6 +206,16 @@ def source_geobox(ds: rasterio.DatasetReader, asset: BandAsset) -> GeoBox:
     return GeoBox(ds.shape, transform, _crs_of(ds, asset))
 
 
+def _file_geobox(opened: OpenFile, asset: BandAsset) -> GeoBox:
+    """:func:`source_geobox` of an open file for ``asset``, computed once per open file (the
+    CRS conversion through WKT cost 0.1 ms a read)."""
+    key = (asset.transform, asset.crs)
+    found = opened.grids.get(key)
+    if found is None:
+        found = opened.grids[key] = source_geobox(opened.ds, asset)
+    return found
+
+
 # --- the GDAL/rasterio reader -------------------------------------------------------------------
 
 
@@ -249,6 +259,11 @@ class RasterioReader:
         )
         return finish_read(out, spec)
 
+    def prefetch(self, assets: Sequence[BandAsset]) -> None:
+        """Get ready to read the files of ``assets`` one after another: their redirects are
+        checked at once (concurrent HEAD requests) instead of one round trip per read."""
+        resolve_all([gdal_path(a.href) for a in assets], self.gdal)
+
     def _attempt(
         self,
         out: np.ndarray,
@@ -267,10 +282,52 @@ class RasterioReader:
             with rasterio.Env(**{**self.gdal.config(), **extra}), watch_gdal_io(what):
                 self._read_into(out, assets, gbox, spec, path, what)
         except rasterio.errors.RasterioError as e:
+            forget(path)  # the next attempt opens the file afresh
             raise ReadError(
                 f"reading {what} failed: {e}",
                 fix="check that the file exists and is reachable, or raise GDALOptions timeouts",
             ) from e
+        except BaseException:
+            forget(path)  # whatever went wrong (a cut transfer, no CRS) is not kept open
+            raise
+
+    def _read_source(
+        self,
+        opened: OpenFile,
+        assets: Sequence[BandAsset],
+        gbox: GeoBox,
+        spec: ReadSpec,
+        path: str,
+        what: str,
+        out: np.ndarray,
+    ) -> tuple[np.ndarray, float | None, GeoBox, ReprojectInfo, Resampling] | None:
+        """The source pixels for ``gbox`` → (stored values, nodata, their grid, roi, rule); None
+        when there is nothing to place (no overlap, or a GCP file already warped into ``out``)."""
+        ds = opened.ds
+        if "gcps" not in opened.derived:
+            opened.derived["gcps"] = gcp_georef(ds)
+        georef = opened.derived["gcps"]
+        if georef is not None:  # radar-geometry file: warp with its GCPs (gcps.py)
+            _read_gcp_file(ds, assets, gbox, spec, self.gdal, out, georef, what)
+            return None
+        src_gbox = _file_geobox(opened, assets[0])
+        rr = source_roi(src_gbox, gbox)
+        if roi_is_empty(rr):
+            return None  # no overlap: all no data
+        rule = rule_for(spec, float(rr.scale))
+        indexes = [a.band_index for a in assets]
+        # dB values must not be read from overviews (they were averaged in dB when built).
+        ovr = None
+        if rr.read_shrink > 1 and not spec.sar_db_input and spec.calibrate is None:
+            ovr = _pick_overview(ds.overviews(indexes[0]), rr.read_shrink)
+        if ovr is None:
+            data, read_gbox = _read_window(ds, indexes, src_gbox, rr.roi_src, what, self.gdal)
+            nodata = ds.nodata
+        else:
+            data, nodata, read_gbox, rr = _read_overview(
+                path, ovr, indexes, src_gbox, gbox, what, self.gdal
+            )
+        return data, nodata, read_gbox, rr, rule
 
     def _read_into(
         self,
@@ -281,30 +338,11 @@ class RasterioReader:
         path: str,
         what: str,
     ) -> None:
-        with _sidecar_env(path):
-            ds = _open(path)
-        with ds:
-            georef = gcp_georef(ds)
-            if georef is not None:  # radar-geometry file: warp with its GCPs (gcps.py)
-                _read_gcp_file(ds, assets, gbox, spec, self.gdal, out, georef, what)
-                return
-            src_gbox = source_geobox(ds, assets[0])
-            rr = source_roi(src_gbox, gbox)
-            if roi_is_empty(rr):
-                return  # no overlap: all no data
-            rule = rule_for(spec, float(rr.scale))
-            indexes = [a.band_index for a in assets]
-            # dB values must not be read from overviews (they were averaged in dB when built).
-            ovr = None
-            if rr.read_shrink > 1 and not spec.sar_db_input and spec.calibrate is None:
-                ovr = _pick_overview(ds.overviews(indexes[0]), rr.read_shrink)
-            if ovr is None:
-                data, read_gbox = _read_window(ds, indexes, src_gbox, rr.roi_src, what, self.gdal)
-                nodata = ds.nodata
-            else:
-                data, nodata, read_gbox, rr = _read_overview(
-                    path, ovr, indexes, src_gbox, gbox, what, self.gdal
-                )
+        with open_dataset(path) as opened:
+            found = self._read_source(opened, assets, gbox, spec, path, what, out)
+        if found is None:
+            return
+        data, nodata, read_gbox, rr, rule = found
         phys = to_physical(data, assets, nodata)
         if spec.calibrate is not None:  # source pixel space (never an overview)
             rows, cols = rr.roi_src
@@ -333,9 +371,8 @@ def _read_overview(
     gdal: GDALOptions,
 ) -> tuple[np.ndarray, float | None, GeoBox, ReprojectInfo]:
     """Read the window for ``gbox`` from overview ``level`` → (data, nodata, its grid, roi)."""
-    with _sidecar_env(path):
-        ods = _open(path, overview_level=level)
-    with ods:
+    with open_dataset(path, level) as opened:
+        ods = opened.ds
         # Overview pixels tile the full image exactly: derive their grid from the
         # full-resolution one (JPEG/world-file overviews carry no transform).
         zoom = Affine.scale(src_gbox.width / ods.width, src_gbox.height / ods.height)
@@ -382,29 +419,6 @@ def _read_gcp_file(
         phys = db_to_linear(phys)
     rule = rule_for(spec, ratio)
     warp_gcps(phys, georef, window, out, gbox, rule, gdal.num_threads)
-
-
-_GEOTIFF = (".tif", ".tiff")
-
-
-def _sidecar_env(path: str) -> AbstractContextManager[Any]:
-    """Let GDAL list the folder of a *local* non-GeoTIFF file, so it finds a world file
-    (``.wld``/``.jgw``) next to it; remote files keep directory listing off (see GDALOptions)."""
-    local = not path.startswith("/vsi")
-    if local and not path.lower().endswith(_GEOTIFF):
-        return rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="FALSE")
-    return nullcontext()
-
-
-def _open(path: str, **kwargs) -> rasterio.DatasetReader:
-    if path.lower().endswith(_GEOTIFF):
-        return rasterio.open(path, **kwargs)
-    # A JPEG/PNG georeferenced only by its asset (remote world file, STAC proj:transform) makes
-    # rasterio warn "not georeferenced"; source_geobox then takes the asset's transform. Only
-    # these rare formats pay for catch_warnings (not thread-safe in Python < 3.14).
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        return rasterio.open(path, **kwargs)
 
 
 def _read_window(

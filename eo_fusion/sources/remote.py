@@ -14,9 +14,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from eo_fusion.errors import EOFusionError, ReadError
@@ -25,7 +27,7 @@ from eo_fusion.retry import Verdict, classify, retry_call
 
 T = TypeVar("T")
 
-__all__ = ["read_with_retries", "resolve_redirects"]
+__all__ = ["read_with_retries", "resolve_all", "resolve_redirects"]
 
 _VSICURL = "/vsicurl/"
 _FINAL_TTL_S = 300.0
@@ -57,6 +59,29 @@ def resolve_redirects(path: str, gdal: GDALOptions) -> str:
     with _finals_lock:
         _finals[url] = (now, final)
     return _VSICURL + final
+
+
+def _known(path: str, now: float) -> bool:
+    with _finals_lock:
+        hit = _finals.get(path[len(_VSICURL) :])
+    return hit is not None and now - hit[0] < _FINAL_TTL_S
+
+
+def resolve_all(paths: Iterable[str], gdal: GDALOptions, max_workers: int = 8) -> None:
+    """:func:`resolve_redirects` for many paths at once (in threads), so that reading them one
+    after another finds their final URLs known: a tile of 30 remote files otherwise waited for
+    30 HEAD round trips in a row. A refused hop is left for the read of that file to raise
+    (it names the asset)."""
+    now = time.monotonic()
+    todo = sorted({p for p in paths if p.startswith(_VSICURL + "http") and not _known(p, now)})
+    if len(todo) < 2:
+        return
+    workers = min(max_workers, len(todo))
+    with ThreadPoolExecutor(workers, thread_name_prefix="eo-fusion-head") as ex:
+        for future in [ex.submit(resolve_redirects, p, gdal) for p in todo]:
+            # A refused hop is raised again, with the asset's name, when the file is read.
+            with contextlib.suppress(EOFusionError):
+                future.result()
 
 
 def read_with_retries(

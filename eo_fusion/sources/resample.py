@@ -23,10 +23,10 @@ which underestimates backscatter and is not what "average" should mean for power
 
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
 
 import numpy as np
-import pyproj
 import rasterio.crs
 import rasterio.warp
 from odc.geo import CRS
@@ -35,6 +35,7 @@ from odc.geo.overlap import ReprojectInfo, compute_reproject_roi
 from rasterio.enums import Resampling
 
 from eo_fusion.grid import grid_crs
+from eo_fusion.sources.positions import grid_key, plan_for
 
 __all__ = [
     "PASTE_STOL",
@@ -128,10 +129,23 @@ def source_roi(src_gbox: GeoBox, gbox: GeoBox) -> ReprojectInfo:
     (point transforms through PROJ) cost more than the pixel warp on 256 px tiles (profiled:
     40 % of a map-job tile's CPU time before the cache).
     """
-    return _source_roi(src_gbox, gbox)
+    key = (grid_key(src_gbox), grid_key(gbox))
+    with _ROIS_LOCK:
+        found = _ROIS.get(key)
+    if found is None:
+        found = _source_roi(src_gbox, gbox)
+        with _ROIS_LOCK:
+            if len(_ROIS) >= _MAX_ROIS:
+                del _ROIS[next(iter(_ROIS))]  # oldest first (dicts keep order)
+            _ROIS[key] = found
+    return found
 
 
-@lru_cache(maxsize=512)
+_ROIS: dict[tuple, ReprojectInfo] = {}
+_MAX_ROIS = 512
+_ROIS_LOCK = threading.Lock()
+
+
 def _source_roi(src_gbox: GeoBox, gbox: GeoBox) -> ReprojectInfo:
     rr = compute_reproject_roi(src_gbox, gbox, ttol=PASTE_TTOL_PX, stol=PASTE_STOL)
     if rr.paste_ok and rr.read_shrink == 1:
@@ -175,64 +189,23 @@ def place(
         warp(src, src_gbox, dst, dst_gbox, rule, num_threads)
 
 
-#: Source positions are rounded to 2**-16 px (1.5e-5 px) before interpolating, so the last-bit
-#: noise of a tile's own origin (1e-11 px) cannot change a weight: a pixel gets the same value
-#: in every tiling, bit for bit.
-_POSITION_QUANTUM = 2.0**-16
-
-
-def _source_positions(src_gbox: GeoBox, dst_gbox: GeoBox) -> tuple[np.ndarray, np.ndarray]:
-    """Source pixel-centre coordinates (0 = centre of the first source pixel) of every target
-    pixel centre, through the exact PROJ transformation (no approximation by interpolation)."""
-    h, w = dst_gbox.shape.yx
-    cols, rows = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
-    x, y = dst_gbox.transform * (cols, rows)
-    src_crs, dst_crs = grid_crs(src_gbox), grid_crs(dst_gbox)
-    if src_crs != dst_crs:
-        tr = pyproj.Transformer.from_crs(dst_crs.proj, src_crs.proj, always_xy=True)
-        x, y = tr.transform(x, y, errcheck=False)
-    u, v = ~src_gbox.transform * (np.asarray(x), np.asarray(y))
-    u = np.round((np.asarray(u) - 0.5) / _POSITION_QUANTUM) * _POSITION_QUANTUM
-    v = np.round((np.asarray(v) - 0.5) / _POSITION_QUANTUM) * _POSITION_QUANTUM
-    return u, v
-
-
 def point_resample(
     src: np.ndarray, src_gbox: GeoBox, dst: np.ndarray, dst_gbox: GeoBox, rule: Resampling
 ) -> None:
     """Bilinear or nearest resampling between any two grids, with every target pixel centre
-    transformed exactly (GDAL's warper, as rasterio calls it, approximates the transformation
-    to 0.125 px and its result changes with the window warped).
+    placed within 1e-3 source px of PROJ's exact transformation, the same in every tiling
+    (GDAL's warper, as rasterio calls it, approximates the transformation to 0.125 px and its
+    result changes with the window warped).
 
     Semantics follow GDAL's (and :func:`axis_aligned_resample`): a target that a NaN source
     pixel contributes to is NaN; targets outside the source stay NaN; within half a pixel of
     the outer source centres the edge pixel is used alone.
+
+    The taps and weights come from :func:`eo_fusion.sources.positions.plan_for`: computed once
+    per (source grid, target grid) inside :func:`~eo_fusion.sources.positions.reuse_plans`,
+    from positions within 1e-3 source px of the exact transformation (see that module).
     """
-    h, w = src.shape[-2:]
-    u, v = _source_positions(src_gbox, dst_gbox)
-    inside = np.isfinite(u) & np.isfinite(v) & (u > -0.5) & (u < w - 0.5) & (v > -0.5)
-    inside &= v < h - 0.5
-    u, v = np.where(inside, u, 0.0), np.where(inside, v, 0.0)
-    if rule is Resampling.nearest:
-        iu = np.clip(np.floor(u + 0.5).astype(np.int64), 0, w - 1)
-        iv = np.clip(np.floor(v + 0.5).astype(np.int64), 0, h - 1)
-        for i in range(src.shape[0]):
-            dst[i] = src[i][iv, iu]
-    else:
-        u0, fu = _taps(u, w)
-        v0, fv = _taps(v, h)
-        u1, v1 = np.minimum(u0 + 1, w - 1), np.minimum(v0 + 1, h - 1)
-        for i in range(src.shape[0]):
-            b = src[i]
-            top = _mix(b[v0, u0], b[v0, u1], fu)
-            bottom = _mix(b[v1, u0], b[v1, u1], fu)
-            dst[i] = _mix(top, bottom, fv)
-    dst[:, ~inside] = np.nan
-
-
-def _mix(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> np.ndarray:
-    """(1 - f) * a + f * b; a NaN ``b`` poisons only where its weight ``f`` > 0."""
-    return np.where(f > 0, (1 - f) * a + f * b, a)
+    plan_for(src_gbox, dst_gbox, rule).apply(src, dst)
 
 
 def _axis_positions(n_dst: int, d0: float, dres: float, s0: float, sres: float) -> np.ndarray:

@@ -36,6 +36,7 @@ from eo_fusion.sources.common import (
     group_same_day,
     nanmedian,
     read_item_bands,
+    stack_taking,
 )
 from eo_fusion.sources.reader import Reader, ReadSpec
 
@@ -185,7 +186,7 @@ def load_s2(
             comp.astype(np.float32, copy=False), valid, keys, units, gbox, None, ids, attrs
         )
     shape = (0, len(keys), *gbox.shape.yx)
-    data = np.stack([data_t[i] for i in keep]) if keep else np.empty(shape, np.float32)
+    data = stack_taking(data_t, keep, shape[1:])
     clear = np.stack([clear_t[i] for i in keep]) if keep else np.empty((0, *gbox.shape.yx), bool)
     return _timeseries(data, clear, times, keys, units, gbox, ids, attrs, mspec.aggregate)
 
@@ -195,4 +196,6 @@ def _timeseries(data, clear, times: list[datetime], keys, units, gbox, ids, attr
         data, times = aggregate_periods(data, times, aggregate, nanmedian)
         attrs["aggregate"] = f"{aggregate} median of clear observations"
     valid = np.all(np.isfinite(data), axis=1)
-    return ModalityResult(data.astype(np.float32), valid, keys, units, gbox, times, ids, attrs)
+    return ModalityResult(
+        data.astype(np.float32, copy=False), valid, keys, units, gbox, times, ids, attrs
+    )

@@ -15,7 +15,7 @@ from eo_fusion.bands import get_band
 from eo_fusion.catalogs.items import BandAsset
 from eo_fusion.errors import ReadError
 from eo_fusion.gdal import GDALOptions
-from eo_fusion.sources.reader import ReadSpec, read_assets
+from eo_fusion.sources.reader import ReadSpec, read_assets, release_files
 from eo_fusion.testing.faults import Fault, serve_faults
 
 DEM = "data/slovenia/DEM_slovenia_10m.tif"
@@ -88,6 +88,7 @@ def test_server_errors_are_retried_then_reported(sample_dir):
                                                          http_retry_delay_s=0.05))  # fmt: skip
         assert np.isfinite(got).mean() > 0.99
         srv.fault("/" + DEM, Fault("status", status=503, times=-1))
+        release_files()  # else the open file and its cached blocks answer without the server
         with pytest.raises(ReadError, match="after retries") as err:
             _read(srv.url_for(DEM), gbox, GDALOptions(http_max_retry=0, read_attempts=2,
                                                       http_retry_delay_s=0.05))  # fmt: skip

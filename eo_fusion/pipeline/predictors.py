@@ -77,7 +77,7 @@ class ModelPredictor:
     weights_sha256: str
     model_name: str
     window: int
-    overlap: int = 16
+    overlap: int = 8
     device: str = "auto"
     precision: str = "auto"
     compile: bool = False

@@ -106,7 +106,7 @@ def test_ramp_is_the_tent_at_half_overlap_and_cross_fades_otherwise():
 
 def test_window_settings_default_to_the_card_and_refuse_bad_values(bundled):
     card = bundled.card
-    assert window_settings(card) == (32, 16)  # card: window 32, stride 16
+    assert window_settings(card) == (32, 8)  # card: window 32, stride 24
     assert window_settings(card, 64) == (64, 32)
     assert window_settings(card, 64, 16) == (64, 16)
     with pytest.raises(BadInputError, match=r"model\.window 30 px .* patch size \(4 px\)"):
@@ -118,10 +118,10 @@ def test_window_settings_default_to_the_card_and_refuse_bad_values(bundled):
 def test_default_predict_equals_explicit_card_window(bundled):
     st = _stack(bundled.card, 40)
     a = predict(st, bundled, precision="fp32", device="cpu")
-    b = predict(st, bundled, precision="fp32", device="cpu", window=32, overlap=16)
+    b = predict(st, bundled, precision="fp32", device="cpu", window=32, overlap=8)
     np.testing.assert_array_equal(a.values, b.values)
     assert a.attrs["precision"] == "fp32" and a.attrs["device"] == "cpu"
-    assert (a.attrs["window"], a.attrs["overlap"]) == (32, 16)
+    assert (a.attrs["window"], a.attrs["overlap"]) == (32, 8)
 
 
 @pytest.mark.parametrize(("window", "overlap"), [(64, 16), (48, 24)])

@@ -22,6 +22,6 @@ def test_benchmark_prints_each_precision_against_its_own_peak(capsys):
     rows = [ln for ln in out.splitlines() if ln.startswith(("fp32 ", "bf16 "))]
     assert rows[0].startswith("fp32")
     assert len(rows) == (2 if bench._precisions(torch.device("cpu"))[-1] == "bf16" else 1)
-    assert "share of its precision's matmul peak" in out
+    assert "fp32: encoder share of its precision's matmul peak: eager" in out
     with pytest.raises(SystemExit):
         bench.main(["--repeat", "2"])

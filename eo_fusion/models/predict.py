@@ -20,6 +20,7 @@ blending always run in fp32 on the CPU.
 from __future__ import annotations
 
 import logging
+import threading
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -193,6 +194,7 @@ class InferenceOptions:
         }
 
 
+_COMPILE_LOCK = threading.Lock()
 _COMPILED: weakref.WeakKeyDictionary[torch.nn.Module, Callable[..., torch.Tensor]] = (
     weakref.WeakKeyDictionary()
 )
@@ -202,9 +204,10 @@ def _runner(net: torch.nn.Module, compile_: bool) -> Callable[..., torch.Tensor]
     """``net`` itself, or its ``torch.compile`` form (compiled once per module and process)."""
     if not compile_:
         return net
-    if net not in _COMPILED:
-        _COMPILED[net] = torch.compile(net, dynamic=False)  # type: ignore[assignment]
-    return _COMPILED[net]
+    with _COMPILE_LOCK:  # worker threads share one compiled module
+        if net not in _COMPILED:
+            _COMPILED[net] = torch.compile(net, dynamic=False)  # type: ignore[assignment]
+        return _COMPILED[net]
 
 
 def sliding_probs(
@@ -256,7 +259,7 @@ def sliding_probs(
             chunk = spots[i : i + batch_size]
             wins = [padded[..., y : y + window, x : x + window] for y, x in chunk]
             probs = _forward(run, wins, keys, doy, device, batch_size if opts.compile else 0)
-            for (y, x), p in zip(chunk, probs, strict=False):
+            for (y, x), p in zip(chunk, probs, strict=True):
                 acc[:, y : y + window, x : x + window] += p * weight
                 wsum[y : y + window, x : x + window] += weight
     net.train(was_training)

@@ -118,12 +118,8 @@ def map_command(
         "--run-date",
         help="Date (YYYY-MM-DD) a relative window (time.last_days) ends on; default: today (UTC).",
     ),
-    device: str | None = typer.Option(
-        None, "--device", help="Override model.device (auto, cpu, cuda, mps)."
-    ),
-    precision: str | None = typer.Option(
-        None, "--precision", help="Override model.precision (auto, fp32, bf16, fp16)."
-    ),
+    device: str | None = typer.Option(None, help="Set model.device (auto/cpu/cuda/mps)."),
+    precision: str | None = typer.Option(None, help="Set model.precision (auto/fp32/bf16/fp16)."),
 ) -> None:
     """Run a mapping job: search, tile, stack + predict on dask, write COG + STAC + QA report.
 
@@ -138,8 +134,7 @@ def map_command(
 
     job = _with_model_options(load_job(job_file), job_file, device=device, precision=precision)
     when = _parse_date(run_date)
-    console = Console(stderr=True)
-    bar = _RichProgress(console) if _interactive() else None
+    bar = _RichProgress(Console(stderr=True)) if _interactive() else None
     try:
         summary = run_job(
             job,

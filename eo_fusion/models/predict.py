@@ -361,6 +361,10 @@ def window_settings(
     return win, overlap
 
 
+def _day_of_year(time: np.ndarray) -> np.ndarray:
+    return pd.DatetimeIndex(time).day_of_year.values.astype("float32")
+
+
 def predict(
     stack: xr.Dataset,
     model: LoadedModel,
@@ -393,17 +397,14 @@ def predict(
         stack; ``class`` holds class ids, ``attrs`` names, colours, device and precision); NaN
         where no input band has data.
     """
-    opts = InferenceOptions(device=device, precision=precision, compile=compile)
-    section = model.task(task)
+    opts, section = InferenceOptions(device, precision, compile), model.task(task)
     net = getattr(model, task)
     card = model.card
     arr, keys, time = select_inputs(stack, card, task, bands)
     # Embed-ability is checked before any window runs so that bad bands fail fast, by name.
     net.encoder.embed.assignments(keys)
     win, over = window_settings(card, window, overlap, option="")
-    doy = None
-    if time is not None:
-        doy = torch.tensor(pd.DatetimeIndex(time).day_of_year.values, dtype=torch.float32)
+    doy = None if time is None else torch.from_numpy(_day_of_year(time))
     out = sliding_probs(
         net,
         arr,

@@ -506,7 +506,8 @@ class ModelRef(StrictModel):
         None,
         ge=0,
         description="pixels a window shares with each neighbour (blended); default: the card's "
-        "(half a window); the grid halo must be ≥ window - 1 for seam-free maps",
+        "(bundled model: 8 px, a quarter window; half a window with `window` set and no card "
+        "stride); the grid halo must be ≥ window - 1 for seam-free maps",
     )
 
     @model_validator(mode="after")

@@ -16,12 +16,18 @@ one process and with the same thread count:
   takes about a minute on two cores and needs a C compiler);
 * the load average before and after (the machine may be shared: compare interleaved rows only).
 
+``--windows`` instead compares window / overlap settings (docs/performance.md, "Model ceiling"):
+accuracy on the demo (the Slovenia sample stack of ``pipelines/sample_landcover.yaml`` against its
+LULC raster, and agreement with the 32 / 16 fp32 map), and process CPU seconds of ``predict`` on a
+synthetic tile of a 128 px core plus a ``window - 1`` px halo per side (what a seam-free map-job
+tile costs), fp32 and bf16, ``--repeat`` interleaved rounds (use ``--threads 1`` on a busy machine).
+
 Inputs are SYNTHETIC values drawn from the model card's normalisation statistics (mean ± std per
 band) on a UTM grid: throughput does not depend on the pixel values. Peak memory of ``predict``
 is measured in a subprocess (``--memory``: Linux ``VmHWM`` growth during one call).
 
 Usage:  .venv/bin/python benchmarks/bench_inference.py [--size 256] [--threads 2] [--repeat 5]
-            [--batch 32] [--device cpu] [--compile] [--memory]
+            [--batch 32] [--device cpu] [--compile] [--memory] [--windows]
 """
 
 from __future__ import annotations
@@ -203,6 +209,82 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
               f"(target ≥ 50 %: {verdict})")  # fmt: skip
 
 
+WINDOWS = ((32, 16), (32, 8), (32, 0), (64, 32), (64, 16), (128, 32))
+
+
+def demo_stack_and_labels() -> tuple[xr.Dataset, np.ndarray]:
+    """The demo job's stack over its whole grid (one tile) and the LULC class at each pixel."""
+    import tempfile
+    from pathlib import Path
+
+    import rasterio
+    import yaml
+
+    from eo_fusion import api
+    from eo_fusion.stack import build_stack
+
+    repo = Path(__file__).resolve().parents[1]
+    src = repo / "pipelines" / "sample_landcover.yaml"
+    cfg = yaml.safe_load(src.read_text())
+    cfg["aoi"]["geojson"] = str((src.parent / cfg["aoi"]["geojson"]).resolve())
+    cfg["grid"] |= {"tile_size": 512, "halo": 0}
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg["output"]["dir"] = tmp
+        (Path(tmp) / "job.yaml").write_text(yaml.safe_dump(cfg))
+        (task,) = api.plan_job(Path(tmp) / "job.yaml").tasks
+    st = build_stack(task.tile.padded, dict(task.items), dict(task.modalities), gdal=task.gdal)
+    with rasterio.open(repo / "catalogs/sample/data/slovenia/LULC_slovenia_10m.tif") as r:
+        lab, inv = r.read(1), ~r.transform
+    xs, ys = np.meshgrid(st["x"].values, st["y"].values)
+    col, row = (np.floor(v).astype(int) for v in inv * (xs, ys))
+    ok = (row >= 0) & (row < lab.shape[0]) & (col >= 0) & (col < lab.shape[1])
+    out = np.zeros(xs.shape, "int32")
+    out[ok] = lab[row[ok], col[ok]]
+    return st.load(), out
+
+
+def window_accuracy(model: LoadedModel) -> dict[tuple[int, int, str], tuple[float, float]]:
+    """(OA against the LULC raster, agreement with 32/16 fp32) per window, overlap, precision."""
+    from eo_fusion.models import predict
+
+    stack, lab = demo_stack_and_labels()
+    ids = np.array([c.id for c in model.card.task("landcover").classes])
+    have, out, ref = np.isin(lab, ids), {}, None
+    for prec in ("fp32", "bf16"):
+        for w, o in WINDOWS:
+            p = predict(stack, model, device="cpu", precision=prec, window=w, overlap=o)  # type: ignore[arg-type]
+            cls = ids[p.values.argmax(0)]
+            ref = cls if ref is None else ref
+            out[(w, o, prec)] = (float((cls[have] == lab[have]).mean()), float((cls == ref).mean()))
+    return out
+
+
+def window_costs(model: LoadedModel, repeat: int) -> dict[tuple[int, int, str], list[float]]:
+    """Process CPU seconds of predict() per 128² output px (halo window - 1), interleaved."""
+    from eo_fusion.models import predict
+
+    out: dict[tuple[int, int, str], list[float]] = {}
+    for rnd in range(repeat):
+        for w, o in WINDOWS[rnd % len(WINDOWS) :] + WINDOWS[: rnd % len(WINDOWS)]:
+            stack = synthetic_stack(model.card, 128 + 2 * (w - 1))
+            for prec in ("bf16", "fp32"):
+                t = time.process_time()
+                predict(
+                    stack, model, device="cpu", precision=prec, window=w, overlap=o, batch_size=32
+                )  # type: ignore[arg-type]
+                out.setdefault((w, o, prec), []).append(time.process_time() - t)
+    return out
+
+
+def windows_report(model: LoadedModel, repeat: int) -> None:
+    acc, cost = window_accuracy(model), window_costs(model, repeat)
+    print("window / overlap | precision | CPU s per 128² px min / med / max | OA on demo % "
+          "| agree with 32/16 fp32 %")  # fmt: skip
+    for (w, o, prec), secs in sorted(cost.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
+        oa, agree = acc[(w, o, prec)]
+        print(f"{w} / {o} | {prec} | {spread(secs)} | {100 * oa:.2f} | {100 * agree:.2f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=256, help="predict() tile edge in pixels")
@@ -212,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu", help="auto, cpu, cuda or mps")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile")
     ap.add_argument("--memory", action="store_true", help="predict() peak memory (subprocess)")
+    ap.add_argument("--windows", action="store_true", help="compare window / overlap settings")
     ap.add_argument("--child-memory", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -232,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
           f"(dim {model.landcover.encoder.dim}), window {card.window} px, batch {args.batch}, "
           f"{args.threads} threads, {describe_device(device, None)['name']}, "
           f"torch {torch.__version__}; load average {load0}")  # fmt: skip
+    if args.windows:
+        windows_report(model, args.repeat)
+        return 0
     rows = []
     for precision in _precisions(device):
         row = encoder_row(model, args, device, precision)

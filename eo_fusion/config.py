@@ -485,7 +485,36 @@ class ModelRef(StrictModel):
         None, description="folder with model.safetensors + model_card.json; default: bundled"
     )
     task: Literal["landcover", "crops"] = Field("landcover", description="head to run")
-    batch_size: int = Field(8, ge=1, description="tiles per inference batch")
+    batch_size: int = Field(8, ge=1, description="inference windows per forward pass")
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field(
+        "auto",
+        description="where each worker runs the model: auto = CUDA when the worker sees a GPU, "
+        "then Apple MPS, else the CPU; cuda/mps that the worker lacks is an error",
+    )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto",
+        description="autocast: auto = bf16 on GPUs that support it (else fp16) and on CPUs with "
+        "native bf16 (AVX-512 BF16/AMX), fp32 on other CPUs; fp16 needs a GPU",
+    )
+    compile: bool = Field(
+        False, description="torch.compile the model in each worker (needs a C compiler on CPUs)"
+    )
+    window: int | None = Field(
+        None, ge=8, description="inference window edge in pixels; default: the model card's"
+    )
+    overlap: int | None = Field(
+        None,
+        ge=0,
+        description="pixels a window shares with each neighbour (blended); default: the card's "
+        "(bundled model: 8 px, a quarter window; half a window with `window` set and no card "
+        "stride); the grid halo must be ≥ window - 1 for seam-free maps",
+    )
+
+    @model_validator(mode="after")
+    def _overlap_in_window(self) -> ModelRef:
+        if self.window is not None and self.overlap is not None and self.overlap >= self.window:
+            raise ValueError(f"overlap {self.overlap} must be less than window {self.window}")
+        return self
 
 
 class OutputSpec(StrictModel):

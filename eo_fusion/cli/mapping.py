@@ -28,6 +28,7 @@ from eo_fusion.logs import LOGGER_NAME, JsonFormatter, get_logger
 from eo_fusion.pipeline.progress import ProgressHook
 
 if TYPE_CHECKING:
+    from eo_fusion.config import JobSpec
     from eo_fusion.pipeline.run import RunSummary
 
 log = get_logger(__name__)
@@ -117,6 +118,8 @@ def map_command(
         "--run-date",
         help="Date (YYYY-MM-DD) a relative window (time.last_days) ends on; default: today (UTC).",
     ),
+    device: str | None = typer.Option(None, help="Set model.device (auto/cpu/cuda/mps)."),
+    precision: str | None = typer.Option(None, help="Set model.precision (auto/fp32/bf16/fp16)."),
 ) -> None:
     """Run a mapping job: search, tile, stack + predict on dask, write COG + STAC + QA report.
 
@@ -129,10 +132,9 @@ def map_command(
     """
     from eo_fusion.pipeline import run_job
 
-    job = load_job(job_file)
+    job = _with_model_options(load_job(job_file), job_file, device=device, precision=precision)
     when = _parse_date(run_date)
-    console = Console(stderr=True)
-    bar = _RichProgress(console) if _interactive() else None
+    bar = _RichProgress(Console(stderr=True)) if _interactive() else None
     try:
         summary = run_job(
             job,
@@ -151,6 +153,19 @@ def map_command(
         _print_summary(summary)
     if not summary.ok:
         raise _failure(job.name, summary)
+
+
+def _with_model_options(job: JobSpec, job_file: Path, **options: str | None) -> JobSpec:
+    """The job with ``--device``/``--precision`` put into its ``model`` section (validated
+    there, so a bad value is refused naming the option; the run id changes with them)."""
+    updates = {k: v for k, v in options.items() if v is not None}
+    if not updates:
+        return job
+    from eo_fusion.config import ModelRef, parse_spec
+
+    merged = job.model.model_dump() | updates
+    model = parse_spec(ModelRef, merged, base_dir=job_file.parent, source="--device/--precision")
+    return job.model_copy(update={"model": model})
 
 
 def _failure(name: str, summary: RunSummary) -> JobError:

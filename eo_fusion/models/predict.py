@@ -1,26 +1,38 @@
 """Inference on a ModalityStack: class probabilities on the stack's own grid.
 
-The model runs on fixed windows (``card.window`` pixels, stride half a window)
-whose positions are anchored on the *global* pixel grid of the stack's CRS (multiples of the
-stride counted from the CRS origin), not on the tile's corner. Overlapping windows are blended
-with separable tent weights. Hence a pixel's prediction depends only on the data within one
-window of it: tiles of any size give identical results for pixels at least ``window - 1`` pixels
-from the tile edge (use a halo at least that wide), and small differences only near edges.
-Tiles of any size work; the edges are padded and cropped back.
+The model runs on fixed windows (``window`` pixels, ``overlap`` pixels shared with each
+neighbour; default: the model card's inference settings) whose positions are anchored on the
+*global* pixel grid of the stack's CRS (multiples of the stride ``window - overlap`` counted from
+the CRS origin), not on the tile's corner. Overlapping windows are blended with separable
+weights that ramp linearly over the overlap (a tent when the overlap is half a window). Hence a
+pixel's prediction depends only on the data within one window of it: tiles of any size give
+identical results for pixels at least ``window - 1`` pixels from the tile edge (use a halo at
+least that wide), and small differences only near edges. Tiles of any size work; the edges are
+padded and cropped back.
+
+Hardware (:class:`InferenceOptions`): ``device`` ``auto | cpu | cuda | mps`` (``auto``: CUDA
+when present), ``precision`` ``auto | fp32 | bf16 | fp16`` as autocast (``auto``: bf16 on GPUs
+that support it and on CPUs with native bf16 instructions, fp16 on other GPUs, else fp32; see
+:func:`eo_fusion.devices.inference_dtype`), and an optional ``torch.compile``. Softmax and
+blending always run in fp32 on the CPU.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import threading
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import torch
 import xarray as xr
 
+from eo_fusion.devices import autocast, inference_dtype, precision_name, resolve_device
 from eo_fusion.errors import BadInputError, BandError, ModelError
 from eo_fusion.models.card import BandNorm, ModelCard, TaskCard, normalize_bands
 from eo_fusion.models.checkpoint import LoadedModel, load
@@ -149,10 +161,67 @@ def _starts(n: int, offset: int, window: int, stride: int) -> list[int]:
     return list(range(first, n, stride))
 
 
-def _tent(window: int) -> np.ndarray:
+def _ramp(window: int, overlap: int) -> np.ndarray:
+    """Separable blending weights of one window: a linear ramp over ``overlap`` px at each edge.
+
+    Neighbouring windows' ramps overlap exactly, so weights cross-fade over the shared pixels;
+    with ``overlap == window // 2`` this is the tent ``min(i + ½, window - i - ½) / (window / 2)``.
+    """
     i = np.arange(window, dtype="float32")
-    w = np.minimum(i + 0.5, window - i - 0.5) / (window / 2)
+    if overlap == 0:  # windows only touch: no blending
+        return np.ones((window, window), dtype="float32")
+    w = np.minimum(np.minimum(i + 0.5, window - i - 0.5) / overlap, np.float32(1.0))
     return np.outer(w, w)
+
+
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+DeviceName = Literal["auto", "cpu", "cuda", "mps"]
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    """How windows run: device, autocast precision, ``torch.compile`` (see the module doc).
+
+    ``option`` prefixes the names in errors (``model.`` for a map job's ``model`` section).
+    """
+
+    device: DeviceName = "auto"
+    precision: Precision = "auto"
+    compile: bool = False
+    option: str = ""
+
+    def resolve(self) -> tuple[torch.device, torch.dtype | None]:
+        """This process's device and autocast dtype (``None`` = fp32); raises BadInputError
+        naming the option when the device or precision is not available here."""
+        device = resolve_device(self.device, option=f"{self.option}device")
+        return device, inference_dtype(device, self.precision, option=f"{self.option}precision")
+
+    def describe(self) -> dict[str, str]:
+        """What :meth:`resolve` picks here, in words (for logs, reports and manifests)."""
+        device, dtype = self.resolve()
+        name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+        return {
+            "device": str(device),
+            "device_name": name,
+            "precision": precision_name(dtype),
+            "compile": str(self.compile).lower(),
+        }
+
+
+_COMPILE_LOCK = threading.Lock()
+_COMPILED: weakref.WeakKeyDictionary[torch.nn.Module, Callable[..., torch.Tensor]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _runner(net: torch.nn.Module, compile_: bool) -> Callable[..., torch.Tensor]:
+    """``net`` itself, or its ``torch.compile`` form (compiled once per module and process)."""
+    if not compile_:
+        return net
+    with _COMPILE_LOCK:  # worker threads share one compiled module
+        if net not in _COMPILED:
+            _COMPILED[net] = torch.compile(net, dynamic=False)  # type: ignore[assignment]
+        return _COMPILED[net]
 
 
 def sliding_probs(
@@ -165,13 +234,24 @@ def sliding_probs(
     offset: tuple[int, int] = (0, 0),
     doy: torch.Tensor | None = None,
     batch_size: int = 8,
+    overlap: int | None = None,
+    options: InferenceOptions | None = None,
 ) -> np.ndarray:
     """Blend window-wise softmax outputs over a normalised array ``(…, C, H, W)``.
 
-    Windows are anchored on multiples of ``window // 2`` counted from ``offset`` (the global
-    index of pixel (0, 0)); returns ``(n_classes, H, W)`` float32.
+    Windows are anchored on multiples of the stride ``window - overlap`` (default overlap: half
+    a window) counted from ``offset`` (the global index of pixel (0, 0)); ``options`` choose the
+    device and precision (default: fp32 on the CPU, as the training code calls it). Returns
+    ``(n_classes, H, W)`` float32.
     """
-    stride = max(1, window // 2)
+    overlap = window // 2 if overlap is None else overlap
+    if not 0 <= overlap < window:
+        raise BadInputError(
+            f"window overlap {overlap} px must be at least 0 and less than the window "
+            f"({window} px)",
+            fix="set overlap between 0 and window - 1 (half a window blends best)",
+        )
+    stride = window - overlap
     h, w = arr.shape[-2:]
     sy, sx = _starts(h, offset[0], window, stride), _starts(w, offset[1], window, stride)
     pad_y0, pad_x0 = max(0, -sy[0]), max(0, -sx[0])
@@ -180,27 +260,49 @@ def sliding_probs(
     padded = np.pad(arr, pad, constant_values=np.nan)
     acc = np.zeros((n_classes, *padded.shape[-2:]), dtype="float32")
     wsum = np.zeros(padded.shape[-2:], dtype="float32")
-    tent = _tent(window)
+    weight = _ramp(window, overlap)
     spots = [(y + pad_y0, x + pad_x0) for y in sy for x in sx]
+    opts = options or InferenceOptions(device="cpu", precision="fp32")
+    device, dtype = opts.resolve()
     was_training = net.training
     net.eval()
-    with torch.inference_mode():
+    net.to(device)
+    run = _runner(net, opts.compile)
+    with torch.inference_mode(), autocast(device, dtype):
         for i in range(0, len(spots), batch_size):
             chunk = spots[i : i + batch_size]
-            batch = torch.from_numpy(
-                np.stack([padded[..., y : y + window, x : x + window] for y, x in chunk])
-            )
-            if doy is None:
-                logits = net(batch, keys)
-            else:
-                logits = net(batch, keys, doy.expand(len(chunk), -1))
-            probs = logits.softmax(dim=1).numpy()
+            wins = [padded[..., y : y + window, x : x + window] for y, x in chunk]
+            probs = _forward(run, wins, keys, doy, device, batch_size if opts.compile else 0)
             for (y, x), p in zip(chunk, probs, strict=True):
-                acc[:, y : y + window, x : x + window] += p * tent
-                wsum[y : y + window, x : x + window] += tent
+                acc[:, y : y + window, x : x + window] += p * weight
+                wsum[y : y + window, x : x + window] += weight
     net.train(was_training)
     core = (slice(pad_y0, pad_y0 + h), slice(pad_x0, pad_x0 + w))
     return acc[:, core[0], core[1]] / wsum[core]
+
+
+def _forward(
+    run: Callable[..., torch.Tensor],
+    wins: list[np.ndarray],
+    keys: Sequence[str],
+    doy: torch.Tensor | None,
+    device: torch.device,
+    fixed_batch: int,
+) -> np.ndarray:
+    """Softmax probabilities (fp32, on the CPU) of a batch of windows.
+
+    ``fixed_batch`` > 0 pads a short last batch with empty windows (a compiled model then sees
+    one shape and does not recompile).
+    """
+    n = len(wins)
+    if fixed_batch > n:
+        wins = wins + [np.full_like(wins[0], np.nan)] * (fixed_batch - n)
+    batch = torch.from_numpy(np.stack(wins)).to(device)
+    if doy is None:
+        logits = run(batch, keys)
+    else:
+        logits = run(batch, keys, doy.to(device).expand(len(wins), -1))
+    return logits[:n].float().softmax(dim=1).cpu().numpy()
 
 
 def _stack_offset(stack: xr.Dataset, hw: tuple[int, ...]) -> tuple[int, int]:
@@ -244,6 +346,39 @@ def _as_dataarray(
     return da
 
 
+def window_settings(
+    card: ModelCard, window: int | None = None, overlap: int | None = None, *, option: str = ""
+) -> tuple[int, int]:
+    """``(window, overlap)`` in pixels: the arguments, else the card's inference settings
+    (``inference.window``/``stride``; overlap half a window when the card gives no stride).
+
+    Raises:
+        BadInputError: the window is not a multiple of the patch size, or the overlap is not
+            in ``[0, window)`` (``option`` prefixes the setting's name, e.g. ``model.``).
+    """
+    win = window or card.window
+    patch = card.encoder.patch_size
+    near = max(patch, win - win % patch)
+    if win % patch or win < patch:
+        raise BadInputError(
+            f"{option}window {win} px is not a multiple of the model's patch size ({patch} px)",
+            fix=f"set {option}window to a multiple of {patch} px, e.g. {near} px",
+        )
+    if overlap is None:
+        stride = card.inference.stride if card.inference is not None and window is None else None
+        overlap = win - stride if stride else win // 2
+    if not 0 <= overlap < win:
+        raise BadInputError(
+            f"{option}overlap {overlap} px must be at least 0 and less than the window ({win} px)",
+            fix=f"set {option}overlap between 0 and {win - 1} (half a window blends best)",
+        )
+    return win, overlap
+
+
+def _day_of_year(time: np.ndarray) -> np.ndarray:
+    return pd.DatetimeIndex(time).day_of_year.values.astype("float32")
+
+
 def predict(
     stack: xr.Dataset,
     model: LoadedModel,
@@ -251,6 +386,11 @@ def predict(
     task: str = "landcover",
     batch_size: int = 8,
     bands: Sequence[str] | None = None,
+    device: DeviceName = "auto",
+    precision: Precision = "auto",
+    compile: bool = False,
+    window: int | None = None,
+    overlap: int | None = None,
 ) -> xr.DataArray:
     """Class probabilities for every pixel of ``stack``.
 
@@ -260,35 +400,41 @@ def predict(
         task: ``"landcover"`` (composite input) or ``"crops"`` (time series input).
         batch_size: windows per forward pass.
         bands: band keys to use instead of the card's list (unknown keys are refused by name).
+        device: ``auto`` (CUDA when present, then MPS, else the CPU), ``cpu``, ``cuda``, ``mps``.
+        precision: autocast ``auto`` (see the module doc), ``fp32``, ``bf16`` or ``fp16``.
+        compile: run the model through ``torch.compile`` (needs a C compiler on the CPU).
+        window: window edge in pixels (a multiple of the patch size); default: the card's.
+        overlap: pixels a window shares with each neighbour; default: the card's stride.
 
     Returns:
         ``(class, y, x)`` float32 probabilities on the stack's grid (coords copied from the
-        stack; ``class`` holds class ids, ``attrs`` names and colours); NaN where no input band
-        has data.
+        stack; ``class`` holds class ids, ``attrs`` names, colours, device and precision); NaN
+        where no input band has data.
     """
-    section = model.task(task)
+    opts, section = InferenceOptions(device, precision, compile), model.task(task)
     net = getattr(model, task)
     card = model.card
     arr, keys, time = select_inputs(stack, card, task, bands)
     # Embed-ability is checked before any window runs so that bad bands fail fast, by name.
     net.encoder.embed.assignments(keys)
-    window = card.window
-    doy = None
-    if time is not None:
-        doy = torch.tensor(pd.DatetimeIndex(time).day_of_year.values, dtype=torch.float32)
+    win, over = window_settings(card, window, overlap, option="")
+    doy = None if time is None else torch.from_numpy(_day_of_year(time))
     out = sliding_probs(
         net,
         arr,
         keys,
         n_classes=len(section.classes),
-        window=window,
+        window=win,
+        overlap=over,
         offset=_stack_offset(stack, arr.shape[-2:]),
         doy=doy,
         batch_size=batch_size,
+        options=opts,
     )
     nodata = ~np.isfinite(arr).any(axis=tuple(range(arr.ndim - 2)))
     out[:, nodata] = np.nan
     da = _as_dataarray(out, stack, section, card, task, keys)
+    da.attrs.update({**opts.describe(), "window": win, "overlap": over})
     if not np.isfinite(out).any() and not nodata.all():
         raise ModelError(f"model '{card.name}' produced no finite probabilities")
     return da

@@ -4,11 +4,18 @@
 (checkpoint folder, task, batch size, the legend read from the model card) that pickles cheaply to
 dask workers; each worker process loads the weights once (a per-process cache keyed by the folder
 and the weights' sha256) and reuses them for every tile it runs.
+
+Hardware: the job's ``model.device``/``precision``/``compile`` travel with the predictor and each
+worker resolves them itself (``auto`` = CUDA when that worker sees a GPU). The submitting process
+resolves them too, when the run starts: a device it lacks fails the run at once (exit 2), and what
+it picked is recorded in the provenance (manifest, report, STAC); a worker that picks otherwise
+says so in its log.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -24,7 +31,9 @@ from eo_fusion.pipeline.input_checks import InputReport, tile_input_report
 from eo_fusion.pipeline.legend import ClassInfo
 from eo_fusion.pipeline.plan import TileTask
 
+log = logging.getLogger(__name__)
 _load_lock = threading.Lock()
+_announced: set[tuple[str, str]] = set()
 
 
 @lru_cache(maxsize=4)
@@ -53,6 +62,11 @@ class ModelPredictor:
         weights_sha256: sha256 of the weights, as recorded in the card.
         model_name: the card's model name.
         window: the model's inference window in pixels (halo ≥ window − 1 gives seamless maps).
+        overlap: pixels a window shares with each neighbour.
+        device: the job's ``model.device`` (``auto | cpu | cuda | mps``).
+        precision: the job's ``model.precision`` (``auto | fp32 | bf16 | fp16``).
+        compile: ``torch.compile`` the model in each worker.
+        resolved: what device, device name and precision the submitting process picked.
     """
 
     folder: str
@@ -63,6 +77,22 @@ class ModelPredictor:
     weights_sha256: str
     model_name: str
     window: int
+    overlap: int = 8
+    device: str = "auto"
+    precision: str = "auto"
+    compile: bool = False
+    resolved: tuple[tuple[str, str], ...] = ()
+
+    def options(self) -> Any:
+        """The :class:`~eo_fusion.models.predict.InferenceOptions` of the job's model section."""
+        from eo_fusion.models.predict import InferenceOptions
+
+        return InferenceOptions(
+            device=self.device,  # type: ignore[arg-type]  # validated by ModelRef
+            precision=self.precision,  # type: ignore[arg-type]
+            compile=self.compile,
+            option="model.",
+        )
 
     @classmethod
     def from_ref(cls, ref: ModelRef) -> ModelPredictor:
@@ -72,6 +102,7 @@ class ModelPredictor:
             CheckpointError: no card, or the card has no head for ``ref.task``.
         """
         from eo_fusion.models.checkpoint import BUNDLED_DIR, CARD, read_card
+        from eo_fusion.models.predict import InferenceOptions, window_settings
 
         folder = Path(ref.checkpoint) if ref.checkpoint else BUNDLED_DIR
         card = read_card(folder)
@@ -85,6 +116,15 @@ class ModelPredictor:
                 "(0–254; 255 is nodata)",
                 fix="renumber the classes in the model card",
             )
+        window, overlap = window_settings(card, ref.window, ref.overlap, option="model.")
+        opts = InferenceOptions(ref.device, ref.precision, ref.compile, option="model.")
+        resolved = opts.describe()  # a device this process lacks fails here, naming the option
+        log.info(
+            "model %s: device %s (%s, model.device: %s), precision %s (model.precision: %s), "
+            "compile %s, windows of %d px overlapping by %d px",
+            card.name, resolved["device"], resolved["device_name"], ref.device,
+            resolved["precision"], ref.precision, resolved["compile"], window, overlap,
+        )  # fmt: skip
         return cls(
             folder=str(folder),
             task=ref.task,
@@ -93,7 +133,12 @@ class ModelPredictor:
             card_sha256=sha256_file(folder / CARD),
             weights_sha256=card.weights.sha256 if card.weights else "",
             model_name=card.name,
-            window=card.window,
+            window=window,
+            overlap=overlap,
+            device=ref.device,
+            precision=ref.precision,
+            compile=ref.compile,
+            resolved=tuple(sorted(resolved.items())),
         )
 
     def predict(self, task: TileTask) -> np.ndarray:
@@ -115,10 +160,33 @@ class ModelPredictor:
         stack = build_stack(
             task.tile.padded, dict(task.items), dict(task.modalities), gdal=task.gdal
         )
-        probs = predict(stack, model, task=self.task, batch_size=self.batch_size)
+        opts = self.options()
+        self._announce(opts)
+        probs = predict(
+            stack, model, task=self.task, batch_size=self.batch_size, device=opts.device,
+            precision=opts.precision, compile=opts.compile, window=self.window,
+            overlap=self.overlap,
+        )  # fmt: skip
         out = np.asarray(probs.transpose("class", "y", "x").values, dtype=np.float32)
         report = tile_input_report(task, stack)
         return out, replace(report, coreg=json.loads(stack.attrs.get("coreg") or "{}"))
+
+    def _announce(self, opts: Any) -> None:
+        """Log, once per worker process, the device and precision this worker picked."""
+        here = opts.describe()
+        key = (here["device"], here["precision"])
+        if key in _announced:
+            return
+        _announced.add(key)
+        planned = dict(self.resolved)
+        same = all(planned.get(k) == here[k] for k in ("device", "precision"))
+        log.log(
+            logging.INFO if same else logging.WARNING,
+            "worker runs model %s on %s (%s), precision %s%s",
+            self.model_name, here["device"], here["device_name"], here["precision"],
+            "" if same or not planned else
+            f" (the run recorded {planned.get('device')}, {planned.get('precision')})",
+        )  # fmt: skip
 
     def verify(self) -> None:
         """Load the model once in this process and check its weights against the card.
@@ -152,9 +220,18 @@ class ModelPredictor:
 
     def provenance(self) -> dict[str, Any]:
         """Model identity for STAC and the report."""
+        resolved = dict(self.resolved)
         return {
             "model": self.model_name,
             "model_task": self.task,
             "model_card_sha256": self.card_sha256,
             "model_weights_sha256": self.weights_sha256,
+            "model_window": self.window,
+            "model_overlap": self.overlap,
+            "model_device": resolved.get("device", self.device),
+            "model_device_name": resolved.get("device_name", ""),
+            "model_precision": resolved.get("precision", self.precision),
+            "model_compile": self.compile,
+            "model_device_option": self.device,
+            "model_precision_option": self.precision,
         }

@@ -422,6 +422,12 @@ def auto_notes(plan: RunPlan, prov: Mapping[str, Any], ha: float | None) -> list
         notes.append(
             f"Model card sha256 {prov['model_card_sha256']}, task {prov.get('model_task')}"
         )
+    if prov.get("model_device"):
+        notes.append(
+            f"Model run on {prov['model_device']} ({prov.get('model_device_name')}), precision "
+            f"{prov.get('model_precision')}, torch.compile {prov.get('model_compile')}; windows "
+            f"of {prov.get('model_window')} px overlapping by {prov.get('model_overlap')} px"
+        )
     notes.append(
         f"Tiles of {plan.tile_size} px with a {plan.halo} px halo (predicted on tile + "
         "halo, halo cropped). The grid is snapped outward to whole multiples of the resolution; "

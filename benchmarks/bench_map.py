@@ -52,7 +52,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_stack import BANDS, DATA, _machine, _mirror2, _write_cog  # noqa: E402
+from bench_stack import BANDS, DATA, _machine, _mirror2, _write_cog
 
 ROOT = Path(__file__).resolve().parent.parent
 EO_FUSION = [sys.executable, "-m", "eo_fusion"]
@@ -190,7 +190,9 @@ def _forward_rows(inputs: str, rows: list[int], batch: int) -> int:
     spots = [(y, x) for y in rows for x in window_starts(arr.shape[-1])]
     with torch.inference_mode():
         for i in range(0, len(spots), batch):
-            chunk = np.stack([arr[:, y : y + WINDOW, x : x + WINDOW] for y, x in spots[i : i + batch]])
+            chunk = np.stack(
+                [arr[:, y : y + WINDOW, x : x + WINDOW] for y, x in spots[i : i + batch]]
+            )
             net(torch.from_numpy(chunk), keys).softmax(dim=1)
     return len(spots)
 
@@ -254,7 +256,10 @@ class Sampler:
 
 
 def _env() -> dict:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
 
 
 def run_measured(cmd: list[str], env: dict | None = None) -> dict:
@@ -322,7 +327,7 @@ def _classes_tif(job: Path) -> Path:
     return next(out.glob("*/*_classes.tif"))
 
 
-def main() -> None:  # noqa: PLR0915 (a linear script: set-up, rounds, extra runs, report)
+def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", type=int, default=1000, help="AOI edge in px (10 m)")
     p.add_argument("--full", action="store_true", help="4000 x 4000 px (the issue's size)")
@@ -342,8 +347,10 @@ def main() -> None:  # noqa: PLR0915 (a linear script: set-up, rounds, extra run
     size = 4000 if a.full else a.size
     peers = a.peers.split(",")
     if "terratorch" in peers and not Path(a.tt_python).exists():
-        sys.exit(f"terratorch's python {a.tt_python} not found: make the venv (see docs/"
-                 "performance.md) or pass --tt-python, or leave terratorch out of --peers")
+        sys.exit(
+            f"terratorch's python {a.tt_python} not found: make the venv (see docs/"
+            "performance.md) or pass --tt-python, or leave terratorch out of --peers"
+        )
     load0 = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench_map_") as tmp:
         folder = Path(tmp)
@@ -373,7 +380,17 @@ def main() -> None:  # noqa: PLR0915 (a linear script: set-up, rounds, extra run
     lines = report(results, extra, agree, size, a, load0, load1, meta)
     print("\n".join(lines))
     if a.json:
-        Path(a.json).write_text(json.dumps({"results": results, "extra": extra}, indent=1))
+        saved = {
+            "results": results,
+            "extra": extra,
+            "agree": agree,
+            "size": size,
+            "rounds": a.rounds,
+            "tile": a.tile,
+            "load": [load0, load1],
+            "meta": meta,
+        }
+        Path(a.json).write_text(json.dumps(saved, indent=1))
     if a.doc:
         write_doc(Path(a.doc), lines)
 
@@ -399,6 +416,7 @@ def scaling(folder: Path, scene: dict, size: int, tile: int) -> dict:
 
 
 def report(results, extra, agree, size, a, load0, load1, meta) -> list[str]:  # type: ignore[no-untyped-def]
+    """The markdown block: the peers' table, the ratios against the targets, the scaling runs."""
     mpx = size * size / 1e6
     lines = [
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {_machine()}; load average "
@@ -411,7 +429,7 @@ def report(results, extra, agree, size, a, load0, load1, meta) -> list[str]:  # 
         f"{f' --tile {a.tile}' if a.tile else ''}`.",
         "",
         "| peer | what is timed | output Mpx/s min / med / max | seconds min / med / max "
-        "| peak RSS MB min / med / max |",
+        "| peak PSS MB min / med / max |",
         "|---|---|---|---|---|",
     ]
     what = {"map": "`eo-fusion map`, whole command (search → COG + STAC + report)",
@@ -419,9 +437,15 @@ def report(results, extra, agree, size, a, load0, load1, meta) -> list[str]:  # 
             "model": "forward passes only (2 processes × 1 thread)"}  # fmt: skip
     for pe, runs in results.items():
         secs = [r["seconds"] for r in runs]
-        lines.append(f"| {pe} | {what[pe]} | {_fmt([mpx / s for s in secs], '.3f')} "
-                     f"| {_fmt(secs, '.1f')} | {_fmt([r['peak_mb'] for r in runs], '.0f')} |")  # fmt: skip
+        lines.append(
+            f"| {pe} | {what[pe]} | {_fmt([mpx / s for s in secs], '.3f')} "
+            f"| {_fmt(secs, '.1f')} | {_fmt([r['peak_mb'] for r in runs], '.0f')} |"
+        )
     lines.append("")
+    threads = {r.get("threads") for r in results.get("terratorch", [])} - {None}
+    if threads:
+        lines.append(f"- terratorch ran with {', '.join(map(str, sorted(threads)))} torch "
+                     "thread(s) (its default: all cores)")  # fmt: skip
     if "map" in results and "terratorch" in results:
         lines.append(f"- map job / terratorch throughput (pairs) min / med / max "
                      f"{_fmt(_ratios(results, 'map', 'terratorch'))} (target ≥ 1.5)")  # fmt: skip
@@ -429,18 +453,24 @@ def report(results, extra, agree, size, a, load0, load1, meta) -> list[str]:  # 
         lines.append(f"- map job / model-only ceiling (pairs) min / med / max "
                      f"{_fmt(_ratios(results, 'map', 'model'))} (target ≥ 0.8)")  # fmt: skip
     if agree is not None:
-        lines.append(f"- class maps, map job vs terratorch's argmax: {100 * agree:.2f} % of "
-                     "pixels equal (blending weights differ: tent vs terratorch's mask)")
+        lines.append(
+            f"- class maps, map job vs terratorch's argmax: {100 * agree:.2f} % of "
+            "pixels equal (blending weights differ: tent vs terratorch's mask)"
+        )
     if extra:
         big = statistics.median(r["peak_mb"] for r in results.get("map", [extra["procs2"]]))
-        lines.append(f"- map job peak RSS: {big:.0f} MB at {size}² px, "
-                     f"{extra['quarter']['peak_mb']:.0f} MB at {size // 2}² px "
-                     f"(ratio {big / extra['quarter']['peak_mb']:.2f}; target ≤ 1 GB, flat)")
+        lines.append(
+            f"- map job peak memory (PSS): {big:.0f} MB at {size}² px, "
+            f"{extra['quarter']['peak_mb']:.0f} MB at {size // 2}² px "
+            f"(ratio {big / extra['quarter']['peak_mb']:.2f}; target ≤ 1 GB, flat)"
+        )
         sp = extra["procs1"]["seconds"] / extra["procs2"]["seconds"]
-        lines.append(f"- 2 dask worker processes vs 1 (1 torch thread each): {sp:.2f}x "
-                     f"({extra['procs1']['seconds']:.0f} s vs {extra['procs2']['seconds']:.0f} s; "
-                     f"peak {extra['procs1']['peak_mb']:.0f} / {extra['procs2']['peak_mb']:.0f} MB;"
-                     " target ≥ 1.8)")
+        lines.append(
+            f"- 2 dask worker processes vs 1 (1 torch thread each): {sp:.2f}x "
+            f"({extra['procs1']['seconds']:.0f} s vs {extra['procs2']['seconds']:.0f} s; "
+            f"peak {extra['procs1']['peak_mb']:.0f} / {extra['procs2']['peak_mb']:.0f} MB;"
+            " target ≥ 1.8)"
+        )
     return lines
 
 

@@ -26,8 +26,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_map import _default_tile, make_scene, run_map, write_doc, write_job  # noqa: E402
-from bench_stack import _machine  # noqa: E402
+from bench_map import _default_tile, make_scene, run_map, write_doc, write_job
+from bench_stack import _machine
 
 S2_TILE_PX = 10980  # a Sentinel-2 MGRS tile: 109.8 km at 10 m
 TARGET_S, TARGET_MB = 30 * 60, 2048

@@ -10,9 +10,10 @@ deflated uint16 COGs with overviews and catalogued with ``eo-fusion catalog buil
 sample has these 9, which the spectrum-aware encoder embeds by wavelength (the other 4 are absent,
 as in a partial product).
 
-PEERS (each in its own process; peak RSS of its whole process tree sampled every 0.1 s from here,
-so shared pages of forked processes count once per process; peers interleaved, the order rotated
-each round; throughput = output pixels / wall seconds):
+PEERS (each in its own process; peak memory of its whole process tree sampled every 0.1 s from
+here as PSS, which splits shared pages between the processes mapping them, with the summed RSS
+kept beside it; peers interleaved, the order rotated each round; throughput = output pixels /
+wall seconds):
 
 * ``map``        — ``eo-fusion map job.yaml`` (the CLI): search → plan → dask tiles (stack each
   padded tile from the COGs with the L1C cloud mask, predict, crop the halo, write the tile file)
@@ -263,7 +264,7 @@ def _env() -> dict:
 
 
 def run_measured(cmd: list[str], env: dict | None = None) -> dict:
-    """Run ``cmd``, sampling its process tree's RSS; returns wall seconds, peak MB, curve and
+    """Run ``cmd``, sampling its process tree's memory; returns wall seconds, peak MB, curve and
     the last line of its stdout parsed as JSON when it is JSON."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env or _env(), stdout=subprocess.PIPE,

@@ -58,8 +58,20 @@ wheel: install
 	rm -rf build
 	$(PY) -m build --wheel --no-isolation
 
-benchmark: install
-	$(PY) -m benchmarks
+## Peers measured in the same run; regenerates the tables in docs/performance.md (about 25 min
+## on an idle 2-core machine: stacking 1000² px, map job 1000² px x 3 rounds, a 1/64 S2 tile).
+## terratorch (the map job's peer) lives in its own venv: TT_VENV (made here when missing).
+TT_VENV ?= /tmp/ttvenv
+TERRATORCH ?= terratorch==1.2.11
+benchmark: install $(TT_VENV)/bin/python
+	$(PY) benchmarks/bench_stack.py --doc docs/performance.md
+	$(PY) benchmarks/bench_map.py --tt-python $(TT_VENV)/bin/python --doc docs/performance.md
+	$(PY) benchmarks/bench_tile.py --doc docs/performance.md
+	$(PY) benchmarks/bench_inference.py
+
+$(TT_VENV)/bin/python:
+	$(PYTHON) -m venv $(TT_VENV)
+	$(TT_VENV)/bin/pip install --quiet torch==2.14.1 torchvision==0.29.1 "$(TERRATORCH)" psutil
 
 clean:
 	rm -rf out .pytest_cache build dist

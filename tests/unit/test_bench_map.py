@@ -1,0 +1,63 @@
+"""Smoke test of the map-job benchmarks (tiny AOI; no timing assertions)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+bench = pytest.importorskip("benchmarks.bench_map")
+tile_bench = pytest.importorskip("benchmarks.bench_tile")
+
+
+@pytest.mark.parametrize("n", [32, 48, 64, 65, 100, 1000])
+def test_window_starts_cover_the_axis_like_terratorch(n: int) -> None:
+    starts = bench.window_starts(n)
+    covered = np.zeros(n, bool)
+    for s in starts:
+        covered[s : s + bench.WINDOW] = True
+    assert covered.all() and starts[-1] == n - bench.WINDOW
+    assert all(b - a <= bench.WINDOW for a, b in itertools.pairwise(starts))
+    # terratorch (crop 32, stride 16, delta 0, no padding): range(0, n - 33, 16) + the edge one
+    assert len(starts) == len(range(0, n - 33, 16)) + 1
+
+
+def test_write_doc_replaces_only_its_own_block(tmp_path: Path) -> None:
+    doc = tmp_path / "performance.md"
+    doc.write_text("# P\n\n<!-- bench_stack:begin -->\nstack table\n<!-- bench_stack:end -->\n")
+    bench.write_doc(doc, ["map v1"])
+    bench.write_doc(doc, ["map v2"])
+    tile_bench.write_doc(doc, ["tile v1"], name="bench_tile")
+    text = doc.read_text()
+    assert "stack table" in text and "map v2" in text and "tile v1" in text
+    assert "map v1" not in text and text.count("<!-- bench_map:begin -->") == 1
+
+
+def test_curve_steps_take_the_max_of_each_bin() -> None:
+    curve = [(0.0, 100.0), (1.0, 300.0), (2.0, 200.0), (4.0, 250.0)]
+    assert tile_bench.curve_steps(curve, steps=2) == [(2.0, 300.0), (4.0, 250.0)]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not bench.DATA.exists(), reason="needs /work/shared/data/s2_18svg")
+def test_map_benchmark_runs_the_job_and_the_model_ceiling(tmp_path: Path) -> None:
+    scene = bench.make_scene(tmp_path / "scene", 96)
+    job = bench.write_job(tmp_path, scene, 96, "smoke", 64)
+    r = bench.run_map(job)
+    assert r["seconds"] > 0 and r["peak_mb"] > 100 and r["curve"]
+    classes = bench._classes_tif(job)
+    assert classes.is_file()
+    meta = bench.prepare_inputs(job, tmp_path / "inputs.npy")
+    assert meta["shape"] == [9, 96, 96] and len(meta["keys"]) == 9
+    m = bench.child_model(str(tmp_path / "inputs.npy"), procs=1, batch=4)
+    assert m["windows"] == len(bench.window_starts(96)) ** 2
+    results = {"map": [r], "model": [{**m, "peak_mb": 1.0}]}
+    args = type("A", (), {"rounds": 1, "tile": 64})()
+    lines = bench.report(results, {}, None, 96, args, (1.0, 1.0), (1.0, 1.0), meta)
+    assert any("map job / model-only ceiling" in line for line in lines)
+    tile_lines = tile_bench.summarise(r, 96, 64, (1.0, 1.0))
+    assert any("extrapolated" in line for line in tile_lines)
+    json.dumps(r)  # everything the benchmark keeps is plain JSON

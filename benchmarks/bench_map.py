@@ -21,7 +21,9 @@ wall seconds):
   imports and model loading included.
 * ``terratorch`` — ``terratorch.tasks.tiled_inference`` (run in its own virtual environment,
   ``--tt-python``; default ``/tmp/ttvenv/bin/python``) with OUR bundled model's forward as the
-  callable, the same window (32 px) and stride (16 px), ``delta=0``, blended overlaps, averaged,
+  callable, the same window and stride (the bundled model card's ``inference`` settings, which
+  the map job uses) and the same precision (``precision: auto``: bf16 autocast on CPUs with
+  native bf16, as the map job), ``delta=0``, blended overlaps, averaged,
   on the SAME pixels ALREADY STACKED AND NORMALISED (terratorch does not read or stack imagery:
   its time counts neither, nor writing any output; only the ``tiled_inference`` call is timed).
   torch's default threads (all cores) in one process, as terratorch users run it.
@@ -61,7 +63,15 @@ DATE = "2016-01-12T15:50:12Z"
 STEM = "T18SVG_20160112T155012_N0201"  # baseline 02.01: no 04.00 offset, said by the name
 MARGIN_M = 1000.0  # scene around the AOI, so the halo of edge tiles reads real pixels
 PEERS = ("map", "terratorch", "model")
-WINDOW, STRIDE = 32, 16  # the bundled model's card: inference window and stride
+
+
+def _card_windows() -> tuple[int, int]:
+    """The bundled model card's inference window and stride (px): what the map job uses."""
+    card = json.loads((ROOT / "eo_fusion/data/model/model_card.json").read_text())
+    return int(card["inference"]["window"]), int(card["inference"]["stride"])
+
+
+WINDOW, STRIDE = _card_windows()
 TT_PYTHON = "/tmp/ttvenv/bin/python"
 
 
@@ -145,8 +155,8 @@ def prepare_inputs(job_path: Path, out: Path) -> dict:
 
 def window_starts(n: int) -> list[int]:
     """Window starts along one axis of ``n`` px, as terratorch's ``tiled_inference`` places them
-    for crop 32, stride 16, delta 0 without padding: every ``STRIDE`` px up to (excluding)
-    ``n - WINDOW - 1``, then one window flush with the far edge."""
+    for crop ``WINDOW``, stride ``STRIDE``, delta 0 without padding: every ``STRIDE`` px up to
+    (excluding) ``n - WINDOW - 1``, then one window flush with the far edge."""
     return [*range(0, n - WINDOW - 1, STRIDE), max(0, n - WINDOW)]
 
 
@@ -154,6 +164,16 @@ def _load_net():
     from eo_fusion.models import load_model
 
     return load_model().landcover.eval()
+
+
+def _precision():  # type: ignore[no-untyped-def]
+    """The map job's default precision on this CPU (``auto``), as an autocast context."""
+    import torch
+
+    from eo_fusion.devices import autocast, inference_dtype
+
+    cpu = torch.device("cpu")
+    return autocast(cpu, inference_dtype(cpu, "auto"))
 
 
 def child_terratorch(inputs: str, out: str) -> dict:
@@ -167,7 +187,8 @@ def child_terratorch(inputs: str, out: str) -> dict:
     x = torch.from_numpy(np.load(inputs))[None]
 
     def forward(batch: torch.Tensor) -> torch.Tensor:
-        return net(batch, keys).softmax(dim=1)
+        with _precision():
+            return net(batch, keys).float().softmax(dim=1)
 
     t0 = time.perf_counter()
     with torch.inference_mode():
@@ -194,7 +215,8 @@ def _forward_rows(inputs: str, rows: list[int], batch: int) -> int:
             chunk = np.stack(
                 [arr[:, y : y + WINDOW, x : x + WINDOW] for y, x in spots[i : i + batch]]
             )
-            net(torch.from_numpy(chunk), keys).softmax(dim=1)
+            with _precision():
+                net(torch.from_numpy(chunk), keys).float().softmax(dim=1)
     return len(spots)
 
 

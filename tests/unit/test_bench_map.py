@@ -21,8 +21,8 @@ def test_window_starts_cover_the_axis_like_terratorch(n: int) -> None:
         covered[s : s + bench.WINDOW] = True
     assert covered.all() and starts[-1] == n - bench.WINDOW
     assert all(b - a <= bench.WINDOW for a, b in itertools.pairwise(starts))
-    # terratorch (crop 32, stride 16, delta 0, no padding): range(0, n - 33, 16) + the edge one
-    assert len(starts) == len(range(0, n - 33, 16)) + 1
+    # terratorch (crop W, stride S, delta 0, no padding): range(0, n - W - 1, S) + the edge one
+    assert len(starts) == len(range(0, n - bench.WINDOW - 1, bench.STRIDE)) + 1
 
 
 def test_write_doc_replaces_only_its_own_block(tmp_path: Path) -> None:

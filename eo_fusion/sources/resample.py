@@ -35,6 +35,7 @@ from odc.geo.overlap import ReprojectInfo, compute_reproject_roi
 from rasterio.enums import Resampling
 
 from eo_fusion.grid import grid_crs
+from eo_fusion.sources.footprint import footprint_resample
 
 __all__ = [
     "PASTE_STOL",
@@ -161,8 +162,10 @@ def place(
     """Put ``src`` (``(band, y, x)`` on ``src_gbox``, the window ``rr.roi_src`` was read from)
     onto ``dst`` (``(band, y, x)`` on ``dst_gbox``, pre-filled with NaN).
 
-    Same-grid windows are pasted; north-up grids in one CRS take the numpy fast path; anything
-    else goes through GDAL's warper (in memory).
+    Same-grid windows are pasted; north-up grids in one CRS take the numpy fast path; bilinear
+    and nearest otherwise go through :func:`point_resample`, average and mode across CRSs
+    through :func:`eo_fusion.sources.footprint.footprint_resample` (both transform exactly);
+    anything else goes through GDAL's warper (in memory).
     """
     if rr.paste_ok and rr.read_shrink == 1 and src_gbox.shape == dst_gbox[rr.roi_dst].shape:
         ys, xs = rr.roi_dst
@@ -171,9 +174,13 @@ def place(
         pass
     elif rule in (Resampling.bilinear, Resampling.nearest):
         point_resample(src, src_gbox, dst, dst_gbox, rule)
+    elif rule in _FOOTPRINT and grid_crs(src_gbox) != grid_crs(dst_gbox):
+        footprint_resample(src, src_gbox, dst, dst_gbox, rule)  # exact transform, per pixel
     else:
         warp(src, src_gbox, dst, dst_gbox, rule, num_threads)
 
+
+_FOOTPRINT = (Resampling.average, Resampling.mode)
 
 #: Source positions are rounded to 2**-16 px (1.5e-5 px) before interpolating, so the last-bit
 #: noise of a tile's own origin (1e-11 px) cannot change a weight: a pixel gets the same value

@@ -56,11 +56,24 @@ def open_stack_zarr(store: str | Path, tile_id: str) -> xr.Dataset:
     return ds.rename(names)
 
 
+def _cog_crs(crs: str, datum: str | None) -> str:
+    """The grid CRS, compounded with the vertical CRS of an elevation layer's datum (EGM2008
+    -> ``+ EGM2008 height``, EPSG:3855) when there is one."""
+    if not datum:
+        return crs
+    from eo_fusion.sources.elevation import compound_crs
+
+    compound = compound_crs(crs, datum)
+    return compound.to_wkt() if compound is not None else crs
+
+
 def write_modality_cogs(ds: xr.Dataset, folder: str | Path, tile_id: str) -> list[Path]:
     """One COG per modality: ``<folder>/<tile_id>/<modality>.tif``, float32, NaN nodata.
 
     Bands are the modality's band keys (time series: ``<date>/<key>`` for every date), named in
-    the band descriptions. Modalities on their own sub-grid get their own transform.
+    the band descriptions. Modalities on their own sub-grid get their own transform. Elevation
+    with a known vertical datum gets a ``vertical_datum`` tag and, when the datum names an EPSG
+    vertical CRS, a compound CRS (grid CRS + e.g. EGM2008 height).
     """
     from rio_cogeo.cogeo import cog_translate
     from rio_cogeo.profiles import cog_profiles
@@ -83,13 +96,16 @@ def write_modality_cogs(ds: xr.Dataset, folder: str | Path, tile_id: str) -> lis
             arr = da.values
         path = out_dir / f"{name}.tif"
         tmp = out_dir / f".{name}.tmp.tif"
+        tags = {"modality": name, "units": json.dumps(attrs.get("units", []))}
+        if attrs.get("vertical_datum"):
+            tags["vertical_datum"] = str(attrs["vertical_datum"])
         profile = {
             "driver": "GTiff",
             "dtype": "float32",
             "count": arr.shape[0],
             "height": arr.shape[1],
             "width": arr.shape[2],
-            "crs": crs,
+            "crs": _cog_crs(crs, attrs.get("vertical_datum")),
             "transform": transform,
             "nodata": np.nan,
         }
@@ -99,7 +115,7 @@ def write_modality_cogs(ds: xr.Dataset, folder: str | Path, tile_id: str) -> lis
                     dst.write(arr.astype(np.float32))
                     for i, d in enumerate(desc, start=1):
                         dst.set_band_description(i, d)
-                    dst.update_tags(modality=name, units=json.dumps(attrs.get("units", [])))
+                    dst.update_tags(**tags)
                 with mem.open() as src:
                     cog_translate(
                         src, str(tmp), cog_profiles.get("deflate"), quiet=True, in_memory=True

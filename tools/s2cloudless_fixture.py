@@ -89,7 +89,7 @@ def main() -> None:
         p, m = ref["probability"], ref["mask"]
         print(f"{date}: {shape}, cloud {m.mean():.3f}, p {np.nanmin(p):.3f}-{np.nanmax(p):.3f}")
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(OUT, **out)
+    np.savez_compressed(OUT, **out)  # type: ignore[arg-type]  # numpy stubs: kwds are arrays
 
 
 if __name__ == "__main__":

@@ -110,11 +110,20 @@ def test_stack_layer_is_the_reference_brought_to_the_grid(date: str) -> None:
     assert np.isfinite(b04[valid]).all() and np.isnan(b04[~valid]).all()
 
 
-@pytest.mark.parametrize(("chunk", "halo"), [(16, 0), (40, 3)])
-def test_layer_and_mask_do_not_depend_on_tiling(chunk: int, halo: int) -> None:
+#: The same place on a LAEA grid: the scene's bands are averaged onto the 160 m LAEA cloud grid
+#: across CRSs (exact footprints, eo_fusion.sources.footprint).
+LAEA = grid_from_aoi((14.553, 45.867, 14.562, 45.874), 10, crs="EPSG:3035")
+
+
+@pytest.mark.parametrize(
+    ("grid", "chunk", "halo"),
+    [(GRID, 16, 0), (GRID, 40, 3), (LAEA, 24, 5)],
+    ids=["utm-16-0", "utm-40-3", "laea-24-5"],
+)
+def test_layer_and_mask_do_not_depend_on_tiling(grid: GeoBox, chunk: int, halo: int) -> None:
     items = {"s2-l1c": [_item(d) for d in ("2015-07-11", "2015-07-31", "2015-08-20")]}
-    whole = build_stack(GRID, items, MODS)
-    lazy = api.stack(items, GRID, MODS, chunk_size=chunk, halo=halo).compute(scheduler="sync")
+    whole = build_stack(grid, items, MODS)
+    lazy = api.stack(items, grid, MODS, chunk_size=chunk, halo=halo).compute(scheduler="sync")
     a, b = lazy["s2-l1c"].values, whole["s2-l1c"].values
     assert np.isfinite(b[:, 2]).mean() > 0.75
     np.testing.assert_array_equal(a, b)

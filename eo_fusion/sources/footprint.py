@@ -10,7 +10,9 @@ point) and the result of a pixel depends on its own corners only:
   so the last-bit noise of a tile's origin cannot change a weight); the footprint is the
   axis-aligned box spanned by its top-left and bottom-right corners, as in GDAL's warp kernel
   (``GWKAverageOrMode``), so the results are GDAL's with the approximation removed;
-* **weights**: the area of each source pixel inside the box (fractional at the edges);
+* **weights**: the area of each source pixel inside the box (fractional at the edges; where the
+  box overhangs the source, GDAL's kernel gives the overhang to the edge pixel, and so does
+  this);
 * ``average``: the weighted mean of the valid (finite) source pixels; NaN when none is valid
   (GDAL's rule: no data is skipped, not counted as zero);
 * ``mode``: GDAL's rule, the most frequent class among the valid source pixels the box touches
@@ -61,18 +63,23 @@ def _boxes(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, ...]:
 
 
 def _axis_taps(lo: np.ndarray, hi: np.ndarray, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(index, overlap length) of every source pixel a box may touch along one axis; indices
-    outside ``[0, n)`` (or non-finite boxes) get weight 0."""
+    """(index, weight) of every source pixel a box may touch along one axis: the length of the
+    box inside the pixel, where (as in GDAL's kernel) the first and last source pixels reach
+    out to the box's end when it overhangs the source; boxes that miss ``[0, n]`` (or are
+    not finite) get weight 0."""
     ok = np.isfinite(lo) & np.isfinite(hi)
     lo, hi = np.where(ok, lo, 0.0), np.where(ok, hi, 0.0)
-    base = np.floor(lo)
-    k = int(np.ceil((hi - base).max())) if lo.size else 1
+    ok &= (hi > 0) & (lo < n)
+    base = np.floor(np.clip(lo, 0, n - 1))
+    k = int(np.ceil((np.clip(hi, 0, n) - base).max())) if lo.size else 1
     taps = []
     for j in range(max(k, 1)):
         i = base + j
-        weight = (np.minimum(hi, i + 1) - np.maximum(lo, i)).astype(np.float32)
+        left = np.where(i == 0, -np.inf, i)
+        right = np.where(i == n - 1, np.inf, i + 1)
+        weight = (np.minimum(hi, right) - np.maximum(lo, left)).astype(np.float32)
         np.maximum(weight, 0, out=weight)
-        weight[~ok | (i < 0) | (i >= n)] = 0
+        weight[~ok | (i >= n)] = 0
         taps.append((np.clip(i, 0, n - 1).astype(np.intp), weight))
     return taps
 

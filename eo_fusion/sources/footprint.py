@@ -32,10 +32,26 @@ from rasterio.enums import Resampling
 
 from eo_fusion.grid import grid_crs
 
-__all__ = ["footprint_resample"]
+__all__ = ["edges_coincide", "footprint_resample"]
 
 #: Corner positions are rounded to this fraction of a source pixel (as point_resample does).
 _QUANTUM = 2.0**-16
+
+
+def edges_coincide(src_gbox: GeoBox, dst_gbox: GeoBox, tol_px: float = 1e-7) -> bool:
+    """True for north-up grids of one CRS where, along x or y, the target pixel size is a whole
+    number of source pixels and the target edges lie within ``tol_px`` of source edges (an
+    aligned downsampling). GDAL's kernel then decides with a 1e-10 px epsilon, window by
+    window, whether the source row or column beyond an edge is touched (mode) or weighed;
+    :func:`footprint_resample` does not. Depends on the two lattices only, never on the window,
+    so every tile of a grid takes the same path."""
+    st, dt = src_gbox.transform, dst_gbox.transform
+    if st.b or st.d or dt.b or dt.d or grid_crs(src_gbox) != grid_crs(dst_gbox):
+        return False
+    for ratio, offset in ((dt.a / st.a, (dt.c - st.c) / st.a), (dt.e / st.e, (dt.f - st.f) / st.e)):
+        if abs(ratio - round(ratio)) < 1e-9 and abs(offset - round(offset)) < tol_px:
+            return True
+    return False
 
 
 def _corners(src_gbox: GeoBox, dst_gbox: GeoBox) -> tuple[np.ndarray, np.ndarray]:

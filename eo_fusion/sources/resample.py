@@ -35,7 +35,7 @@ from odc.geo.overlap import ReprojectInfo, compute_reproject_roi
 from rasterio.enums import Resampling
 
 from eo_fusion.grid import grid_crs
-from eo_fusion.sources.footprint import footprint_resample
+from eo_fusion.sources.footprint import edges_coincide, footprint_resample
 
 __all__ = [
     "PASTE_STOL",
@@ -163,8 +163,9 @@ def place(
     onto ``dst`` (``(band, y, x)`` on ``dst_gbox``, pre-filled with NaN).
 
     Same-grid windows are pasted; north-up grids in one CRS take the numpy fast path; bilinear
-    and nearest otherwise go through :func:`point_resample`, average and mode across CRSs
-    through :func:`eo_fusion.sources.footprint.footprint_resample` (both transform exactly);
+    and nearest otherwise go through :func:`point_resample`, average and mode across CRSs (or
+    from a grid aligned at an integer factor) through
+    :func:`eo_fusion.sources.footprint.footprint_resample` (both transform exactly);
     anything else goes through GDAL's warper (in memory).
     """
     if rr.paste_ok and rr.read_shrink == 1 and src_gbox.shape == dst_gbox[rr.roi_dst].shape:
@@ -174,8 +175,12 @@ def place(
         pass
     elif rule in (Resampling.bilinear, Resampling.nearest):
         point_resample(src, src_gbox, dst, dst_gbox, rule)
-    elif rule in _FOOTPRINT and grid_crs(src_gbox) != grid_crs(dst_gbox):
-        footprint_resample(src, src_gbox, dst, dst_gbox, rule)  # exact transform, per pixel
+    elif rule in _FOOTPRINT and (
+        grid_crs(src_gbox) != grid_crs(dst_gbox) or edges_coincide(src_gbox, dst_gbox)
+    ):
+        # Exact per-pixel footprints across CRSs (GDAL approximates the transformation) and at
+        # an aligned integer factor (GDAL's 1e-10 px edge epsilon decides window by window).
+        footprint_resample(src, src_gbox, dst, dst_gbox, rule)
     else:
         warp(src, src_gbox, dst, dst_gbox, rule, num_threads)
 

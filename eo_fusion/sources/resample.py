@@ -281,8 +281,12 @@ def axis_aligned_resample(
     u = _axis_positions(dst.shape[-1], dt.c, dt.a, st.c, st.a)
     v = _axis_positions(dst.shape[-2], dt.f, dt.e, st.f, st.e)
     if rule is Resampling.nearest:
-        iu = np.clip(np.floor(u + 0.5).astype(np.int64), 0, w - 1)
-        iv = np.clip(np.floor(v + 0.5).astype(np.int64), 0, h - 1)
+        # Quantised like point_resample: a centre on a source pixel edge (grids half a pixel
+        # apart) must pick the same neighbour in every tiling, whatever the origin's last bit.
+        uq = np.round(u / _POSITION_QUANTUM) * _POSITION_QUANTUM
+        vq = np.round(v / _POSITION_QUANTUM) * _POSITION_QUANTUM
+        iu = np.clip(np.floor(uq + 0.5).astype(np.int64), 0, w - 1)
+        iv = np.clip(np.floor(vq + 0.5).astype(np.int64), 0, h - 1)
         for i in range(src.shape[0]):
             dst[i] = src[i][iv[:, None], iu[None, :]]
     else:

@@ -275,6 +275,14 @@ def _build_registry() -> dict[str, BandSpec]:
     reg["s2:SCL"] = BandSpec(
         "s2:SCL", "categorical", nodata=0, resolution_m=20.0, description="Scene classification"
     )
+    # Computed by the loader (eo_fusion.sources.s2cloud), not read from an asset.
+    reg["s2:CLP"] = BandSpec(
+        "s2:CLP",
+        "index",
+        units="probability",
+        resolution_m=160.0,
+        description="s2cloudless cloud probability (0-1, L1C only)",
+    )
     _add_s1(reg)
     _add_aerial(reg)
     _add_elevation(reg)

@@ -143,17 +143,32 @@ class S2Options(_CoregOptions):
         0.4,
         ge=0,
         le=1,
-        description="s2cloudless cloud probability (0-1)",
+        description="s2cloudless: a pixel is cloud where its averaged cloud probability "
+        "(0-1) exceeds this (the package's default, 0.4)",
+        json_schema_extra=_only("s2-l1c"),
+    )
+    cloud_resolution: float = Field(
+        160.0,
+        gt=0,
+        description="s2cloudless runs on the ten bands averaged to pixels of this size (metres; "
+        "on a lon/lat grid 1 degree = 111,320 m), anchored on whole multiples in the grid's "
+        "CRS. 160 m is what its authors run in production (Sentinel Hub, 'Cloud masks at your "
+        "service', 2020; the CLP/CLM bands of docs.sentinel-hub.com)",
         json_schema_extra=_only("s2-l1c"),
     )
     cloud_average_over: int = Field(
         4,
         ge=0,
-        description="s2cloudless averaging window (pixels)",
+        description="s2cloudless: radius of the disk the probability is averaged over before "
+        "thresholding, in cloud_resolution pixels (0: none; 4 as its authors use at 160 m)",
         json_schema_extra=_only("s2-l1c"),
     )
     cloud_dilation: int = Field(
-        2, ge=0, description="s2cloudless mask dilation (pixels)", json_schema_extra=_only("s2-l1c")
+        2,
+        ge=0,
+        description="s2cloudless: radius of the disk the cloud mask is dilated with, in "
+        "cloud_resolution pixels (0: none; 2 as its authors use at 160 m)",
+        json_schema_extra=_only("s2-l1c"),
     )
     shadow_search_px: int = Field(
         30,

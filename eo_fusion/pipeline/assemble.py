@@ -126,6 +126,23 @@ def run_coreg_summary(manifest: RunManifest) -> dict[str, Any]:
     return summarize_coreg({t: r.coreg for t, r in manifest.tiles.items() if r.coreg})
 
 
+def _vertical_datums(plan: RunPlan) -> dict[str, Any]:
+    """``{"vertical_datum": {modality: datum}}`` for the plan's elevation modalities whose
+    items name a datum (:func:`eo_fusion.sources.elevation.vertical_datum_of`), else ``{}``."""
+    from eo_fusion.modalities import find_modality
+    from eo_fusion.sources.elevation import vertical_datum_of
+
+    items: dict[str, dict[str, Any]] = {}
+    for task in plan.tasks:
+        for name, its in task.items.items():
+            mdef = find_modality(name)
+            if mdef is not None and mdef.family == "elevation":
+                items.setdefault(name, {}).update({it.id: it for it in its})
+    datums = {n: vertical_datum_of(list(its.values())) for n, its in sorted(items.items())}
+    known = {n: d for n, d in datums.items() if d}
+    return {"vertical_datum": known} if known else {}
+
+
 def _write_stac(
     plan: RunPlan,
     manifest: RunManifest,
@@ -142,8 +159,9 @@ def _write_stac(
         footprint=plan.footprint,
         window=plan.time_range,
         classes=classes,
-        # eo_fusion:coreg: the per-modality summary of the tiles' co-registration records.
-        provenance={**prov, "coreg": run_coreg_summary(manifest)},
+        # eo_fusion:coreg: the per-modality summary of the tiles' co-registration records;
+        # eo_fusion:vertical_datum: modality -> datum of the elevation inputs (when known).
+        provenance={**prov, "coreg": run_coreg_summary(manifest), **_vertical_datums(plan)},
         base_dir=plan.run_dir,
     )
     collection = build_collection(

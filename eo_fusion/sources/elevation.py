@@ -15,27 +15,47 @@
 * ``elevation:slope`` (degrees from horizontal) and ``elevation:aspect`` (degrees clockwise from
   north, the direction the slope faces; NaN on flat ground) come from the terrain surface: DTM,
   else DEM, else DSM. They need a projected grid in metres.
+* The vertical datum the heights refer to (:func:`vertical_datum_of`: the items'
+  ``eo_fusion:vertical_datum``, e.g. ``EGM2008`` for the Copernicus DEM, else the vertical part
+  of an asset's compound CRS) is kept in the result's ``vertical_datum`` attribute; the stack
+  writers put it into the COG (tag and compound CRS) and the map products' STAC items. Heights
+  are not converted between datums: items on different datums are mosaicked as they are, with
+  a warning and ``vertical_datum: "mixed: A, B"``. nDSM, slope and aspect do not depend on it.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyproj
 from odc.geo.geobox import GeoBox
 from rasterio.fill import fillnodata
 
 from eo_fusion.catalogs.items import NormalizedItem
+from eo_fusion.catalogs.normalize import VERTICAL_DATUM_PROPERTY
 from eo_fusion.config import ModalitySpec
 from eo_fusion.errors import BandError, GridError
-from eo_fusion.grid import grid_crs
+from eo_fusion.grid import grid_crs, vertical_datum
 from eo_fusion.modalities import ElevationOptions
 from eo_fusion.sources.common import ModalityResult, band_order, fill_missing, read_item_bands
 from eo_fusion.sources.lidar import grid_points_max, read_points
 from eo_fusion.sources.reader import Reader, ReadSpec
 
-__all__ = ["fill_holes", "load_elevation", "slope_aspect"]
+__all__ = [
+    "compound_crs",
+    "fill_holes",
+    "load_elevation",
+    "slope_aspect",
+    "vertical_crs_of",
+    "vertical_datum_of",
+]
+
+log = logging.getLogger(__name__)
 
 _DERIVED = ("elevation:ndsm", "elevation:slope", "elevation:aspect")
 _POINT_EXT = (".las", ".laz")
@@ -95,6 +115,61 @@ def _point_cloud_crs(item: NormalizedItem, opts: ElevationOptions) -> str | None
     if wkt and Path(wkt).exists():
         return Path(wkt).read_text(encoding="utf-8")
     return None
+
+
+def _datum_name(name: str) -> str:
+    """``EGM2008 height`` (a vertical CRS's name) and ``EGM2008`` (the STAC property) alike."""
+    name = name.strip()
+    return name[: -len(" height")] if name.lower().endswith(" height") else name
+
+
+def _item_datum(item: NormalizedItem) -> str | None:
+    declared = item.properties.get(VERTICAL_DATUM_PROPERTY)
+    if declared:
+        return _datum_name(str(declared))
+    for asset in item.bands.values():
+        found = vertical_datum(asset.crs) if asset.crs else None
+        if found:
+            return _datum_name(found)
+    return None
+
+
+def vertical_datum_of(items: Sequence[NormalizedItem]) -> str | None:
+    """The vertical datum of the heights of ``items`` (``EGM2008``), None when none says;
+    ``"mixed: A, B"`` (and a warning) when they disagree."""
+    names = sorted({d for it in items if (d := _item_datum(it))})
+    if len(names) > 1:
+        log.warning(
+            "elevation items %s are on different vertical datums %s: heights are mosaicked "
+            "as they are, not converted",
+            [it.id for it in items],
+            names,
+        )
+        return "mixed: " + ", ".join(names)
+    return names[0] if names else None
+
+
+@lru_cache(maxsize=32)
+def vertical_crs_of(datum: str) -> pyproj.CRS | None:
+    """The EPSG vertical CRS named ``<datum> height`` or ``<datum>`` (EGM2008 -> EPSG:3855)."""
+    from pyproj.database import query_crs_info
+    from pyproj.enums import PJType
+
+    wanted = {datum.lower(), f"{datum} height".lower()}
+    for info in query_crs_info(auth_name="EPSG", pj_types=PJType.VERTICAL_CRS):
+        if info.name.lower() in wanted:
+            return pyproj.CRS.from_epsg(int(info.code))
+    return None
+
+
+def compound_crs(crs: Any, datum: str | None) -> pyproj.CRS | None:
+    """``crs`` (horizontal) + the vertical CRS of ``datum``, or None when ``datum`` names no
+    EPSG vertical CRS (or is mixed)."""
+    vertical = vertical_crs_of(datum) if datum and not datum.startswith("mixed") else None
+    if vertical is None:
+        return None
+    horizontal = pyproj.CRS.from_user_input(crs)
+    return pyproj.crs.CompoundCRS(f"{horizontal.name} + {vertical.name}", [horizontal, vertical])
 
 
 def _read_layers(
@@ -169,4 +244,7 @@ def load_elevation(
     check = [i for i, k in enumerate(keys) if k != "elevation:aspect"] or [0]
     valid = np.all(np.isfinite(data[check]), axis=0)
     attrs["layers"] = keys
+    datum = vertical_datum_of(items)
+    if datum is not None:
+        attrs["vertical_datum"] = datum
     return ModalityResult(data, valid, keys, units, gbox, None, ids, attrs)

@@ -35,7 +35,8 @@ from odc.geo.overlap import ReprojectInfo, compute_reproject_roi
 from rasterio.enums import Resampling
 
 from eo_fusion.grid import grid_crs
-from eo_fusion.sources.positions import grid_key, plan_for
+from eo_fusion.sources.footprint import edges_coincide, footprint_resample
+from eo_fusion.sources.positions import POSITION_QUANTUM, grid_key, plan_for
 
 __all__ = [
     "PASTE_STOL",
@@ -175,8 +176,11 @@ def place(
     """Put ``src`` (``(band, y, x)`` on ``src_gbox``, the window ``rr.roi_src`` was read from)
     onto ``dst`` (``(band, y, x)`` on ``dst_gbox``, pre-filled with NaN).
 
-    Same-grid windows are pasted; north-up grids in one CRS take the numpy fast path; anything
-    else goes through GDAL's warper (in memory).
+    Same-grid windows are pasted; north-up grids in one CRS take the numpy fast path; bilinear
+    and nearest otherwise go through :func:`point_resample`, average and mode across CRSs (or
+    from a grid aligned at an integer factor) through
+    :func:`eo_fusion.sources.footprint.footprint_resample` (both transform exactly);
+    anything else goes through GDAL's warper (in memory).
     """
     if rr.paste_ok and rr.read_shrink == 1 and src_gbox.shape == dst_gbox[rr.roi_dst].shape:
         ys, xs = rr.roi_dst
@@ -185,9 +189,17 @@ def place(
         pass
     elif rule in (Resampling.bilinear, Resampling.nearest):
         point_resample(src, src_gbox, dst, dst_gbox, rule)
+    elif rule in _FOOTPRINT and (
+        grid_crs(src_gbox) != grid_crs(dst_gbox) or edges_coincide(src_gbox, dst_gbox)
+    ):
+        # Exact per-pixel footprints across CRSs (GDAL approximates the transformation) and at
+        # an aligned integer factor (GDAL's 1e-10 px edge epsilon decides window by window).
+        footprint_resample(src, src_gbox, dst, dst_gbox, rule)
     else:
         warp(src, src_gbox, dst, dst_gbox, rule, num_threads)
 
+
+_FOOTPRINT = (Resampling.average, Resampling.mode)
 
 def point_resample(
     src: np.ndarray, src_gbox: GeoBox, dst: np.ndarray, dst_gbox: GeoBox, rule: Resampling
@@ -242,8 +254,12 @@ def axis_aligned_resample(
     u = _axis_positions(dst.shape[-1], dt.c, dt.a, st.c, st.a)
     v = _axis_positions(dst.shape[-2], dt.f, dt.e, st.f, st.e)
     if rule is Resampling.nearest:
-        iu = np.clip(np.floor(u + 0.5).astype(np.int64), 0, w - 1)
-        iv = np.clip(np.floor(v + 0.5).astype(np.int64), 0, h - 1)
+        # Quantised like point_resample: a centre on a source pixel edge (grids half a pixel
+        # apart) must pick the same neighbour in every tiling, whatever the origin's last bit.
+        uq = np.round(u / POSITION_QUANTUM) * POSITION_QUANTUM
+        vq = np.round(v / POSITION_QUANTUM) * POSITION_QUANTUM
+        iu = np.clip(np.floor(uq + 0.5).astype(np.int64), 0, w - 1)
+        iv = np.clip(np.floor(vq + 0.5).astype(np.int64), 0, h - 1)
         for i in range(src.shape[0]):
             dst[i] = src[i][iv[:, None], iu[None, :]]
     else:

@@ -5,9 +5,13 @@
   L1C top of atmosphere), NaN where the stored value is nodata.
 * Masks: L2A uses the scene classification (``s2:SCL``): no data, saturated, cloud shadow, cloud
   medium/high probability and thin cirrus are masked. L1C uses the ``s2cloudless`` LightGBM model
-  (shipped in its wheel) on the ten bands it needs, plus a documented shadow heuristic (dark NIR
-  and SWIR pixels within ``shadow_search_px`` of a cloud). When neither is possible (an L2A item
-  without SCL, an L1C item missing a model band) only nodata is masked and ``cloud_mask`` says so.
+  (shipped in its wheel) on the ten bands it needs, run at 160 m as its authors do
+  (:mod:`eo_fusion.sources.s2cloud`), plus a documented shadow heuristic (dark NIR and SWIR
+  pixels within ``shadow_search_px`` of a cloud). When neither is possible (an L2A item without
+  SCL, an L1C item missing a model band) only nodata is masked and ``cloud_mask`` says so.
+* ``s2:CLP`` (L1C): the s2cloudless cloud probability (0-1) as a band a stack can ask for. It is
+  not masked by the cloud mask (it is the layer that explains it), so a composite holds its
+  median over every observation, cloudy ones included (docs/stacks.md).
 * Modes: ``composite`` = per-pixel median of clear observations; ``timeseries`` keeps each date
   (cloudy pixels NaN, ``valid`` False), optionally reduced to ``monthly``/``semimonthly`` medians.
 
@@ -22,7 +26,6 @@ from typing import Any
 
 import numpy as np
 from odc.geo.geobox import GeoBox
-from scipy import ndimage
 
 from eo_fusion.catalogs.items import NormalizedItem
 from eo_fusion.config import ModalitySpec
@@ -39,18 +42,14 @@ from eo_fusion.sources.common import (
     stack_taking,
 )
 from eo_fusion.sources.reader import Reader, ReadSpec
+from eo_fusion.sources.s2cloud import CLP_KEY, S2CLOUDLESS_BANDS, CloudLayer, s2cloudless_layer
 
-__all__ = ["S2CLOUDLESS_BANDS", "SCL_MASKED", "load_s2"]
+__all__ = ["CLP_KEY", "S2CLOUDLESS_BANDS", "SCL_MASKED", "load_s2"]
 
 #: SCL classes treated as not clear: 0 no data, 1 saturated/defective, 3 cloud shadow,
 #: 8 cloud medium probability, 9 cloud high probability, 10 thin cirrus (ESA L2A product spec).
 SCL_MASKED = (0, 1, 3, 8, 9, 10)
 SCL_SNOW = 11
-
-#: The bands s2cloudless' model takes, in its order (TOA reflectance 0-1).
-S2CLOUDLESS_BANDS = tuple(
-    f"s2:{b}" for b in ("B01", "B02", "B04", "B05", "B08", "B8A", "B09", "B10", "B11", "B12")
-)
 
 
 def _clear_from_scl(scl: np.ndarray, mask_snow: bool) -> np.ndarray:
@@ -58,31 +57,15 @@ def _clear_from_scl(scl: np.ndarray, mask_snow: bool) -> np.ndarray:
     return np.isfinite(scl) & ~np.isin(scl, masked)
 
 
-def _clear_from_s2cloudless(
-    toa: np.ndarray, nir: np.ndarray, swir: np.ndarray, opts: S2Options
+def _clear_from_clouds(
+    layer: CloudLayer, nir: np.ndarray, swir: np.ndarray, opts: S2Options
 ) -> np.ndarray:
-    """``toa``: (10, y, x) TOA reflectance in S2CLOUDLESS_BANDS order. True = clear."""
-    from s2cloudless import S2PixelCloudDetector  # heavy import (LightGBM), only for L1C
-
-    finite = np.all(np.isfinite(toa), axis=0)
-    x = np.nan_to_num(np.moveaxis(toa, 0, -1)[None], nan=0.0).astype(np.float32)
-    detector = S2PixelCloudDetector(
-        threshold=opts.cloud_threshold,
-        average_over=opts.cloud_average_over,
-        dilation_size=opts.cloud_dilation,
-        all_bands=False,
-    )
-    cloud = detector.get_cloud_masks(x)[0].astype(bool) & finite
-    # Shadow heuristic: shadows are dark in NIR and SWIR and lie near a cloud (within the distance
-    # a cloud's shadow is cast at Sentinel-2 sun angles for low/mid clouds: a few hundred metres).
-    # (iterations=0 would make scipy dilate until nothing changes: 0 means no shadow search.)
-    search = opts.shadow_search_px
-    near_cloud = (
-        ndimage.binary_dilation(cloud, iterations=search) if search and cloud.any() else cloud
-    )
+    """True = neither cloud nor cloud shadow. Shadow heuristic: shadows are dark in NIR and
+    SWIR and lie near a cloud (within the distance a cloud's shadow is cast at Sentinel-2 sun
+    angles for low/mid clouds: a few hundred metres)."""
     dark = (nir < opts.shadow_nir_max) & (swir < opts.shadow_swir_max)
-    shadow = near_cloud & dark & ~cloud
-    return finite & ~cloud & ~shadow
+    shadow = layer.near_cloud & dark & ~layer.cloud
+    return ~layer.cloud & ~shadow
 
 
 def _requested_bands(items: list[NormalizedItem], mspec: ModalitySpec) -> list[str]:
@@ -97,50 +80,72 @@ def _requested_bands(items: list[NormalizedItem], mspec: ModalitySpec) -> list[s
     return band_order(keys)
 
 
+def _spec_for(asset) -> ReadSpec:
+    return ReadSpec(kind=asset.spec.kind)
+
+
 def _observation(
     group: list[NormalizedItem], keys: list[str], gbox: GeoBox, opts: S2Options, reader
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """Mosaic one day's items → (bands, clear mask, cloud-mask method)."""
-
-    def spec_for(asset):
-        return ReadSpec(kind=asset.spec.kind)
-
+    clp = keys.index(CLP_KEY) if CLP_KEY in keys else None
     data: np.ndarray | None = None
     clear = np.zeros(gbox.shape.yx, dtype=bool)
     methods: set[str] = set()
     for it in group:
-        arr = read_item_bands(it, keys, gbox, spec_for, reader)
-        method, ok = _item_clear(it, keys, arr, gbox, opts, reader, spec_for)
+        arr = read_item_bands(it, keys, gbox, _spec_for, reader)
+        method, ok, layer = _item_clear(it, keys, arr, gbox, opts, reader)
         methods.add(method)
         arr[:, ~ok] = np.nan
+        if clp is not None:
+            if layer is None:
+                raise BandError(
+                    f"item {it.id} cannot give {CLP_KEY}: s2cloudless needs an L1C item with "
+                    f"all of {list(S2CLOUDLESS_BANDS)}",
+                    fix=f"drop {CLP_KEY} from the bands or search a collection that has them",
+                )
+            arr[clp] = layer.probability  # the probability layer is not masked by itself
         if data is None:
             data = arr  # first item of the day: no copy
         else:
             fill_missing(data, arr)
         clear |= ok
     assert data is not None  # a day group always holds at least one item
-    clear &= np.all(np.isfinite(data), axis=0)
+    clear &= _finite(data, keys)
     return data, clear, "+".join(sorted(methods))
 
 
-def _item_clear(it, keys, arr, gbox, opts, reader, spec_for) -> tuple[str, np.ndarray]:
-    finite = np.all(np.isfinite(arr), axis=0)
+def _finite(arr: np.ndarray, keys: list[str]) -> np.ndarray:
+    """All read bands finite (the computed ``s2:CLP`` row is left out)."""
+    rows = [i for i, k in enumerate(keys) if k != CLP_KEY]
+    return np.all(np.isfinite(arr[rows]), axis=0)
+
+
+def _item_clear(
+    it: NormalizedItem, keys: list[str], arr: np.ndarray, gbox: GeoBox, opts: S2Options, reader
+) -> tuple[str, np.ndarray, CloudLayer | None]:
+    """(cloud-mask method, clear mask, s2cloudless layer or None) of one item on ``gbox``."""
+    finite = _finite(arr, keys)
     level = it.modality
     if level != "s2-l1c" and "s2:SCL" in it.bands:
-        scl = read_item_bands(it, ["s2:SCL"], gbox, spec_for, reader)[0]
-        return "scl", finite & _clear_from_scl(scl, opts.mask_snow)
+        scl = read_item_bands(it, ["s2:SCL"], gbox, _spec_for, reader)[0]
+        return "scl", finite & _clear_from_scl(scl, opts.mask_snow), None
     if level == "s2-l1c" and all(b in it.bands for b in S2CLOUDLESS_BANDS):
+        layer = s2cloudless_layer(
+            lambda grid: read_item_bands(it, S2CLOUDLESS_BANDS, grid, _spec_for, reader),
+            gbox,
+            opts,
+        )
         idx = {k: i for i, k in enumerate(keys)}
-        missing = [b for b in S2CLOUDLESS_BANDS if b not in idx]
-        extra = read_item_bands(it, missing, gbox, spec_for, reader) if missing else None
+        missing = [b for b in ("s2:B08", "s2:B11") if b not in idx]
+        extra = read_item_bands(it, missing, gbox, _spec_for, reader) if missing else None
 
         def band(k):
             return arr[idx[k]] if k in idx else extra[missing.index(k)]
 
-        toa = np.stack([band(k) for k in S2CLOUDLESS_BANDS])
-        clear = _clear_from_s2cloudless(toa, band("s2:B08"), band("s2:B11"), opts)
-        return "s2cloudless", finite & clear
-    return "none", finite
+        clear = _clear_from_clouds(layer, band("s2:B08"), band("s2:B11"), opts)
+        return "s2cloudless", finite & clear, layer
+    return "none", finite, None
 
 
 def load_s2(

@@ -53,7 +53,7 @@ def test_s2_wavelengths_agree_with_what_providers_publish(repo_root):
 
 
 def test_s2_bands_are_ordered_and_resolutions_are_native():
-    s2 = [get_band(k) for k in band_keys("s2") if k != "s2:SCL"]
+    s2 = [get_band(k) for k in band_keys("s2") if k not in ("s2:SCL", "s2:CLP")]
     assert len(s2) == 13
     wl = [b.wavelength_nm for b in sorted(s2, key=lambda b: b.wavelength_nm)]
     assert wl == sorted(wl) and wl[0] > 400 and wl[-1] < 2300

@@ -90,3 +90,53 @@ def test_stack_is_bit_for_bit_independent_of_chunking(chunk: int, halo: int) -> 
         if name != "dem":
             valid = lazy[f"{name}:valid"].values, whole[f"{name}:valid"].values
             np.testing.assert_array_equal(*valid, err_msg=f"{name}:valid")
+
+
+def _downsampling_case():
+    """Sources finer than the grid in other CRSs: average (continuous, SAR, elevation) and mode
+    (categorical), transformed exactly (eo_fusion.sources.footprint)."""
+    reader = FakeReader()
+
+    def item(name, modality, keys, crs, res, n, offset_px, bands):
+        return reader.item(name, modality, keys, T0, _grid(crs, res, (n, n), offset_px), bands)
+
+    items = {
+        # continuous, LAEA at 2.7 m: average (ramps and a texture)
+        "aerial": [
+            item("rgb", "aerial", ["aerial:red", "aerial:green"], "EPSG:3035", 2.7, 300, 0.21,
+                 [1, 3])
+        ],
+        # categorical, lon/lat at ~3.3 x 4.4 m: mode
+        "labels": [item("lab", "labels", ["label:landcover"], "EPSG:4326", 4e-5, 260, 0.37, [3])],
+        # SAR 4 m in the neighbouring UTM zone: average in linear power
+        "s1-rtc": [item("s1", "s1-rtc", ["s1:VV"], "EPSG:32634", 4.0, 200, 0.19, [3])],
+        # elevation 3.5 m in LAEA: average (ratio >= 2)
+        "dem": [item("dem", "dem", ["elevation:dem"], "EPSG:3035", 3.5, 230, 0.43, [1])],
+    }  # fmt: skip
+    mods = {
+        "aerial": ModalitySpec(options={"coreg": "off"}),
+        "labels": ModalitySpec(),
+        "s1-rtc": ModalitySpec(options={"coreg": "off"}),
+        "dem": ModalitySpec(bands=["elevation:dem"]),  # slopes need a halo: the test above
+    }
+    return reader, items, mods
+
+
+@pytest.mark.parametrize(("chunk", "halo"), [(7, 0), (16, 3), (64, 5)])
+def test_average_and_mode_across_crss_are_bit_for_bit_independent_of_chunking(
+    chunk: int, halo: int
+) -> None:
+    reader, items, mods = _downsampling_case()
+    whole = build_stack(GRID, items, mods, reader=reader)
+    lazy = api.stack(items, GRID, mods, chunk_size=chunk, halo=halo, reader=reader)
+    lazy = lazy.compute(scheduler="sync")
+    for name in mods:
+        a, b = lazy[name].values, whole[name].values
+        assert np.isfinite(b).mean() > 0.9, name
+        np.testing.assert_array_equal(a, b, err_msg=f"{name}: chunk {chunk}, halo {halo}")
+    # the rules that ran are the downsampling ones: the texture (whole numbers 0-16) averages to
+    # fractions, and its mode stays a whole number
+    tex = whole["aerial"].values[1]  # aerial:green
+    assert (tex != np.round(tex)).mean() > 0.5
+    lab = whole["labels"].values
+    assert np.array_equal(lab[np.isfinite(lab)], np.round(lab[np.isfinite(lab)]))

@@ -201,6 +201,7 @@ def place(
 
 _FOOTPRINT = (Resampling.average, Resampling.mode)
 
+
 def point_resample(
     src: np.ndarray, src_gbox: GeoBox, dst: np.ndarray, dst_gbox: GeoBox, rule: Resampling
 ) -> None:

@@ -73,6 +73,7 @@ def _card_windows() -> tuple[int, int]:
 
 WINDOW, STRIDE = _card_windows()
 TT_PYTHON = "/tmp/ttvenv/bin/python"
+PEER_PRECISION = "EO_FUSION_BENCH_PEER_PRECISION"  # environment of the terratorch/model children
 
 
 # --- data ---------------------------------------------------------------------------------------
@@ -167,13 +168,14 @@ def _load_net():
 
 
 def _precision():  # type: ignore[no-untyped-def]
-    """The map job's default precision on this CPU (``auto``), as an autocast context."""
+    """The peers' precision as an autocast context: the map job's default on this CPU (``auto``)
+    unless ``--peer-precision`` (passed to the children in ``PEER_PRECISION``) says otherwise."""
     import torch
 
     from eo_fusion.devices import autocast, inference_dtype
 
     cpu = torch.device("cpu")
-    return autocast(cpu, inference_dtype(cpu, "auto"))
+    return autocast(cpu, inference_dtype(cpu, os.environ.get(PEER_PRECISION, "auto")))
 
 
 def child_terratorch(inputs: str, out: str) -> dict:
@@ -354,7 +356,7 @@ def _classes_tif(job: Path) -> Path:
     return next(out.glob("*/*_classes.tif"))
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", type=int, default=1000, help="AOI edge in px (10 m)")
     p.add_argument("--full", action="store_true", help="4000 x 4000 px (the issue's size)")
@@ -365,8 +367,20 @@ def main() -> None:
     p.add_argument("--tt-python", default=TT_PYTHON, help="python of terratorch's venv")
     p.add_argument("--doc", default="", help="regenerate the map-job table in this markdown file")
     p.add_argument("--json", default="", help="write all measurements here")
+    p.add_argument(
+        "--peer-precision",
+        default="auto",
+        choices=("auto", "fp32", "bf16"),
+        help="precision of the terratorch and model-only peers (auto: the map job's default)",
+    )
     p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    return p
+
+
+def main() -> None:
+    p = _parser()
     a = p.parse_args()
+    os.environ[PEER_PRECISION] = a.peer_precision
     if a.child:
         fn = {"terratorch": child_terratorch, "model": child_model}[a.child[0]]
         print(json.dumps(fn(*a.child[1:])))

@@ -492,10 +492,10 @@ stack's CRS (stride three quarters of a window: neighbours overlap by a quarter,
 measurement, see docs/performance.md "Model ceiling") and blends them with weights that ramp
 linearly over the overlap, so a tile's result does not depend on the tile size for pixels at
 least {window} − 1 px from its edge: give tiles a halo of at least that much. Pixels without any
-input data get NaN (masked inputs: see
-[Missing data and fusion](#missing-data-and-fusion)). `device`, `precision` (bf16 autocast by default on GPUs and on CPUs with
-native bf16), `compile`, `window` and `overlap` are arguments of `predict` and options of a map
-job's `model` section (docs/jobs.md).
+input data get NaN (masked inputs: see [Missing data and fusion](#missing-data-and-fusion)).
+`device`, `precision` (bf16 autocast by default on GPUs and on CPUs with native bf16),
+`compile`, `window` and `overlap` are arguments of `predict` and options of a map job's `model`
+section (docs/jobs.md).
 
 `eo-fusion model info` prints the card; `--json` prints all of it.
 

@@ -23,7 +23,6 @@ of a tile's own origin (1e-11 px) cannot change a weight: bit-for-bit the same i
 from __future__ import annotations
 
 import contextvars
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from rasterio.enums import Resampling
 
 from eo_fusion.errors import ReadError
 from eo_fusion.grid import grid_crs
+from eo_fusion.sources.memo import Memo
 
 __all__ = [
     "LATTICE_PX",
@@ -191,9 +191,7 @@ def lattice_error_bound(
     return np.where(bad, np.inf, bound)
 
 
-_LATTICES: dict[tuple, Lattice | None] = {}
-_MAX_LATTICES = 64
-_LOCK = threading.Lock()
+_LATTICES: Memo[Lattice | None] = Memo(64)
 
 
 def lattice(dst_gbox: GeoBox, src_crs: CRS) -> Lattice | None:
@@ -201,15 +199,7 @@ def lattice(dst_gbox: GeoBox, src_crs: CRS) -> Lattice | None:
 
     Small (one node per ``LATTICE_PX**2`` pixels), so the last few are kept per process."""
     key = (grid_key(dst_gbox), str(src_crs))
-    with _LOCK:
-        if key in _LATTICES:
-            return _LATTICES[key]
-    found = _make_lattice(dst_gbox, src_crs)
-    with _LOCK:
-        if len(_LATTICES) >= _MAX_LATTICES:
-            del _LATTICES[next(iter(_LATTICES))]  # oldest first (dicts keep order)
-        _LATTICES[key] = found
-    return found
+    return _LATTICES.get(key, lambda: _make_lattice(dst_gbox, src_crs))
 
 
 def _make_lattice(dst_gbox: GeoBox, src_crs: CRS) -> Lattice | None:

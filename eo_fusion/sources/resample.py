@@ -23,7 +23,6 @@ which underestimates backscatter and is not what "average" should mean for power
 
 from __future__ import annotations
 
-import threading
 from functools import lru_cache
 
 import numpy as np
@@ -36,6 +35,7 @@ from rasterio.enums import Resampling
 
 from eo_fusion.grid import grid_crs
 from eo_fusion.sources.footprint import edges_coincide, footprint_resample
+from eo_fusion.sources.memo import Memo
 from eo_fusion.sources.positions import POSITION_QUANTUM, grid_key, plan_for
 
 __all__ = [
@@ -131,20 +131,10 @@ def source_roi(src_gbox: GeoBox, gbox: GeoBox) -> ReprojectInfo:
     40 % of a map-job tile's CPU time before the cache).
     """
     key = (grid_key(src_gbox), grid_key(gbox))
-    with _ROIS_LOCK:
-        found = _ROIS.get(key)
-    if found is None:
-        found = _source_roi(src_gbox, gbox)
-        with _ROIS_LOCK:
-            if len(_ROIS) >= _MAX_ROIS:
-                del _ROIS[next(iter(_ROIS))]  # oldest first (dicts keep order)
-            _ROIS[key] = found
-    return found
+    return _ROIS.get(key, lambda: _source_roi(src_gbox, gbox))
 
 
-_ROIS: dict[tuple, ReprojectInfo] = {}
-_MAX_ROIS = 512
-_ROIS_LOCK = threading.Lock()
+_ROIS: Memo[ReprojectInfo] = Memo(512)
 
 
 def _source_roi(src_gbox: GeoBox, gbox: GeoBox) -> ReprojectInfo:

@@ -236,13 +236,17 @@ def sliding_probs(
     batch_size: int = 8,
     overlap: int | None = None,
     options: InferenceOptions | None = None,
+    core: tuple[slice, slice] | None = None,
 ) -> np.ndarray:
     """Blend window-wise softmax outputs over a normalised array ``(…, C, H, W)``.
 
     Windows are anchored on multiples of the stride ``window - overlap`` (default overlap: half
     a window) counted from ``offset`` (the global index of pixel (0, 0)); ``options`` choose the
-    device and precision (default: fp32 on the CPU, as the training code calls it). Returns
-    ``(n_classes, H, W)`` float32.
+    device and precision (default: fp32 on the CPU, as the training code calls it). ``core``
+    (``(slice_y, slice_x)`` of the array): only windows that touch it run, so a padded tile does
+    not pay for windows that lie in its halo alone; pixels of the core get exactly the values
+    they get without ``core``, pixels no window covered get NaN. Returns ``(n_classes, H, W)``
+    float32.
     """
     overlap = window // 2 if overlap is None else overlap
     if not 0 <= overlap < window:
@@ -254,6 +258,8 @@ def sliding_probs(
     stride = window - overlap
     h, w = arr.shape[-2:]
     sy, sx = _starts(h, offset[0], window, stride), _starts(w, offset[1], window, stride)
+    if core is not None:
+        sy, sx = _touching(sy, core[0], window, h), _touching(sx, core[1], window, w)
     pad_y0, pad_x0 = max(0, -sy[0]), max(0, -sx[0])
     pad_y1, pad_x1 = max(0, sy[-1] + window - h), max(0, sx[-1] + window - w)
     pad = [(0, 0)] * (arr.ndim - 2) + [(pad_y0, pad_y1), (pad_x0, pad_x1)]
@@ -277,8 +283,16 @@ def sliding_probs(
                 acc[:, y : y + window, x : x + window] += p * weight
                 wsum[y : y + window, x : x + window] += weight
     net.train(was_training)
-    core = (slice(pad_y0, pad_y0 + h), slice(pad_x0, pad_x0 + w))
-    return acc[:, core[0], core[1]] / wsum[core]
+    ys, xs = slice(pad_y0, pad_y0 + h), slice(pad_x0, pad_x0 + w)
+    total = wsum[ys, xs]
+    out = np.full((n_classes, h, w), np.nan, dtype="float32")
+    return np.divide(acc[:, ys, xs], total, out=out, where=total > 0)
+
+
+def _touching(starts: list[int], core: slice, window: int, n: int) -> list[int]:
+    """The window starts whose window overlaps ``core`` of an axis of ``n`` pixels."""
+    lo, hi, _ = core.indices(n)
+    return [s for s in starts if s < hi and s + window > lo]
 
 
 def _forward(
@@ -391,6 +405,7 @@ def predict(
     compile: bool = False,
     window: int | None = None,
     overlap: int | None = None,
+    core: tuple[slice, slice] | None = None,
 ) -> xr.DataArray:
     """Class probabilities for every pixel of ``stack``.
 
@@ -405,6 +420,9 @@ def predict(
         compile: run the model through ``torch.compile`` (needs a C compiler on the CPU).
         window: window edge in pixels (a multiple of the patch size); default: the card's.
         overlap: pixels a window shares with each neighbour; default: the card's stride.
+        core: ``(slice_y, slice_x)`` of the stack whose pixels are wanted (a map job's tile
+            without its halo): windows that do not touch it are skipped, and pixels outside
+            every window that ran are NaN; the core's values are those of a full run.
 
     Returns:
         ``(class, y, x)`` float32 probabilities on the stack's grid (coords copied from the
@@ -430,6 +448,7 @@ def predict(
         doy=doy,
         batch_size=batch_size,
         options=opts,
+        core=core,
     )
     nodata = ~np.isfinite(arr).any(axis=tuple(range(arr.ndim - 2)))
     out[:, nodata] = np.nan

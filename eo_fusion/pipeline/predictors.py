@@ -165,7 +165,7 @@ class ModelPredictor:
         probs = predict(
             stack, model, task=self.task, batch_size=self.batch_size, device=opts.device,
             precision=opts.precision, compile=opts.compile, window=self.window,
-            overlap=self.overlap,
+            overlap=self.overlap, core=task.tile.core_in_padded,
         )  # fmt: skip
         out = np.asarray(probs.transpose("class", "y", "x").values, dtype=np.float32)
         report = tile_input_report(task, stack)

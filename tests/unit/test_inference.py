@@ -138,6 +138,34 @@ def test_other_windows_are_tile_size_independent_away_from_edges(bundled, window
     assert np.allclose(whole.sum("class"), 1, atol=1e-5)
 
 
+def test_core_skips_halo_only_windows_and_keeps_the_core(bundled, monkeypatch):
+    """A map job's tile asks only for its core: windows lying in the halo alone are not run,
+    and the core's probabilities are those of the full run."""
+    import importlib
+
+    predict_mod = importlib.import_module("eo_fusion.models.predict")
+
+    st = _stack(bundled.card, 120, seed=3)
+    kw = dict(device="cpu", precision="fp32", batch_size=16)
+    calls: list[int] = []
+    real = predict_mod._forward
+
+    def counting(run, wins, *a):
+        calls.append(len(wins))
+        return real(run, wins, *a)
+
+    monkeypatch.setattr(predict_mod, "_forward", counting)
+    full = predict(st, bundled, **kw)
+    n_full = sum(calls)
+    calls.clear()
+    core = (slice(32, 88), slice(32, 88))
+    part = predict(st, bundled, core=core, **kw)
+    assert 0 < sum(calls) < n_full
+    a, b = full.values[:, core[0], core[1]], part.values[:, core[0], core[1]]
+    np.testing.assert_allclose(b, a, atol=1e-6)
+    assert np.isnan(part.values[:, 0, 0]).all()  # no window that ran covers the far corner
+
+
 def test_bf16_autocast_agrees_with_fp32_on_synthetic_inputs(bundled):
     st = _stack(bundled.card, 64, seed=2)
     fp32 = predict(st, bundled, device="cpu", precision="fp32")

@@ -467,7 +467,8 @@ def report(results, extra, agree, size, a, load0, load1, meta) -> list[str]:  # 
         f"one date), a {size} x {size} px AOI at 10 m in UTM 18N ({mpx:.1f} Mpx), the bundled "
         f"model's landcover head, window {WINDOW} px, stride {STRIDE} px. Command: "
         f"`python benchmarks/bench_map.py --size {size} --rounds {a.rounds}"
-        f"{f' --tile {a.tile}' if a.tile else ''}`.",
+        f"{f' --tile {a.tile}' if a.tile else ''}"
+        f"{f' --peer-precision {a.peer_precision}' if a.peer_precision != 'auto' else ''}`.",
         "",
         "| peer | what is timed | output Mpx/s min / med / max | seconds min / med / max "
         "| peak PSS MB min / med / max |",
@@ -487,6 +488,8 @@ def report(results, extra, agree, size, a, load0, load1, meta) -> list[str]:  # 
     if threads:
         lines.append(f"- terratorch ran with {', '.join(map(str, sorted(threads)))} torch "
                      "thread(s) (its default: all cores)")  # fmt: skip
+    lines.append(f"- precision of the terratorch and model-only peers: {a.peer_precision} (the "
+                 "map job: its default, `auto`)")  # fmt: skip
     if "map" in results and "terratorch" in results:
         lines.append(f"- map job / terratorch throughput (pairs) min / med / max "
                      f"{_fmt(_ratios(results, 'map', 'terratorch'))} (target ≥ 1.5)")  # fmt: skip

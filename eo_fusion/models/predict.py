@@ -248,13 +248,7 @@ def sliding_probs(
     they get without ``core``, pixels no window covered get NaN. Returns ``(n_classes, H, W)``
     float32.
     """
-    overlap = window // 2 if overlap is None else overlap
-    if not 0 <= overlap < window:
-        raise BadInputError(
-            f"window overlap {overlap} px must be at least 0 and less than the window "
-            f"({window} px)",
-            fix="set overlap between 0 and window - 1 (half a window blends best)",
-        )
+    overlap = _checked_overlap(window, overlap)
     stride = window - overlap
     h, w = arr.shape[-2:]
     sy, sx = _starts(h, offset[0], window, stride), _starts(w, offset[1], window, stride)
@@ -284,9 +278,25 @@ def sliding_probs(
                 wsum[y : y + window, x : x + window] += weight
     net.train(was_training)
     ys, xs = slice(pad_y0, pad_y0 + h), slice(pad_x0, pad_x0 + w)
-    total = wsum[ys, xs]
-    out = np.full((n_classes, h, w), np.nan, dtype="float32")
-    return np.divide(acc[:, ys, xs], total, out=out, where=total > 0)
+    return _normalised(acc[:, ys, xs], wsum[ys, xs])
+
+
+def _checked_overlap(window: int, overlap: int | None) -> int:
+    """The overlap in pixels (default: half a window), refused unless 0 <= overlap < window."""
+    overlap = window // 2 if overlap is None else overlap
+    if not 0 <= overlap < window:
+        raise BadInputError(
+            f"window overlap {overlap} px must be at least 0 and less than the window "
+            f"({window} px)",
+            fix="set overlap between 0 and window - 1 (half a window blends best)",
+        )
+    return overlap
+
+
+def _normalised(acc: np.ndarray, wsum: np.ndarray) -> np.ndarray:
+    """Blended probabilities ``acc / wsum``; NaN where no window ran."""
+    out = np.full(acc.shape, np.nan, dtype="float32")
+    return np.divide(acc, wsum, out=out, where=wsum > 0)
 
 
 def _touching(starts: list[int], core: slice, window: int, n: int) -> list[int]:
@@ -420,9 +430,8 @@ def predict(
         compile: run the model through ``torch.compile`` (needs a C compiler on the CPU).
         window: window edge in pixels (a multiple of the patch size); default: the card's.
         overlap: pixels a window shares with each neighbour; default: the card's stride.
-        core: ``(slice_y, slice_x)`` of the stack whose pixels are wanted (a map job's tile
-            without its halo): windows that do not touch it are skipped, and pixels outside
-            every window that ran are NaN; the core's values are those of a full run.
+        core: ``(slice_y, slice_x)`` of the pixels wanted (a tile without its halo): windows not
+            touching it are skipped, pixels no window covers are NaN (see ``sliding_probs``).
 
     Returns:
         ``(class, y, x)`` float32 probabilities on the stack's grid (coords copied from the
@@ -438,18 +447,10 @@ def predict(
     win, over = window_settings(card, window, overlap, option="")
     doy = None if time is None else torch.from_numpy(_day_of_year(time))
     out = sliding_probs(
-        net,
-        arr,
-        keys,
-        n_classes=len(section.classes),
-        window=win,
-        overlap=over,
-        offset=_stack_offset(stack, arr.shape[-2:]),
-        doy=doy,
-        batch_size=batch_size,
-        options=opts,
-        core=core,
-    )
+        net, arr, keys, n_classes=len(section.classes), window=win, overlap=over,
+        offset=_stack_offset(stack, arr.shape[-2:]), doy=doy, batch_size=batch_size,
+        options=opts, core=core,
+    )  # fmt: skip
     nodata = ~np.isfinite(arr).any(axis=tuple(range(arr.ndim - 2)))
     out[:, nodata] = np.nan
     da = _as_dataarray(out, stack, section, card, task, keys)

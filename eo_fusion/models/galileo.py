@@ -34,7 +34,7 @@ from torch import nn
 
 from eo_fusion.errors import ModelError
 from eo_fusion.models.encoder import Mlp  # same layout as the published fc1/fc2 weights
-from eo_fusion.models.heads import DenseDecoder
+from eo_fusion.models.heads import DenseDecoder, FrozenEncoderHead
 
 #: Ground sampling distance (m) at which the model's position code has unit step per pixel.
 BASE_GSD_M = 10.0
@@ -696,7 +696,7 @@ def _static_inputs(
 # ------------------------------------------------------------------------------------------------
 
 
-class GalileoLandCover(nn.Module):
+class GalileoLandCover(FrozenEncoderHead):
     """Dense land cover from S1 + S2 + elevation with Galileo per-patch features.
 
     The encoder's per-patch features (``(B, h, w, D)``) feed the project's
@@ -732,12 +732,6 @@ class GalileoLandCover(nn.Module):
         n_in = encoder.cfg.n_bands("space_time") + encoder.cfg.n_bands("space")
         self.pixel = nn.Sequential(nn.Conv2d(n_in, channels, 1), nn.GELU())
         self.decoder = DenseDecoder(encoder.dim, 1, n_classes, channels)
-
-    def train(self, mode: bool = True) -> GalileoLandCover:
-        super().train(mode)
-        if self.freeze:
-            self.encoder.eval()
-        return self
 
     def embed(
         self,

@@ -328,3 +328,20 @@ def union_dates(
         row, col = row + arr.shape[0], col + width
     order = np.argsort(times, kind="stable")
     return out[order], times[order]
+
+
+class FrozenEncoderHead(nn.Module):
+    """A head over a published encoder that may be frozen (``self.freeze``).
+
+    A frozen encoder stays in eval mode whatever ``train()`` is called with, so its dropout and
+    norm statistics do not change while the head trains.
+    """
+
+    encoder: nn.Module
+    freeze: bool
+
+    def train(self, mode: bool = True) -> FrozenEncoderHead:
+        super().train(mode)
+        if self.freeze:
+            self.encoder.eval()
+        return self

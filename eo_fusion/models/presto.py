@@ -26,6 +26,7 @@ from torch import nn
 
 from eo_fusion.errors import ModelError
 from eo_fusion.models.galileo import Block, slope_degrees, to_model_units
+from eo_fusion.models.heads import FrozenEncoderHead
 
 #: Dynamic World class id that means "no label" (the 10th embedding row).
 DW_MISSING = 9
@@ -280,7 +281,7 @@ def _static_to_first_step(card: dict[str, Any], vals: torch.Tensor, given: torch
 # ------------------------------------------------------------------------------------------------
 
 
-class PrestoCrop(nn.Module):
+class PrestoCrop(FrozenEncoderHead):
     """Per-pixel crop classes from a monthly time series with Presto embeddings.
 
     Every pixel's series goes through the encoder (in chunks of ``pixel_chunk`` pixels); a
@@ -318,12 +319,6 @@ class PrestoCrop(nn.Module):
             if hidden
             else nn.Linear(d, n_classes)
         )
-
-    def train(self, mode: bool = True) -> PrestoCrop:
-        super().train(mode)
-        if self.freeze:
-            self.encoder.eval()
-        return self
 
     def embed(
         self,

@@ -290,6 +290,7 @@ def test_galileo_landcover_head_learns_with_a_frozen_encoder(galileo):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     opt = torch.optim.Adam([p for p in head.parameters() if p.requires_grad], lr=2e-2)
     head.train()
+    assert head.training and not model.training  # the frozen encoder stays in eval mode
     losses = []
     for _ in range(12):
         loss = torch.nn.functional.cross_entropy(head(x, keys), y)

@@ -712,6 +712,8 @@ class GalileoLandCover(FrozenEncoderHead):
         channels: decoder width.
     """
 
+    encoder: GalileoEncoder
+
     def __init__(
         self,
         encoder: GalileoEncoder,

@@ -296,6 +296,8 @@ class PrestoCrop(FrozenEncoderHead):
         pixel_chunk: pixels per encoder call (bounds memory).
     """
 
+    encoder: PrestoEncoder
+
     def __init__(
         self,
         encoder: PrestoEncoder,

@@ -488,7 +488,7 @@ class ModelRef(StrictModel):
         None, description="folder with model.safetensors + model_card.json; default: bundled"
     )
     task: Literal["landcover", "crops"] = Field("landcover", description="head to run")
-    batch_size: int = Field(8, ge=1, description="inference windows per forward pass")
+    batch_size: int = Field(32, ge=1, description="inference windows per forward pass")
     device: Literal["auto", "cpu", "cuda", "mps"] = Field(
         "auto",
         description="where each worker runs the model: auto = CUDA when the worker sees a GPU, "

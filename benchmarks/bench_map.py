@@ -22,14 +22,18 @@ wall seconds):
 * ``terratorch`` — ``terratorch.tasks.tiled_inference`` (run in its own virtual environment,
   ``--tt-python``; default ``/tmp/ttvenv/bin/python``) with OUR bundled model's forward as the
   callable, the same window and stride (the bundled model card's ``inference`` settings, which
-  the map job uses) and the same precision (``precision: auto``: bf16 autocast on CPUs with
-  native bf16, as the map job), ``delta=0``, blended overlaps, averaged,
+  the map job uses), by default the same precision (``precision: auto``: bf16 autocast on CPUs
+  with native bf16, as the map job; ``--peer-precision fp32`` runs terratorch at its fastest
+  here), ``delta=0``, blended overlaps, averaged,
   on the SAME pixels ALREADY STACKED AND NORMALISED (terratorch does not read or stack imagery:
   its time counts neither, nor writing any output; only the ``tiled_inference`` call is timed).
   torch's default threads (all cores) in one process, as terratorch users run it.
-* ``model``      — the model-only ceiling: the forward passes alone over the same windows
+* ``model``      — the model-only ceiling: the forward passes alone over the same windows at
+  the map job's precision
   (the window grid terratorch uses), in 2 processes x 1 torch thread (the fastest set-up here),
-  on the same prepared pixels; no blending, no output.
+  on the same prepared pixels, as the map job calls it (its batch size, channels-last windows);
+  no blending, no output. terratorch gets the model's plain forward and the NCHW batches
+  ``tiled_inference`` makes, as its users call it.
 
 Then, for the map job only: peak memory at the AOI and at a quarter of its area (flat in AOI size?)
 and throughput of 2 dask worker processes vs 1 (one torch thread each).
@@ -167,15 +171,16 @@ def _load_net():
     return load_model().landcover.eval()
 
 
-def _precision():  # type: ignore[no-untyped-def]
-    """The peers' precision as an autocast context: the map job's default on this CPU (``auto``)
-    unless ``--peer-precision`` (passed to the children in ``PEER_PRECISION``) says otherwise."""
+def _precision(option: str = ""):  # type: ignore[no-untyped-def]
+    """A precision option as an autocast context on the CPU; default: terratorch's, the map
+    job's (``auto``) unless ``--peer-precision`` (passed to the children in ``PEER_PRECISION``)
+    says otherwise."""
     import torch
 
     from eo_fusion.devices import autocast, inference_dtype
 
     cpu = torch.device("cpu")
-    return autocast(cpu, inference_dtype(cpu, os.environ.get(PEER_PRECISION, "auto")))
+    return autocast(cpu, inference_dtype(cpu, option or os.environ.get(PEER_PRECISION, "auto")))
 
 
 def child_terratorch(inputs: str, out: str) -> dict:
@@ -217,14 +222,21 @@ def _forward_rows(inputs: str, rows: list[int], batch: int) -> int:
             chunk = np.stack(
                 [arr[:, y : y + WINDOW, x : x + WINDOW] for y, x in spots[i : i + batch]]
             )
-            with _precision():
-                net(torch.from_numpy(chunk), keys).float().softmax(dim=1)
+            # The map job's own forward: channels-last windows (eo_fusion.models.predict).
+            x = torch.from_numpy(chunk).contiguous(memory_format=torch.channels_last)
+            with _precision("auto"):  # the ceiling of the map job: its precision
+                net(x, keys).float().softmax(dim=1)
     return len(spots)
 
 
-def child_model(inputs: str, _out: str = "", procs: int = 2, batch: int = 8) -> dict:
-    """Forward passes alone over terratorch's windows, ``procs`` processes x 1 thread."""
+def child_model(inputs: str, _out: str = "", procs: int = 2, batch: int = 0) -> dict:
+    """Forward passes alone over terratorch's windows, ``procs`` processes x 1 thread, in the
+    map job's batches (``batch`` 0: the map job's default ``model.batch_size``)."""
     from concurrent.futures import ProcessPoolExecutor
+
+    from eo_fusion.config import ModelRef
+
+    batch = batch or ModelRef.model_validate({}).batch_size
 
     rows = window_starts(json.loads(Path(f"{inputs}.json").read_text())["shape"][-2])
     parts = [rows[i::procs] for i in range(procs)]
@@ -371,7 +383,8 @@ def _parser() -> argparse.ArgumentParser:
         "--peer-precision",
         default="auto",
         choices=("auto", "fp32", "bf16"),
-        help="precision of the terratorch and model-only peers (auto: the map job's default)",
+        help="precision of the terratorch peer (auto: the map job's default; the model-only "
+        "ceiling always runs at the map job's)",
     )
     p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     return p
@@ -488,8 +501,8 @@ def report(results, extra, agree, size, a, load0, load1, meta) -> list[str]:  # 
     if threads:
         lines.append(f"- terratorch ran with {', '.join(map(str, sorted(threads)))} torch "
                      "thread(s) (its default: all cores)")  # fmt: skip
-    lines.append(f"- precision of the terratorch and model-only peers: {a.peer_precision} (the "
-                 "map job: its default, `auto`)")  # fmt: skip
+    lines.append(f"- precision of the terratorch peer: {a.peer_precision}; the map job and the "
+                 "model-only ceiling: the map job's default, `auto`")  # fmt: skip
     if "map" in results and "terratorch" in results:
         lines.append(f"- map job / terratorch throughput (pairs) min / med / max "
                      f"{_fmt(_ratios(results, 'map', 'terratorch'))} (target ≥ 1.5)")  # fmt: skip

@@ -58,7 +58,7 @@ def test_map_benchmark_runs_the_job_and_the_model_ceiling(tmp_path: Path) -> Non
     args = type("A", (), {"rounds": 1, "tile": 64, "peer_precision": "fp32"})()
     lines = bench.report(results, {}, None, 96, args, (1.0, 1.0), (1.0, 1.0), meta)
     assert any("map job / model-only ceiling" in line for line in lines)
-    assert any("model-only peers: fp32" in line for line in lines)  # the peers' precision is said
+    assert any("terratorch peer: fp32" in line for line in lines)  # the peer's precision is said
     tile_lines = tile_bench.summarise(r, 96, 64, (1.0, 1.0))
     assert any("extrapolated" in line for line in tile_lines)
     json.dumps(r)  # everything the benchmark keeps is plain JSON

@@ -21,7 +21,9 @@ round in a rotated order; the HTTP server is the project's range file server):
   QA computed);
 * ``lazy``  — ``eo_fusion.api.stack(...)`` then ``.compute()`` (dask threads, default chunks);
 * ``tiles`` — the map job's per-tile stacking: ``build_stack`` on each padded tile of
-  ``make_tiles(grid, 256, 16)`` (the map job's default tile size and halo), one after another.
+  ``make_tiles(grid, tile_size, halo)`` with the map job's defaults (``GridSpec``: 512 px tiles,
+  16 px halo), one after another, each tile's core written to its own file as the map job
+  writes tile files.
 
 All eo-fusion peers produce time-series float32 reflectance with SCL clouds masked; odc-stac
 returns the same bands (raw DN, float32) unmasked. Pixel agreement (eo-fusion vs odc-stac where
@@ -171,22 +173,33 @@ def run_lazy(base: str, meta: dict, gbox) -> tuple[np.ndarray, np.ndarray]:
     return ds["s2-l2a"].values, ds["s2-l2a:valid"].values
 
 
-def run_tiles(base: str, meta: dict, gbox) -> tuple[np.ndarray, np.ndarray]:
+def run_tiles(base: str, meta: dict, gbox, tile_dir: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """The map job's per-tile stacking; returns the mosaic of the tiles' cores. With
+    ``tile_dir`` (the timed peer) each core is written to a file there instead, as the map job
+    writes tile files, and nothing is returned (empty arrays): holding the mosaic would add the
+    whole output to a peak memory the map job never has."""
+    from eo_fusion.config import GridSpec
     from eo_fusion.grid import make_tiles
     from eo_fusion.stack import build_stack
 
     items, spec = {"s2-l2a": _ours_items(base, meta)}, {"s2-l2a": _spec()}
     data = valid = None
-    for tile in make_tiles(gbox, 256, 16):
+    job = GridSpec.model_validate({})
+    for i, tile in enumerate(make_tiles(gbox, job.tile_size, job.halo)):
         ds = build_stack(tile.padded, items, spec)
         ys, xs = tile.core_in_padded
-        part = ds["s2-l2a"].values[..., ys, xs]
-        if data is None:  # the map job keeps one tile at a time; this keeps the mosaic for checks
+        part, part_valid = ds["s2-l2a"].values[..., ys, xs], ds["s2-l2a:valid"].values[..., ys, xs]
+        if tile_dir:
+            np.savez(Path(tile_dir) / f"tile{i}.npz", data=part, valid=part_valid)
+            continue
+        if data is None:
             data = np.full((*part.shape[:2], *gbox.shape.yx), np.nan, np.float32)
             valid = np.zeros((part.shape[0], *gbox.shape.yx), bool)
         ry, rx = tile.core_in_grid
         data[..., ry, rx] = part
-        valid[..., ry, rx] = ds["s2-l2a:valid"].values[..., ys, xs]
+        valid[..., ry, rx] = part_valid
+    if tile_dir:
+        return np.empty((0,), np.float32), np.empty((0,), bool)
     assert data is not None and valid is not None
     return data, valid
 
@@ -237,8 +250,10 @@ def _child(which: str, base: str, meta_path: str, size: int, out: str) -> None:
         importlib.import_module("distributed")
     r0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
-    data, valid = RUNNERS[which](base, meta, gbox)
-    elapsed = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory(prefix="bench_tiles_") as tile_dir:
+        extra = (tile_dir,) if which == "tiles" else ()
+        data, valid = RUNNERS[which](base, meta, gbox, *extra)
+        elapsed = time.perf_counter() - t0
     ru = resource.getrusage(resource.RUSAGE_SELF)
     peak = ru.ru_maxrss / 1024
     if out:

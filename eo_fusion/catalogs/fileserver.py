@@ -182,6 +182,11 @@ class _RangeHandler(BaseHTTPRequestHandler):
     :attr:`sink`. Subclassed per server by :func:`_make_handler`."""
 
     protocol_version = "HTTP/1.1"  # keep-alive, as GDAL/libcurl expect from object stores
+    # Send each write at once (TCP_NODELAY), as object stores and nginx do: with Nagle, a
+    # response whose headers and body go out in separate writes waits ~40 ms for the
+    # client's delayed ACK, a stall per request that no real server adds (measured: opening
+    # a COG over loopback 59 ms with it, 23 ms without).
+    disable_nagle_algorithm = True
     server_version = "eo-fusion-fileserver"
     root: Path
     sink: Callable[[RequestRecord], None]

@@ -25,6 +25,7 @@ import contextlib
 import errno
 import json
 import logging
+import os
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -312,12 +313,26 @@ def _worker_environ() -> Iterator[None]:
     that 21 s of system time in a 53 s one-process job (34 s without it; threads of this
     process, the default, never had it). Kept for the cluster's lifetime: a restarted worker
     is spawned with the same environment.
+
+    A nanny started earlier in this process (a notebook's own LocalCluster, say) leaves
+    distributed's value in ``os.environ``, which workers would inherit; that value is taken out
+    for the same time. A different value, set on purpose, is left alone.
     """
     import dask
 
-    # None is distributed's documented way to unset one of these variables.
-    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
-        yield
+    key = "MALLOC_TRIM_THRESHOLD_"
+    setting = f"distributed.nanny.pre-spawn-environ.{key}"
+    inherited = os.environ.get(key)
+    left_by_dask = inherited is not None and inherited == str(dask.config.get(setting, None))
+    if left_by_dask:
+        del os.environ[key]
+    try:
+        # None is distributed's documented way to unset one of these variables.
+        with dask.config.set({setting: None}):
+            yield
+    finally:
+        if left_by_dask:
+            os.environ[key] = str(inherited)
 
 
 def execute_tasks(

@@ -23,8 +23,8 @@ wall seconds):
   ``--tt-python``; default ``/tmp/ttvenv/bin/python``) with OUR bundled model's forward as the
   callable, the same window and stride (the bundled model card's ``inference`` settings, which
   the map job uses), by default the same precision (``precision: auto``: bf16 autocast on CPUs
-  with native bf16, as the map job; ``--peer-precision fp32`` runs terratorch at its fastest
-  here), ``delta=0``, blended overlaps, averaged,
+  with native bf16, as the map job; ``--peer-precision fp32`` runs terratorch in fp32),
+  ``delta=0``, blended overlaps, averaged,
   on the SAME pixels ALREADY STACKED AND NORMALISED (terratorch does not read or stack imagery:
   its time counts neither, nor writing any output; only the ``tiled_inference`` call is timed).
   torch's default threads (all cores) in one process, as terratorch users run it.

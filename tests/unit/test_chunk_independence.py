@@ -73,12 +73,18 @@ def _case():
     return reader, items, mods
 
 
-@pytest.mark.parametrize(("chunk", "halo"), [(7, 0), (16, 3), (64, 5)])
-def test_stack_is_bit_for_bit_independent_of_chunking(chunk: int, halo: int) -> None:
-    reader, items, mods = _case()
+def _lazy_and_whole(case, chunk: int, halo: int):  # type: ignore[no-untyped-def]
+    """The lazy stack of ``case()`` in ``chunk`` px chunks with ``halo`` (computed) and the
+    whole-grid eager build, with the case's modality specs."""
+    reader, items, mods = case()
     whole = build_stack(GRID, items, mods, reader=reader)
     lazy = api.stack(items, GRID, mods, chunk_size=chunk, halo=halo, reader=reader)
-    lazy = lazy.compute(scheduler="sync")
+    return lazy.compute(scheduler="sync"), whole, mods
+
+
+@pytest.mark.parametrize(("chunk", "halo"), [(7, 0), (16, 3), (64, 5)])
+def test_stack_is_bit_for_bit_independent_of_chunking(chunk: int, halo: int) -> None:
+    lazy, whole, mods = _lazy_and_whole(_case, chunk, halo)
     for name in mods:
         a, b = lazy[name].values, whole[name].values
         assert np.isfinite(b).mean() > 0.9, name
@@ -126,10 +132,7 @@ def _downsampling_case():
 def test_average_and_mode_across_crss_are_bit_for_bit_independent_of_chunking(
     chunk: int, halo: int
 ) -> None:
-    reader, items, mods = _downsampling_case()
-    whole = build_stack(GRID, items, mods, reader=reader)
-    lazy = api.stack(items, GRID, mods, chunk_size=chunk, halo=halo, reader=reader)
-    lazy = lazy.compute(scheduler="sync")
+    lazy, whole, mods = _lazy_and_whole(_downsampling_case, chunk, halo)
     for name in mods:
         a, b = lazy[name].values, whole[name].values
         assert np.isfinite(b).mean() > 0.9, name

@@ -32,6 +32,7 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 
 from eo_fusion.catalogs import Catalog, NormalizedItem, SearchResult, open_catalog
+from eo_fusion.chunk_buffers import BufferedArray, OutputBuffer, buffered, new_buffers, new_token
 from eo_fusion.config import JobSpec, ModalitySpec, load_job, modality_spec
 from eo_fusion.errors import BadInputError, GridError
 from eo_fusion.gdal import GDALOptions
@@ -108,8 +109,10 @@ def _tile_arrays(
     gdal: GDALOptions,
     template: xr.Dataset,
     reader: Reader,
+    buffers: Mapping[str, OutputBuffer],
 ) -> dict[str, np.ndarray]:
-    """Build one tile and conform each variable to the template's non-spatial coordinates.
+    """Build one tile, conform each variable to the template's non-spatial coordinates and write
+    its core into the variable's whole-grid buffer; returns the views written.
 
     Conforming matters because a tile may lack a date or band that another tile has; the missing
     parts become NaN (False for masks) instead of changing the array's shape.
@@ -120,17 +123,17 @@ def _tile_arrays(
     ys, xs = tile.core_in_padded
     ds = ds.isel(y=ys, x=xs)
     out = {}
+    place = (Ellipsis, *tile.core_in_grid)
     for name, var in template.data_vars.items():
         fill = False if var.dtype == bool else np.nan
         if name in ds:
-            part = _conform(ds[name], template, var.dims, fill)
-            # A contiguous copy of the core only where the halo was cropped (a view would keep
-            # the padded tile alive until the whole stack is assembled).
-            out[str(name)] = np.ascontiguousarray(part.values.astype(var.dtype, copy=False))
+            part = _conform(ds[name], template, var.dims, fill).values
         else:
-            shape = [template.sizes[d] if d not in ("y", "x") else 0 for d in var.dims]
-            shape[-2:] = tile.core.shape.yx
-            out[str(name)] = np.full(shape, fill, dtype=var.dtype)
+            shape = [template.sizes[d] for d in var.dims[:-2]] + list(tile.core.shape.yx)
+            part = np.full(shape, fill, dtype=var.dtype)
+        # A copy of the core (a view of the padded tile would keep it alive until the whole
+        # stack is assembled), written straight into the result when it is computed whole.
+        out[str(name)] = buffers[str(name)].write(place, part)
     return out
 
 
@@ -146,10 +149,12 @@ def _conform(part: xr.DataArray, template: xr.Dataset, dims: tuple, fill: Any) -
     return part.transpose(*dims)
 
 
-def _tile_task(tile: Tile, shared: tuple[Any, ...]) -> dict[str, np.ndarray]:
+def _tile_task(
+    tile: Tile, shared: tuple[Any, ...], buffers: Mapping[str, OutputBuffer]
+) -> dict[str, np.ndarray]:
     """One lazy chunk: :func:`_tile_arrays` with the arguments every chunk shares."""
     items, specs, gdal, template, reader = shared
-    return _tile_arrays(tile, items, specs, gdal, template, reader)
+    return _tile_arrays(tile, items, specs, gdal, template, reader, buffers)
 
 
 #: Per-variable attributes computed from pixel values: a layout built without reading pixels
@@ -225,11 +230,13 @@ def stack(
     _refuse_sub_grids(template)
     tiles = make_tiles(grid, chunk_size, auto_halo(by_modality, specs) if halo is None else halo)
     empty = template.drop_vars(["y", "x"]).isel(y=[], x=[])
-    blocks = _chunk_blocks(tiles, template, empty, by_modality, specs, gdal, reader)
+    arrays = _lazy_variables(
+        tiles, grid.shape.yx, template, (by_modality, specs, gdal, empty, reader)
+    )
     coords = {k: v for k, v in template.coords.items() if k not in ("y", "x")}
     coords.update(grid_coords(grid))
     variables = {
-        name: xr.DataArray(da.block(blocks[str(name)]), dims=var.dims, attrs=var.attrs)
+        name: xr.DataArray(arrays[str(name)], dims=var.dims, attrs=var.attrs)
         for name, var in template.data_vars.items()
     }
     ds = xr.Dataset(variables, coords=coords)
@@ -278,32 +285,35 @@ def auto_halo(
     return 0 if local else DEFAULT_HALO
 
 
-def _chunk_blocks(
+def _lazy_variables(
     tiles: list[Tile],
+    grid_shape: tuple[int, int],
     template: xr.Dataset,
-    empty: xr.Dataset,
-    items: Mapping[str, list[NormalizedItem]],
-    specs: Mapping[str, ModalitySpec],
-    gdal: GDALOptions,
-    reader: Reader,
-) -> dict[str, list[list[Any]]]:
-    """Variable name -> rows of dask blocks, one delayed ``build_stack`` per tile."""
-    rows = max(t.row for t in tiles) + 1
-    cols = max(t.col for t in tiles) + 1
-    blocks: dict[str, list[list[Any]]] = {
-        str(n): [[None] * cols for _ in range(rows)] for n in template.data_vars
-    }
+    shared: tuple[Any, ...],
+) -> dict[str, BufferedArray]:
+    """Variable name -> its dask array over the grid, one delayed ``build_stack`` per tile
+    (``shared``: the items, specs, GDAL options, empty template and reader of every tile)."""
+    rows, cols = max(t.row for t in tiles) + 1, max(t.col for t in tiles) + 1
+    names = [str(n) for n in template.data_vars]
+    blocks: dict[str, list[list[Any]]] = {n: [[None] * cols for _ in range(rows)] for n in names}
+    tokens = {n: new_token() for n in names}
+    lead = {n: [template.sizes[d] for d in template[n].dims[:-2]] for n in names}
+    layout = {n: (tokens[n], (*lead[n], *grid_shape), template[n].dtype.str) for n in names}
+    buffers = dask.delayed(new_buffers, pure=False)(layout)  # a task: fresh buffers per compute
     # The items, specs and reader go into the graph once, as one opaque value: passed to every
     # tile's call, dask would walk (and tokenize) the whole item list once per tile.
-    shared = dask.delayed((items, specs, gdal, empty, reader), traverse=False)
+    common = dask.delayed(shared, traverse=False)
     for tile in tiles:
-        built = dask.delayed(_tile_task, pure=True)(dask.delayed(tile, traverse=False), shared)
-        for name, var in template.data_vars.items():
-            shape = [template.sizes[d] for d in var.dims[:-2]] + list(tile.core.shape.yx)
-            blocks[str(name)][tile.row][tile.col] = da.from_delayed(
-                built[str(name)], shape=tuple(shape), dtype=var.dtype
+        built = dask.delayed(_tile_task, pure=True)(
+            dask.delayed(tile, traverse=False), common, buffers
+        )
+        for n in names:
+            blocks[n][tile.row][tile.col] = da.from_delayed(
+                built[n], shape=(*lead[n], *tile.core.shape.yx), dtype=template[n].dtype
             )
-    return blocks
+    # Computing a variable returns the buffer its chunks were written into (chunk_buffers):
+    # the output is held once, not as chunks plus their concatenation.
+    return {n: buffered(da.block(blocks[n]), tokens[n]) for n in names}
 
 
 def describe_stack(ds: xr.Dataset) -> str:

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from eo_fusion import api
+from eo_fusion import api, chunk_buffers
 from eo_fusion.catalogs import SearchResult
 from eo_fusion.errors import BandError
 from eo_fusion.stack import build_stack
@@ -45,6 +45,20 @@ def test_lazy_stack_matches_eager_build(slovenia):
         assert np.allclose(a, b, equal_nan=True, atol=1e-6), name
     text = api.describe_stack(lazy)
     assert "s2-l1c: 13 bands" in text and "102 x 101 px" in text
+
+
+def test_a_computed_lazy_stack_is_the_buffer_its_chunks_were_written_into(slovenia, monkeypatch):
+    grid, found = slovenia
+    lazy = api.stack(found, grid, chunk_size=48, halo=16)
+    plain = {name: lazy[name].data.map_blocks(np.copy).compute() for name in lazy.data_vars}
+
+    def no_copy(results):
+        raise AssertionError("the chunks were concatenated into a second copy of the output")
+
+    monkeypatch.setattr(chunk_buffers, "concatenating_finalize", no_copy)
+    computed = lazy.compute()
+    for name, values in plain.items():
+        np.testing.assert_array_equal(computed[name].values, values)
 
 
 def test_unknown_modality_is_named(slovenia):

@@ -126,16 +126,20 @@ def finalize(results: Any, shape: tuple[int, ...], token: str) -> np.ndarray:
             del _WANTED[token]
     chunks = list(flatten(results)) if isinstance(results, (list, tuple)) else [results]
     root = getattr(chunks[0], "base", None)
-    whole = (
-        isinstance(root, np.ndarray)
-        and root.base is None
-        and root.shape == shape
-        and all(getattr(c, "base", None) is root for c in chunks)
-        and sum(c.size for c in chunks) == root.size
-    )
-    if whole:
+    if isinstance(root, np.ndarray) and _covers(root, chunks, shape):
         with _LOCK:
             if _HANDED_OUT.get(id(root)) is not root:
                 _HANDED_OUT[id(root)] = root
                 return root
     return concatenating_finalize(results)
+
+
+def _covers(root: np.ndarray, chunks: list[Any], shape: tuple[int, ...]) -> bool:
+    """Whether ``chunks`` are views of the whole allocation ``root`` of ``shape`` and fill it
+    (they never overlap: each is its tile's core)."""
+    return (
+        root.base is None
+        and root.shape == shape
+        and all(getattr(c, "base", None) is root for c in chunks)
+        and sum(c.size for c in chunks) == root.size
+    )

@@ -64,7 +64,7 @@ wheel: install
 TT_VENV ?= /tmp/ttvenv
 TERRATORCH ?= terratorch==1.2.11
 benchmark: install $(TT_VENV)/bin/python
-	$(PY) benchmarks/bench_stack.py --doc docs/performance.md
+	$(PY) benchmarks/bench_stack.py --full --doc docs/performance.md
 	$(PY) benchmarks/bench_map.py --tt-python $(TT_VENV)/bin/python --doc docs/performance.md
 	$(PY) benchmarks/bench_tile.py --doc docs/performance.md
 	$(PY) benchmarks/bench_inference.py

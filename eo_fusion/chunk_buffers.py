@@ -9,9 +9,9 @@ result: the output is held once, as in the eager build.
 How a compute goes:
 
 * :meth:`BufferedArray.__dask_postcompute__` (dask calls it when a compute of the whole array
-  starts) marks the array's token as wanted in this process;
+  starts) asks for a buffer: it marks the array's token as wanted in this process;
 * one task per compute creates an :class:`OutputBuffer` per variable, writing in place when its
-  token is wanted here;
+  token is wanted here (and taking that request);
 * each chunk task writes its values with :meth:`OutputBuffer.write`, which allocates the whole
   array on the first write (``np.empty``: pages are committed only where chunks land) and
   returns a view of the chunk's place;
@@ -37,8 +37,8 @@ import numpy as np
 from dask.array.core import finalize as concatenating_finalize
 from dask.core import flatten
 
-#: Tokens of buffered arrays that a compute in this process is assembling (a count: the same
-#: array may be computed by two threads at once).
+#: Tokens of buffered arrays whose compute in this process asked for a buffer (if two threads
+#: compute one array at once, the first to start takes it; the other concatenates).
 _WANTED: Counter[str] = Counter()
 _LOCK = threading.Lock()
 
@@ -79,8 +79,8 @@ class OutputBuffer:
 def new_buffers(layout: dict[str, tuple[str, tuple[int, ...], str]]) -> dict[str, OutputBuffer]:
     """Fresh buffers, name -> (token, shape, dtype): the first task of every compute (a buffer
     handed out as one compute's result must never be written by the next)."""
-    with _LOCK:
-        wanted = {token for token, _, _ in layout.values() if _WANTED[token] > 0}
+    with _LOCK:  # the compute that asked for buffers takes the request (even if it fails later)
+        wanted = {token for token, _, _ in layout.values() if _WANTED.pop(token, 0) > 0}
     return {
         name: OutputBuffer(shape, dtype, in_place=token in wanted)
         for name, (token, shape, dtype) in layout.items()
@@ -101,7 +101,7 @@ class BufferedArray(da.Array):
     def __dask_postcompute__(self) -> tuple[Any, tuple[Any, ...]]:
         with _LOCK:
             _WANTED[self.buffer_token] += 1
-        return finalize, (self.shape, self.buffer_token)
+        return finalize, (self.shape,)
 
 
 def buffered(array: da.Array, token: str) -> BufferedArray:
@@ -109,7 +109,15 @@ def buffered(array: da.Array, token: str) -> BufferedArray:
     a :class:`BufferedArray`."""
     out = BufferedArray(array.dask, array.name, array.chunks, meta=array._meta)
     out.buffer_token = token
+    # A request whose buffer task ran in another process is never taken here: drop it with the
+    # array (else a later Zarr write of it in this process would assemble in place).
+    weakref.finalize(out, _forget, token)
     return out
+
+
+def _forget(token: str) -> None:
+    with _LOCK:
+        _WANTED.pop(token, None)
 
 
 #: Buffers already returned by a compute: another collection over the very same chunks in the
@@ -117,13 +125,9 @@ def buffered(array: da.Array, token: str) -> BufferedArray:
 _HANDED_OUT: weakref.WeakValueDictionary[int, np.ndarray] = weakref.WeakValueDictionary()
 
 
-def finalize(results: Any, shape: tuple[int, ...], token: str) -> np.ndarray:
+def finalize(results: Any, shape: tuple[int, ...]) -> np.ndarray:
     """The computed array: the chunks' common buffer when they are views of one buffer of
     ``shape`` that no earlier compute returned, else dask's concatenation of the chunks."""
-    with _LOCK:
-        _WANTED[token] -= 1
-        if _WANTED[token] <= 0:
-            del _WANTED[token]
     chunks = list(flatten(results)) if isinstance(results, (list, tuple)) else [results]
     root = getattr(chunks[0], "base", None)
     if isinstance(root, np.ndarray) and _covers(root, chunks, shape):

@@ -26,7 +26,11 @@ def _chunk(buffers: dict[str, OutputBuffer], y: slice, x: slice) -> np.ndarray:
     return buffers["a"].write((Ellipsis, y, x), _values(y, x))
 
 
-def _lazy(shape=(7, 10), size=4) -> da.Array:
+def _unreadable(buffers: dict[str, OutputBuffer], y: slice, x: slice) -> np.ndarray:
+    raise OSError("unreadable chunk")
+
+
+def _lazy(shape=(7, 10), size=4, chunk=_chunk) -> da.Array:
     """A (2, *shape) array in size x size chunks, built as api.stack builds its chunks."""
     token = new_token()
     buffers = dask.delayed(new_buffers, pure=False)({"a": (token, (2, *shape), "float32")})
@@ -35,7 +39,7 @@ def _lazy(shape=(7, 10), size=4) -> da.Array:
         row = []
         for x0 in range(0, shape[1], size):
             y, x = slice(y0, min(y0 + size, shape[0])), slice(x0, min(x0 + size, shape[1]))
-            part = dask.delayed(_chunk)(buffers, y, x)
+            part = dask.delayed(chunk)(buffers, y, x)
             row.append(da.from_delayed(part, (2, y.stop - y.start, x.stop - x.start), "float32"))
         rows.append(row)
     return buffered(da.block([rows]), token)
@@ -86,10 +90,14 @@ def test_a_buffer_is_handed_out_once(no_concatenation):
 
 
 def test_chunks_from_other_processes_are_concatenated():
-    # Each process writes into its own buffer; the chunks reach the finalising process as
-    # copies, so the buffer check fails there and dask concatenates (values must not suffer).
-    out = _lazy().compute(scheduler="processes", num_workers=2)
+    # The buffer task runs in another process, where no buffer was asked for: chunks are
+    # copies, and dask concatenates them (values must not suffer).
+    arr = _lazy()
+    out = arr.compute(scheduler="processes", num_workers=2)
     np.testing.assert_array_equal(out, _values(slice(0, 7), slice(0, 10)))
+    assert list(chunk_buffers._WANTED) == [arr.buffer_token]  # never taken here ...
+    del arr
+    assert chunk_buffers._WANTED == {}  # ... and dropped with the array
 
 
 def test_operations_on_a_buffered_array_compute_the_ordinary_way(no_concatenation):
@@ -119,3 +127,9 @@ def test_a_buffer_pickles_without_its_data():
     assert not copy.in_place  # another process never assembles the result
     chunk = copy.write((Ellipsis, slice(0, 1), slice(0, 1)), np.full((2, 1, 1), 3.0))
     assert chunk.dtype == np.float32 and float(chunk.sum()) == 6.0
+
+
+def test_a_failed_compute_leaves_no_request_behind():
+    with pytest.raises(OSError, match="unreadable"):
+        _lazy(chunk=_unreadable).compute()
+    assert chunk_buffers._WANTED == {}  # a later store of the same array streams

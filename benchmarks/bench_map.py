@@ -12,8 +12,8 @@ as in a partial product).
 
 PEERS (each in its own process; peak memory of its whole process tree sampled every 0.5 s from
 here as PSS, which splits shared pages between the processes mapping them, with the summed RSS
-kept beside it; peers interleaved, the order rotated each round; throughput = output pixels /
-wall seconds):
+kept beside it; this driver imports no torch, so no page of a peer's is split with it; peers
+interleaved, the order rotated each round; throughput = output pixels / wall seconds):
 
 * ``map``        — ``eo-fusion map job.yaml`` (the CLI): search → plan → dask tiles (stack each
   padded tile from the COGs with the L1C cloud mask, predict, crop the halo, write the tile file)
@@ -153,6 +153,11 @@ def prepare_inputs(job_path: Path, out: Path) -> dict:
             "classes": [c.id for c in model.card.task("landcover").classes]}  # fmt: skip
     Path(f"{out}.json").write_text(json.dumps(meta))
     return meta
+
+
+def child_prepare(job: str, inputs: str) -> dict:
+    """:func:`prepare_inputs` in a child process (returns its metadata)."""
+    return prepare_inputs(Path(job), Path(inputs))
 
 
 # --- the peers (children) -----------------------------------------------------------------------
@@ -395,7 +400,9 @@ def main() -> None:
     a = p.parse_args()
     os.environ[PEER_PRECISION] = a.peer_precision
     if a.child:
-        fn = {"terratorch": child_terratorch, "model": child_model}[a.child[0]]
+        fn = {"terratorch": child_terratorch, "model": child_model, "prepare": child_prepare}[
+            a.child[0]
+        ]
         print(json.dumps(fn(*a.child[1:])))
         return
     size = 4000 if a.full else a.size
@@ -410,10 +417,12 @@ def main() -> None:
         folder = Path(tmp)
         print(f"writing COGs of real 18SVG pixels for a {size}² px AOI ...", flush=True)
         scene = make_scene(folder / "scene", size)
-        tile = {"tile": a.tile} if a.tile else {}
         job = write_job(folder, scene, size, "bench", a.tile or _default_tile())
         inputs = folder / "inputs.npy"
-        meta = prepare_inputs(job, inputs)
+        # In a child: this process must not map torch's libraries, or the peers' PSS would
+        # count only half of those pages (~100 MB less than the peers use on their own).
+        meta = run_measured([sys.executable, __file__, "--child", "prepare", str(job), str(inputs)])
+        meta.pop("curve")
         print(f"prepared inputs {meta['shape']} ({len(meta['keys'])} bands)", flush=True)
         results: dict[str, list[dict]] = {pe: [] for pe in peers}
         keep = str(folder / "tt_classes.npy")
@@ -429,7 +438,6 @@ def main() -> None:
         if {"map", "terratorch"} <= set(peers):
             agree = agreement(_classes_tif(job), Path(keep))
         extra = {} if a.no_scaling else scaling(folder, scene, size, a.tile or _default_tile())
-        del tile
     load1 = os.getloadavg()
     lines = report(results, extra, agree, size, a, load0, load1, meta)
     print("\n".join(lines))

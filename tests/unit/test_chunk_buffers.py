@@ -133,3 +133,21 @@ def test_a_failed_compute_leaves_no_request_behind():
     with pytest.raises(OSError, match="unreadable"):
         _lazy(chunk=_unreadable).compute()
     assert chunk_buffers._WANTED == {}  # a later store of the same array streams
+
+
+def test_a_distributed_cluster_in_this_process_gets_the_buffer(no_concatenation):
+    # Client(processes=False), as in a notebook: the workers are threads of this process.
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(
+        n_workers=1,
+        threads_per_worker=2,
+        processes=False,
+        host="127.0.0.1",
+        protocol="tcp://",  # inproc would probe an outside address for this host's IP
+        dashboard_address="127.0.0.1:0",
+    )
+    with cluster, Client(cluster):
+        out = _lazy().compute()
+    np.testing.assert_array_equal(out, _values(slice(0, 7), slice(0, 10)))
+    assert IN_PLACE == [True] * 6 and no_concatenation == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from _synthetic_job import read_product, synthetic_job
 
 from eo_fusion.pipeline.manifest import RunManifest
@@ -54,3 +55,23 @@ def test_local_worker_processes_keep_glibcs_adaptive_malloc(monkeypatch):
     # dask's value, unless this process's own environment sets one (`make test` sets 2).
     assert env.get("OMP_NUM_THREADS") == os.environ.get("OMP_NUM_THREADS", "1")
     assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "65536"
+
+
+@pytest.mark.parametrize("processes", [False, True])
+def test_private_cluster_workers_run_without_the_statistical_profiler(processes):
+    """A job's own LocalCluster workers (threads or processes) do not sample their threads'
+    stacks every 10 ms for a dashboard nobody opens; a cluster made afterwards is untouched."""
+    import dask
+
+    from eo_fusion.config import DaskSpec
+    from eo_fusion.pipeline.execute import dask_client
+
+    def settings(dask_worker):
+        interval = dask.config.get("distributed.worker.memory.monitor-interval")
+        return "profile" in dask_worker.periodic_callbacks, interval
+
+    spec = DaskSpec(workers=1, threads_per_worker=1, processes=processes)
+    with dask_client(spec) as client:
+        (profiling, interval), *_ = client.run(settings).values()
+    assert not profiling and interval == "500ms"
+    assert dask.config.get("distributed.worker.profile.enabled") is True

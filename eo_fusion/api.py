@@ -214,9 +214,9 @@ def stack(
         modalities: modality name -> options (dict or ModalitySpec); default: defaults for each.
         chunk_size: chunk edge in pixels.
         halo: pixels of context read around each chunk and cropped away (avoids seams of
-            filters, cloud-mask dilation, slopes, co-registration). Default (``None``):
-            :func:`auto_halo` — 0 for a stack whose every step is per pixel (Sentinel-2 L2A
-            alone: SCL masks, medians), else 16.
+            filters, slopes, co-registration). Default (``None``): :func:`auto_halo` — 0 for
+            Sentinel-2 alone (L2A: SCL masks and medians are per pixel; L1C: the s2cloudless
+            mask reads its own context), else 16.
         gdal: GDAL settings of the default reader.
         reader: where pixels come from (default ``RasterioReader(gdal)``; picklable).
     """
@@ -260,20 +260,22 @@ def _refuse_sub_grids(template: xr.Dataset) -> None:
         )
 
 
-#: Modalities computed pixel by pixel (read, mask from a per-pixel class band, median): a chunk
-#: needs no context, as the reader's padded source windows already feed the resampling kernels.
-_PIXEL_LOCAL = frozenset({"s2-l2a"})
+#: Modalities whose chunks need no context: their steps are per pixel (read, mask from a class
+#: band, median; the reader's padded source windows already feed the resampling kernels), or,
+#: for the s2cloudless mask of L1C items, read their own context (the cloud grid's averaging,
+#: dilation and shadow search: ``sources/s2cloud``), so the mask does not depend on tiling.
+_PIXEL_LOCAL = frozenset({"s2-l2a", "s2-l1c"})
 
-#: The halo of stacks with neighbourhood steps (s2cloudless averaging/dilation, shadow search,
-#: SAR speckle filter, slopes, co-registration between modalities).
+#: The halo of stacks with neighbourhood steps (SAR speckle filter, slopes, co-registration
+#: between modalities).
 DEFAULT_HALO = 16
 
 
 def auto_halo(
     items: Mapping[str, Sequence[NormalizedItem]], specs: Mapping[str, ModalitySpec]
 ) -> int:
-    """The lazy stack's halo when none is given: 0 for one pixel-local modality whose items are
-    all of that modality (no L1C item, which would get the s2cloudless mask), else 16.
+    """The lazy stack's halo when none is given: 0 for one Sentinel-2 modality (L2A or L1C)
+    whose items are all Sentinel-2, else 16.
 
     Skipping the halo saves reading (and warping) ``(1 + 2 * 16 / chunk) ** 2 - 1`` of the
     pixels: 13 % at 512 px chunks.
@@ -281,7 +283,7 @@ def auto_halo(
     if len(specs) != 1:
         return DEFAULT_HALO  # co-registration matches features across a neighbourhood
     (name,) = specs
-    local = name in _PIXEL_LOCAL and all(it.modality == name for it in items.get(name, ()))
+    local = name in _PIXEL_LOCAL and all(it.modality in _PIXEL_LOCAL for it in items.get(name, ()))
     return 0 if local else DEFAULT_HALO
 
 

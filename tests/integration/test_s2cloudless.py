@@ -117,8 +117,9 @@ LAEA = grid_from_aoi((14.553, 45.867, 14.562, 45.874), 10, crs="EPSG:3035")
 
 @pytest.mark.parametrize(
     ("grid", "chunk", "halo"),
-    [(GRID, 16, 0), (GRID, 40, 3), (LAEA, 24, 5)],
-    ids=["utm-16-0", "utm-40-3", "laea-24-5"],
+    # Halo 0 is api.auto_halo's default for Sentinel-2 alone: the mask reads its own context.
+    [(GRID, 16, 0), (GRID, 40, 3), (LAEA, 24, 5), (LAEA, 32, 0)],
+    ids=["utm-16-0", "utm-40-3", "laea-24-5", "laea-32-0"],
 )
 def test_layer_and_mask_do_not_depend_on_tiling(grid: GeoBox, chunk: int, halo: int) -> None:
     items = {"s2-l1c": [_item(d) for d in ("2015-07-11", "2015-07-31", "2015-08-20")]}

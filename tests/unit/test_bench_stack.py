@@ -23,9 +23,11 @@ def _item(modality: str) -> NormalizedItem:
 def test_auto_halo_is_zero_only_for_pixel_local_stacks() -> None:
     spec = ModalitySpec()
     assert auto_halo({"s2-l2a": [_item("s2-l2a")]}, {"s2-l2a": spec}) == 0
-    # L1C items get the s2cloudless mask (averaging, dilation): they need context.
-    assert auto_halo({"s2-l2a": [_item("s2-l1c")]}, {"s2-l2a": spec}) == DEFAULT_HALO
-    assert auto_halo({"s2-l1c": [_item("s2-l1c")]}, {"s2-l1c": spec}) == DEFAULT_HALO
+    # L1C items get the s2cloudless mask, whose loader reads its own context
+    # (test_s2cloudless: chunks without a halo equal the whole-grid build).
+    assert auto_halo({"s2-l2a": [_item("s2-l1c")]}, {"s2-l2a": spec}) == 0
+    assert auto_halo({"s2-l1c": [_item("s2-l1c")]}, {"s2-l1c": spec}) == 0
+    assert auto_halo({"s2-l2a": [_item("landsat-c2l2")]}, {"s2-l2a": spec}) == DEFAULT_HALO
     two = {"s2-l2a": spec, "dem": spec}  # co-registration looks at a neighbourhood
     assert auto_halo({"s2-l2a": [_item("s2-l2a")], "dem": [_item("dem")]}, two) == DEFAULT_HALO
 

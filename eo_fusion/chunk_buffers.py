@@ -28,7 +28,6 @@ from __future__ import annotations
 import threading
 import uuid
 import weakref
-from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,7 +38,7 @@ from dask.core import flatten
 
 #: Tokens of buffered arrays whose compute in this process asked for a buffer (if two threads
 #: compute one array at once, the first to start takes it; the other concatenates).
-_WANTED: Counter[str] = Counter()
+_WANTED: set[str] = set()
 _LOCK = threading.Lock()
 
 
@@ -80,7 +79,8 @@ def new_buffers(layout: dict[str, tuple[str, tuple[int, ...], str]]) -> dict[str
     """Fresh buffers, name -> (token, shape, dtype): the first task of every compute (a buffer
     handed out as one compute's result must never be written by the next)."""
     with _LOCK:  # the compute that asked for buffers takes the request (even if it fails later)
-        wanted = {token for token, _, _ in layout.values() if _WANTED.pop(token, 0) > 0}
+        wanted = {token for token, _, _ in layout.values() if token in _WANTED}
+        _WANTED.difference_update(wanted)
     return {
         name: OutputBuffer(shape, dtype, in_place=token in wanted)
         for name, (token, shape, dtype) in layout.items()
@@ -100,7 +100,7 @@ class BufferedArray(da.Array):
 
     def __dask_postcompute__(self) -> tuple[Any, tuple[Any, ...]]:
         with _LOCK:
-            _WANTED[self.buffer_token] += 1
+            _WANTED.add(self.buffer_token)
         return finalize, (self.shape,)
 
 
@@ -117,7 +117,7 @@ def buffered(array: da.Array, token: str) -> BufferedArray:
 
 def _forget(token: str) -> None:
     with _LOCK:
-        _WANTED.pop(token, None)
+        _WANTED.discard(token)
 
 
 #: Buffers already returned by a compute: another collection over the very same chunks in the

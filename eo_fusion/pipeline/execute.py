@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import dask
 import numpy as np
 
 from eo_fusion.config import DaskSpec
@@ -261,7 +262,6 @@ def dask_client(spec: DaskSpec, scheduler: Any = None) -> Iterator[Any]:
     Raises:
         JobError: the scheduler cannot be reached (names the address).
     """
-    import dask
     from distributed import Client, LocalCluster
 
     if scheduler is not None and not isinstance(scheduler, str):
@@ -304,12 +304,23 @@ def dask_client(spec: DaskSpec, scheduler: Any = None) -> Iterator[Any]:
             cluster.close()
 
 
-#: Worker settings of a job's private LocalCluster (kept for its lifetime, like the environment
-#: below). distributed's statistical profiler samples every worker thread's stack every 10 ms
-#: for the dashboard's profile page, which nobody looks at here: py-spy counted 1.3 s of CPU in
-#: a 55 s 4000² px job, taken from the tiles on 2 cores; with it the memory monitor's 0.1 s
-#: polls (0.6 s). The monitor still checks ``memory_limit`` twice a second.
+_TRIM = "MALLOC_TRIM_THRESHOLD_"
+
+#: Worker settings of a job's private LocalCluster, kept for its lifetime (a restarted worker is
+#: spawned with the same ones):
+#:
+#: * no ``MALLOC_TRIM_THRESHOLD_`` in worker processes (``None`` is distributed's documented way
+#:   to unset one of these variables). distributed sets it (65536) so that workers hand freed
+#:   memory back to the OS; any such variable also turns off glibc's adaptive mmap threshold, so
+#:   every freed array over 64 KiB is unmapped and faulted in again on the next allocation. The
+#:   model's per-batch tensors made that 21 s of system time in a 53 s one-process job (34 s
+#:   without it; threads of this process, the default, never had it);
+#: * no statistical profiler: it samples every worker thread's stack every 10 ms for the
+#:   dashboard's profile page, which nobody looks at here (py-spy: 1.3 s of CPU in a 55 s
+#:   4000² px job, taken from the tiles on 2 cores), and memory polls every 0.5 s instead of
+#:   0.1 s (0.6 s); ``memory_limit`` is still checked twice a second.
 PRIVATE_WORKER_CONFIG = {
+    f"distributed.nanny.pre-spawn-environ.{_TRIM}": None,
     "distributed.worker.profile.enabled": False,
     "distributed.worker.memory.monitor-interval": "500ms",
 }
@@ -317,34 +328,23 @@ PRIVATE_WORKER_CONFIG = {
 
 @contextlib.contextmanager
 def _worker_environ() -> Iterator[None]:
-    """dask's environment for LocalCluster worker processes without ``MALLOC_TRIM_THRESHOLD_``.
-
-    distributed sets it (65536) so that workers hand freed memory back to the OS; any such
-    variable also turns off glibc's adaptive mmap threshold, so every freed array over 64 KiB
-    is unmapped and faulted in again on the next allocation. The model's per-batch tensors made
-    that 21 s of system time in a 53 s one-process job (34 s without it; threads of this
-    process, the default, never had it). Kept for the cluster's lifetime: a restarted worker
-    is spawned with the same environment.
+    """This process's environment without a ``MALLOC_TRIM_THRESHOLD_`` that distributed left in
+    it, while a private LocalCluster lives (see :data:`PRIVATE_WORKER_CONFIG`).
 
     A nanny started earlier in this process (a notebook's own LocalCluster, say) leaves
     distributed's value in ``os.environ``, which workers would inherit; that value is taken out
-    for the same time. A different value, set on purpose, is left alone.
+    for the cluster's lifetime. A different value, set on purpose, is left alone.
     """
-    import dask
-
-    key = "MALLOC_TRIM_THRESHOLD_"
-    setting = f"distributed.nanny.pre-spawn-environ.{key}"
-    inherited = os.environ.get(key)
-    left_by_dask = inherited is not None and inherited == str(dask.config.get(setting, None))
+    inherited = os.environ.get(_TRIM)
+    by_dask = dask.config.get(f"distributed.nanny.pre-spawn-environ.{_TRIM}", None)
+    left_by_dask = inherited is not None and inherited == str(by_dask)
     if left_by_dask:
-        del os.environ[key]
+        del os.environ[_TRIM]
     try:
-        # None is distributed's documented way to unset one of these variables.
-        with dask.config.set({setting: None}):
-            yield
+        yield
     finally:
         if left_by_dask:
-            os.environ[key] = str(inherited)
+            os.environ[_TRIM] = str(inherited)
 
 
 def execute_tasks(

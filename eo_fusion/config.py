@@ -288,7 +288,15 @@ class GridSpec(StrictModel):
     # windows of the grid (windows straddling the halo), 512 px 1.20x, 1024 px 1.10x but too few
     # tiles to keep two cores busy on AOIs under ~2000 px.
     tile_size: int = Field(512, ge=16, description="tile edge in pixels (without halo)")
-    halo: int = Field(16, ge=0, description="overlap in pixels added on each side of a tile")
+    # 32: at least the bundled model's window - 1 (31 px), so every window a tile runs sees all
+    # of its pixels: maps do not depend on the tile size, and windows straddling a tile edge
+    # are the same in both tiles (run once per process, eo_fusion.models.shared_windows).
+    halo: int = Field(
+        32,
+        ge=0,
+        description="pixels read around each tile and cropped away; at least the model's "
+        "inference window - 1 for seam-free maps",
+    )
 
 
 class ModalitySpec(StrictModel):

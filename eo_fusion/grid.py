@@ -307,6 +307,8 @@ class Tile:
         padded: ``core`` grown by ``halo`` pixels on each side (may extend beyond the grid).
         core_in_padded: ``(slice_y, slice_x)`` selecting ``core`` inside ``padded``.
         core_in_grid: ``(slice_y, slice_x)`` of ``core`` inside the whole grid.
+        grid_in_padded: ``(slice_y, slice_x)`` of the part of ``padded`` inside the grid (the
+            halo beyond the grid's edge belongs to no other tile).
     """
 
     id: str
@@ -316,6 +318,7 @@ class Tile:
     padded: GeoBox
     core_in_padded: tuple[slice, slice]
     core_in_grid: tuple[slice, slice]
+    grid_in_padded: tuple[slice, slice] | None = None
 
 
 def make_tiles(gbox: GeoBox, tile_size: int, halo: int = 0) -> list[Tile]:
@@ -336,6 +339,7 @@ def make_tiles(gbox: GeoBox, tile_size: int, halo: int = 0) -> list[Tile]:
         )
     tiles = GeoboxTiles(gbox, (tile_size, tile_size))
     ny, nx = tiles.shape.yx
+    gh, gw = gbox.shape.yx
     out = []
     for r in range(ny):
         for c in range(nx):
@@ -353,6 +357,10 @@ def make_tiles(gbox: GeoBox, tile_size: int, halo: int = 0) -> list[Tile]:
                     padded=padded,
                     core_in_padded=(slice(halo, halo + h), slice(halo, halo + w)),
                     core_in_grid=(sy, sx),
+                    grid_in_padded=(
+                        slice(max(0, halo - sy.start), min(h + 2 * halo, gh - sy.start + halo)),
+                        slice(max(0, halo - sx.start), min(w + 2 * halo, gw - sx.start + halo)),
+                    ),
                 )
             )
     return out

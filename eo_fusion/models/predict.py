@@ -19,10 +19,11 @@ blending always run in fp32 on the CPU.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -36,6 +37,12 @@ from eo_fusion.devices import autocast, inference_dtype, precision_name, resolve
 from eo_fusion.errors import BadInputError, BandError, ModelError
 from eo_fusion.models.card import BandNorm, ModelCard, TaskCard, normalize_bands
 from eo_fusion.models.checkpoint import LoadedModel, load
+from eo_fusion.models.shared_windows import (
+    SharedWindows,
+    context_digest,
+    sharing_tiles,
+    window_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -237,6 +244,8 @@ def sliding_probs(
     overlap: int | None = None,
     options: InferenceOptions | None = None,
     core: tuple[slice, slice] | None = None,
+    shared: SharedWindows | None = None,
+    grid: tuple[slice, slice] | None = None,
 ) -> np.ndarray:
     """Blend window-wise softmax outputs over a normalised array ``(…, C, H, W)``.
 
@@ -245,8 +254,12 @@ def sliding_probs(
     device and precision (default: fp32 on the CPU, as the training code calls it). ``core``
     (``(slice_y, slice_x)`` of the array): only windows that touch it run, so a padded tile does
     not pay for windows that lie in its halo alone; pixels of the core get exactly the values
-    they get without ``core``, pixels no window covered get NaN. Returns ``(n_classes, H, W)``
-    float32.
+    they get without ``core``, pixels no window covered get NaN. ``shared`` (with ``core``):
+    windows reaching past the core into another tile's core (``grid``: the ``(slice_y,
+    slice_x)`` of the array that tiles cover; default: all of it) are taken from it when a
+    neighbouring tile of this process ran them, and left there for the neighbours otherwise;
+    every batch then has ``batch_size`` windows (see :mod:`eo_fusion.models.shared_windows`).
+    Returns ``(n_classes, H, W)`` float32.
     """
     overlap = _checked_overlap(window, overlap)
     stride = window - overlap
@@ -268,17 +281,87 @@ def sliding_probs(
     net.eval()
     net.to(device)
     run = _runner(net, opts.compile)
+    edges = None
+    if core is not None and shared is not None:
+        context = context_digest(list(keys), doy, str(device), str(dtype), window, overlap)
+        inside = grid or (slice(None), slice(None))
+        bounds = [(slice(*a.indices(n)), slice(*b.indices(n)))
+                  for a, b, n in ((core[0], inside[0], h), (core[1], inside[1], w))]  # fmt: skip
+        edges = _EdgeWindows(shared, (bounds[0][0], bounds[1][0]), (bounds[0][1], bounds[1][1]),
+                             (pad_y0, pad_x0), offset, window, context)  # fmt: skip
+    fixed = batch_size if opts.compile or edges is not None else 0
     with torch.inference_mode(), autocast(device, dtype):
-        for i in range(0, len(spots), batch_size):
-            chunk = spots[i : i + batch_size]
-            wins = [padded[..., y : y + window, x : x + window] for y, x in chunk]
-            probs = _forward(run, wins, keys, doy, device, batch_size if opts.compile else 0)
-            for (y, x), p in zip(chunk, probs, strict=True):
-                acc[:, y : y + window, x : x + window] += p * weight
-                wsum[y : y + window, x : x + window] += weight
+        for (y, x), p in _window_probs(spots, padded, window, batch_size, edges, lambda wins:
+                                       _forward(run, wins, keys, doy, device, fixed)):  # fmt: skip
+            acc[:, y : y + window, x : x + window] += p * weight
+            wsum[y : y + window, x : x + window] += weight
     net.train(was_training)
     ys, xs = slice(pad_y0, pad_y0 + h), slice(pad_x0, pad_x0 + w)
     return _normalised(acc[:, ys, xs], wsum[ys, xs])
+
+
+@dataclass
+class _EdgeWindows:
+    """Which windows of a padded tile other tiles share, and their keys in ``shared``."""
+
+    shared: SharedWindows
+    core: tuple[slice, slice]  # of the unpadded array
+    grid: tuple[slice, slice]  # the part of the unpadded array that tiles cover
+    pad: tuple[int, int]  # rows/columns of padding before the array
+    offset: tuple[int, int]  # global index of the array's pixel (0, 0)
+    window: int
+    context: bytes  # context_digest of the call
+
+    def uses(self, y: int, x: int) -> int:
+        """Tiles that run the window at padded ``(y, x)`` (1: only this one)."""
+        py, px = self.pad
+        return sharing_tiles(y - py, self.window, self.core[0], self.grid[0]) * sharing_tiles(
+            x - px, self.window, self.core[1], self.grid[1]
+        )
+
+    def key(self, y: int, x: int, win: np.ndarray) -> Hashable:
+        return window_key(self.context, y - self.pad[0] + self.offset[0],
+                          x - self.pad[1] + self.offset[1], win)  # fmt: skip
+
+
+def _window_probs(
+    spots: Sequence[tuple[int, int]],
+    padded: np.ndarray,
+    window: int,
+    batch_size: int,
+    edges: _EdgeWindows | None,
+    forward: Callable[[list[np.ndarray]], np.ndarray],
+) -> Iterator[tuple[tuple[int, int], np.ndarray]]:
+    """``(spot, probabilities)`` of every window, in the order of ``spots``: taken from
+    ``edges.shared`` where a neighbour left them, else run in batches of ``batch_size`` (and
+    left there for the neighbours when they share the window)."""
+    taken: dict[tuple[int, int], np.ndarray] = {}
+    keys: dict[tuple[int, int], tuple[Hashable, int]] = {}
+    if edges is not None:
+        for y, x in spots:
+            uses = edges.uses(y, x)
+            if uses > 1:
+                key = edges.key(y, x, padded[..., y : y + window, x : x + window])
+                got = edges.shared.take(key)
+                if got is not None:
+                    taken[(y, x)] = got
+                else:
+                    keys[(y, x)] = (key, uses - 1)
+    todo = iter([s for s in spots if s not in taken])
+    ready: dict[tuple[int, int], np.ndarray] = {}
+    for spot in spots:
+        if spot in taken:
+            yield spot, taken.pop(spot)
+            continue
+        if spot not in ready:  # run the next batch of windows that no neighbour left
+            chunk = list(itertools.islice(todo, batch_size))  # starts with this spot
+            wins = [padded[..., y : y + window, x : x + window] for y, x in chunk]
+            for s, p in zip(chunk, forward(wins), strict=True):
+                ready[s] = p
+                if s in keys and edges is not None:
+                    key, uses = keys[s]
+                    edges.shared.put(key, p.copy(), uses)  # a copy: p is a view of the batch
+        yield spot, ready.pop(spot)
 
 
 def _checked_overlap(window: int, overlap: int | None) -> int:
@@ -421,6 +504,8 @@ def predict(
     window: int | None = None,
     overlap: int | None = None,
     core: tuple[slice, slice] | None = None,
+    shared: SharedWindows | None = None,
+    grid: tuple[slice, slice] | None = None,
 ) -> xr.DataArray:
     """Class probabilities for every pixel of ``stack``.
 
@@ -437,6 +522,11 @@ def predict(
         overlap: pixels a window shares with each neighbour; default: the card's stride.
         core: ``(slice_y, slice_x)`` of the pixels wanted (a tile without its halo): windows not
             touching it are skipped, pixels no window covers are NaN (see ``sliding_probs``).
+        shared: with ``core``, windows shared with neighbouring tiles of this process (one
+            :class:`~eo_fusion.models.shared_windows.SharedWindows` per model and head): taken
+            from it when a neighbour ran them, left there otherwise. The values do not change.
+        grid: with ``shared``, the ``(slice_y, slice_x)`` of ``stack`` that tiles cover
+            (default: all of it).
 
     Returns:
         ``(class, y, x)`` float32 probabilities on the stack's grid (coords copied from the
@@ -454,7 +544,7 @@ def predict(
     out = sliding_probs(
         net, arr, keys, n_classes=len(section.classes), window=win, overlap=over,
         offset=_stack_offset(stack, arr.shape[-2:]), doy=doy, batch_size=batch_size,
-        options=opts, core=core,
+        options=opts, core=core, shared=shared, grid=grid,
     )  # fmt: skip
     nodata = ~np.isfinite(arr).any(axis=tuple(range(arr.ndim - 2)))
     out[:, nodata] = np.nan

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -199,11 +200,19 @@ def assemble(
         ProductError: a COG or STAC document does not validate, or a tile file does not fit.
     """
     layers = layers_for(plan.output.confidence, plan.output.probabilities, len(classes))
-    cogs = {layer.name: _write_layer(plan, manifest, layer, classes) for layer in layers}
     quicklook = plan.run_dir / "quicklook.png" if plan.report else None
-    if quicklook is not None:
-        title = f"{plan.job_name} ({plan.run_id})"
-        write_quicklook(cogs["classes"], quicklook, classes, title)
+    # Layers are written side by side: GDAL releases the GIL while it reads the tile files,
+    # compresses and builds overviews, so two layers take two cores (the quicklook is drawn
+    # while the others are still being written).
+    with ThreadPoolExecutor(max_workers=min(len(layers), os.cpu_count() or 1)) as pool:
+        pending = {
+            layer.name: pool.submit(_write_layer, plan, manifest, layer, classes)
+            for layer in layers
+        }
+        if quicklook is not None:
+            title = f"{plan.job_name} ({plan.run_id})"
+            write_quicklook(pending["classes"].result(), quicklook, classes, title)
+        cogs = {name: future.result() for name, future in pending.items()}
     products = _product_files(cogs, quicklook)
     stac = _write_stac(plan, manifest, products, classes, input_issues)
     if not plan.report:

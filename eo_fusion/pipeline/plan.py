@@ -293,6 +293,16 @@ def plan_tasks(
     ]
 
 
+def submission_order(tasks: Sequence[TileTask]) -> list[TileTask]:
+    """``tasks`` row by row, each row's even columns before its odd ones.
+
+    Why: tiles that run at the same time in one process are then never side by side, so each
+    tile finds the windows it shares with its left, right and upper neighbours already run
+    (:mod:`eo_fusion.models.shared_windows`) instead of running them at the same time.
+    """
+    return sorted(tasks, key=lambda t: (t.tile.row, t.tile.col % 2, t.tile.col))
+
+
 def _time_range(
     window: Window, items: Mapping[str, Sequence[NormalizedItem]], run_date: date
 ) -> tuple[datetime, datetime]:

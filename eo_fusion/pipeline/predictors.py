@@ -44,6 +44,14 @@ def _cached_model(folder: str, weights_sha256: str) -> Any:
     return load_model(Path(folder))
 
 
+@lru_cache(maxsize=4)
+def _shared_windows(folder: str, weights_sha256: str, task: str) -> Any:
+    # One per model head and process: the worker threads of a process share their tiles' edges.
+    from eo_fusion.models.shared_windows import SharedWindows
+
+    return SharedWindows()
+
+
 def _model(folder: str, weights_sha256: str) -> Any:
     with _load_lock:  # threads of one worker share one copy instead of loading it twice
         return _cached_model(folder, weights_sha256)
@@ -166,6 +174,8 @@ class ModelPredictor:
             stack, model, task=self.task, batch_size=self.batch_size, device=opts.device,
             precision=opts.precision, compile=opts.compile, window=self.window,
             overlap=self.overlap, core=task.tile.core_in_padded,
+            shared=_shared_windows(self.folder, self.weights_sha256, self.task),
+            grid=task.tile.grid_in_padded,
         )  # fmt: skip
         out = np.asarray(probs.transpose("class", "y", "x").values, dtype=np.float32)
         report = tile_input_report(task, stack)

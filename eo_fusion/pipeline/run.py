@@ -45,6 +45,7 @@ from eo_fusion.pipeline.plan import (
     describe_plan,
     job_area,
     plan_run,
+    submission_order,
 )
 from eo_fusion.pipeline.progress import ProgressHook
 
@@ -143,6 +144,7 @@ def run_job(
     pred = predictor or _model_predictor(job)
     _verify(pred)  # once, here: a forged or mismatched model fails before any worker starts
     plan = _plan(job, run_date or datetime.now(UTC).date(), items, pred, progress)
+    notes = [*notes, *_halo_notes(plan.halo, getattr(pred, "window", None))]
     summary = RunSummary(run_id=plan.run_id, run_dir=plan.run_dir, tiles_total=len(plan.tasks))
     with run_lock(plan.run_dir):
         manifest, todo = _start(plan, pred, force, reset, summary)
@@ -291,7 +293,7 @@ def _start(
     )
     for why, tiles in summary.recomputed.items():
         log.info("recomputed %d tile(s): %s", len(tiles), why)
-    return manifest, [t for t, _ in todo]
+    return manifest, submission_order([t for t, _ in todo])
 
 
 def _assemble(
@@ -311,6 +313,20 @@ def _assemble(
     summary.products, summary.stac, summary.report = built.products, built.stac, built.report
     manifest.products = {k: str(p.relative_to(plan.run_dir)) for k, p in built.products.items()}
     manifest.save(plan.run_dir)
+
+
+def _halo_notes(halo: int, window: int | None) -> list[str]:
+    """A warning (logged, and kept for the report) when the halo is narrower than the model's
+    windows need: tiles then see NaN instead of their neighbours' pixels near their edges."""
+    if window is None or halo >= window - 1:
+        return []
+    note = (
+        f"grid.halo is {halo} px, less than the model's window - 1 ({window - 1} px): windows "
+        "near tile edges see no data beyond the halo, so the map depends on the tile size; "
+        f"set grid.halo: {window - 1} or more"
+    )
+    log.warning("%s", note)
+    return [note]
 
 
 def _model_predictor(job: JobSpec) -> Predictor:

@@ -116,8 +116,11 @@ def test_real_model_has_no_seams_between_tile_sizes(tmp_path, map_checkpoint):
     # Control: without a halo the model sees less context at tile edges and the maps differ.
     job = load_job(_job_file(tmp_path / "nohalo", SAMPLE_JOB, map_checkpoint, tile_size=64,
                              halo=0))  # fmt: skip
-    no_halo = _classes(run_job(job).run_dir, "sample-landcover")
+    run = run_job(job)
+    no_halo = _classes(run.run_dir, "sample-landcover")
     assert float((no_halo == maps[1]).mean()) < 0.999
+    # ... and the run says so (log and report), with the halo to set.
+    assert "set grid.halo: 31 or more" in (run.run_dir / "report.md").read_text()
 
 
 def test_real_job_on_dask_scheduler_equals_local_cluster(tmp_path, map_checkpoint, dask_scheduler):

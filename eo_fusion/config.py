@@ -284,9 +284,9 @@ class GridSpec(StrictModel):
 
     resolution: float = Field(10.0, gt=0, description="pixel size in CRS units (metres for UTM)")
     crs: str = Field("auto", description="'auto' = UTM zone of the AOI centroid, or any CRS")
-    # 512: measured on the bundled model (docs/performance.md): 256 px tiles compute 1.41x the
-    # windows of the grid (windows straddling the halo), 512 px 1.20x, 1024 px 1.10x but too few
-    # tiles to keep two cores busy on AOIs under ~2000 px.
+    # 512: measured on the bundled model (docs/jobs.md, "Tile size"): windows straddling tile
+    # edges run once per process, so larger tiles save little time; they cost memory per tile
+    # in flight, and too few tiles leave a core idle on small AOIs.
     tile_size: int = Field(512, ge=16, description="tile edge in pixels (without halo)")
     # 32: at least the bundled model's window - 1 (31 px), so every window a tile runs sees all
     # of its pixels: maps do not depend on the tile size, and windows straddling a tile edge

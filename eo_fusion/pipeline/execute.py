@@ -15,6 +15,10 @@
 * **Storage**: a tile whose file cannot be written (disk full, read-only, permission denied)
   fails with a :class:`~eo_fusion.files.StorageError` naming the path and is *fatal*: no further
   tiles are submitted, whatever ``on_failure`` says (every one of them would fail the same way).
+* **Neighbours in one process**: with several worker processes each tile is asked of the worker
+  of its column strip (:func:`column_strips`; other workers may take it when that one is gone), so
+  that windows straddling tile edges run once per process (:mod:`eo_fusion.models.shared_windows`)
+  except on the few edges between strips.
 * **Sidecars**: next to each tile file the worker writes ``tiles/<id>.json`` (sha256,
   fingerprint, inputs, input report), from which ``--reset`` rebuilds a lost or corrupt manifest.
 """
@@ -384,13 +388,16 @@ def execute_tasks(
     pending = iter(tasks)
     by_key: dict[str, TileTask] = {}
     ac = as_completed()
+    strips = column_strips(sorted(client.scheduler_info().get("workers", {})), tasks)
 
     def submit_next() -> None:
         task = next(pending, None)
         if task is not None:
             key = f"tile-{Path(run_dir).name}-{task.tile_id}"
             args = (task, predictor, str(run_dir), retries, backoff_s, needed_bytes)
-            fut = client.submit(compute_tile, *args, key=key, pure=False)
+            where = strips.get(task.tile.col)
+            fut = client.submit(compute_tile, *args, key=key, pure=False, workers=where,
+                                allow_other_workers=where is not None)  # fmt: skip
             by_key[fut.key] = task
             ac.add(fut)
 
@@ -407,6 +414,15 @@ def execute_tasks(
             break
         submit_next()
     return outcomes
+
+
+def column_strips(workers: Sequence[str], tasks: Sequence[TileTask]) -> dict[int, list[str]]:
+    """Tile column -> the worker asked to run it: equal strips of columns, one per worker
+    (none with fewer than two workers: every tile then runs in the one process anyway)."""
+    cols = sorted({t.tile.col for t in tasks})
+    if len(workers) < 2:
+        return {}
+    return {c: [workers[i * len(workers) // len(cols)]] for i, c in enumerate(cols)}
 
 
 def _cancel_all(ac: Any) -> None:

@@ -48,6 +48,7 @@ from eo_fusion.pipeline.plan import (
     submission_order,
 )
 from eo_fusion.pipeline.progress import ProgressHook
+from eo_fusion.sources.open_files import release_files
 
 log = get_logger(__name__)
 
@@ -376,5 +377,8 @@ def _execute(
             on_outcome=on_outcome,
             needed_bytes=need,
         )
+    # Tiles that ran in this process (threads) left their source files open, with their
+    # decoded blocks in GDAL's cache: free them before the products are mosaicked.
+    release_files()
     manifest.save(plan.run_dir)
     return outcomes

@@ -149,3 +149,16 @@ def test_tiles_are_submitted_so_that_neighbours_do_not_run_at_the_same_time():
     tasks = [SimpleNamespace(tile=t) for t in tiles]
     order = [(t.tile.row, t.tile.col) for t in submission_order(tasks)]  # type: ignore[arg-type]
     assert order == [(0, 0), (0, 2), (0, 4), (0, 1), (0, 3), (1, 0), (1, 2), (1, 4), (1, 1), (1, 3)]
+
+
+def test_worker_processes_get_column_strips():
+    from types import SimpleNamespace
+
+    from eo_fusion.pipeline.execute import column_strips
+
+    tasks = [
+        SimpleNamespace(tile=SimpleNamespace(row=r, col=c)) for r in range(2) for c in range(5)
+    ]
+    assert column_strips(["w1"], tasks) == {}  # type: ignore[arg-type]
+    strips = column_strips(["a", "b"], tasks)  # type: ignore[arg-type]
+    assert strips == {0: ["a"], 1: ["a"], 2: ["a"], 3: ["b"], 4: ["b"]}

@@ -22,7 +22,7 @@ round in a rotated order; the HTTP server is the project's range file server):
 * ``lazy``  — ``eo_fusion.api.stack(...)`` then ``.compute()`` (dask threads, default chunks);
 * ``tiles`` — the map job's per-tile stacking: ``build_stack`` on each padded tile of
   ``make_tiles(grid, tile_size, halo)`` with the map job's defaults (``GridSpec``: 512 px tiles,
-  16 px halo), one after another, each tile's core written to its own file as the map job
+  32 px halo), one after another, each tile's core written to its own file as the map job
   writes tile files.
 
 All eo-fusion peers produce time-series float32 reflectance with SCL clouds masked; odc-stac

@@ -254,12 +254,11 @@ def sliding_probs(
     device and precision (default: fp32 on the CPU, as the training code calls it). ``core``
     (``(slice_y, slice_x)`` of the array): only windows that touch it run, so a padded tile does
     not pay for windows that lie in its halo alone; pixels of the core get exactly the values
-    they get without ``core``, pixels no window covered get NaN. ``shared`` (with ``core``):
-    windows reaching past the core into another tile's core (``grid``: the ``(slice_y,
-    slice_x)`` of the array that tiles cover; default: all of it) are taken from it when a
-    neighbouring tile of this process ran them, and left there for the neighbours otherwise;
-    every batch then has ``batch_size`` windows (see :mod:`eo_fusion.models.shared_windows`).
-    Returns ``(n_classes, H, W)`` float32.
+    they get without ``core``, pixels no window covered get NaN. ``shared``, with ``core``:
+    windows reaching into another tile's core (inside ``grid``, the slices of the array that
+    tiles cover; default all) are taken from it or left there for that tile, and batches have
+    ``batch_size`` windows (:mod:`~eo_fusion.models.shared_windows`). Returns
+    ``(n_classes, H, W)`` float32.
     """
     overlap = _checked_overlap(window, overlap)
     stride = window - overlap
@@ -281,14 +280,8 @@ def sliding_probs(
     net.eval()
     net.to(device)
     run = _runner(net, opts.compile)
-    edges = None
-    if core is not None and shared is not None:
-        context = context_digest(list(keys), doy, str(device), str(dtype), window, overlap)
-        inside = grid or (slice(None), slice(None))
-        bounds = [(slice(*a.indices(n)), slice(*b.indices(n)))
-                  for a, b, n in ((core[0], inside[0], h), (core[1], inside[1], w))]  # fmt: skip
-        edges = _EdgeWindows(shared, (bounds[0][0], bounds[1][0]), (bounds[0][1], bounds[1][1]),
-                             (pad_y0, pad_x0), offset, window, context)  # fmt: skip
+    seen = (list(keys), doy, str(device), str(dtype), window, overlap)  # what else a window sees
+    edges = _EdgeWindows.of(shared, core, grid, (h, w), (pad_y0, pad_x0), offset, window, seen)
     fixed = batch_size if opts.compile or edges is not None else 0
     with torch.inference_mode(), autocast(device, dtype):
         for (y, x), p in _window_probs(spots, padded, window, batch_size, edges, lambda wins:
@@ -311,6 +304,26 @@ class _EdgeWindows:
     offset: tuple[int, int]  # global index of the array's pixel (0, 0)
     window: int
     context: bytes  # context_digest of the call
+
+    @classmethod
+    def of(cls, shared: SharedWindows | None, core: tuple[slice, slice] | None,
+           grid: tuple[slice, slice] | None, shape: tuple[int, int], pad: tuple[int, int],
+           offset: tuple[int, int], window: int, seen: tuple[Any, ...],
+           ) -> _EdgeWindows | None:  # fmt: skip
+        """``None`` without ``shared`` or ``core``; slices resolved against the array's
+        ``shape`` (``grid`` default: all of it); ``seen``: what else the model sees (tensors
+        are digested by their values)."""
+        if shared is None or core is None:
+            return None
+        inside = grid or (slice(None), slice(None))
+        (h, w) = shape
+        parts = [p.cpu().numpy() if isinstance(p, torch.Tensor) else p for p in seen]
+        return cls(
+            shared,
+            core=(slice(*core[0].indices(h)), slice(*core[1].indices(w))),
+            grid=(slice(*inside[0].indices(h)), slice(*inside[1].indices(w))),
+            pad=pad, offset=offset, window=window, context=context_digest(*parts),
+        )  # fmt: skip
 
     def uses(self, y: int, x: int) -> int:
         """Tiles that run the window at padded ``(y, x)`` (1: only this one)."""
@@ -522,11 +535,9 @@ def predict(
         overlap: pixels a window shares with each neighbour; default: the card's stride.
         core: ``(slice_y, slice_x)`` of the pixels wanted (a tile without its halo): windows not
             touching it are skipped, pixels no window covers are NaN (see ``sliding_probs``).
-        shared: with ``core``, windows shared with neighbouring tiles of this process (one
-            :class:`~eo_fusion.models.shared_windows.SharedWindows` per model and head): taken
-            from it when a neighbour ran them, left there otherwise. The values do not change.
-        grid: with ``shared``, the ``(slice_y, slice_x)`` of ``stack`` that tiles cover
-            (default: all of it).
+        shared, grid: with ``core``, windows shared with the neighbouring tiles of this process
+            (``grid``: the ``(slice_y, slice_x)`` of ``stack`` that tiles cover, default all):
+            see ``sliding_probs``. The values do not change.
 
     Returns:
         ``(class, y, x)`` float32 probabilities on the stack's grid (coords copied from the

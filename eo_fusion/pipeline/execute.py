@@ -376,12 +376,10 @@ def execute_tasks(
         on_failure: ``"stop"`` cancels the remaining tiles after the first failure;
             ``"continue"`` finishes them. A fatal outcome (storage) always stops.
         on_outcome: called in the client for every finished tile (e.g. to update the manifest).
-        backoff_s: first retry delay in seconds.
-        needed_bytes: estimate of the bytes the run still writes (for disk-full messages).
+        backoff_s: first retry delay in seconds. needed_bytes: estimate of the bytes the run
+            still writes (for disk-full messages).
 
-    Returns:
-        One outcome per finished tile, in completion order (with ``stop``, tiles not started are
-        missing).
+    Returns: one outcome per finished tile, in completion order (``stop``: not started, none).
     """
     from distributed import as_completed
 
@@ -393,9 +391,8 @@ def execute_tasks(
     def submit_next() -> None:
         task = next(pending, None)
         if task is not None:
-            key = f"tile-{Path(run_dir).name}-{task.tile_id}"
+            key, where = f"tile-{Path(run_dir).name}-{task.tile_id}", strips.get(task.tile.col)
             args = (task, predictor, str(run_dir), retries, backoff_s, needed_bytes)
-            where = strips.get(task.tile.col)
             fut = client.submit(compute_tile, *args, key=key, pure=False, workers=where,
                                 allow_other_workers=where is not None)  # fmt: skip
             by_key[fut.key] = task

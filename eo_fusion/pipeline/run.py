@@ -145,7 +145,6 @@ def run_job(
     pred = predictor or _model_predictor(job)
     _verify(pred)  # once, here: a forged or mismatched model fails before any worker starts
     plan = _plan(job, run_date or datetime.now(UTC).date(), items, pred, progress)
-    notes = [*notes, *_halo_notes(plan.halo, getattr(pred, "window", None))]
     summary = RunSummary(run_id=plan.run_id, run_dir=plan.run_dir, tiles_total=len(plan.tasks))
     with run_lock(plan.run_dir):
         manifest, todo = _start(plan, pred, force, reset, summary)
@@ -180,6 +179,8 @@ def _plan(
         search=search,
     )  # fmt: skip
     log.info("plan: %s", describe_plan(plan.tasks))
+    for note in halo_notes(plan.halo, getattr(pred, "window", None)):
+        log.warning("%s", note)
     if plan.strict and search_issues(plan.search):
         raise _strict_error(plan, search_issues(plan.search))
     with storage_errors(plan.run_dir):
@@ -307,6 +308,7 @@ def _assemble(
     """Write the products and report, then record them in the summary and the manifest."""
     need = bytes_needed(plan, 0, len(predictor.classes))
     with storage_errors(plan.run_dir, need):
+        notes = [*notes, *halo_notes(plan.halo, getattr(predictor, "window", None))]
         built = assemble(
             plan, manifest, predictor.classes, reused=summary.tiles_reused, notes=notes,
             recomputed=summary.recomputed, input_issues=summary.input_issues,
@@ -316,18 +318,16 @@ def _assemble(
     manifest.save(plan.run_dir)
 
 
-def _halo_notes(halo: int, window: int | None) -> list[str]:
-    """A warning (logged, and kept for the report) when the halo is narrower than the model's
+def halo_notes(halo: int, window: int | None) -> list[str]:
+    """A warning (for the log and the report) when the halo is narrower than the model's
     windows need: tiles then see NaN instead of their neighbours' pixels near their edges."""
     if window is None or halo >= window - 1:
         return []
-    note = (
+    return [
         f"grid.halo is {halo} px, less than the model's window - 1 ({window - 1} px): windows "
         "near tile edges see no data beyond the halo, so the map depends on the tile size; "
         f"set grid.halo: {window - 1} or more"
-    )
-    log.warning("%s", note)
-    return [note]
+    ]
 
 
 def _model_predictor(job: JobSpec) -> Predictor:

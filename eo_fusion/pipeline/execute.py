@@ -379,7 +379,7 @@ def execute_tasks(
         backoff_s: first retry delay in seconds. needed_bytes: estimate of the bytes the run
             still writes (for disk-full messages).
 
-    Returns: one outcome per finished tile, in completion order (``stop``: not started, none).
+    Returns: one outcome per finished tile in completion order (``stop``: none for tiles not run).
     """
     from distributed import as_completed
 
@@ -414,10 +414,14 @@ def execute_tasks(
 
 
 def column_strips(workers: Sequence[str], tasks: Sequence[TileTask]) -> dict[int, list[str]]:
-    """Tile column -> the worker asked to run it: equal strips of columns, one per worker
-    (none with fewer than two workers: every tile then runs in the one process anyway)."""
+    """Tile column -> the worker asked to run it: equal strips of columns, one per worker.
+
+    None with fewer than two workers (every tile runs in the one process anyway) or fewer than
+    two columns per worker: the scheduler keeps a tile for its worker while others may be idle,
+    so narrow strips would leave workers without tiles.
+    """
     cols = sorted({t.tile.col for t in tasks})
-    if len(workers) < 2:
+    if len(workers) < 2 or len(cols) < 2 * len(workers):
         return {}
     return {c: [workers[i * len(workers) // len(cols)]] for i, c in enumerate(cols)}
 

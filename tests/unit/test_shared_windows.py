@@ -162,3 +162,4 @@ def test_worker_processes_get_column_strips():
     assert column_strips(["w1"], tasks) == {}  # type: ignore[arg-type]
     strips = column_strips(["a", "b"], tasks)  # type: ignore[arg-type]
     assert strips == {0: ["a"], 1: ["a"], 2: ["a"], 3: ["b"], 4: ["b"]}
+    assert column_strips(["a", "b", "c"], tasks) == {}  # type: ignore[arg-type]  # < 2 columns each

@@ -1,5 +1,6 @@
-"""Windows straddling tile edges run once per process and give the values each tile would
-compute itself (eo_fusion.models.shared_windows, predict(shared=...), the map job's tile order)."""
+"""Tiles that run in one process share work: windows straddling tile edges run once and give
+the values each tile would compute itself (eo_fusion.models.shared_windows, predict(shared=...)),
+the map job's tile order and column strips, and source files closed row by row."""
 
 from __future__ import annotations
 
@@ -163,3 +164,23 @@ def test_worker_processes_get_column_strips():
     strips = column_strips(["a", "b"], tasks)  # type: ignore[arg-type]
     assert strips == {0: ["a"], 1: ["a"], 2: ["a"], 3: ["b"], 4: ["b"]}
     assert column_strips(["a", "b", "c"], tasks) == {}  # type: ignore[arg-type]  # < 2 columns each
+
+
+def test_source_files_are_closed_when_a_row_of_tiles_is_done(monkeypatch):
+    from types import SimpleNamespace
+
+    from eo_fusion.pipeline import run
+
+    calls: list[int] = []
+    monkeypatch.setattr(run, "release_files", lambda: calls.append(1))
+    tasks = [
+        SimpleNamespace(tile_id=f"r{r}c{c}", tile=SimpleNamespace(row=r, col=c))
+        for r in range(2)
+        for c in range(3)
+    ]
+    done = run._row_release(tasks)  # type: ignore[arg-type]
+    for tile_id in ("r0c0", "r0c2", "r1c0", "unknown"):
+        done(tile_id)
+    assert calls == []
+    done("r0c1")
+    assert calls == [1]  # row 0 is done; row 1 is not

@@ -58,11 +58,17 @@ class SharedWindows:
             return entry[0]
 
     def put(self, key: Hashable, probs: np.ndarray, uses: int) -> None:
-        """Keep ``probs`` for ``uses`` more tiles (evicting the oldest entries beyond the bound)."""
+        """Keep ``probs`` for ``uses`` more tiles (evicting the oldest entries beyond the bound);
+        a tile that ran a window another sharing tile already left counts as one of its uses."""
         if uses <= 0 or probs.nbytes > self.max_bytes:
             return
         with self._lock:
-            if key in self._entries:
+            entry = self._entries.get(key)
+            if entry is not None:  # a sharing tile ran it at the same time: this one is done
+                entry[1] -= 1
+                if entry[1] <= 0:
+                    del self._entries[key]
+                    self.nbytes -= entry[0].nbytes
                 return
             self._entries[key] = [probs, uses]
             self.nbytes += probs.nbytes

@@ -121,6 +121,10 @@ def test_entries_are_bounded_oldest_first():
         shared.put(i, np.zeros(100, "float32"), uses=1)
     assert len(shared) == 3 and shared.nbytes == 1200
     assert shared.take(0) is None and shared.take(4) is not None and shared.take(4) is None
+    # Two sharing tiles that ran the same window at once: the second one's put is its use.
+    shared.put("both", np.zeros(100, "float32"), uses=1)
+    shared.put("both", np.zeros(100, "float32"), uses=1)
+    assert "both" not in shared._entries and shared.nbytes == 800
 
 
 def test_a_window_is_shared_only_across_an_edge_with_a_tile_behind_it():

@@ -295,13 +295,13 @@ def sliding_probs(
 
 @dataclass
 class _EdgeWindows:
-    """Which windows of a padded tile other tiles share, and their keys in ``shared``."""
+    """Which windows of a padded tile other tiles share, and their keys in ``shared``; slices
+    and positions are in the padded array's pixels."""
 
     shared: SharedWindows
-    core: tuple[slice, slice]  # of the unpadded array
-    grid: tuple[slice, slice]  # the part of the unpadded array that tiles cover
-    pad: tuple[int, int]  # rows/columns of padding before the array
-    offset: tuple[int, int]  # global index of the array's pixel (0, 0)
+    core: tuple[slice, slice]
+    grid: tuple[slice, slice]  # the part that tiles cover
+    origin: tuple[int, int]  # global index of the padded array's pixel (0, 0)
     window: int
     context: bytes  # context_digest of the call
 
@@ -310,31 +310,34 @@ class _EdgeWindows:
            grid: tuple[slice, slice] | None, shape: tuple[int, int], pad: tuple[int, int],
            offset: tuple[int, int], window: int, seen: tuple[Any, ...],
            ) -> _EdgeWindows | None:  # fmt: skip
-        """``None`` without ``shared`` or ``core``; slices resolved against the array's
-        ``shape`` (``grid`` default: all of it); ``seen``: what else the model sees (tensors
-        are digested by their values)."""
+        """``None`` without ``shared`` or ``core``. ``core``, ``grid`` (default: all of it),
+        ``shape`` and ``offset`` are those of the unpadded array, ``pad`` the rows and columns
+        of padding before it; ``seen``: what else the model sees (tensors by their values)."""
         if shared is None or core is None:
             return None
         inside = grid or (slice(None), slice(None))
-        (h, w) = shape
+
+        def padded(s: slice, n: int, before: int) -> slice:
+            lo, hi, _ = s.indices(n)
+            return slice(lo + before, hi + before)
+
         parts = [p.cpu().numpy() if isinstance(p, torch.Tensor) else p for p in seen]
         return cls(
             shared,
-            core=(slice(*core[0].indices(h)), slice(*core[1].indices(w))),
-            grid=(slice(*inside[0].indices(h)), slice(*inside[1].indices(w))),
-            pad=pad, offset=offset, window=window, context=context_digest(*parts),
+            core=(padded(core[0], shape[0], pad[0]), padded(core[1], shape[1], pad[1])),
+            grid=(padded(inside[0], shape[0], pad[0]), padded(inside[1], shape[1], pad[1])),
+            origin=(offset[0] - pad[0], offset[1] - pad[1]),
+            window=window, context=context_digest(*parts),
         )  # fmt: skip
 
     def uses(self, y: int, x: int) -> int:
-        """Tiles that run the window at padded ``(y, x)`` (1: only this one)."""
-        py, px = self.pad
-        return sharing_tiles(y - py, self.window, self.core[0], self.grid[0]) * sharing_tiles(
-            x - px, self.window, self.core[1], self.grid[1]
+        """Tiles that run the window at ``(y, x)`` (1: only this one)."""
+        return sharing_tiles(y, self.window, self.core[0], self.grid[0]) * sharing_tiles(
+            x, self.window, self.core[1], self.grid[1]
         )
 
     def key(self, y: int, x: int, win: np.ndarray) -> Hashable:
-        return window_key(self.context, y - self.pad[0] + self.offset[0],
-                          x - self.pad[1] + self.offset[1], win)  # fmt: skip
+        return window_key(self.context, y + self.origin[0], x + self.origin[1], win)
 
 
 def _window_probs(
@@ -371,7 +374,7 @@ def _window_probs(
             wins = [padded[..., y : y + window, x : x + window] for y, x in chunk]
             for s, p in zip(chunk, forward(wins), strict=True):
                 ready[s] = p
-                if s in keys and edges is not None:
+                if s in keys and edges is not None:  # (keys is empty without edges)
                     key, uses = keys[s]
                     edges.shared.put(key, p.copy(), uses)  # a copy: p is a view of the batch
         yield spot, ready.pop(spot)

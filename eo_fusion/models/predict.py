@@ -114,11 +114,14 @@ def select_inputs(
                 + ("a time series (time, band, y, x)" if temporal else "a composite (band, y, x)"),
                 fix=f"set mode: {'timeseries' if temporal else 'composite'} for '{modality}'",
             )
-        sub = var.sel(band=use).astype("float32")
-        vals = sub.values
+        # One owned float32 copy per modality, masked and normalised in place (each
+        # temporary would be one more copy of the tile's pixels per tile in flight).
+        vals = np.array(var.sel(band=use).values, dtype="float32")
         if valid is not None:
-            vals = np.where(np.expand_dims(valid.values.astype(bool), -3), vals, np.nan)
-        arrays.append(normalize_bands(vals, [card.band_norm(modality, k) for k in use], axis=-3))
+            flagged = ~np.expand_dims(valid.values.astype(bool), -3)
+            np.copyto(vals, np.float32(np.nan), where=flagged)
+        norms = [card.band_norm(modality, k) for k in use]
+        arrays.append(normalize_bands(vals, norms, axis=-3, in_place=True))
         keys += use
         if temporal:
             times.append(var["time"].values)
@@ -146,7 +149,7 @@ def _joined(
     every modality's own dates (:func:`~eo_fusion.models.heads.union_dates`: a row holds the
     bands of the modality observed that day, NaN in the others' channels), never by index."""
     if times is None:
-        return np.concatenate(arrays, axis=-3), None
+        return (arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=-3)), None
     from eo_fusion.models.heads import union_dates
 
     return union_dates(list(zip(arrays, times, strict=True)))
@@ -269,7 +272,8 @@ def sliding_probs(
     pad_y0, pad_x0 = max(0, -sy[0]), max(0, -sx[0])
     pad_y1, pad_x1 = max(0, sy[-1] + window - h), max(0, sx[-1] + window - w)
     pad = [(0, 0)] * (arr.ndim - 2) + [(pad_y0, pad_y1), (pad_x0, pad_x1)]
-    padded = np.pad(arr, pad, constant_values=np.nan)
+    # A tile whose halo holds every window needs no padding (and no copy of its pixels).
+    padded = np.pad(arr, pad, constant_values=np.nan) if any(map(any, pad)) else arr
     acc = np.zeros((n_classes, *padded.shape[-2:]), dtype="float32")
     wsum = np.zeros(padded.shape[-2:], dtype="float32")
     weight = _ramp(window, overlap)
@@ -393,9 +397,11 @@ def _checked_overlap(window: int, overlap: int | None) -> int:
 
 
 def _normalised(acc: np.ndarray, wsum: np.ndarray) -> np.ndarray:
-    """Blended probabilities ``acc / wsum``; NaN where no window ran."""
-    out = np.full(acc.shape, np.nan, dtype="float32")
-    return np.divide(acc, wsum, out=out, where=wsum > 0)
+    """Blended probabilities ``acc / wsum``, written into ``acc``; NaN where no window ran."""
+    ran = wsum > 0
+    np.divide(acc, wsum, out=acc, where=ran)
+    acc[:, ~ran] = np.nan
+    return acc
 
 
 def _touching(starts: list[int], core: slice, window: int, n: int) -> list[int]:
@@ -457,7 +463,7 @@ def _as_dataarray(
     for dim in ("y", "x"):
         if dim in stack.coords:
             coords[dim] = stack[dim]
-    da = xr.DataArray(out.astype("float32"), dims=("class", "y", "x"), coords=coords)
+    da = xr.DataArray(out.astype("float32", copy=False), dims=("class", "y", "x"), coords=coords)
     da.attrs.update(
         {
             "class_names": [c.name for c in classes],

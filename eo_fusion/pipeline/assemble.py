@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import rasterio
 from odc.geo.geobox import GeoBox
 
 from eo_fusion import __version__
@@ -42,6 +43,10 @@ from eo_fusion.pipeline.stac_products import (
     save_collection,
     validate_stac_files,
 )
+
+#: GDAL's block cache while the products are written (bytes). Measured on a 4000² px job:
+#: 16, 32 and 64 MB wrote the COGs equally fast; the default (5 % of the RAM) held ~120 MB more.
+PRODUCTS_GDAL_CACHE_BYTES = 32 * 2**20
 
 
 @dataclass(frozen=True)
@@ -203,8 +208,14 @@ def assemble(
     quicklook = plan.run_dir / "quicklook.png" if plan.report else None
     # Layers are written side by side: GDAL releases the GIL while it reads the tile files,
     # compresses and builds overviews, so two layers take two cores (the quicklook is drawn
-    # while the others are still being written).
-    with ThreadPoolExecutor(max_workers=min(len(layers), os.cpu_count() or 1)) as pool:
+    # while the others are still being written). GDAL's block cache is bounded meanwhile
+    # (rasterio.Env sets the process-wide limit, which the pool's threads share): by default
+    # it may grow to 5 % of the RAM, and it kept every block the COG copies passed through.
+    workers = min(len(layers), os.cpu_count() or 1)
+    with (
+        rasterio.Env(GDAL_CACHEMAX=PRODUCTS_GDAL_CACHE_BYTES),
+        ThreadPoolExecutor(max_workers=workers) as pool,
+    ):
         pending = {
             layer.name: pool.submit(_write_layer, plan, manifest, layer, classes)
             for layer in layers

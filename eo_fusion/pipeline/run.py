@@ -33,6 +33,7 @@ from eo_fusion.config import JobSpec
 from eo_fusion.errors import JobError
 from eo_fusion.files import remove_stale_partials, storage_errors
 from eo_fusion.logs import get_logger
+from eo_fusion.memory import return_freed_memory
 from eo_fusion.pipeline.assemble import assemble
 from eo_fusion.pipeline.execute import Predictor, TileOutcome, dask_client, execute_tasks
 from eo_fusion.pipeline.fingerprint import changes, flat_items
@@ -345,7 +346,8 @@ def _row_release(todo: Sequence[TileTask]) -> Callable[[str], None]:
     blocks of their files in GDAL's cache until the files close; closing them once a row is
     done keeps the cache to about the rows in flight instead of growing with the AOI (the next
     row decodes again the few blocks it shares with the row above). With worker processes
-    this process reads nothing and the call does nothing.
+    this process reads nothing and the call does nothing. The heap the finished tiles freed
+    is given back to the OS at the same time (:func:`~eo_fusion.memory.return_freed_memory`).
     """
     row_of = {t.tile_id: t.tile.row for t in todo}
     left = Counter(row_of.values())
@@ -357,6 +359,7 @@ def _row_release(todo: Sequence[TileTask]) -> Callable[[str], None]:
         left[row] -= 1
         if left[row] == 0:
             release_files()
+            return_freed_memory()
 
     return done
 
@@ -405,7 +408,9 @@ def _execute(
             needed_bytes=need,
         )
     # Tiles that ran in this process (threads) left their source files open, with their
-    # decoded blocks in GDAL's cache: free them before the products are mosaicked.
+    # decoded blocks in GDAL's cache: free them, and the heap the tiles left, before the
+    # products are mosaicked.
     release_files()
+    return_freed_memory()
     manifest.save(plan.run_dir)
     return outcomes

@@ -228,3 +228,31 @@ def test_map_cli_refuses_an_absent_device_with_exit_2(repo_root, monkeypatch, ca
     assert "model.precision" in capsys.readouterr().err
     assert main(["map", str(job), "--device", "tpu"]) == 2
     assert "device" in capsys.readouterr().err
+
+
+def test_normalising_in_place_gives_the_same_bits_and_reuses_the_array():
+    """select_inputs normalises its own copy of a tile in place (no temporaries per tile):
+    the values must be exactly those of the plain formula, percentile-scaled bands included."""
+    from eo_fusion.models.card import BandNorm, normalize_bands
+
+    rng = np.random.default_rng(3)
+    values = rng.normal(1500, 900, (2, 3, 40, 50)).astype("float32")
+    values[0, 1, :5] = np.nan
+    norms = [BandNorm(mean=0.2, std=0.1, p1=100, p99=4000), BandNorm(mean=1400, std=800),
+             BandNorm(mean=-0.5, std=2.0, p1=-10, p99=3000)]  # fmt: skip
+    v = values.copy()
+    for i, n in enumerate(norms):  # the formula, one step at a time, as the card defines it
+        if n.p1 is not None:
+            v[:, i] = np.clip((v[:, i] - np.float32(n.p1)) / np.float32(n.p99 - n.p1), 0, 1)
+    expected = (v - np.float32([n.mean for n in norms])[:, None, None]) / np.float32(
+        [n.std for n in norms]
+    )[:, None, None]
+    copy = normalize_bands(values, norms, axis=-3)
+    own = values.copy()
+    same = normalize_bands(own, norms, axis=-3, in_place=True)
+    assert same is own
+    np.testing.assert_array_equal(copy, expected)
+    np.testing.assert_array_equal(own, expected)
+    assert not np.array_equal(values, expected, equal_nan=True)  # the input was left alone
+    with pytest.raises(TypeError, match="float32"):
+        normalize_bands(values.astype("float64"), norms, in_place=True)

@@ -32,7 +32,7 @@ from eo_fusion.coreg.record import summarize_coreg
 from eo_fusion.files import PARTIAL_TAG, sha256_file
 from eo_fusion.pipeline.legend import ClassInfo
 from eo_fusion.pipeline.manifest import RunManifest
-from eo_fusion.pipeline.mosaic import MosaicLayer, layers_for, mosaic_to_gtiff
+from eo_fusion.pipeline.mosaic import MosaicLayer, layers_for, mosaic_vrt
 from eo_fusion.pipeline.plan import RunPlan
 from eo_fusion.pipeline.products import write_cog
 from eo_fusion.pipeline.report import qa_report, write_quicklook, write_report
@@ -73,9 +73,13 @@ def cog_blocksize(requested: int, grid: GeoBox) -> int:
 
 
 def _write_layer(
-    plan: RunPlan, manifest: RunManifest, layer: MosaicLayer, classes: Sequence[ClassInfo]
+    plan: RunPlan,
+    manifest: RunManifest,
+    layer: MosaicLayer,
+    classes: Sequence[ClassInfo],
+    threads: int = 1,
 ) -> Path:
-    """Mosaic one layer of every tile file into a GeoTIFF, then publish it as a COG."""
+    """Mosaic one layer of every tile file (a VRT), then publish it as a COG."""
     windows = []
     for tile in plan.tiles:  # every tile: those without a finished output are nodata
         rec = manifest.tiles.get(tile.id)
@@ -89,13 +93,16 @@ def _write_layer(
     }
     blocksize = cog_blocksize(plan.blocksize, plan.grid)
     dst = plan.run_dir / f"{plan.job_name}_{layer.name}.tif"
-    tmp = plan.run_dir / f".{plan.job_name}_{layer.name}.mosaic{PARTIAL_TAG}.tif"
+    vrt = plan.run_dir / f".{plan.job_name}_{layer.name}.mosaic{PARTIAL_TAG}.vrt"
     try:
-        mosaic_to_gtiff(tmp, plan.grid, windows, layer, blocksize=blocksize)
-        write_cog(tmp, dst, kind=layer.name, classes=classes, blocksize=blocksize, tags=tags)
+        mosaic_vrt(vrt, plan.grid, windows, layer)
+        write_cog(
+            vrt, dst, kind=layer.name, classes=classes, blocksize=blocksize, tags=tags,
+            threads=threads,
+        )  # fmt: skip
     finally:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+            os.unlink(vrt)
     return dst
 
 
@@ -211,13 +218,14 @@ def assemble(
     # while the others are still being written). GDAL's block cache is bounded meanwhile
     # (rasterio.Env sets the process-wide limit, which the pool's threads share): by default
     # it may grow to 5 % of the RAM, and it kept every block the COG copies passed through.
-    workers = min(len(layers), os.cpu_count() or 1)
+    cpus = os.cpu_count() or 1
+    workers = min(len(layers), cpus)
     with (
         rasterio.Env(GDAL_CACHEMAX=PRODUCTS_GDAL_CACHE_BYTES),
         ThreadPoolExecutor(max_workers=workers) as pool,
     ):
         pending = {
-            layer.name: pool.submit(_write_layer, plan, manifest, layer, classes)
+            layer.name: pool.submit(_write_layer, plan, manifest, layer, classes, cpus // workers)
             for layer in layers
         }
         if quicklook is not None:

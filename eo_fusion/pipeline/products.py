@@ -1,9 +1,10 @@
 """Cloud-Optimised GeoTIFF products: classes, confidence and probabilities.
 
-Every product is made the same safe way: the mosaicked GeoTIFF is converted with rio-cogeo
-(internal tiles, deflate, internal overviews) into a temporary file *in the destination folder*,
-validated with ``rio_cogeo.cog_validate(strict=True)`` (warnings count as failures), and only then
-moved over the final name with ``os.replace`` — readers never see a partial or invalid file.
+Every product is made the same safe way: GDAL's COG driver (internal tiles, deflate with the
+horizontal predictor, internal overviews) writes it from the mosaic VRT into a temporary file *in
+the destination folder*, ``rio_cogeo.cog_validate(strict=True)`` validates it (warnings count as
+failures), and only then is it moved over the final name with ``os.replace`` — readers never see a
+partial or invalid file.
 
 The class map (uint8, nodata 255) carries its legend three ways, so any GIS tool finds it:
 
@@ -22,13 +23,12 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 from xml.sax.saxutils import escape
 
 import rasterio
+import rasterio.shutil
 from rasterio.enums import ColorInterp
-from rio_cogeo.cogeo import cog_translate, cog_validate
-from rio_cogeo.profiles import cog_profiles
+from rio_cogeo.cogeo import cog_validate
 
 from eo_fusion.errors import ProductError
 from eo_fusion.files import atomic_output, atomic_write_text
@@ -104,15 +104,24 @@ def read_rat(aux_xml: Path) -> list[dict[str, str]]:
     ]
 
 
-def _tag_intermediate(
-    path: Path, kind: str, classes: Sequence[ClassInfo], band_names: Sequence[str]
+def _styled_vrt(
+    src: Path,
+    vrt: Path,
+    kind: str,
+    classes: Sequence[ClassInfo],
+    band_names: Sequence[str],
+    tags: dict[str, str],
 ) -> None:
-    with rasterio.open(path, "r+") as ds:
+    """A VRT of ``src`` carrying the product's metadata (GDAL copies it into the COG), so the
+    source itself is never modified."""
+    rasterio.shutil.copy(str(src), str(vrt), driver="VRT")
+    with rasterio.open(vrt, "r+") as ds:  # a VRT opened for update saves itself on close
+        ds.nodata = NODATA_CLASS if kind == "classes" else NODATA_PERCENT
+        ds.update_tags(**tags)
         for i, name in enumerate(band_names, start=1):
             ds.set_band_description(i, name)
         if kind == "classes":
             ds.update_tags(1, **class_band_tags(classes))
-            # Palette interpretation + table on the source, so rio-cogeo carries them over.
             ds.colorinterp = [ColorInterp.palette]
             ds.write_colormap(1, colormap_for(classes))
         else:
@@ -120,17 +129,14 @@ def _tag_intermediate(
                 ds.update_tags(i, UNITS="percent", SCALE_TO_PROBABILITY="0.01")
 
 
-def _layer_style(
-    kind: str, classes: Sequence[ClassInfo]
-) -> tuple[list[str], Any, dict[int, tuple[int, int, int, int]] | None]:
-    """Band names, overview resampling (``Any``: rio-cogeo types it as a Literal) and colour
-    table of a product kind."""
+def _layer_style(kind: str, classes: Sequence[ClassInfo]) -> tuple[list[str], str]:
+    """Band names and GDAL overview resampling of a product kind."""
     if kind == "classes":
-        return ["classes"], "mode", colormap_for(classes)
+        return ["classes"], "MODE"
     if kind == "confidence":
-        return ["confidence (max probability, %)"], "average", None
+        return ["confidence (max probability, %)"], "AVERAGE"
     if kind == "probabilities":
-        return [f"probability of {c.name} (%)" for c in classes], "average", None
+        return [f"probability of {c.name} (%)" for c in classes], "AVERAGE"
     raise ProductError(f"unknown product kind {kind!r}", fix="use classes/confidence/...")
 
 
@@ -142,18 +148,20 @@ def write_cog(
     classes: Sequence[ClassInfo],
     blocksize: int = 256,
     tags: dict[str, str] | None = None,
+    threads: int = 1,
 ) -> Path:
-    """Convert a mosaicked GeoTIFF into a validated COG at ``dst`` (atomically).
+    """Convert a raster on the job grid into a validated COG at ``dst`` (atomically).
 
     Args:
-        src: tiled GeoTIFF on the job grid (from ``mosaic.mosaic_to_gtiff``); modified in place
-            (band descriptions and tags), then left for the caller to delete.
+        src: any raster GDAL reads: the mosaic VRT of the tile files
+            (``mosaic.mosaic_vrt``) or a GeoTIFF; left unchanged.
         dst: final COG path.
         kind: ``classes`` (colour table, class metadata, RAT, mode overviews), ``confidence`` or
             ``probabilities`` (percent, average overviews).
         classes: the output classes.
         blocksize: internal tile edge (pixels).
         tags: extra dataset tags (provenance: job, run id, model).
+        threads: GDAL compression threads.
 
     Returns:
         ``dst``.
@@ -162,23 +170,23 @@ def write_cog(
         ProductError: the COG does not validate (the message lists rio-cogeo's findings).
     """
     dst = Path(dst)
-    names, resampling, cmap = _layer_style(kind, classes)
-    _tag_intermediate(Path(src), kind, classes, names)
-    profile = cog_profiles.get("deflate")
-    profile.update(blockxsize=blocksize, blockysize=blocksize, predictor=2)
+    names, resampling = _layer_style(kind, classes)
     with atomic_output(dst, ".tmp.tif") as tmp:
-        cog_translate(
-            str(src),
-            str(tmp),
-            profile,
-            nodata=NODATA_CLASS if kind == "classes" else NODATA_PERCENT,
-            overview_resampling=resampling,
-            colormap=cmap,
-            forward_band_tags=True,
-            additional_cog_metadata=tags or {},
-            in_memory=False,
-            quiet=True,
-        )
+        styled = Path(f"{tmp}.vrt")
+        try:
+            _styled_vrt(
+                Path(src), styled, kind, classes, names,
+                {**(tags or {}), "OVERVIEW_RESAMPLING": resampling},
+            )  # fmt: skip
+            # GDAL's COG driver: internal tiles, overviews down to one block, then the
+            # full-resolution data, in one pass (what gdal_translate -of COG does).
+            rasterio.shutil.copy(
+                str(styled), str(tmp), driver="COG", COMPRESS="DEFLATE", PREDICTOR="2",
+                BLOCKSIZE=str(blocksize), OVERVIEW_RESAMPLING=resampling,
+                NUM_THREADS=str(max(1, threads)), BIGTIFF="IF_SAFER",
+            )  # fmt: skip
+        finally:
+            styled.unlink(missing_ok=True)
         valid, errors, warnings = cog_validate(str(tmp), strict=True, quiet=True)
         if not valid:
             raise ProductError(

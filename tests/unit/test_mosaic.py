@@ -13,7 +13,7 @@ from eo_fusion.config import JobSpec
 from eo_fusion.errors import ProductError, TileError
 from eo_fusion.grid import make_tiles
 from eo_fusion.pipeline.legend import NODATA_CLASS, ClassInfo
-from eo_fusion.pipeline.mosaic import layers_for, mosaic_to_gtiff
+from eo_fusion.pipeline.mosaic import layers_for, mosaic_vrt
 from eo_fusion.pipeline.plan import plan_tasks
 from eo_fusion.pipeline.tiles import crop_core, finish_tile, write_tile
 from eo_fusion.testing.synthetic import SyntheticPredictor
@@ -91,8 +91,8 @@ def test_mosaic_equals_whole_grid_prediction(tmp_path, tile_size, halo):
         path = tmp_path / task.output_relpath
         write_tile(path, arrays, task.tile.core)
         windows.append((task.tile.core_in_grid, path))
-    dst = tmp_path / "mosaic.tif"
-    mosaic_to_gtiff(dst, GRID, windows, layers_for(True, False, 3)[0], blocksize=64)
+    dst = tmp_path / "mosaic.vrt"
+    mosaic_vrt(dst, GRID, windows, layers_for(True, False, 3)[0])
     whole = plan_tasks(
         _job(tmp_path, tile_size=512, halo=0), make_tiles(GRID, 512, 0), {}, GRID.extent
     )[0]
@@ -106,9 +106,21 @@ def test_mosaic_equals_whole_grid_prediction(tmp_path, tile_size, halo):
 def test_mosaic_writes_nodata_for_missing_tiles_and_checks_coverage(tmp_path):
     tiles = make_tiles(GRID, 32, 0)
     layer = layers_for(False, False, 3)[0]
-    dst = tmp_path / "m.tif"
-    mosaic_to_gtiff(dst, GRID, [(t.core_in_grid, None) for t in tiles], layer, blocksize=64)
+    dst = tmp_path / "m.vrt"
+    mosaic_vrt(dst, GRID, [(t.core_in_grid, None) for t in tiles], layer)
     with rasterio.open(dst) as src:
         assert (src.read(1) == NODATA_CLASS).all()
     with pytest.raises(ProductError, match="cover"):
-        mosaic_to_gtiff(dst, GRID, [(t.core_in_grid, None) for t in tiles[1:]], layer)
+        mosaic_vrt(dst, GRID, [(t.core_in_grid, None) for t in tiles[1:]], layer)
+
+
+def test_mosaic_refuses_a_tile_file_of_the_wrong_size(tmp_path):
+    tiles = make_tiles(GRID, 32, 0)
+    layer = layers_for(False, False, 3)[0]
+    wrong = tmp_path / "wrong.tif"
+    profile = {"driver": "GTiff", "width": 31, "height": 32, "count": 1, "dtype": "uint8"}
+    with rasterio.open(wrong, "w", **profile) as dst:
+        dst.write(np.zeros((1, 32, 31), np.uint8))
+    windows = [(t.core_in_grid, wrong if i == 1 else None) for i, t in enumerate(tiles)]
+    with pytest.raises(ProductError, match=r"wrong.tif is 32×31, its window in the grid is 32×32"):
+        mosaic_vrt(tmp_path / "m.vrt", GRID, windows, layer)

@@ -33,6 +33,7 @@ import os
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -253,8 +254,11 @@ def _storage_errno(e: BaseException) -> bool:
 
 
 @contextlib.contextmanager
-def dask_client(spec: DaskSpec, scheduler: Any = None) -> Iterator[Any]:
-    """A dask ``Client``: on ``scheduler`` (argument, else ``spec.scheduler``) or a LocalCluster.
+def dask_client(
+    spec: DaskSpec, scheduler: Any = None, starting: Future[Any] | None = None
+) -> Iterator[Any]:
+    """A dask ``Client``: on ``scheduler`` (argument, else ``spec.scheduler``) or a LocalCluster
+    (``starting``: the one :func:`start_worker_processes` is starting for this run).
 
     ``scheduler`` may be an address (``tcp://host:8786``), a connected ``distributed.Client``
     (used as is and left open: e.g. one from Dask Gateway, which needs its own credentials) or a
@@ -266,7 +270,7 @@ def dask_client(spec: DaskSpec, scheduler: Any = None) -> Iterator[Any]:
     Raises:
         JobError: the scheduler cannot be reached (names the address).
     """
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     if scheduler is not None and not isinstance(scheduler, str):
         # The caller owns this client/cluster (and its security settings): do not close it.
@@ -287,8 +291,27 @@ def dask_client(spec: DaskSpec, scheduler: Any = None) -> Iterator[Any]:
         finally:
             client.close()
         return
-    with _worker_environ(), dask.config.set(PRIVATE_WORKER_CONFIG):
-        cluster = LocalCluster(
+    # Waited for first: its thread sets the same dask settings while it starts the cluster.
+    started = starting.result() if starting is not None else None
+    with _worker_environ(), dask.config.set(PRIVATE_WORKER_CONFIG):  # for the cluster's life
+        cluster = started or _local_cluster(spec)
+        try:
+            with Client(cluster) as client:
+                yield client
+        finally:
+            cluster.close()
+
+
+def _local_cluster(spec: DaskSpec, preload: bool = False) -> Any:
+    """A job's private LocalCluster (see :func:`dask_client`); ``preload``: its workers import
+    the model's modules when they start (:mod:`~eo_fusion.pipeline.worker_setup`)."""
+    from distributed import LocalCluster
+
+    config: dict[str, Any] = dict(PRIVATE_WORKER_CONFIG)
+    if preload:
+        config["distributed.worker.preload"] = ["eo_fusion.pipeline.worker_setup"]
+    with _worker_environ(), dask.config.set(config):
+        return LocalCluster(
             n_workers=spec.workers,
             threads_per_worker=spec.threads_per_worker,
             processes=spec.processes,
@@ -301,11 +324,35 @@ def dask_client(spec: DaskSpec, scheduler: Any = None) -> Iterator[Any]:
             dashboard_address="127.0.0.1:0",
             silence_logs=logging.ERROR,
         )
-        try:
-            with Client(cluster) as client:
-                yield client
-        finally:
-            cluster.close()
+
+
+def start_worker_processes(
+    spec: DaskSpec, scheduler: Any = None, *, model: bool = True
+) -> Future[Any] | None:
+    """Start the run's private LocalCluster of worker processes in the background, or ``None``
+    when the run uses threads of this process or another scheduler.
+
+    Why: a worker process imports torch and the model code (~3 s here) before its first tile
+    can run; started when the job is read, with those imports in a preload (``model``: the
+    tiles run the job's model; :mod:`~eo_fusion.pipeline.worker_setup`), that happens while
+    this process loads the model, searches and plans. Pass the future to :func:`dask_client`,
+    and :func:`close_unused` it when the run ends (a run that stops before its tiles never
+    takes it).
+    """
+    if scheduler is not None or spec.scheduler or not spec.processes:
+        return None
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eo-fusion-cluster")
+    starting = pool.submit(_local_cluster, spec, model)
+    pool.shutdown(wait=False)  # its thread ends when the cluster is up
+    return starting
+
+
+def close_unused(starting: Future[Any] | None) -> None:
+    """Close a cluster :func:`start_worker_processes` started (again, if a client closed it)."""
+    if starting is None:
+        return
+    with contextlib.suppress(Exception):  # a failed start raised (or will) where it was taken
+        starting.result().close()
 
 
 _TRIM = "MALLOC_TRIM_THRESHOLD_"

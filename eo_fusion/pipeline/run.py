@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -29,13 +30,20 @@ from typing import Any
 
 from eo_fusion.catalogs.items import NormalizedItem
 from eo_fusion.catalogs.safety import URLPolicy
-from eo_fusion.config import JobSpec
+from eo_fusion.config import DaskSpec, JobSpec
 from eo_fusion.errors import JobError
 from eo_fusion.files import remove_stale_partials, storage_errors
 from eo_fusion.logs import get_logger
 from eo_fusion.memory import return_freed_memory
 from eo_fusion.pipeline.assemble import assemble
-from eo_fusion.pipeline.execute import Predictor, TileOutcome, dask_client, execute_tasks
+from eo_fusion.pipeline.execute import (
+    Predictor,
+    TileOutcome,
+    close_unused,
+    dask_client,
+    execute_tasks,
+    start_worker_processes,
+)
 from eo_fusion.pipeline.fingerprint import changes, flat_items
 from eo_fusion.pipeline.input_checks import issues
 from eo_fusion.pipeline.inputs import search_issues, search_job
@@ -144,20 +152,25 @@ def run_job(
         StorageError: the run folder cannot be written (disk full, read-only, permissions).
     """
     t0, progress = time.perf_counter(), progress or ProgressHook()
-    pred = predictor or _model_predictor(job)
-    _verify(pred)  # once, here: a forged or mismatched model fails before any worker starts
-    plan = _plan(job, run_date or datetime.now(UTC).date(), items, pred, progress)
-    summary = RunSummary(run_id=plan.run_id, run_dir=plan.run_dir, tiles_total=len(plan.tasks))
-    with run_lock(plan.run_dir):
-        manifest, todo = _start(plan, pred, force, reset, summary)
-        progress.start(len(plan.tasks), summary.tiles_reused)
-        outcomes = _execute(plan, todo, pred, manifest, scheduler, workers, progress)
-        _summarise(summary, plan, manifest, outcomes)
-        if summary.problem is None:
-            progress.phase("products")
-            _assemble(plan, manifest, pred, summary, notes)
-        else:
-            log.error("run %s: nothing published: %s", plan.run_id, summary.problem)
+    dspec = job.dask if workers is None else job.dask.model_copy(update={"workers": workers})
+    starting = start_worker_processes(dspec, scheduler, model=predictor is None)
+    try:
+        pred = predictor or _model_predictor(job)
+        _verify(pred)  # once, here: a forged or mismatched model fails before any tile runs
+        plan = _plan(job, run_date or datetime.now(UTC).date(), items, pred, progress)
+        summary = RunSummary(run_id=plan.run_id, run_dir=plan.run_dir, tiles_total=len(plan.tasks))
+        with run_lock(plan.run_dir):
+            manifest, todo = _start(plan, pred, force, reset, summary)
+            progress.start(len(plan.tasks), summary.tiles_reused)
+            outcomes = _execute(plan, todo, pred, manifest, (scheduler, starting), dspec, progress)
+            _summarise(summary, plan, manifest, outcomes)
+            if summary.problem is None:
+                progress.phase("products")
+                _assemble(plan, manifest, pred, summary, notes)
+            else:
+                log.error("run %s: nothing published: %s", plan.run_id, summary.problem)
+    finally:
+        close_unused(starting)
     summary.seconds = time.perf_counter() - t0
     return summary
 
@@ -369,11 +382,15 @@ def _execute(
     todo: Sequence[TileTask],
     predictor: Predictor,
     manifest: RunManifest,
-    scheduler: Any,
-    workers: int | None,
+    where: tuple[Any, Future[Any] | None],
+    dspec: DaskSpec,
     progress: ProgressHook,
 ) -> list[TileOutcome]:
-    """Run the ``todo`` tiles on dask, recording each outcome in the manifest as it arrives."""
+    """Run the ``todo`` tiles on dask, recording each outcome in the manifest as it arrives.
+
+    ``where``: the caller's scheduler (or ``None``) and the private cluster being started for
+    the run (or ``None``); ``dspec``: the job's dask section with ``--workers`` applied.
+    """
     progress.phase("tiles")
     if not todo:
         return []
@@ -393,8 +410,7 @@ def _execute(
         if not outcome.ok:
             log.warning("tile %s failed: %s", outcome.tile_id, outcome.error)
 
-    dspec = plan.dask if workers is None else plan.dask.model_copy(update={"workers": workers})
-    with dask_client(dspec, scheduler) as client:
+    with dask_client(dspec, *where) as client:
         progress.phase("compute")  # the cluster is up; tiles are being submitted
         outcomes = execute_tasks(
             client,

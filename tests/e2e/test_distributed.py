@@ -75,3 +75,25 @@ def test_private_cluster_workers_run_without_the_statistical_profiler(processes)
         (profiling, interval), *_ = client.run(settings).values()
     assert not profiling and interval == "500ms"
     assert dask.config.get("distributed.worker.profile.enabled") is True
+
+
+def test_worker_processes_start_early_with_the_tile_modules_imported():
+    """A run's worker processes are started while the job is still being planned, and each
+    imports torch and the model code when it starts (the preload), not in its first tile."""
+    import sys
+
+    from eo_fusion.config import DaskSpec
+    from eo_fusion.pipeline.execute import close_unused, dask_client, start_worker_processes
+
+    assert start_worker_processes(DaskSpec(processes=False)) is None  # threads: nothing to do
+    assert start_worker_processes(DaskSpec(processes=True), "tcp://127.0.0.1:1") is None
+    spec = DaskSpec(workers=1, threads_per_worker=1, processes=True)
+    starting = start_worker_processes(spec)
+    assert starting is not None
+    with dask_client(spec, None, starting) as client:
+        loaded = client.run(lambda: [m in sys.modules for m in ("torch", "eo_fusion.stack")])
+        assert list(loaded.values()) == [[True, True]]
+    assert starting.result().status.name == "closed"
+    unused = start_worker_processes(spec, model=False)  # a run that stops before its tiles
+    close_unused(unused)
+    assert unused is not None and unused.result().status.name == "closed"

@@ -131,13 +131,9 @@ def map_command(
 
     Example: eo-fusion map pipelines/sample_landcover.yaml
     """
-    import eo_fusion.models.predict  # noqa: F401  # torch and the model code, before the freeze
     from eo_fusion.pipeline import run_job
 
-    # The ~375,000 objects of the imports live as long as the command: frozen, the garbage
-    # collector's full passes skip them (0.75 -> 0.50 s of collections, holding the GIL the
-    # tile threads need, in a 2000² px job).
-    gc.freeze()
+    _freeze_imports()
     job = _with_model_options(load_job(job_file), job_file, device=device, precision=precision)
     when = _parse_date(run_date)
     bar = _RichProgress(Console(stderr=True)) if _interactive() else None
@@ -159,6 +155,18 @@ def map_command(
         _print_summary(summary)
     if not summary.ok:
         raise _failure(job.name, summary)
+
+
+def _freeze_imports() -> None:
+    """Import torch and the model code, then freeze every object so far.
+
+    The ~375,000 objects of the imports live as long as the command: frozen, the garbage
+    collector's full passes skip them (0.75 -> 0.50 s of collections, holding the GIL the tile
+    threads need, in a 2000² px job).
+    """
+    import eo_fusion.models.predict  # noqa: F401
+
+    gc.freeze()
 
 
 def _with_model_options(job: JobSpec, job_file: Path, **options: str | None) -> JobSpec:

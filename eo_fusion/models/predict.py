@@ -114,14 +114,8 @@ def select_inputs(
                 + ("a time series (time, band, y, x)" if temporal else "a composite (band, y, x)"),
                 fix=f"set mode: {'timeseries' if temporal else 'composite'} for '{modality}'",
             )
-        # One owned float32 copy per modality, masked and normalised in place (each
-        # temporary would be one more copy of the tile's pixels per tile in flight).
-        vals = np.array(var.sel(band=use).values, dtype="float32")
-        if valid is not None:
-            flagged = ~np.expand_dims(valid.values.astype(bool), -3)
-            np.copyto(vals, np.float32(np.nan), where=flagged)
         norms = [card.band_norm(modality, k) for k in use]
-        arrays.append(normalize_bands(vals, norms, axis=-3, in_place=True))
+        arrays.append(_masked_normalised(var.sel(band=use), valid, norms))
         keys += use
         if temporal:
             times.append(var["time"].values)
@@ -140,6 +134,17 @@ def select_inputs(
         )
     arr, time = _joined(arrays, times if temporal else None)
     return arr, keys, time
+
+
+def _masked_normalised(
+    var: xr.DataArray, valid: xr.DataArray | None, norms: Sequence[BandNorm]
+) -> np.ndarray:
+    """One owned float32 copy of ``var``, NaN where ``valid`` is false, normalised in place
+    (each temporary would be one more copy of the tile's pixels per tile in flight)."""
+    vals = np.array(var.values, dtype="float32")
+    if valid is not None:
+        np.copyto(vals, np.float32(np.nan), where=~np.expand_dims(valid.values.astype(bool), -3))
+    return normalize_bands(vals, norms, axis=-3, in_place=True)
 
 
 def _joined(
@@ -269,11 +274,7 @@ def sliding_probs(
     sy, sx = _starts(h, offset[0], window, stride), _starts(w, offset[1], window, stride)
     if core is not None:
         sy, sx = _touching(sy, core[0], window, h), _touching(sx, core[1], window, w)
-    pad_y0, pad_x0 = max(0, -sy[0]), max(0, -sx[0])
-    pad_y1, pad_x1 = max(0, sy[-1] + window - h), max(0, sx[-1] + window - w)
-    pad = [(0, 0)] * (arr.ndim - 2) + [(pad_y0, pad_y1), (pad_x0, pad_x1)]
-    # A tile whose halo holds every window needs no padding (and no copy of its pixels).
-    padded = np.pad(arr, pad, constant_values=np.nan) if any(map(any, pad)) else arr
+    padded, pad_y0, pad_x0 = _padded_for(arr, sy, sx, window)
     acc = np.zeros((n_classes, *padded.shape[-2:]), dtype="float32")
     wsum = np.zeros(padded.shape[-2:], dtype="float32")
     weight = _ramp(window, overlap)
@@ -295,6 +296,20 @@ def sliding_probs(
     net.train(was_training)
     ys, xs = slice(pad_y0, pad_y0 + h), slice(pad_x0, pad_x0 + w)
     return _normalised(acc[:, ys, xs], wsum[ys, xs])
+
+
+def _padded_for(
+    arr: np.ndarray, sy: list[int], sx: list[int], window: int
+) -> tuple[np.ndarray, int, int]:
+    """``arr`` NaN-padded so that every window starting at ``sy`` × ``sx`` fits, and the
+    padding before rows and columns. A tile whose halo holds every window needs none (and no
+    copy of its pixels)."""
+    h, w = arr.shape[-2:]
+    pad_y0, pad_x0 = max(0, -sy[0]), max(0, -sx[0])
+    pad_y1, pad_x1 = max(0, sy[-1] + window - h), max(0, sx[-1] + window - w)
+    pad = [(0, 0)] * (arr.ndim - 2) + [(pad_y0, pad_y1), (pad_x0, pad_x1)]
+    padded = np.pad(arr, pad, constant_values=np.nan) if any(map(any, pad)) else arr
+    return padded, pad_y0, pad_x0
 
 
 @dataclass

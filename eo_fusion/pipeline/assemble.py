@@ -106,6 +106,35 @@ def _write_layer(
     return dst
 
 
+def _write_layers(
+    plan: RunPlan,
+    manifest: RunManifest,
+    layers: Sequence[MosaicLayer],
+    classes: Sequence[ClassInfo],
+    quicklook: Path | None,
+) -> dict[str, Path]:
+    """Every layer's COG (and the quicklook, when asked for): product name -> COG."""
+    # Layers are written side by side: GDAL releases the GIL while it reads the tile files,
+    # compresses and builds overviews, so two layers take two cores (the quicklook is drawn
+    # while the others are still being written). GDAL's block cache is bounded meanwhile
+    # (rasterio.Env sets the process-wide limit, which the pool's threads share): by default
+    # it may grow to 5 % of the RAM, and it kept every block the COG copies passed through.
+    cpus = os.cpu_count() or 1
+    workers = min(len(layers), cpus)
+    with (
+        rasterio.Env(GDAL_CACHEMAX=PRODUCTS_GDAL_CACHE_BYTES),
+        ThreadPoolExecutor(max_workers=workers) as pool,
+    ):
+        pending = {
+            layer.name: pool.submit(_write_layer, plan, manifest, layer, classes, cpus // workers)
+            for layer in layers
+        }
+        if quicklook is not None:
+            title = f"{plan.job_name} ({plan.run_id})"
+            write_quicklook(pending["classes"].result(), quicklook, classes, title)
+        return {name: future.result() for name, future in pending.items()}
+
+
 def _product_files(cogs: dict[str, Path], quicklook: Path | None) -> list[ProductFile]:
     """The COGs with their sha256 and, for the class map, its RAT sidecar and quicklook."""
     classes_cog = cogs["classes"]
@@ -213,25 +242,7 @@ def assemble(
     """
     layers = layers_for(plan.output.confidence, plan.output.probabilities, len(classes))
     quicklook = plan.run_dir / "quicklook.png" if plan.report else None
-    # Layers are written side by side: GDAL releases the GIL while it reads the tile files,
-    # compresses and builds overviews, so two layers take two cores (the quicklook is drawn
-    # while the others are still being written). GDAL's block cache is bounded meanwhile
-    # (rasterio.Env sets the process-wide limit, which the pool's threads share): by default
-    # it may grow to 5 % of the RAM, and it kept every block the COG copies passed through.
-    cpus = os.cpu_count() or 1
-    workers = min(len(layers), cpus)
-    with (
-        rasterio.Env(GDAL_CACHEMAX=PRODUCTS_GDAL_CACHE_BYTES),
-        ThreadPoolExecutor(max_workers=workers) as pool,
-    ):
-        pending = {
-            layer.name: pool.submit(_write_layer, plan, manifest, layer, classes, cpus // workers)
-            for layer in layers
-        }
-        if quicklook is not None:
-            title = f"{plan.job_name} ({plan.run_id})"
-            write_quicklook(pending["classes"].result(), quicklook, classes, title)
-        cogs = {name: future.result() for name, future in pending.items()}
+    cogs = _write_layers(plan, manifest, layers, classes, quicklook)
     products = _product_files(cogs, quicklook)
     stac = _write_stac(plan, manifest, products, classes, input_issues)
     if not plan.report:

@@ -103,19 +103,22 @@ def mosaic_vrt(
                     fix="rerun the job with --force to recompute its tiles",
                 )
         for band, number in zip(bands, layer.bands, strict=True):
-            source = ET.SubElement(band, "SimpleSource")
-            ET.SubElement(source, "SourceFilename", relativeToVRT="0").text = str(path)
-            ET.SubElement(source, "SourceBand").text = str(number)
-            ET.SubElement(
-                source, "SrcRect", xOff="0", yOff="0", xSize=str(width), ySize=str(height)
-            )
-            ET.SubElement(
-                source, "DstRect", xOff=str(sx.start), yOff=str(sy.start), xSize=str(width),
-                ySize=str(height),
-            )  # fmt: skip
+            _add_source(band, path, number, (sy, sx))
     if covered != h * w:
         raise ProductError(
             f"{dst_path}: tile windows cover {covered} of {h * w} grid pixels",
             fix="pass every tile of the grid (None for tiles without output)",
         )
     ET.ElementTree(root).write(dst_path, encoding="utf-8")
+
+
+def _add_source(band: ET.Element, path: Path, number: int, window: tuple[slice, slice]) -> None:
+    """Band ``number`` of the tile file ``path`` as a source of the VRT ``band``, placed at
+    ``window`` (rows, columns of the grid)."""
+    sy, sx = window
+    size = {"xSize": str(sx.stop - sx.start), "ySize": str(sy.stop - sy.start)}
+    source = ET.SubElement(band, "SimpleSource")
+    ET.SubElement(source, "SourceFilename", relativeToVRT="0").text = str(path)
+    ET.SubElement(source, "SourceBand").text = str(number)
+    ET.SubElement(source, "SrcRect", {"xOff": "0", "yOff": "0", **size})
+    ET.SubElement(source, "DstRect", {"xOff": str(sx.start), "yOff": str(sy.start), **size})

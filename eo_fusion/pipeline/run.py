@@ -160,19 +160,34 @@ def run_job(
         plan = _plan(job, run_date or datetime.now(UTC).date(), items, pred, progress)
         summary = RunSummary(run_id=plan.run_id, run_dir=plan.run_dir, tiles_total=len(plan.tasks))
         with run_lock(plan.run_dir):
-            manifest, todo = _start(plan, pred, force, reset, summary)
-            progress.start(len(plan.tasks), summary.tiles_reused)
-            outcomes = _execute(plan, todo, pred, manifest, (scheduler, starting), dspec, progress)
-            _summarise(summary, plan, manifest, outcomes)
-            if summary.problem is None:
-                progress.phase("products")
-                _assemble(plan, manifest, pred, summary, notes)
-            else:
-                log.error("run %s: nothing published: %s", plan.run_id, summary.problem)
+            _run_locked(plan, pred, summary, (force, reset), (scheduler, starting), dspec,
+                        progress, notes)  # fmt: skip
     finally:
         close_unused(starting)
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _run_locked(
+    plan: RunPlan,
+    pred: Predictor,
+    summary: RunSummary,
+    force_reset: tuple[bool, bool],
+    where: tuple[Any, Future[Any] | None],
+    dspec: DaskSpec,
+    progress: ProgressHook,
+    notes: Sequence[str],
+) -> None:
+    """What :func:`run_job` does holding the run's lock: resume, tiles, products."""
+    manifest, todo = _start(plan, pred, *force_reset, summary)
+    progress.start(len(plan.tasks), summary.tiles_reused)
+    outcomes = _execute(plan, todo, pred, manifest, where, dspec, progress)
+    _summarise(summary, plan, manifest, outcomes)
+    if summary.problem is None:
+        progress.phase("products")
+        _assemble(plan, manifest, pred, summary, notes)
+    else:
+        log.error("run %s: nothing published: %s", plan.run_id, summary.problem)
 
 
 def _plan(

@@ -46,6 +46,8 @@ from eo_fusion.pipeline.stac_products import (
 
 #: GDAL's block cache while the products are written (bytes). Measured on a 4000² px job:
 #: 16, 32 and 64 MB wrote the COGs equally fast; the default (5 % of the RAM) held ~120 MB more.
+#: Known limit: in a process where other GDAL work ran first (seen in the test suite), rasterio's
+#: ``Env(GDAL_CACHEMAX=...)`` left GDAL's limit unchanged; in ``eo-fusion map`` it applies.
 PRODUCTS_GDAL_CACHE_BYTES = 32 * 2**20
 
 

@@ -326,23 +326,20 @@ def _local_cluster(spec: DaskSpec, preload: bool = False) -> Any:
         )
 
 
-def start_worker_processes(
-    spec: DaskSpec, scheduler: Any = None, *, model: bool = True
-) -> Future[Any] | None:
-    """Start the run's private LocalCluster of worker processes in the background, or ``None``
-    when the run uses threads of this process or another scheduler.
+def start_worker_processes(spec: DaskSpec, scheduler: Any = None) -> Future[Any] | None:
+    """Start the private LocalCluster of worker processes of a run of the job's model in the
+    background, or ``None`` when the run uses threads of this process or another scheduler.
 
     Why: a worker process imports torch and the model code (~3 s here) before its first tile
-    can run; started when the job is read, with those imports in a preload (``model``: the
-    tiles run the job's model; :mod:`~eo_fusion.pipeline.worker_setup`), that happens while
-    this process loads the model, searches and plans. Pass the future to :func:`dask_client`,
-    and :func:`close_unused` it when the run ends (a run that stops before its tiles never
-    takes it).
+    can run; started when the job is read, with those imports in a preload
+    (:mod:`~eo_fusion.pipeline.worker_setup`), that happens while this process loads the model,
+    searches and plans. Pass the future to :func:`dask_client`, and :func:`close_unused` it when
+    the run ends (a run that stops before its tiles never takes it).
     """
     if scheduler is not None or spec.scheduler or not spec.processes:
         return None
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eo-fusion-cluster")
-    starting = pool.submit(_local_cluster, spec, model)
+    starting = pool.submit(_local_cluster, spec, True)
     pool.shutdown(wait=False)  # its thread ends when the cluster is up
     return starting
 

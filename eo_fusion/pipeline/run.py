@@ -153,7 +153,8 @@ def run_job(
     """
     t0, progress = time.perf_counter(), progress or ProgressHook()
     dspec = job.dask if workers is None else job.dask.model_copy(update={"workers": workers})
-    starting = start_worker_processes(dspec, scheduler, model=predictor is None)
+    # Only for the job's own model: other predictors may need none of its imports.
+    starting = start_worker_processes(dspec, scheduler) if predictor is None else None
     try:
         pred = predictor or _model_predictor(job)
         _verify(pred)  # once, here: a forged or mismatched model fails before any tile runs

@@ -94,6 +94,6 @@ def test_worker_processes_start_early_with_the_tile_modules_imported():
         loaded = client.run(lambda: [m in sys.modules for m in ("torch", "eo_fusion.stack")])
         assert list(loaded.values()) == [[True, True]]
     assert starting.result().status.name == "closed"
-    unused = start_worker_processes(spec, model=False)  # a run that stops before its tiles
+    unused = start_worker_processes(spec)  # a run that stops before its tiles
     close_unused(unused)
     assert unused is not None and unused.result().status.name == "closed"

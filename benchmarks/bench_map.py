@@ -424,8 +424,8 @@ def main() -> None:
         meta = run_measured([sys.executable, __file__, "--child", "prepare", str(job), str(inputs)])
         meta.pop("curve")
         # Written data goes to disk before the first timed peer: the kernel's writeback of the
-        # inputs (the stacked array alone is 576 MB at 4000² px) ran during round 0's first
-        # peer, always the map job (55.8-57.9 s there against 48.0-48.7 s in later rounds).
+        # inputs (the stacked array alone is 576 MB at 4000² px) may otherwise run during round
+        # 0's first peer, always the map job (55.8-57.9 s there, 48.0-49.5 s in later rounds).
         os.sync()
         print(f"prepared inputs {meta['shape']} ({len(meta['keys'])} bands)", flush=True)
         results: dict[str, list[dict]] = {pe: [] for pe in peers}

@@ -10,7 +10,13 @@ import xarray as xr
 
 from eo_fusion.errors import BadInputError, BandError
 from eo_fusion.models import checkpoint as ck
-from eo_fusion.models.encoder import EncoderConfig, SpectralViT, feature_blocks, sincos_2d
+from eo_fusion.models.encoder import (
+    EncoderConfig,
+    SpectralViT,
+    explicit_attention,
+    feature_blocks,
+    sincos_2d,
+)
 from eo_fusion.models.heads import CropModel, LandCoverModel
 from eo_fusion.models.mae import MAE, norm_pix_loss, patch_loss, patchify, unpatchify
 from eo_fusion.models.predict import predict
@@ -39,6 +45,19 @@ def test_positions_are_fixed_and_work_for_any_grid():
     # Positions of a larger grid extend those of a smaller one (one unit per patch).
     small, big = sincos_2d(64, 4, 4), sincos_2d(64, 8, 8)
     assert torch.allclose(small[:4], big[:4])
+
+
+def test_cpu_attention_equals_the_fused_kernel_with_and_without_key_padding():
+    g = torch.Generator().manual_seed(0)
+    q, k, v = torch.randn(3, 2, 4, 9, 8, generator=g)
+    pad = torch.zeros(2, 9, dtype=torch.bool)
+    pad[0, 3:] = True  # sample 0 keeps 3 keys; sample 1 all 9
+    for padding in (None, pad):
+        mask = None if padding is None else ~padding[:, None, None, :]
+        want = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        torch.testing.assert_close(explicit_attention(q, k, v, padding), want)
+    kept = explicit_attention(q[:1, :, :3], k[:1, :, :3], v[:1, :, :3])
+    torch.testing.assert_close(explicit_attention(q, k, v, pad)[:1, :, :3], kept)
 
 
 def test_patchify_round_trip():

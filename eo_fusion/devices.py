@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -81,6 +82,7 @@ def resolve_device(
     return torch.device("cpu")
 
 
+@functools.cache  # read once per process: every tile asks
 def cpu_has_native_bf16() -> bool:
     """The CPU has bf16 matrix instructions (x86 AVX-512 BF16 or AMX-BF16; Linux flags).
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import sys
 from datetime import date
@@ -131,9 +130,9 @@ def map_command(
 
     Example: eo-fusion map pipelines/sample_landcover.yaml
     """
+    _freeze_imports()
     from eo_fusion.pipeline import run_job
 
-    _freeze_imports()
     job = _with_model_options(load_job(job_file), job_file, device=device, precision=precision)
     when = _parse_date(run_date)
     bar = _RichProgress(Console(stderr=True)) if _interactive() else None
@@ -158,15 +157,14 @@ def map_command(
 
 
 def _freeze_imports() -> None:
-    """Import torch and the model code, then freeze every object so far.
+    """Import the run, torch and the model code without the garbage collector, then freeze
+    every object so far (:func:`eo_fusion.memory.frozen_imports`): 0.4–1.3 s less start-up,
+    and 0.75 -> 0.50 s of collections in a 2000² px job."""
+    from eo_fusion.memory import frozen_imports
 
-    The ~375,000 objects of the imports live as long as the command: frozen, the garbage
-    collector's full passes skip them (0.75 -> 0.50 s of collections, holding the GIL the tile
-    threads need, in a 2000² px job).
-    """
-    import eo_fusion.models.predict  # noqa: F401
-
-    gc.freeze()
+    with frozen_imports():
+        import eo_fusion.models.predict
+        import eo_fusion.pipeline  # noqa: F401
 
 
 def _with_model_options(job: JobSpec, job_file: Path, **options: str | None) -> JobSpec:

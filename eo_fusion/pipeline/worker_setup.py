@@ -12,9 +12,13 @@ from typing import Any
 
 
 def dask_setup(worker: Any) -> None:
-    """dask's preload hook: import the modules a tile uses."""
-    import torch  # noqa: F401
+    """dask's preload hook: import the modules a tile uses (without the garbage collector,
+    then frozen: :func:`eo_fusion.memory.frozen_imports`)."""
+    from eo_fusion.memory import frozen_imports
 
-    import eo_fusion.models.predict
-    import eo_fusion.pipeline.predictors
-    import eo_fusion.stack  # noqa: F401
+    with frozen_imports():
+        import torch  # noqa: F401
+
+        import eo_fusion.models.predict
+        import eo_fusion.pipeline.predictors
+        import eo_fusion.stack  # noqa: F401

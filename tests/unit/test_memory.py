@@ -1,5 +1,5 @@
 """Memory given back between a run's phases: glibc's heap trim, GDAL's cache while products
-are written."""
+are written; the garbage collector kept off imports."""
 
 from __future__ import annotations
 
@@ -77,3 +77,20 @@ def test_products_are_written_with_a_bounded_gdal_cache():
         [sys.executable, "-c", _CHECK_CACHE], capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_imports_run_without_the_collector_and_are_frozen_after():
+    code = (
+        "import gc\n"
+        "from eo_fusion.memory import frozen_imports\n"
+        "before = gc.get_freeze_count()\n"
+        "with frozen_imports():\n"
+        "    assert not gc.isenabled()\n"
+        "    made = [[i] for i in range(1000)]\n"
+        "assert gc.isenabled() and gc.get_freeze_count() >= before + 1000\n"
+        "gc.disable()\n"
+        "with frozen_imports():\n"
+        "    pass\n"
+        "assert not gc.isenabled()  # left as the caller had it\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])

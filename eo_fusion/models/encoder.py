@@ -144,8 +144,8 @@ def explicit_attention(
     CPU, at this encoder's sizes (64 tokens, heads of 32), this is faster than the fused flash
     kernel: a bf16 encoder pass over 32 windows took 38.6 ms against 42.5 ms (median of 5, one
     thread; fp32 equal within the noise), so the CPU uses this in eager mode; CUDA and
-    ``torch.compile`` (whose CPU code for the fused kernel was the faster there: 98 against
-    86 GFLOP/s) keep the fused kernel.
+    ``torch.compile`` (compiled, the fused kernel ran at 98 GFLOP/s and this form at 86, in
+    separate runs) keep the fused kernel.
     Every row needs one key left (``SpectralViT.key_padding`` guarantees it).
     """
     scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)

@@ -154,10 +154,11 @@ def to_physical(
     Each asset's own nodata wins over the file's.
     """
     out = raw.astype(np.float32, copy=True)
+    integers = np.issubdtype(raw.dtype, np.integer)  # always finite: no test needed
     for i, a in enumerate(assets):
         nodata = a.spec.nodata if a.spec.nodata is not None else file_nodata
         band = out[i]
-        bad = ~np.isfinite(band)
+        bad = np.zeros(band.shape, bool) if integers else ~np.isfinite(band)
         if nodata is not None and np.isfinite(nodata):
             bad |= raw[i] == nodata
         if a.spec.scale != 1.0 or a.spec.offset != 0.0:

@@ -117,8 +117,11 @@ def _observation(
 
 def _finite(arr: np.ndarray, keys: list[str]) -> np.ndarray:
     """All read bands finite (the computed ``s2:CLP`` row is left out)."""
-    rows = [i for i, k in enumerate(keys) if k != CLP_KEY]
-    return np.all(np.isfinite(arr[rows]), axis=0)
+    ok = np.ones(arr.shape[1:], bool)
+    for i, k in enumerate(keys):  # band by band: no copy of the bands, no (band, y, x) temporary
+        if k != CLP_KEY:
+            ok &= np.isfinite(arr[i])
+    return ok
 
 
 def _item_clear(

@@ -423,9 +423,10 @@ def main() -> None:
         # count only half of those pages (~100 MB less than the peers use on their own).
         meta = run_measured([sys.executable, __file__, "--child", "prepare", str(job), str(inputs)])
         meta.pop("curve")
-        # Written data goes to disk before the first timed peer: the kernel's writeback of the
-        # inputs (the stacked array alone is 576 MB at 4000² px) may otherwise run during round
-        # 0's first peer, always the map job (55.8-57.9 s there, 48.0-49.5 s in later rounds).
+        # Written data goes to disk before the first timed peer, so that the kernel's writeback
+        # of the inputs (the stacked array alone is 576 MB at 4000² px) cannot run during round
+        # 0's first peer, always the map job. (Stop 21 saw that job slow in every run; stop 22's
+        # runs did not, so the writeback was not shown to be the cause.)
         os.sync()
         print(f"prepared inputs {meta['shape']} ({len(meta['keys'])} bands)", flush=True)
         results: dict[str, list[dict]] = {pe: [] for pe in peers}

@@ -145,8 +145,8 @@ def explicit_attention(
     kernel: a bf16 encoder pass over 32 windows took 38.6 ms against 42.5 ms (median of 5, one
     thread; fp32 equal within the noise), so the CPU uses this in eager mode; CUDA and
     ``torch.compile`` (compiled, the fused kernel ran at 98 GFLOP/s and this form at 86, in
-    separate runs) keep the fused kernel.
-    Every row needs one key left (``SpectralViT.key_padding`` guarantees it).
+    separate runs) keep the fused kernel. Every row needs one key left
+    (``SpectralViT.key_padding`` guarantees it).
     """
     scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
     if key_padding is not None:

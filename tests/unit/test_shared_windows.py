@@ -32,12 +32,13 @@ def scene(bundled):
     return keys, rng.normal(size=(len(keys), H, W)).astype("float32")
 
 
-def _tile(bundled, scene, x0, x1, shared, counts=None, precision="bf16"):
-    """Probabilities of the core x0:x1 (all rows) predicted on core + halo, as a map job does."""
+def _tile(bundled, scene, x0, x1, shared, counts=None, precision="bf16", rows=(0, H)):
+    """Probabilities of the core ``rows`` × x0:x1 predicted on core + halo, as a map job does
+    (the grid: the whole scene)."""
     keys, arr = scene
     lo, hi = max(0, x0 - HALO), min(W, x1 + HALO)
+    top, bottom = max(0, rows[0] - HALO), min(H, rows[1] + HALO)
     opts = predict_mod.InferenceOptions("cpu", precision)
-    net = bundled.landcover
     real = predict_mod._forward
 
     def counting(run, wins, *a):
@@ -48,13 +49,14 @@ def _tile(bundled, scene, x0, x1, shared, counts=None, precision="bf16"):
         predict_mod._forward = counting
     try:
         out = predict_mod.sliding_probs(
-            net, arr[:, :, lo:hi], keys, n_classes=5, window=32, overlap=8, offset=(0, lo),
-            batch_size=16, options=opts, core=(slice(0, H), slice(x0 - lo, x1 - lo)),
-            shared=shared, grid=(slice(0, H), slice(0, W - lo)),
+            bundled.landcover, arr[:, top:bottom, lo:hi], keys, n_classes=5, window=32,
+            overlap=8, offset=(top, lo), batch_size=16, options=opts,
+            core=(slice(rows[0] - top, rows[1] - top), slice(x0 - lo, x1 - lo)),
+            shared=shared, grid=(slice(0, H - top), slice(0, W - lo)),
         )  # fmt: skip
     finally:
         predict_mod._forward = real
-    return out[:, :, x0 - lo : x1 - lo]
+    return out[:, rows[0] - top : rows[1] - top, x0 - lo : x1 - lo]
 
 
 def test_a_neighbour_takes_the_shared_windows_and_gets_its_own_values(bundled, scene):
@@ -72,6 +74,20 @@ def test_a_neighbour_takes_the_shared_windows_and_gets_its_own_values(bundled, s
     assert sum(counts) == sum(alone_counts) - stored
     left_alone = _tile(bundled, scene, 0, 75, None)
     np.testing.assert_array_equal(left, left_alone)
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2, 3), (3, 2, 1, 0), (1, 2, 0, 3)])
+def test_four_tiles_at_a_corner_get_their_own_values_in_any_order(bundled, scene, order):
+    """Whichever tile runs first, each gets the values it computes alone, and the last one
+    leaves nothing behind (a window at the corner is shared by all four)."""
+    cores = [(rows, cols) for rows in ((0, 48), (48, 96)) for cols in ((0, 75), (75, 150))]
+    shared = SharedWindows()
+    got = {i: _tile(bundled, scene, *cores[i][1], shared, rows=cores[i][0]) for i in order}
+    assert len(shared) == 0 and shared.nbytes == 0
+    for i, (rows, cols) in enumerate(cores):
+        alone = _tile(bundled, scene, *cols, SharedWindows(), rows=rows)
+        np.testing.assert_array_equal(got[i], alone)
+    assert shared.hits > 0
 
 
 def test_shared_batches_have_one_size_so_values_do_not_depend_on_the_batch(bundled, scene):

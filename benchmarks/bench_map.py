@@ -482,12 +482,23 @@ def scaling(folder: Path, scene: dict, size: int, tile: int) -> dict:
     return out
 
 
+def torch_build() -> str:
+    """torch's version and build, for the tables: a CUDA build maps its CUDA libraries (and
+    their start-up heap) into every process that imports torch, on a CPU too, so the peak memory
+    figures depend on it (stop 24: 969–985 MB with 2.14.1+cu130 against 683–705 MB with the
+    2.13.0 CPU wheel, same 4000² px job)."""
+    import torch
+
+    build = f"CUDA {torch.version.cuda} build" if torch.version.cuda else "CPU build"
+    return f"torch {torch.__version__} ({build})"
+
+
 def report(results, extra, agree, size, a, load0, load1, meta) -> list[str]:  # type: ignore[no-untyped-def]
     """The markdown block: the peers' table, the ratios against the targets, the scaling runs."""
     mpx = size * size / 1e6
     lines = [
-        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {_machine()}; load average "
-        f"{load0[0]:.1f} before, {load1[0]:.1f} after (the machine is shared).",
+        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {_machine()}, {torch_build()}; "
+        f"load average {load0[0]:.1f} before, {load1[0]:.1f} after (the machine is shared).",
         "",
         f"Data: real Sentinel-2 18SVG L1C pixels ({len(meta['keys'])} bands at 20/60 m as COGs, "
         f"one date), a {size} x {size} px AOI at 10 m in UTM 18N ({mpx:.1f} Mpx), the bundled "

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_map import _default_tile, make_scene, run_map, write_doc, write_job
+from bench_map import _default_tile, make_scene, run_map, torch_build, write_doc, write_job
 from bench_stack import _machine
 
 S2_TILE_PX = 10980  # a Sentinel-2 MGRS tile: 109.8 km at 10 m
@@ -52,8 +52,8 @@ def summarise(r: dict, size: int, tile: int, load: tuple[float, float]) -> list[
     ok_t, ok_m = full_s <= TARGET_S, r["peak_mb"] <= TARGET_MB
     steps = ", ".join(f"{t:.0f} s: {mb:.0f}" for t, mb in curve_steps(r["curve"]))
     return [
-        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {_machine()}; load average "
-        f"{load[0]:.1f} before, {load[1]:.1f} after.",
+        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {_machine()}, {torch_build()}; "
+        f"load average {load[0]:.1f} before, {load[1]:.1f} after.",
         "",
         f"`python benchmarks/bench_tile.py --size {size}` (tile_size {tile}): a {size} x {size} "
         f"px AOI = {frac:.4f} of a Sentinel-2 tile ({S2_TILE_PX}² px), real 18SVG L1C pixels, "

@@ -59,6 +59,8 @@ def test_map_benchmark_runs_the_job_and_the_model_ceiling(tmp_path: Path) -> Non
     lines = bench.report(results, {}, None, 96, args, (1.0, 1.0), (1.0, 1.0), meta)
     assert any("map job / model-only ceiling" in line for line in lines)
     assert any("terratorch peer: fp32" in line for line in lines)  # the peer's precision is said
+    assert " build)" in lines[0] and "torch " in lines[0]  # memory depends on torch's build
     tile_lines = tile_bench.summarise(r, 96, 64, (1.0, 1.0))
     assert any("extrapolated" in line for line in tile_lines)
+    assert " build)" in tile_lines[0]
     json.dumps(r)  # everything the benchmark keeps is plain JSON

@@ -36,7 +36,8 @@ interleaved, the order rotated each round; throughput = output pixels / wall sec
   ``tiled_inference`` makes, as its users call it.
 
 Then, for the map job only: peak memory at the AOI and at a quarter of its area (flat in AOI size?)
-and throughput of 2 dask worker processes vs 1 (one torch thread each).
+and throughput of 2 dask worker processes vs 1 (one torch thread each), in ``--rounds``
+interleaved pairs.
 
 Usage:  python benchmarks/bench_map.py [--size 1000] [--rounds 3] [--full] [--peers map,...]
             [--tile 1024] [--tt-python /tmp/ttvenv/bin/python] [--doc docs/performance.md]
@@ -442,7 +443,11 @@ def main() -> None:
         agree = None
         if {"map", "terratorch"} <= set(peers):
             agree = agreement(_classes_tif(job), Path(keep))
-        extra = {} if a.no_scaling else scaling(folder, scene, size, a.tile or _default_tile())
+        extra = (
+            {}
+            if a.no_scaling
+            else scaling(folder, scene, size, a.tile or _default_tile(), a.rounds)
+        )
     load1 = os.getloadavg()
     lines = report(results, extra, agree, size, a, load0, load1, meta)
     print("\n".join(lines))
@@ -468,18 +473,48 @@ def _default_tile() -> int:
     return GridSpec().tile_size
 
 
-def scaling(folder: Path, scene: dict, size: int, tile: int) -> dict:
-    """Map-job peak memory at a quarter of the AOI area, and 1 vs 2 worker processes."""
-    out: dict = {}
-    small = write_job(folder, scene, size // 2, "quarter", tile)
-    out["quarter"] = run_map(small)
-    for n in (1, 2):
-        dask = {"workers": n, "threads_per_worker": 1, "processes": True}
-        out[f"procs{n}"] = run_map(write_job(folder, scene, size, f"procs{n}", tile, dask))
-    for k, r in out.items():
-        r.pop("curve")
-        print(f"  {k:8s} {r['seconds']:7.1f} s  peak {r['peak_mb']:6.0f} MB", flush=True)
+def scaling(folder: Path, scene: dict, size: int, tile: int, rounds: int) -> dict:
+    """Map-job peak memory at a quarter of the AOI area, and 1 vs 2 worker processes in
+    ``rounds`` interleaved pairs, the order alternating (the machine's speed drifts: one pair
+    gave 1.59x and the next 1.82x in stop 24)."""
+    quarter = run_map(write_job(folder, scene, size // 2, "quarter", tile))
+    quarter.pop("curve")
+    print(f"  quarter  {quarter['seconds']:7.1f} s  peak {quarter['peak_mb']:6.0f} MB", flush=True)
+    out: dict = {"quarter": quarter, "procs1": [], "procs2": []}
+    jobs = {
+        n: write_job(folder, scene, size, f"procs{n}", tile,
+                     {"workers": n, "threads_per_worker": 1, "processes": True})
+        for n in (1, 2)
+    }  # fmt: skip
+    for i in range(rounds):
+        for n in (1, 2) if i % 2 == 0 else (2, 1):
+            r = run_map(jobs[n])
+            r.pop("curve")
+            out[f"procs{n}"].append(r)
+            print(f"  round {i} procs{n} {r['seconds']:7.1f} s  peak {r['peak_mb']:6.0f} MB",
+                  flush=True)  # fmt: skip
     return out
+
+
+def scaling_lines(extra: dict, map_runs: list[dict], size: int) -> list[str]:
+    """The memory-flatness and worker-scaling lines of the table (``extra`` from
+    :func:`scaling`; ``map_runs``: the map job's runs at the full size)."""
+    big = statistics.median(r["peak_mb"] for r in map_runs or extra["procs2"])
+    quarter = extra["quarter"]["peak_mb"]
+    p1, p2 = extra["procs1"], extra["procs2"]
+    speedups = [a["seconds"] / b["seconds"] for a, b in zip(p1, p2, strict=True)]
+
+    def med(runs: list[dict], key: str) -> float:
+        return statistics.median(r[key] for r in runs)
+
+    return [
+        f"- map job peak memory (PSS): {big:.0f} MB at {size}² px, {quarter:.0f} MB at "
+        f"{size // 2}² px (ratio {big / quarter:.2f}; target ≤ 1 GB, flat)",
+        f"- 2 dask worker processes vs 1 (1 torch thread each), {len(speedups)} interleaved "
+        f"pair(s): min / med / max {_fmt(speedups)}x (medians {med(p1, 'seconds'):.0f} s vs "
+        f"{med(p2, 'seconds'):.0f} s; peak {med(p1, 'peak_mb'):.0f} / "
+        f"{med(p2, 'peak_mb'):.0f} MB; target ≥ 1.8)",
+    ]
 
 
 def torch_build() -> str:
@@ -539,19 +574,7 @@ def report(results, extra, agree, size, a, load0, load1, meta) -> list[str]:  # 
             "pixels equal (blending weights differ: tent vs terratorch's mask)"
         )
     if extra:
-        big = statistics.median(r["peak_mb"] for r in results.get("map", [extra["procs2"]]))
-        lines.append(
-            f"- map job peak memory (PSS): {big:.0f} MB at {size}² px, "
-            f"{extra['quarter']['peak_mb']:.0f} MB at {size // 2}² px "
-            f"(ratio {big / extra['quarter']['peak_mb']:.2f}; target ≤ 1 GB, flat)"
-        )
-        sp = extra["procs1"]["seconds"] / extra["procs2"]["seconds"]
-        lines.append(
-            f"- 2 dask worker processes vs 1 (1 torch thread each): {sp:.2f}x "
-            f"({extra['procs1']['seconds']:.0f} s vs {extra['procs2']['seconds']:.0f} s; "
-            f"peak {extra['procs1']['peak_mb']:.0f} / {extra['procs2']['peak_mb']:.0f} MB;"
-            " target ≥ 1.8)"
-        )
+        lines.extend(scaling_lines(extra, results.get("map", []), size))
     return lines
 
 

@@ -41,6 +41,22 @@ def test_curve_steps_take_the_max_of_each_bin() -> None:
     assert tile_bench.curve_steps(curve, steps=2) == [(2.0, 300.0), (4.0, 250.0)]
 
 
+def test_scaling_lines_report_every_pair_of_worker_runs() -> None:
+    run = lambda s, mb: {"seconds": s, "peak_mb": mb}  # noqa: E731
+    extra = {
+        "quarter": run(10.0, 900.0),
+        "procs1": [run(90.0, 1400.0), run(88.0, 1450.0), run(86.0, 1420.0)],
+        "procs2": [run(50.0, 1900.0), run(48.0, 1850.0), run(43.0, 1950.0)],
+    }
+    memory, workers = bench.scaling_lines(extra, [run(50.0, 990.0)], 4000)
+    assert "990 MB at 4000² px, 900 MB at 2000² px (ratio 1.10" in memory
+    # pairs 1.80, 1.83, 2.00: min / median / max of the ratios, not a ratio of medians
+    assert "3 interleaved pair(s): min / med / max 1.80 / 1.83 / 2.00x" in workers
+    assert "medians 88 s vs 48 s; peak 1420 / 1900 MB" in workers
+    # without the map peer, the memory figure is the 2-process job's
+    assert "1900 MB at 4000² px" in bench.scaling_lines(extra, [], 4000)[0]
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not bench.DATA.exists(), reason="needs /work/shared/data/s2_18svg")
 def test_map_benchmark_runs_the_job_and_the_model_ceiling(tmp_path: Path) -> None:

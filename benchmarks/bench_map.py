@@ -520,8 +520,7 @@ def scaling_lines(extra: dict, map_runs: list[dict], size: int) -> list[str]:
 def torch_build() -> str:
     """torch's version and build, for the tables: a CUDA build maps its CUDA libraries (and
     their start-up heap) into every process that imports torch, on a CPU too, so the peak memory
-    figures depend on it (stop 24: 969–985 MB with 2.14.1+cu130 against 683–705 MB with the
-    2.13.0 CPU wheel, same 4000² px job)."""
+    figures depend on it (``docs/performance.md``, stop 24)."""
     import torch
 
     build = f"CUDA {torch.version.cuda} build" if torch.version.cuda else "CPU build"
